@@ -1,0 +1,3 @@
+from gantool.cli.main import main
+
+main()

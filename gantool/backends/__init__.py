@@ -1,0 +1,36 @@
+"""One Generator protocol for every backend: seeds + truncation in, uint8 images out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from gantool.errors import GantoolError
+
+BACKENDS = ("torch",)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What every backend offers; images for a seed do not depend on the batch they are in."""
+
+    resolution: int
+    channels: int
+    nz: int
+    prior: str
+    default_truncation: float | None
+
+    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
+        """uint8 images (B, H, W, C) for ``seeds`` at ``truncation`` (None: the plain prior)."""
+        ...
+
+
+def load_backend(name: str, path: str, **options) -> Generator:
+    """Open ``path`` with the backend called ``name``."""
+    if name == "torch":
+        from gantool.backends.torch_backend import TorchGenerator
+
+        return TorchGenerator(path, **options)
+    raise GantoolError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

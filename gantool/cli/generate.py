@@ -1,0 +1,50 @@
+"""`gantool generate`: images by seed and truncation from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gantool.errors import GantoolError
+
+
+def generate(
+    checkpoint: Path = typer.Argument(..., help="A gantool checkpoint (.pt)."),
+    seeds: str = typer.Option("0-63", help="Seeds, e.g. 0-63,100 (ranges inclusive)."),
+    truncation: Optional[float] = typer.Option(
+        None, help="Largest |z| allowed (default: the model's; none = plain prior)."),
+    prior: Optional[str] = typer.Option(None, help="normal | uniform (default: the model's)."),
+    outdir: Optional[Path] = typer.Option(None, help="Write one seedNNNNNN.png per seed here."),
+    grid: Optional[Path] = typer.Option(None, help="Write all images as one grid to this file."),
+    batch_size: int = typer.Option(32, min=1, help="Seeds per forward pass."),
+    backend: str = typer.Option("torch", help="Inference backend: torch."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights if present."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Draw images for seeds: the same seed and truncation give the same image on every backend."""
+    from gantool.backends import load_backend
+    from gantool.sampling.latent import parse_seeds, validate_truncation
+    from gantool.sampling.render import render_seeds
+
+    if outdir is None and grid is None:
+        raise GantoolError("nothing to write: pass --outdir DIR and/or --grid FILE")
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as e:
+        raise GantoolError(f"--seeds: {e}") from None
+    if not checkpoint.is_file():
+        raise GantoolError(f"checkpoint {checkpoint} does not exist")
+    gen = load_backend(backend, str(checkpoint), device=device, ema=ema, prior=prior)
+    t = truncation if truncation is not None else gen.default_truncation
+    try:
+        validate_truncation(t, gen.prior)
+    except ValueError as e:
+        raise GantoolError(f"--truncation: {e}") from None
+    if grid is not None and grid.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise GantoolError(f"--grid {grid}: use a .png, .jpg or .webp file name")
+    render_seeds(gen, seed_list, t, batch_size, outdir, grid, progress=progress)
+    where = " and ".join(str(p) for p in (outdir, grid) if p is not None)
+    typer.echo(f"wrote {len(seed_list)} image(s) to {where}")

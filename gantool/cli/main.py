@@ -1,0 +1,60 @@
+"""Entry point: the Typer app, and user errors printed as one line with exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from gantool import __version__
+from gantool.cli import generate, train
+from gantool.errors import GantoolError
+
+app = typer.Typer(
+    name="gantool",
+    help="Train DCGAN-family image generators and draw images from them by seed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("train", no_args_is_help=True)(train.train)
+app.command("demo")(train.demo)
+app.command("generate", no_args_is_help=True)(generate.generate)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gantool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Train DCGAN-family image generators and draw images from them by seed."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script: run the app, turning user errors into one line on stderr and exit 2."""
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="gantool")
+    except typer.TyperException as e:  # bad flags or values, as parsed by Typer
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx else "gantool"
+        _fail(f"{e.format_message()} (see '{where} --help')")
+    except GantoolError as e:
+        _fail(str(e))
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

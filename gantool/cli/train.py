@@ -1,0 +1,133 @@
+"""`gantool train` and `gantool demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gantool.errors import GantoolError
+
+# CLI flag -> config key; every other value is reachable with --set section.field=value.
+FLAG_KEYS = {
+    "resolution": "model.resolution", "channels": "model.channels", "nz": "model.nz",
+    "ngf": "model.ngf", "ndf": "model.ndf", "prior": "model.prior",
+    "steps": "train.steps", "batch_size": "train.batch_size", "lr_g": "train.lr_g",
+    "lr_d": "train.lr_d", "labels": "train.labels", "device": "train.device", "amp": "train.amp",
+    "seed": "train.seed", "sample_every": "train.sample_every",
+    "checkpoint_every": "train.checkpoint_every", "fit": "data.fit", "flip": "data.flip",
+}
+
+DEMO_STEPS = 600
+
+
+def train(
+    preset: Optional[str] = typer.Option(None, help="Named configuration; see --list-presets."),
+    data: Optional[str] = typer.Option(
+        None, help="Image folder, .zip, IDX file/folder, or builtin:fashion-mnist."),
+    out: Path = typer.Option(Path("runs"), help="Parent folder of run directories."),
+    steps: Optional[int] = typer.Option(None, help="Total training steps (also on --resume)."),
+    resolution: Optional[int] = typer.Option(None, help="Square image size, e.g. 28, 64, 1024."),
+    config: Optional[Path] = typer.Option(None, help="JSON or YAML file of option overrides."),
+    resume: Optional[str] = typer.Option(
+        None, help="Run directory or checkpoint to continue exactly where it stopped."),
+    set_: list[str] = typer.Option([], "--set", help="Override any option: section.field=value."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step."),
+    lr_g: Optional[float] = typer.Option(None, help="Generator learning rate."),
+    lr_d: Optional[float] = typer.Option(None, help="Discriminator learning rate."),
+    labels: Optional[str] = typer.Option(None, help="hard | one-sided | two-sided smoothing."),
+    channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (colour)."),
+    nz: Optional[int] = typer.Option(None, help="Latent size."),
+    ngf: Optional[int] = typer.Option(None, help="Generator width."),
+    ndf: Optional[int] = typer.Option(None, help="Discriminator width."),
+    prior: Optional[str] = typer.Option(None, help="Latent prior: normal | uniform."),
+    fit: Optional[str] = typer.Option(None, help="Resize fit: crop | pad."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
+    amp: Optional[str] = typer.Option(None, help="auto | off | bf16 | fp16."),
+    seed: Optional[int] = typer.Option(None, help="Run seed (data order, init, noise)."),
+    sample_every: Optional[int] = typer.Option(None, help="Steps between sample grids (0: epoch)."),
+    checkpoint_every: Optional[int] = typer.Option(
+        None, help="Steps between checkpoints (0: each epoch)."),
+    name: Optional[str] = typer.Option(None, help="Run name (default: the preset's)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List presets and exit."),
+) -> None:
+    """Train a generator; writes runs/NNNNN-NAME/ with config, metrics, sample grids, checkpoints."""
+    from gantool import config as C
+
+    given = dict(locals())
+    if list_presets:
+        _print_presets()
+        return
+    flags = {key: v for flag, key in FLAG_KEYS.items()
+             if (v := given[flag]) is not None and flag != "steps"}
+    if resume is not None:
+        extra = sorted(flags) + [f"--{k}" for k in ("preset", "config", "data", "name")
+                                 if given[k] is not None] + (["--set"] if set_ else [])
+        if extra:
+            raise GantoolError(f"--resume continues a run with its own configuration; only "
+                               f"--steps may change (got {', '.join(extra)})")
+        _finish(_run(resume=resume, steps=steps, progress=progress))
+        return
+    cfg = C.preset_config(preset) if preset else C.RunConfig()
+    overrides = C.load_config_file(config) if config else {}
+    overrides.update(flags)
+    if steps is not None:
+        overrides["train.steps"] = steps
+    if data is not None:
+        overrides["data.path"] = data
+    if name is not None:
+        overrides["name"] = name
+    overrides.update(C.parse_set_options(set_))
+    _finish(_run(cfg=C.apply_overrides(cfg, overrides), out=out, progress=progress))
+
+
+def demo(
+    out: Path = typer.Option(Path("runs"), help="Parent folder of the run directory."),
+    steps: int = typer.Option(DEMO_STEPS, help="Training steps."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a small Fashion-MNIST generator on the bundled sample and write a sample grid."""
+    from gantool import config as C
+
+    cfg = C.apply_overrides(C.preset_config("fashion-mnist"), {
+        "name": "demo", "data.path": "builtin:fashion-mnist", "train.steps": steps,
+        "model.ngf": 32, "model.ndf": 32, "train.batch_size": 64, "train.lr_g": 5e-4,
+        "train.lr_d": 2e-4, "train.checkpoint_every": 200, "train.sample_every": 100})
+    _finish(_run(cfg=cfg, out=out, progress=progress))
+
+
+def _run(**kwargs):
+    from gantool.train.loop import run
+
+    return run(**kwargs)
+
+
+def _finish(result) -> None:
+    grids = sorted((result.run_dir / "samples").glob("step-*.png"))
+    if result.interrupted:
+        typer.echo(f"interrupted at step {result.step}; checkpoint: {result.checkpoint}\n"
+                   f"continue with: gantool train --resume {result.run_dir}", err=True)
+        raise typer.Exit(130)
+    typer.echo(f"trained {result.step} steps ({result.images_per_s:,.0f} images/s) in "
+               f"{result.run_dir}")
+    typer.echo(f"checkpoint: {result.run_dir / 'checkpoints' / 'last.pt'}")
+    if grids:
+        typer.echo(f"samples:    {grids[-1]}")
+
+
+def _print_presets() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gantool.config import PRESETS, preset_config, preset_names
+
+    table = Table("preset", "res", "ch", "batch", "lr G / D", "labels", "prior", "about")
+    for name in preset_names():
+        c = preset_config(name)
+        table.add_row(name, str(c.model.resolution), str(c.model.channels),
+                      str(c.train.batch_size), f"{c.train.lr_g:g} / {c.train.lr_d:g}",
+                      c.train.labels, c.model.prior, PRESETS[name].get("_about", ""))
+    Console().print(table)

@@ -1,0 +1,314 @@
+"""Run configuration: frozen dataclasses, named presets, JSON/YAML round-trip and overrides.
+
+Precedence when a run is configured: preset < config file < ``--set``/CLI flags. Options are
+validated once here, written to ``config.json`` in the run directory, then handed to the training
+loop as plain values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gantool.errors import ConfigError
+
+LABEL_SMOOTHING = ("hard", "one-sided", "two-sided")
+PRIORS = ("normal", "uniform")
+FITS = ("crop", "pad")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+ARCHS = ("dcgan",)
+LOSSES = ("bce",)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The generator/discriminator pair and the latent prior it was trained with."""
+
+    arch: str = "dcgan"
+    resolution: int = 64
+    channels: int = 3
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    max_channels: int = 512
+    d_dropout: float = 0.0
+    prior: str = "normal"
+    truncation: float | None = None  # default sampling truncation; None = the plain prior
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are fitted to the training resolution."""
+
+    path: str = ""
+    fit: str = "crop"
+    flip: bool = False
+    background: tuple[int, int, int] = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, bookkeeping."""
+
+    steps: int = 10_000
+    batch_size: int = 64
+    loss: str = "bce"
+    labels: str = "hard"  # hard | one-sided (real 0.9) | two-sided (real 0.9, fake 0.1)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas_g: tuple[float, float] = (0.5, 0.999)
+    betas_d: tuple[float, float] = (0.5, 0.999)
+    lr_gamma: float = 1.0  # exponential decay: lr = lr0 * lr_gamma ** (step / lr_gamma_every)
+    lr_gamma_every: int = 1000
+    ema_decay: float = 0.999  # 0 disables the EMA generator
+    amp: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 with scaling; off on CPU
+    channels_last: bool | None = None  # None: on for CUDA, off for CPU
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 0  # steps between sample grids; 0 = once per epoch
+    sample_grid: int = 64  # grid of seeds 0..N-1
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = once per epoch
+    keep: int = 5  # step checkpoints kept besides last.pt
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; stored in config.json and inside every checkpoint."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return apply_overrides(cls(), _flatten(d))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "fashion-mnist": {
+        "_about": "28x28 grayscale DCGAN (Fashion-MNIST study): one-sided smoothing, D dropout",
+        "model.resolution": 28,
+        "model.channels": 1,
+        "model.ngf": 64,
+        "model.ndf": 64,
+        "model.d_dropout": 0.3,
+        "train.batch_size": 128,
+        "train.labels": "one-sided",
+        "train.steps": 4690,  # 10 epochs of 60k images
+        "train.sample_every": 0,
+        "train.checkpoint_every": 0,
+    },
+    "faces-64": {
+        "_about": "64x64 colour DCGAN (Radford), one-sided smoothing, horizontal flips",
+        "model.resolution": 64,
+        "model.channels": 3,
+        "train.batch_size": 128,
+        "train.labels": "one-sided",
+        "data.flip": True,
+        "train.steps": 20_000,
+        "train.sample_every": 500,
+        "train.checkpoint_every": 1000,
+    },
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def preset_config(name: str) -> RunConfig:
+    """The RunConfig of a named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}; see --list-presets")
+    values = {k: v for k, v in PRESETS[name].items() if not k.startswith("_")}
+    return apply_overrides(RunConfig(name=name), values)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config file into flat ``section.field`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot parse config file {path}: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of options")
+    return _flatten(data)
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return ``cfg`` with ``{"section.field" or "field": value}`` applied and validated.
+
+    String values (from the command line) are parsed to the field's type.
+    """
+    sections = {s: dataclasses.asdict(getattr(cfg, s)) for s in SECTIONS}
+    name = cfg.name
+    for key, value in overrides.items():
+        if key == "name":
+            name = str(value)
+            continue
+        section, fname = _resolve_key(key)
+        ftype = _field_types(SECTIONS[section])[fname]
+        sections[section][fname] = _coerce(value, ftype, key)
+    try:
+        new = RunConfig(name=name, **{s: SECTIONS[s](**v) for s, v in sections.items()})
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+    validate(new)
+    return new
+
+
+def parse_set_options(items: list[str]) -> dict[str, str]:
+    """Parse ``--set key=value`` items."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set train.lr_g=1e-4)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range and choice checks; raises ConfigError with one readable line."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    _choice("model.arch", m.arch, ARCHS)
+    _choice("model.prior", m.prior, PRIORS)
+    _choice("data.fit", d.fit, FITS)
+    _choice("train.labels", t.labels, LABEL_SMOOTHING)
+    _choice("train.loss", t.loss, LOSSES)
+    _choice("train.amp", t.amp, AMP_MODES)
+    _choice("train.device", t.device, DEVICES)
+    if m.channels not in (1, 3):
+        raise ConfigError(f"model.channels must be 1 or 3, got {m.channels}")
+    for key, v in [("model.nz", m.nz), ("model.ngf", m.ngf), ("model.ndf", m.ndf),
+                   ("model.max_channels", m.max_channels), ("train.steps", t.steps),
+                   ("train.batch_size", t.batch_size), ("train.log_every", t.log_every),
+                   ("train.lr_gamma_every", t.lr_gamma_every), ("train.keep", t.keep)]:
+        if v < 1:
+            raise ConfigError(f"{key} must be at least 1, got {v}")
+    for key, v in [("train.sample_every", t.sample_every), ("train.sample_grid", t.sample_grid),
+                   ("train.checkpoint_every", t.checkpoint_every), ("train.seed", t.seed)]:
+        if v < 0:
+            raise ConfigError(f"{key} must not be negative, got {v}")
+    if not 0 <= m.d_dropout < 1:
+        raise ConfigError(f"model.d_dropout must be in [0, 1), got {m.d_dropout}")
+    if not 0 <= t.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    if t.lr_g <= 0 or t.lr_d <= 0 or t.lr_gamma <= 0:
+        raise ConfigError("learning rates and train.lr_gamma must be positive")
+    for key, betas in [("train.betas_g", t.betas_g), ("train.betas_d", t.betas_d)]:
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"{key} must be two numbers in [0, 1), got {list(betas)}")
+    if len(d.background) != 3 or not all(0 <= c <= 255 for c in d.background):
+        raise ConfigError(f"data.background must be three values 0..255, got {list(d.background)}")
+    if m.truncation is not None:
+        if m.truncation <= 0 or (m.prior == "uniform" and m.truncation > 1):
+            bound = "(0, 1]" if m.prior == "uniform" else "> 0"
+            raise ConfigError(f"model.truncation must be {bound} for the {m.prior} prior")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"{key} must be one of {', '.join(choices)}, got {value!r}{_suggest(value, choices)}"
+        )
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k in SECTIONS and not prefix:
+            out.update(_flatten(v, f"{k}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _resolve_key(key: str) -> tuple[str, str]:
+    if "." in key:
+        section, _, fname = key.partition(".")
+        if section in SECTIONS and fname in _field_types(SECTIONS[section]):
+            return section, fname
+    else:
+        owners = [s for s, c in SECTIONS.items() if key in _field_types(c)]
+        if len(owners) == 1:
+            return owners[0], key
+    bare = {k.partition(".")[2]: k for k in all_keys()}
+    close = difflib.get_close_matches(key.rpartition(".")[2], list(bare), n=1)
+    hint = f" (did you mean {bare[close[0]]!r}?)" if close else ""
+    raise ConfigError(f"unknown option {key!r}{hint}; options are section.field, e.g. train.lr_g")
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, ftype: Any, key: str) -> Any:
+    """Convert ``value`` (possibly a CLI string) to ``ftype``."""
+    origin = typing.get_origin(ftype)
+    args = typing.get_args(ftype)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
+    try:
+        if origin is tuple:
+            items = value.replace("(", "").replace(")", "").split(",") if isinstance(
+                value, str) else list(value)
+            if len(items) != len(args):
+                raise ValueError(f"expected {len(args)} comma-separated values")
+            return tuple(_coerce(v, a, key) for v, a in zip(items, args))
+        if ftype is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError("expected true or false")
+            return bool(value)
+        if ftype is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("expected an integer")
+            return int(str(value).replace("_", "")) if isinstance(value, str) else int(value)
+        if ftype is float:
+            return float(value)
+        return str(value)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"bad value {value!r} for {key}: {e}") from None

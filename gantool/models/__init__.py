@@ -1,0 +1,26 @@
+"""Network registry: build G and D from a ModelConfig."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from gantool.config import ModelConfig
+from gantool.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from gantool.models.layers import resolution_plan, supported_resolutions
+
+__all__ = ["build_generator", "build_discriminator", "resolution_plan", "supported_resolutions"]
+
+
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    """The generator described by ``cfg``: z (B, nz) -> image (B, C, R, R) in [-1, 1]."""
+    if cfg.arch == "dcgan":
+        return DCGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels)
+    raise ValueError(f"unknown architecture {cfg.arch!r}")
+
+
+def build_discriminator(cfg: ModelConfig) -> nn.Module:
+    """The discriminator described by ``cfg``: image (B, C, R, R) -> logit (B,)."""
+    if cfg.arch == "dcgan":
+        return DCGANDiscriminator(cfg.resolution, cfg.channels, cfg.ndf, cfg.max_channels,
+                                  cfg.d_dropout)
+    raise ValueError(f"unknown architecture {cfg.arch!r}")

@@ -1,0 +1,60 @@
+"""DCGAN generator and discriminator (Radford et al. 2016) for any supported square resolution.
+
+At 64 px with ngf = ndf = 64 these are layer for layer the networks of pytorch/examples' DCGAN,
+except that the discriminator returns a logit (the sigmoid lives in the loss).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gantool.models.layers import dcgan_init, feature_widths, resolution_plan
+
+
+class DCGANGenerator(nn.Module):
+    """z (B, nz) -> image (B, C, R, R) in [-1, 1]: transposed convs, BatchNorm, ReLU, tanh."""
+
+    def __init__(self, resolution: int, channels: int = 3, nz: int = 100, ngf: int = 64,
+                 max_channels: int = 512):
+        super().__init__()
+        base, _ = resolution_plan(resolution)
+        widths = feature_widths(resolution, ngf, max_channels)  # at base, 2*base, ...
+        self.nz = nz
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz, widths[0], base, 1, 0, bias=False),  # (B, w0, base, base)
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(True),
+        ]
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),  # doubles H, W
+                       nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+        dcgan_init(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z.view(z.shape[0], self.nz, 1, 1))  # (B, C, R, R)
+
+
+class DCGANDiscriminator(nn.Module):
+    """image (B, C, R, R) -> logit (B,): strided convs, BatchNorm, LeakyReLU 0.2, optional dropout."""
+
+    def __init__(self, resolution: int, channels: int = 3, ndf: int = 64, max_channels: int = 512,
+                 dropout: float = 0.0):
+        super().__init__()
+        base, _ = resolution_plan(resolution)
+        widths = feature_widths(resolution, ndf, max_channels)[::-1]  # at R/2, R/4, ..., base
+
+        def act() -> list[nn.Module]:
+            return [nn.LeakyReLU(0.2, True)] + ([nn.Dropout(dropout)] if dropout else [])
+
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), *act()]
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), *act()]
+        layers += [nn.Conv2d(widths[-1], 1, base, 1, 0, bias=False)]  # (B, 1, 1, 1)
+        self.main = nn.Sequential(*layers)
+        dcgan_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x).flatten()  # (B,)

@@ -1,0 +1,53 @@
+"""Shared building blocks: the resolution plan and DCGAN weight initialisation."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from gantool.errors import ConfigError
+
+BASES = (3, 4, 5, 7)  # the spatial size of the first feature map (Radford used 4)
+MIN_RESOLUTION, MAX_RESOLUTION = 28, 1024
+
+
+def resolution_plan(resolution: int) -> tuple[int, int]:
+    """Split ``resolution`` into (base, k) with resolution = base * 2**k, base in BASES, k >= 2.
+
+    The generator starts from a base x base map and doubles k times; the discriminator mirrors it.
+    Raises ConfigError naming the nearest supported resolutions.
+    """
+    r, k = resolution, 0
+    while r % 2 == 0 and r // 2 >= min(BASES):
+        r, k = r // 2, k + 1
+    if r not in BASES or k < 2 or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        near = sorted(supported_resolutions(), key=lambda s: (abs(s - resolution), s))[:3]
+        raise ConfigError(
+            f"unsupported resolution {resolution}: use base*2^k with base in "
+            f"{{{', '.join(map(str, BASES))}}} between {MIN_RESOLUTION} and {MAX_RESOLUTION}; "
+            f"nearest: {', '.join(map(str, sorted(near)))}"
+        )
+    return r, k
+
+
+def supported_resolutions() -> list[int]:
+    """Every resolution the DCGAN family supports, ascending."""
+    out = {b * 2**k for b in BASES for k in range(2, 12)}
+    return sorted(s for s in out if MIN_RESOLUTION <= s <= MAX_RESOLUTION)
+
+
+def feature_widths(resolution: int, width: int, max_channels: int) -> list[int]:
+    """Channels of the feature maps at base*2**i for i = 0..k-1: width*2**(k-1-i), capped."""
+    _, k = resolution_plan(resolution)
+    return [min(max_channels, width * 2 ** (k - 1 - i)) for i in range(k)]
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Radford et al.: conv weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,141 @@
+"""Full-state checkpoints: atomic writes, rotation, discovery, and loading a generator.
+
+A checkpoint is a plain dict of tensors and primitives (``torch.load(weights_only=True)`` opens
+it) that carries its own config, so ``load_generator(path)`` rebuilds the network with no flags.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantool.config import RunConfig
+from gantool.errors import GantoolError
+from gantool.models import build_generator
+
+FORMAT = "gantool-checkpoint-v1"
+STEP_RE = re.compile(r"^step-(\d+)\.pt$")
+LAST = "last.pt"
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:07d}.pt"
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, rename: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, keep: int) -> Path:
+    """Write ``state`` as ``step-NNNNNNN.pt``, point ``last.pt`` at it, keep the newest ``keep``."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / step_name(int(state["step"]))
+    atomic_torch_save({"format": FORMAT, **state}, path)
+    _link_last(path)
+    for old in step_checkpoints(ckpt_dir)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def step_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Step checkpoints in ``ckpt_dir``, newest first."""
+    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("step-*.pt") if (m := STEP_RE.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Open a gantool checkpoint safely (weights only); a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise GantoolError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated, or not a torch file
+        raise GantoolError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise GantoolError(f"{path} is not a gantool checkpoint")
+    return state
+
+
+def resolve_resume(target: str | os.PathLike) -> tuple[Path, dict]:
+    """A run directory or a checkpoint file -> (run_dir, newest readable checkpoint state).
+
+    For a run directory the newest step checkpoint that loads wins (a crash can interrupt
+    ``last.pt``'s update, never a step file's content). Leftover temp files are removed.
+    """
+    target = Path(target)
+    if target.is_file():
+        run_dir = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+        return run_dir, load_checkpoint(target)
+    ckpt_dir = target / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise GantoolError(f"{target} is neither a checkpoint nor a run directory with checkpoints/")
+    for tmp in ckpt_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    errors = []
+    for path in step_checkpoints(ckpt_dir) + [ckpt_dir / LAST]:
+        try:
+            return target, load_checkpoint(path)
+        except GantoolError as e:
+            errors.append(str(e))
+    raise GantoolError(f"no readable checkpoint in {ckpt_dir}" + (f": {errors[0]}" if errors else ""))
+
+
+def load_generator(path: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu"):
+    """Rebuild the generator stored in a checkpoint, in eval mode -> (module, RunConfig).
+
+    ``ema=True`` takes the EMA weights when the run kept them.
+    """
+    state = load_checkpoint(path, map_location=device)
+    cfg = RunConfig.from_dict(state["config"])
+    g = build_generator(cfg.model)
+    weights = state.get("G_ema") if ema and state.get("G_ema") is not None else state["G"]
+    g.load_state_dict(weights)
+    return g.to(device).eval(), cfg
+
+
+def _link_last(path: Path) -> None:
+    """Make ``last.pt`` a hard link to ``path`` (a copy where links are not possible), atomically."""
+    last = path.parent / LAST
+    tmp = path.parent / f".{LAST}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, last)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

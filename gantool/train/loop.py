@@ -1,0 +1,361 @@
+"""The training loop: the only place with optimizers, AMP and EMA.
+
+Everything random in a step is reproducible from the run's seed and the step number (the data
+order is a per-epoch permutation; z and dropout come from the global torch RNG, saved in every
+checkpoint), so ``--resume`` continues exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+import gantool
+from gantool.config import RunConfig
+from gantool.data import ImageSet, load_dataset
+from gantool.device import pick_device
+from gantool.errors import GantoolError
+from gantool.models import build_discriminator, build_generator
+from gantool.sampling.images import save_grid, to_uint8
+from gantool.sampling.latent import latents
+from gantool.train.checkpoint import resolve_resume, save_checkpoint
+from gantool.train.losses import d_loss_bce, g_loss_bce
+
+RUN_RE = re.compile(r"^(\d{5})-")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    step: int
+    interrupted: bool
+    checkpoint: Path | None
+    images_per_s: float
+
+
+def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
+        resume: str | os.PathLike | None = None, steps: int | None = None,
+        console: Console | None = None, progress: bool = True) -> TrainResult:
+    """Start a new run from ``cfg`` under ``out``, or continue the run named by ``resume``.
+
+    On resume the configuration comes from the checkpoint; only the total ``steps`` may change.
+    """
+    console = console or Console(stderr=True)
+    state = None
+    if resume is not None:
+        run_dir, state = resolve_resume(resume)
+        cfg = RunConfig.from_dict(state["config"])
+        if steps is not None:
+            cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+        if state["step"] >= cfg.train.steps:
+            raise GantoolError(f"{run_dir} already reached step {state['step']} of "
+                               f"{cfg.train.steps}; pass a larger --steps to train further")
+    assert cfg is not None
+    trainer = Trainer(cfg, console, progress)  # builds nets and loads data before any file is made
+    if state is None:
+        run_dir = new_run_dir(Path(out), cfg.name)
+        (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    else:
+        trainer.load_state(state)
+        _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+        console.print(f"resuming {run_dir} at step {trainer.step}")
+    return trainer.fit(run_dir)
+
+
+def new_run_dir(out: Path, name: str) -> Path:
+    """Create ``out/NNNNN-name`` with the next free number."""
+    out.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in out.iterdir() if (m := RUN_RE.match(p.name))]
+    number = max(taken, default=0) + 1
+    while True:
+        path = out / f"{number:05d}-{name}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            number += 1
+
+
+class EpochSampler:
+    """Batch indices and flip masks as a pure function of (seed, step): drop-last epochs."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, flip: bool):
+        if n < batch_size:
+            raise GantoolError(f"the dataset has {n} images, fewer than the batch size "
+                               f"{batch_size}; lower --batch-size or add images")
+        self.n, self.batch_size, self.seed, self.flip = n, batch_size, seed, flip
+        self.steps_per_epoch = n // batch_size
+        self._epoch, self._perm, self._flips = -1, None, None
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.n, generator=g)
+            self._flips = torch.rand(self.n, generator=g) < 0.5 if self.flip else None
+            self._epoch = epoch
+        idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+        return idx, (self._flips[idx] if self._flips is not None else None)
+
+
+class Trainer:
+    """Owns G, D, G_ema, both optimizers, the AMP scaler and the data for one run."""
+
+    def __init__(self, cfg: RunConfig, console: Console, progress: bool = True):
+        self.cfg, self.console, self.show_progress = cfg, console, progress
+        m, t = cfg.model, cfg.train
+        self.device = pick_device(t.device)
+        self.amp_dtype = pick_amp(t.amp, self.device)
+        self.channels_last = self.device.type == "cuda" if t.channels_last is None else t.channels_last
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.G = build_generator(m).to(self.device, memory_format=fmt)
+        self.D = build_discriminator(m).to(self.device, memory_format=fmt)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay else None
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas_g)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas_d)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+        self.data = self._load_data()
+        self.images = torch.from_numpy(self.data.images)  # (N, C, R, R) uint8, shared memory
+        self.sampler = EpochSampler(len(self.data), t.batch_size, t.seed, cfg.data.flip)
+        torch.manual_seed(t.seed)
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _load_data(self) -> ImageSet:
+        m, d = self.cfg.model, self.cfg.data
+        if not d.path:
+            raise GantoolError("no training data: pass --data PATH (a folder, a .zip, IDX files, "
+                               "or builtin:fashion-mnist)")
+        data = load_dataset(d.path, m.resolution, m.channels, d.fit, tuple(d.background),
+                            progress=self.show_progress)
+        if data.skipped:
+            first, why = data.skipped[0]
+            self.console.print(f"[yellow]skipped {len(data.skipped)} unreadable file(s)[/] "
+                               f"(first: {first}: {why})")
+        self.console.print(f"data: {data.source}")
+        return data
+
+    def load_state(self, state: dict) -> None:
+        """Restore everything a checkpoint holds, so training continues exactly."""
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "gantool_version": gantool.__version__,
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "epoch": self.step / self.sampler.steps_per_epoch,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+        }
+
+    # ---- one step ----------------------------------------------------------------------------
+    def real_batch(self, step: int) -> torch.Tensor:
+        idx, flips = self.sampler.batch(step)
+        x = self.images[idx]  # (B, C, R, R) uint8
+        if flips is not None:
+            x = torch.where(flips[:, None, None, None], x.flip(-1), x)
+        x = x.to(self.device, non_blocking=True).float().mul_(1 / 127.5).sub_(1.0)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def sample_z(self, n: int) -> torch.Tensor:
+        nz = self.cfg.model.nz
+        if self.cfg.model.prior == "uniform":
+            return torch.rand(n, nz, device=self.device).mul_(2).sub_(1)
+        return torch.randn(n, nz, device=self.device)
+
+    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One D update on real and fake, then one G update (non-saturating)."""
+        t = self.cfg.train
+        self._set_lr()
+        autocast = torch.autocast(self.device.type, self.amp_dtype,
+                                  enabled=self.amp_dtype is not None)
+        z = self.sample_z(real.shape[0])
+        with autocast:
+            fake = self.G(z)  # (B, C, R, R)
+        self.D.requires_grad_(True)
+        with autocast:
+            real_logits = self.D(real)
+            fake_logits = self.D(fake.detach())
+            loss_d = d_loss_bce(real_logits.float(), fake_logits.float(), t.labels)
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_d).backward()
+        self.scaler.step(self.opt_D)
+        # G update: D's weights need no gradients, only the path through D to G does.
+        self.D.requires_grad_(False)
+        with autocast:
+            loss_g = g_loss_bce(self.D(fake).float())
+        self.opt_G.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(self.opt_G)
+        self.scaler.update()
+        self._update_ema()
+        self.step += 1
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+                "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
+                "d_fake": torch.sigmoid(fake_logits.detach().float()).mean()}
+
+    def _set_lr(self) -> None:
+        t = self.cfg.train
+        if t.lr_gamma == 1.0:
+            return
+        factor = t.lr_gamma ** (self.step / t.lr_gamma_every)
+        for opt, lr in ((self.opt_G, t.lr_g), (self.opt_D, t.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.G_ema is None:
+            return
+        decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1 - decay)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self, run_dir: Path) -> TrainResult:
+        t = self.cfg.train
+        spe = self.sampler.steps_per_epoch
+        sample_every = t.sample_every or spe
+        ckpt_every = t.checkpoint_every or spe
+        metrics_path = run_dir / "metrics.jsonl"
+        sums: dict[str, torch.Tensor] = {}
+        window_start, window_steps, images_per_s = time.perf_counter(), 0, 0.0
+        start_step, t0, ckpt = self.step, time.perf_counter(), None
+        with _graceful_stop() as stop, self._progress() as bar:
+            task = bar.add_task("train", total=t.steps, completed=self.step, stats="")
+            while self.step < t.steps and not stop():
+                logs = self.train_step(self.real_batch(self.step))
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0) + v
+                window_steps += 1
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    now = time.perf_counter()
+                    images_per_s = window_steps * t.batch_size / (now - window_start)
+                    row = self._log_row(sums, window_steps, images_per_s)
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    bar.update(task, completed=self.step, stats=(
+                        f"D {row['loss_d']:.3f}  G {row['loss_g']:.3f}  D(x) {row['d_real']:.2f}"
+                        f"  D(G(z)) {row['d_fake']:.2f}  {images_per_s:,.0f} img/s"))
+                    sums, window_steps, window_start = {}, 0, now
+                if self.step % sample_every == 0 or self.step == t.steps:
+                    grid = self.write_samples(run_dir)
+                    bar.console.print(f"step {self.step} (epoch {self.step / spe:.2f}): {grid}")
+                if self.step % ckpt_every == 0 or self.step == t.steps:
+                    ckpt = save_checkpoint(self.state_dict(), run_dir / "checkpoints", t.keep)
+        interrupted = self.step < t.steps
+        if interrupted and self.step > start_step:
+            ckpt = save_checkpoint(self.state_dict(), run_dir / "checkpoints", t.keep)
+        elapsed = time.perf_counter() - t0
+        rate = (self.step - start_step) * t.batch_size / elapsed if elapsed > 0 else 0.0
+        return TrainResult(run_dir, self.step, interrupted, ckpt, rate)
+
+    def _log_row(self, sums: dict, n: int, images_per_s: float) -> dict:
+        row = {"step": self.step, "epoch": round(self.step / self.sampler.steps_per_epoch, 4)}
+        row.update({k: float(v) / n for k, v in sums.items()})
+        row.update(lr_g=self.opt_G.param_groups[0]["lr"], lr_d=self.opt_D.param_groups[0]["lr"],
+                   images_per_s=round(images_per_s, 2), time=round(time.time(), 3))
+        return row
+
+    @torch.no_grad()
+    def write_samples(self, run_dir: Path) -> Path:
+        """A grid of the fixed seeds 0..sample_grid-1 from G_ema (or G) in eval mode."""
+        m, n = self.cfg.model, self.cfg.train.sample_grid
+        g = self.G_ema if self.G_ema is not None else self.G
+        was_training = g.training
+        g.eval()
+        z = torch.from_numpy(latents(range(n), m.nz, m.prior, m.truncation)).to(self.device)
+        images = to_uint8(g(z).float().cpu().numpy())
+        g.train(was_training)
+        return save_grid(images, run_dir / "samples" / f"step-{self.step:07d}.png")
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                        TextColumn("{task.fields[stats]}"), console=self.console,
+                        disable=not self.show_progress)
+
+
+def pick_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: auto = bf16 on GPUs that have it, fp16 on older GPUs, off on CPU."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+@contextmanager
+def _graceful_stop() -> Iterator:
+    """First Ctrl-C (or SIGTERM) asks the loop to stop at the next step; a second one aborts."""
+    requested = {"flag": False}
+
+    def handler(signum, frame):
+        if requested["flag"]:
+            raise KeyboardInterrupt
+        requested["flag"] = True
+
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    else:
+        old = {}
+    try:
+        yield lambda: requested["flag"]
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows past the resumed step (written after the checkpoint, before a crash)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and _row_step(line) <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+
+
+def _row_step(line: str) -> float:
+    try:
+        return json.loads(line).get("step", math.inf)
+    except json.JSONDecodeError:
+        return math.inf  # a torn last line from a crash
