@@ -123,6 +123,7 @@ class Trainer:
         self.amp_dtype = pick_amp(t.amp, self.device)
         self.channels_last = self.device.type == "cuda" if t.channels_last is None else t.channels_last
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        torch.manual_seed(t.seed)  # weights, then z and dropout, all follow the run's seed
         self.G = build_generator(m).to(self.device, memory_format=fmt)
         self.D = build_discriminator(m).to(self.device, memory_format=fmt)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay else None
@@ -134,7 +135,6 @@ class Trainer:
         self.data = self._load_data()
         self.images = torch.from_numpy(self.data.images)  # (N, C, R, R) uint8, shared memory
         self.sampler = EpochSampler(len(self.data), t.batch_size, t.seed, cfg.data.flip)
-        torch.manual_seed(t.seed)
 
     # ---- setup -------------------------------------------------------------------------------
     def _load_data(self) -> ImageSet:

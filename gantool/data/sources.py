@@ -1,0 +1,190 @@
+"""Find the images a dataset path names: a folder, a .zip archive, IDX files, or a builtin sample.
+
+``resolve_source`` only lists files (cheap); decoding happens in ``gantool.data.dataset``.
+Names starting with "." and ``__MACOSX`` folders (macOS resource forks) are ignored.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from gantool.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (N, rows, cols)
+IDX_LABELS_MAGIC = 2049
+BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
+BUILTIN_DATASETS: dict[str, str] = {
+    "fashion-mnist": "6,000 Fashion-MNIST training images (600 per class), 28x28 grey, MIT",
+}
+
+_IDX_NAME = re.compile(r"images[-.]idx3-ubyte(\.gz)?$", re.IGNORECASE)
+_EXTS = " ".join(IMAGE_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What to decode: ``items`` are paths relative to ``root`` (folder), member names (zip),
+    or absolute IDX file paths (idx); ``label`` names the dataset in messages."""
+
+    kind: Literal["folder", "zip", "idx"]
+    root: Path
+    items: tuple[str, ...]
+    label: str
+
+    def item_name(self, item: str) -> str:
+        """A readable name for one item, e.g. for the ``skipped`` list."""
+        return item if self.kind == "idx" else f"{self.root}/{item}"
+
+
+def _hidden(rel: str) -> bool:
+    return any(p.startswith(".") or p == "__MACOSX" for p in rel.split("/") if p)
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _scan_folder(root: Path) -> list[str]:
+    """Image files under ``root`` (recursive, following links once), sorted POSIX-relative paths."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        for f in filenames:
+            if _is_image(f) and not _hidden(f):
+                found.append(f if rel_dir == "." else f"{rel_dir}/{f}")
+    return sorted(found)
+
+
+def _idx_files_in(folder: Path) -> list[Path]:
+    """IDX image files directly in ``folder``: train-images-idx3-ubyte[.gz] if present, else all.
+
+    Where both a raw file and its .gz are present, the raw one is read.
+    """
+    by_stem: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and _IDX_NAME.search(p.name) and not p.name.startswith("."):
+            stem = p.name[:-3] if p.name.lower().endswith(".gz") else p.name
+            if stem not in by_stem or not p.name.lower().endswith(".gz"):
+                by_stem[stem] = p
+    train = [p for s, p in by_stem.items() if s.lower().startswith("train-images")]
+    return train[:1] if train else [by_stem[s] for s in sorted(by_stem)]
+
+
+def _peek_idx_magic(path: Path) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as f:
+            raw = f.read(4)
+        return struct.unpack(">I", raw)[0] if len(raw) == 4 else None
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
+def builtin_path(name: str) -> Path:
+    """The folder of a shipped sample; DataError naming the known ones if ``name`` is unknown."""
+    key = name.strip().lower()
+    if key not in BUILTIN_DATASETS:
+        known = ", ".join(f"builtin:{k}" for k in BUILTIN_DATASETS)
+        raise DataError(f"unknown builtin dataset 'builtin:{name}'; known: {known}")
+    folder = BUILTIN_ROOT / key
+    if not folder.is_dir():
+        raise DataError(f"the builtin sample {folder} is missing; reinstall gantool")
+    return folder
+
+
+def resolve_source(path: str | os.PathLike) -> Source:
+    """Classify ``path`` and list what it holds, in a deterministic (sorted) order."""
+    if isinstance(path, str) and path.startswith("builtin:"):
+        name = path[len("builtin:") :]
+        files = _idx_files_in(builtin_path(name))
+        if not files:
+            raise DataError(f"the builtin sample {name} has no IDX files; reinstall gantool")
+        return Source("idx", files[0].parent, tuple(str(f) for f in files), f"builtin:{name}")
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(
+            f"dataset path {p} does not exist; pass a folder or .zip of images, "
+            "an IDX file (*-images-idx3-ubyte[.gz]) or builtin:fashion-mnist"
+        )
+    if p.is_dir():
+        images = _scan_folder(p)
+        if images:
+            return Source("folder", p, tuple(images), f"folder {p}")
+        idx = _idx_files_in(p)
+        if len(idx) == 1:
+            return Source("idx", p, (str(idx[0]),), f"IDX {idx[0]}")
+        if idx:
+            label = f"IDX {p}: {' + '.join(f.name for f in idx)}"
+            return Source("idx", p, tuple(str(f) for f in idx), label)
+        raise DataError(f"no images ({_EXTS}) found under {p}; add image files or IDX files")
+    if zipfile.is_zipfile(p):
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = [i.filename for i in z.infolist() if not i.is_dir()]
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{p} is not a readable zip archive ({e}); check the file") from e
+        images = sorted(n for n in names if _is_image(n) and not _hidden(n))
+        if not images:
+            raise DataError(f"no images ({_EXTS}) found under {p}; add image files to the archive")
+        return Source("zip", p, tuple(images), f"zip {p}")
+    if p.suffix.lower() == ".zip":
+        raise DataError(f"{p} is not a readable zip archive; check the file")
+    if "idx3" in p.name.lower() or _peek_idx_magic(p) == IDX_IMAGES_MAGIC:
+        return Source("idx", p.parent, (str(p),), f"IDX {p}")
+    raise DataError(
+        f"{p} is not a folder, a .zip of images or an IDX image file (*-images-idx3-ubyte[.gz]); "
+        "put single images in a folder"
+    )
+
+
+def read_idx_images(path: str | os.PathLike) -> np.ndarray:
+    """An IDX image file (raw or gzip) -> (N, rows, cols) uint8; DataError if malformed."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {p} ({e.strerror or e})") from e
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{p} is a damaged gzip file ({e}); download it again") from e
+    if len(raw) < 16:
+        raise DataError(f"{p} is truncated ({len(raw)} bytes, no IDX header); download it again")
+    magic, n, rows, cols = struct.unpack(">IIII", raw[:16])
+    if magic != IDX_IMAGES_MAGIC:
+        hint = " (that is a labels file)" if magic == IDX_LABELS_MAGIC else ""
+        raise DataError(
+            f"{p} is not an IDX image file: magic {magic}{hint}, expected {IDX_IMAGES_MAGIC}; "
+            "pass a *-images-idx3-ubyte[.gz] file"
+        )
+    need = n * rows * cols
+    have = len(raw) - 16
+    if have != need:
+        what = "truncated" if have < need else "longer than its header says"
+        raise DataError(
+            f"{p} is {what}: header says {n:,} images of {rows}x{cols} ({need:,} bytes), "
+            f"found {have:,} bytes; download it again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, count=need, offset=16).reshape(n, rows, cols)

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny real training runs on the bundled Fashion-MNIST sample."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FASHION_MNIST = SHARED / "data" / "fashion-mnist"
+TWEMOJI_TAR = SHARED / "data" / "twemoji-64" / "twemoji-64.tar"
+
+# A network small enough for a few CPU steps a second, big enough to learn something.
+TINY = {
+    "name": "tiny", "data.path": "builtin:fashion-mnist", "model.resolution": 28,
+    "model.channels": 1, "model.ngf": 8, "model.ndf": 8, "train.batch_size": 16,
+    "train.log_every": 2, "train.sample_grid": 16,
+}
+
+
+def tiny_config(**overrides):
+    from gantool.config import RunConfig, apply_overrides
+
+    return apply_overrides(RunConfig(), {**TINY, **overrides})
+
+
+def gantool_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a fresh interpreter."""
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "gantool", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished 12-step run: (run_dir, config)."""
+    from gantool.train.loop import run
+
+    cfg = tiny_config(**{"train.steps": 12, "train.checkpoint_every": 4,
+                         "train.sample_every": 6, "train.keep": 2})
+    result = run(cfg, out=tmp_path_factory.mktemp("runs"), progress=False)
+    return result.run_dir, cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_run):
+    return tiny_run[0] / "checkpoints" / "last.pt"

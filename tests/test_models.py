@@ -1,0 +1,69 @@
+"""DCGAN generator and discriminator at every supported resolution."""
+
+import pytest
+import torch
+from torch import nn
+
+from gantool.config import ModelConfig
+from gantool.errors import ConfigError
+from gantool.models import build_discriminator, build_generator, supported_resolutions
+from gantool.models.layers import resolution_plan
+
+LISTED = [28, 32, 64, 96, 128, 192, 256, 512, 1024]
+
+
+@pytest.mark.parametrize("res", LISTED)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes_at_listed_resolutions(res, channels):
+    cfg = ModelConfig(resolution=res, channels=channels, nz=16, ngf=2, ndf=2, max_channels=16)
+    g, d = build_generator(cfg).eval(), build_discriminator(cfg).eval()
+    with torch.no_grad():
+        x = g(torch.randn(2, 16))
+        logits = d(x)
+    assert x.shape == (2, channels, res, res)
+    assert x.abs().max() <= 1.0
+    assert logits.shape == (2,)
+
+
+def test_every_supported_resolution_builds():
+    for res in supported_resolutions():
+        base, k = resolution_plan(res)
+        assert base * 2**k == res and k >= 2
+    assert set(LISTED) <= set(supported_resolutions())
+
+
+@pytest.mark.parametrize("bad,near", [(100, "80, 96, 112"), (20, "28, 32, 40"), (2048, "1024"),
+                                      (36, "32")])
+def test_unsupported_resolution_names_nearest(bad, near):
+    with pytest.raises(ConfigError, match=f"unsupported resolution {bad}.*nearest: .*{near}"):
+        build_generator(ModelConfig(resolution=bad))
+
+
+def test_radford_constraints_and_init():
+    cfg = ModelConfig(resolution=64, ngf=32, ndf=32)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    kinds = {type(m) for m in list(g.modules()) + list(d.modules())}
+    assert not kinds & {nn.MaxPool2d, nn.AvgPool2d, nn.Linear}, "strided convolutions only"
+    assert isinstance(list(g.modules())[-1], nn.Tanh)
+    relus = [m for m in d.modules() if isinstance(m, nn.LeakyReLU)]
+    assert relus and all(m.negative_slope == 0.2 for m in relus)
+    convs = [m.weight for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    w = torch.cat([c.flatten() for c in convs])
+    assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+
+
+def test_channel_cap():
+    g = build_generator(ModelConfig(resolution=1024, ngf=64, max_channels=128, nz=8))
+    widths = [m.out_channels for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert max(widths) == 128 and widths[-1] == 3
+
+
+def test_discriminator_dropout():
+    d = build_discriminator(ModelConfig(resolution=28, channels=1, ndf=8, d_dropout=0.4))
+    drops = [m for m in d.modules() if isinstance(m, nn.Dropout)]
+    assert drops and all(m.p == 0.4 for m in drops)
+    x = torch.randn(4, 1, 28, 28)
+    assert not torch.equal(d.train()(x), d(x))  # active while training
+    assert torch.equal(d.eval()(x), d(x))
+    assert not any(isinstance(m, nn.Dropout)
+                   for m in build_discriminator(ModelConfig(resolution=28, ndf=8)).modules())

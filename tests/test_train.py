@@ -1,0 +1,105 @@
+"""Real training steps on the bundled sample: run directory, checkpoints, exact resume."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from gantool.config import RunConfig
+from gantool.errors import GantoolError
+from gantool.train.checkpoint import load_checkpoint, load_generator, step_checkpoints
+from gantool.train.loop import EpochSampler, run
+from gantool.train.losses import LABEL_TARGETS, d_loss_bce
+
+
+def test_run_directory_layout(tiny_run):
+    run_dir, cfg = tiny_run
+    assert run_dir.name == "00001-tiny"
+    assert RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())) == cfg
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    for key in ("loss_d", "loss_g", "d_real", "d_fake", "lr_g", "lr_d", "images_per_s"):
+        assert all(isinstance(r[key], float) for r in rows), key
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
+        "step-0000006.png", "step-0000012.png"]
+    ckpts = run_dir / "checkpoints"
+    # keep=2: the two newest step checkpoints plus last.pt
+    assert [p.name for p in step_checkpoints(ckpts)] == ["step-0000012.pt", "step-0000008.pt"]
+    assert (ckpts / "last.pt").read_bytes() == (ckpts / "step-0000012.pt").read_bytes()
+
+
+def test_checkpoint_is_full_state_and_weights_only(tiny_ckpt):
+    state = torch.load(tiny_ckpt, weights_only=True)
+    for key in ("config", "step", "epoch", "G", "D", "G_ema", "opt_G", "opt_D", "scaler", "rng"):
+        assert key in state, key
+    assert state["step"] == 12
+    g, cfg = load_generator(tiny_ckpt)
+    assert not g.training and cfg.model.ngf == 8
+    ema = load_generator(tiny_ckpt, ema=True)[0].state_dict()
+    raw = load_generator(tiny_ckpt, ema=False)[0].state_dict()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+
+
+def test_next_run_gets_the_next_number(tiny_run, tmp_path):
+    out = tiny_run[0].parent
+    result = run(tiny_config(**{"train.steps": 1}), out=out, progress=False)
+    assert result.run_dir.name == "00002-tiny"
+
+
+def _assert_same_state(a, b):
+    for net in ("G", "D", "G_ema"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs"
+    for opt in ("opt_G", "opt_D"):
+        for pid, st in a[opt]["state"].items():
+            for k, v in st.items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[opt]["state"][pid][k]))
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_resume_continues_exactly(tmp_path):
+    """N steps, stop, resume to 2N == 2N straight (dropout, flips, lr decay, EMA all on)."""
+    over = {"train.checkpoint_every": 3, "model.d_dropout": 0.3, "data.flip": True,
+            "train.lr_gamma": 0.5, "train.lr_gamma_every": 4, "train.labels": "two-sided"}
+    straight = run(tiny_config(**over, **{"train.steps": 6}), out=tmp_path / "a", progress=False)
+    first = run(tiny_config(**over, **{"train.steps": 3}), out=tmp_path / "b", progress=False)
+    resumed = run(resume=first.run_dir, steps=6, progress=False)
+    assert resumed.run_dir == first.run_dir and resumed.step == 6
+    a = load_checkpoint(straight.run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    _assert_same_state(a, b)
+    assert b["opt_G"]["param_groups"][0]["lr"] == pytest.approx(2e-4 * 0.5 ** (5 / 4))
+    steps = [json.loads(x)["step"] for x in (first.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no duplicated rows after resume
+
+
+def test_resume_refuses_a_finished_run(tiny_run):
+    with pytest.raises(GantoolError, match="already reached step 12"):
+        run(resume=tiny_run[0], progress=False)
+
+
+def test_label_smoothing_changes_targets():
+    real, fake = torch.full((8,), 3.0), torch.full((8,), -3.0)
+    losses = {name: d_loss_bce(real, fake, name).item() for name in LABEL_TARGETS}
+    assert losses["hard"] < losses["one-sided"] < losses["two-sided"]
+    assert LABEL_TARGETS["one-sided"] == (0.9, 0.0) and LABEL_TARGETS["two-sided"] == (0.9, 0.1)
+
+
+def test_epoch_sampler_is_a_permutation_per_epoch():
+    s = EpochSampler(10, 3, seed=1, flip=True)
+    epoch0 = torch.cat([s.batch(i)[0] for i in range(3)])
+    assert len(set(epoch0.tolist())) == 9  # drop-last, no repeats
+    assert not torch.equal(epoch0, torch.cat([s.batch(i)[0] for i in range(3, 6)]))
+    assert torch.equal(s.batch(4)[0], EpochSampler(10, 3, seed=1, flip=True).batch(4)[0])
+
+
+def test_dataset_smaller_than_batch_is_an_error(tmp_path):
+    with pytest.raises(GantoolError, match="fewer than the batch size"):
+        run(tiny_config(**{"train.batch_size": 10_000}), out=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir()), "no run directory is created for a failed start"
+
+
+def test_training_moves_the_discriminator_off_chance(tiny_run):
+    rows = [json.loads(x) for x in (tiny_run[0] / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["d_real"] > rows[-1]["d_fake"]  # D learned to tell real from fake
