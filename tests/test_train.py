@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
 from gantool.train.checkpoint import load_checkpoint, load_generator, step_checkpoints
@@ -70,7 +70,8 @@ def test_resume_continues_exactly(tmp_path):
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
     _assert_same_state(a, b)
     assert b["opt_G"]["param_groups"][0]["lr"] == pytest.approx(2e-4 * 0.5 ** (5 / 4))
-    steps = [json.loads(x)["step"] for x in (first.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = (first.run_dir / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in rows]
     assert steps == sorted(set(steps))  # no duplicated rows after resume
 
 

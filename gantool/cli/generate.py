@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,11 +12,11 @@ from gantool.errors import GantoolError
 def generate(
     checkpoint: Path = typer.Argument(..., help="A gantool checkpoint (.pt)."),
     seeds: str = typer.Option("0-63", help="Seeds, e.g. 0-63,100 (ranges inclusive)."),
-    truncation: Optional[float] = typer.Option(
+    truncation: float | None = typer.Option(
         None, help="Largest |z| allowed (default: the model's; none = plain prior)."),
-    prior: Optional[str] = typer.Option(None, help="normal | uniform (default: the model's)."),
-    outdir: Optional[Path] = typer.Option(None, help="Write one seedNNNNNN.png per seed here."),
-    grid: Optional[Path] = typer.Option(None, help="Write all images as one grid to this file."),
+    prior: str | None = typer.Option(None, help="normal | uniform (default: the model's)."),
+    outdir: Path | None = typer.Option(None, help="Write one seedNNNNNN.png per seed here."),
+    grid: Path | None = typer.Option(None, help="Write all images as one grid to this file."),
     batch_size: int = typer.Option(32, min=1, help="Seeds per forward pass."),
     backend: str = typer.Option("torch", help="Inference backend: torch."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),

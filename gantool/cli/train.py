@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,38 +22,38 @@ DEMO_STEPS = 600
 
 
 def train(
-    preset: Optional[str] = typer.Option(None, help="Named configuration; see --list-presets."),
-    data: Optional[str] = typer.Option(
+    preset: str | None = typer.Option(None, help="Named configuration; see --list-presets."),
+    data: str | None = typer.Option(
         None, help="Image folder, .zip, IDX file/folder, or builtin:fashion-mnist."),
     out: Path = typer.Option(Path("runs"), help="Parent folder of run directories."),
-    steps: Optional[int] = typer.Option(None, help="Total training steps (also on --resume)."),
-    resolution: Optional[int] = typer.Option(None, help="Square image size, e.g. 28, 64, 1024."),
-    config: Optional[Path] = typer.Option(None, help="JSON or YAML file of option overrides."),
-    resume: Optional[str] = typer.Option(
+    steps: int | None = typer.Option(None, help="Total training steps (also on --resume)."),
+    resolution: int | None = typer.Option(None, help="Square image size, e.g. 28, 64, 1024."),
+    config: Path | None = typer.Option(None, help="JSON or YAML file of option overrides."),
+    resume: str | None = typer.Option(
         None, help="Run directory or checkpoint to continue exactly where it stopped."),
     set_: list[str] = typer.Option([], "--set", help="Override any option: section.field=value."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per step."),
-    lr_g: Optional[float] = typer.Option(None, help="Generator learning rate."),
-    lr_d: Optional[float] = typer.Option(None, help="Discriminator learning rate."),
-    labels: Optional[str] = typer.Option(None, help="hard | one-sided | two-sided smoothing."),
-    channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (colour)."),
-    nz: Optional[int] = typer.Option(None, help="Latent size."),
-    ngf: Optional[int] = typer.Option(None, help="Generator width."),
-    ndf: Optional[int] = typer.Option(None, help="Discriminator width."),
-    prior: Optional[str] = typer.Option(None, help="Latent prior: normal | uniform."),
-    fit: Optional[str] = typer.Option(None, help="Resize fit: crop | pad."),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
-    amp: Optional[str] = typer.Option(None, help="auto | off | bf16 | fp16."),
-    seed: Optional[int] = typer.Option(None, help="Run seed (data order, init, noise)."),
-    sample_every: Optional[int] = typer.Option(None, help="Steps between sample grids (0: epoch)."),
-    checkpoint_every: Optional[int] = typer.Option(
+    batch_size: int | None = typer.Option(None, help="Images per step."),
+    lr_g: float | None = typer.Option(None, help="Generator learning rate."),
+    lr_d: float | None = typer.Option(None, help="Discriminator learning rate."),
+    labels: str | None = typer.Option(None, help="hard | one-sided | two-sided smoothing."),
+    channels: int | None = typer.Option(None, help="1 (grayscale) or 3 (colour)."),
+    nz: int | None = typer.Option(None, help="Latent size."),
+    ngf: int | None = typer.Option(None, help="Generator width."),
+    ndf: int | None = typer.Option(None, help="Discriminator width."),
+    prior: str | None = typer.Option(None, help="Latent prior: normal | uniform."),
+    fit: str | None = typer.Option(None, help="Resize fit: crop | pad."),
+    flip: bool | None = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips."),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda."),
+    amp: str | None = typer.Option(None, help="auto | off | bf16 | fp16."),
+    seed: int | None = typer.Option(None, help="Run seed (data order, init, noise)."),
+    sample_every: int | None = typer.Option(None, help="Steps between sample grids (0: epoch)."),
+    checkpoint_every: int | None = typer.Option(
         None, help="Steps between checkpoints (0: each epoch)."),
-    name: Optional[str] = typer.Option(None, help="Run name (default: the preset's)."),
+    name: str | None = typer.Option(None, help="Run name (default: the preset's)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List presets and exit."),
 ) -> None:
-    """Train a generator; writes runs/NNNNN-NAME/ with config, metrics, sample grids, checkpoints."""
+    """Train a generator: writes runs/NNNNN-NAME/ (config, metrics, sample grids, checkpoints)."""
     from gantool import config as C
 
     given = dict(locals())

@@ -38,7 +38,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """image (B, C, R, R) -> logit (B,): strided convs, BatchNorm, LeakyReLU 0.2, optional dropout."""
+    """image (B, C, R, R) -> logit (B,): strided convs, BatchNorm, LeakyReLU 0.2, dropout option."""
 
     def __init__(self, resolution: int, channels: int = 3, ndf: int = 64, max_channels: int = 512,
                  dropout: float = 0.0):

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gantool.sampling.images import save_grid, save_image, seed_filename
 from gantool.sampling.latent import batched

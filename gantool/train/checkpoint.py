@@ -55,7 +55,8 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, keep: int) -> Path:
 
 def step_checkpoints(ckpt_dir: Path) -> list[Path]:
     """Step checkpoints in ``ckpt_dir``, newest first."""
-    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("step-*.pt") if (m := STEP_RE.match(p.name))]
+    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("step-*.pt")
+             if (m := STEP_RE.match(p.name))]
     return [p for _, p in sorted(found, reverse=True)]
 
 
@@ -85,7 +86,8 @@ def resolve_resume(target: str | os.PathLike) -> tuple[Path, dict]:
         return run_dir, load_checkpoint(target)
     ckpt_dir = target / "checkpoints"
     if not ckpt_dir.is_dir():
-        raise GantoolError(f"{target} is neither a checkpoint nor a run directory with checkpoints/")
+        raise GantoolError(f"{target} is neither a checkpoint nor a run directory "
+                           "with checkpoints/")
     for tmp in ckpt_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
     errors = []
@@ -94,7 +96,8 @@ def resolve_resume(target: str | os.PathLike) -> tuple[Path, dict]:
             return target, load_checkpoint(path)
         except GantoolError as e:
             errors.append(str(e))
-    raise GantoolError(f"no readable checkpoint in {ckpt_dir}" + (f": {errors[0]}" if errors else ""))
+    detail = f": {errors[0]}" if errors else ""
+    raise GantoolError(f"no readable checkpoint in {ckpt_dir}{detail}")
 
 
 def load_generator(path: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu"):
@@ -111,7 +114,7 @@ def load_generator(path: str | os.PathLike, ema: bool = True, device: str | torc
 
 
 def _link_last(path: Path) -> None:
-    """Make ``last.pt`` a hard link to ``path`` (a copy where links are not possible), atomically."""
+    """Point ``last.pt`` at ``path``: a hard link (a copy where links fail), swapped atomically."""
     last = path.parent / LAST
     tmp = path.parent / f".{LAST}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)

@@ -22,8 +22,14 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 import gantool
 from gantool.config import RunConfig
@@ -121,7 +127,8 @@ class Trainer:
         m, t = cfg.model, cfg.train
         self.device = pick_device(t.device)
         self.amp_dtype = pick_amp(t.amp, self.device)
-        self.channels_last = self.device.type == "cuda" if t.channels_last is None else t.channels_last
+        self.channels_last = (self.device.type == "cuda" if t.channels_last is None
+                              else t.channels_last)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         torch.manual_seed(t.seed)  # weights, then z and dropout, all follow the run's seed
         self.G = build_generator(m).to(self.device, memory_format=fmt)
