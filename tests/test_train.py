@@ -4,13 +4,14 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
 from gantool.train.checkpoint import load_checkpoint, load_generator, step_checkpoints
 from gantool.train.loop import EpochSampler, run
 from gantool.train.losses import LABEL_TARGETS, d_loss_bce
+
+from conftest import tiny_config
 
 
 def test_run_directory_layout(tiny_run):

@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (train on the bundled sample, write a grid) and `make test`.
+# Both create .venv on first use. TORCH picks the PyTorch build (the default is the tested one).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.gantool-installed
+
+.PHONY: demo test lint bench clean
+
+demo: $(STAMP)
+	$(BIN)/gantool demo --out runs
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check gantool tests benchmarks scripts
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_step.py
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,63 @@
+"""User errors: one readable line on stderr, exit code 2, no traceback, nothing written."""
+
+import re
+
+import pytest
+
+from conftest import gantool_cli
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory, tiny_ckpt):
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "empty").mkdir()
+    (tmp / "corrupt.pt").write_bytes(b"not a checkpoint at all")
+    (tmp / "bad.yaml").write_text("model: [unclosed\n")
+    return tmp, tiny_ckpt
+
+
+ERRORS = [
+    (["train", "--preset", "fashion-mnist", "--data", "{tmp}/missing"], "does not exist"),
+    (["train", "--preset", "fashion-mnist", "--data", "{tmp}/empty"], "no images"),
+    (["train", "--data", "builtin:fashion-mnist", "--resolution", "100"],
+     "unsupported resolution 100.*nearest: 80, 96, 112"),
+    (["train", "--preset", "fashion-mnst", "--data", "x"], "did you mean 'fashion-mnist'"),
+    (["train", "--preset", "fashion-mnist", "--set", "train.lr=1"], "did you mean 'train.lr_g'"),
+    (["train", "--preset", "fashion-mnist", "--steps", "abc"], "--steps"),
+    (["train", "--preset", "fashion-mnist", "--config", "{tmp}/bad.yaml"], "cannot parse"),
+    (["train", "--resume", "{tmp}", "--lr-g", "1"], "only --steps may change"),
+    (["train", "--resume", "{tmp}/empty"], "neither a checkpoint nor a run directory"),
+    (["generate", "{ckpt}", "--seeds", "9-2", "--grid", "{tmp}/g.png"], "runs backwards"),
+    (["generate", "{ckpt}", "--seeds", "x", "--grid", "{tmp}/g.png"], "bad seed item"),
+    (["generate", "{ckpt}", "--truncation", "-0.5", "--grid", "{tmp}/g.png"],
+     "truncation must be a positive number"),
+    (["generate", "{ckpt}", "--prior", "uniform", "--truncation", "2", "--grid", "{tmp}/g.png"],
+     "above the uniform prior's bound"),
+    (["generate", "{tmp}/missing.pt", "--grid", "{tmp}/g.png"], "does not exist"),
+    (["generate", "{tmp}/corrupt.pt", "--grid", "{tmp}/g.png"], "cannot read checkpoint"),
+    (["generate", "{ckpt}"], "nothing to write"),
+]
+
+
+@pytest.mark.parametrize("argv,message", ERRORS, ids=[" ".join(a[:3]) for a, _ in ERRORS])
+def test_user_error_is_one_line(cases, argv, message):
+    tmp, ckpt = cases
+    out = tmp / "runs"
+    argv = [a.format(tmp=tmp, ckpt=ckpt) for a in argv]
+    if argv[0] == "train" and "--resume" not in argv:
+        argv += ["--out", str(out), "--no-progress"]
+    r = gantool_cli(*argv)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not out.exists() or not any(out.iterdir()), "a failed start must not leave a run dir"
+    assert not (tmp / "g.png").exists()
+
+
+def test_help_and_presets():
+    r = gantool_cli("train", "--help")
+    assert r.returncode == 0 and "--resume" in r.stdout and "--preset" in r.stdout
+    r = gantool_cli("train", "--list-presets")
+    assert r.returncode == 0 and "fashion-mnist" in r.stdout and "faces-64" in r.stdout

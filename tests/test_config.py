@@ -1,0 +1,62 @@
+"""Presets, config files and overrides: validated once, JSON round-trip."""
+
+import json
+
+import pytest
+
+from gantool.config import (
+    PRESETS,
+    RunConfig,
+    apply_overrides,
+    load_config_file,
+    parse_set_options,
+    preset_config,
+)
+from gantool.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_round_trip_through_json(name):
+    cfg = preset_config(name)
+    assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_fashion_mnist_preset_values():
+    c = preset_config("fashion-mnist")
+    assert (c.model.resolution, c.model.channels, c.train.labels) == (28, 1, "one-sided")
+    assert c.model.d_dropout > 0
+    assert preset_config("faces-64").model.resolution == 64
+
+
+def test_precedence_preset_then_file_then_flags(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  lr_g: 0.001\n  batch_size: 32\nmodel.ngf: 16\n")
+    (tmp_path / "c.json").write_text(json.dumps({"train": {"lr_d": 0.003}}))
+    cfg = preset_config("fashion-mnist")
+    over = load_config_file(tmp_path / "c.yaml")
+    over.update(parse_set_options(["train.batch_size=8", "betas_g=0.0,0.99", "flip=yes"]))
+    cfg = apply_overrides(cfg, over)
+    assert (cfg.train.lr_g, cfg.train.batch_size, cfg.model.ngf) == (0.001, 8, 16)
+    assert cfg.train.betas_g == (0.0, 0.99) and cfg.data.flip is True
+    assert cfg.model.resolution == 28  # untouched preset value
+    assert apply_overrides(cfg, load_config_file(tmp_path / "c.json")).train.lr_d == 0.003
+
+
+@pytest.mark.parametrize("over,message", [
+    ({"train.lr_gg": 1}, "did you mean 'train.lr_g'"),
+    ({"labels": "one-side"}, "did you mean 'one-sided'"),
+    ({"model.channels": 2}, "1 or 3"),
+    ({"train.batch_size": "many"}, "bad value 'many'"),
+    ({"train.betas_d": "0.5"}, "expected 2"),
+    ({"model.prior": "uniform", "model.truncation": 1.5}, r"\(0, 1\]"),
+    ({"train.ema_decay": 1.0}, r"\[0, 1\)"),
+])
+def test_bad_values_are_clear(over, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(RunConfig(), over)
+
+
+def test_unknown_preset_and_bad_set():
+    with pytest.raises(ConfigError, match="did you mean 'faces-64'"):
+        preset_config("faces64")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set_options(["train.lr_g"])
