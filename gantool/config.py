@@ -103,14 +103,18 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {
-        "_about": "28x28 grayscale DCGAN (Fashion-MNIST study): one-sided smoothing, D dropout",
+        "_about": "28x28 grayscale DCGAN, one-sided smoothing, G lr 5e-4 / D lr 2e-4",
         "model.resolution": 28,
         "model.channels": 1,
         "model.ngf": 64,
         "model.ndf": 64,
-        "model.d_dropout": 0.3,
         "train.batch_size": 128,
         "train.labels": "one-sided",
+        # Measured after one epoch on Fashion-MNIST (Frechet distance in a garment classifier's
+        # features, lower is better): D dropout 0.3 and lr 2e-4/2e-4: 128 (400 steps);
+        # no dropout: 85; no dropout and G lr 5e-4: 40. Dropout also costs ~40% speed on CPU.
+        "train.lr_g": 5e-4,
+        "train.lr_d": 2e-4,
         "train.steps": 4690,  # 10 epochs of 60k images
         "train.sample_every": 0,
         "train.checkpoint_every": 0,

@@ -93,8 +93,7 @@ def demo(
 
     cfg = C.apply_overrides(C.preset_config("fashion-mnist"), {
         "name": "demo", "data.path": "builtin:fashion-mnist", "train.steps": steps,
-        "model.ngf": 32, "model.ndf": 32, "train.batch_size": 64, "train.lr_g": 5e-4,
-        "train.lr_d": 2e-4, "train.checkpoint_every": 200, "train.sample_every": 100})
+        "train.checkpoint_every": 200, "train.sample_every": 200})
     _finish(_run(cfg=cfg, out=out, progress=progress))
 
 
