@@ -1,5 +1,8 @@
 """`gantool generate`: reproducible images by seed and truncation."""
 
+import os
+import stat
+
 import numpy as np
 from PIL import Image
 
@@ -26,6 +29,11 @@ def test_same_seed_same_bytes(tiny_ckpt, tmp_path):
     a = _pngs(tmp_path / "a")
     assert list(a) == [f"seed{s:06d}.png" for s in [*range(10), 42]]
     assert a == _pngs(tmp_path / "b")
+    umask = os.umask(0)
+    os.umask(umask)
+    png = tmp_path / "a" / "seed000042.png"
+    assert stat.S_IMODE(png.stat().st_mode) == 0o666 & ~umask, "files get the usual permissions"
+    assert not list((tmp_path / "a").glob(".*.tmp")), "no temp files left behind"
 
 
 def test_batch_size_does_not_change_the_image(tiny_ckpt, tmp_path):

@@ -106,7 +106,9 @@ def _run(**kwargs):
 def _finish(result) -> None:
     grids = sorted((result.run_dir / "samples").glob("step-*.png"))
     if result.interrupted:
-        typer.echo(f"interrupted at step {result.step}; checkpoint: {result.checkpoint}\n"
+        saved = (f"checkpoint: {result.checkpoint}" if result.checkpoint
+                 else "no step finished since the last checkpoint")
+        typer.echo(f"interrupted at step {result.step}; {saved}\n"
                    f"continue with: gantool train --resume {result.run_dir}", err=True)
         raise typer.Exit(130)
     typer.echo(f"trained {result.step} steps ({result.images_per_s:,.0f} images/s) in "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from gantool.fileio import atomic_write
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -47,17 +48,11 @@ def pil_image(image: np.ndarray) -> Image.Image:
 
 
 def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 (H, W, C) image atomically (temp file + rename); format from the suffix."""
+    """Write a uint8 (H, W, C) image atomically; the format comes from the suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pil_image(image).save(f, format=_format(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fmt = _format(path)
+    with atomic_write(path) as f:
+        pil_image(image).save(f, format=fmt)
     return path
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
+from gantool.fileio import atomic_write, fsync_dir
 from gantool.models import build_generator
 
 FORMAT = "gantool-checkpoint-v1"
@@ -28,18 +28,9 @@ def step_name(step: int) -> str:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """torch.save through a temp file, fsync and rename: never a half-written checkpoint."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, keep: int) -> Path:
@@ -125,18 +116,7 @@ def _link_last(path: Path) -> None:
 
         shutil.copyfile(path, tmp)
     os.replace(tmp, last)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _first_line(e: BaseException) -> str:
