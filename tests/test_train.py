@@ -76,6 +76,13 @@ def test_resume_continues_exactly(tmp_path):
     assert steps == sorted(set(steps))  # no duplicated rows after resume
 
 
+def test_resume_from_an_older_checkpoint_keeps_newer_ones(tiny_run):
+    ckpts = tiny_run[0] / "checkpoints"
+    with pytest.raises(GantoolError, match="checkpoints past step 8"):
+        run(resume=ckpts / "step-0000008.pt", steps=20, progress=False)
+    assert [p.name for p in step_checkpoints(ckpts)] == ["step-0000012.pt", "step-0000008.pt"]
+
+
 def test_resume_refuses_a_finished_run(tiny_run):
     with pytest.raises(GantoolError, match="already reached step 12"):
         run(resume=tiny_run[0], progress=False)

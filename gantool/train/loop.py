@@ -39,7 +39,7 @@ from gantool.errors import GantoolError
 from gantool.models import build_discriminator, build_generator
 from gantool.sampling.images import save_grid, to_uint8
 from gantool.sampling.latent import latents
-from gantool.train.checkpoint import resolve_resume, save_checkpoint
+from gantool.train.checkpoint import resolve_resume, save_checkpoint, step_checkpoints
 from gantool.train.losses import d_loss_bce, g_loss_bce
 
 RUN_RE = re.compile(r"^(\d{5})-")
@@ -68,6 +68,12 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
         cfg = RunConfig.from_dict(state["config"])
         if steps is not None:
             cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+        newer = [p.name for p in step_checkpoints(run_dir / "checkpoints")
+                 if int(p.stem.split("-")[1]) > state["step"]]
+        if newer:
+            raise GantoolError(f"{run_dir} has checkpoints past step {state['step']} "
+                               f"({', '.join(newer)}); resuming from an older one would "
+                               "overwrite them: resume the run directory, or move them away")
         if state["step"] >= cfg.train.steps:
             raise GantoolError(f"{run_dir} already reached step {state['step']} of "
                                f"{cfg.train.steps}; pass a larger --steps to train further")
