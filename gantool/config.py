@@ -24,7 +24,8 @@ FITS = ("crop", "pad")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("dcgan",)
-LOSSES = ("bce",)
+LOSSES = ("bce", "lsgan", "hinge")
+EXTRA_UPDATES = ("both", "d", "g")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class TrainConfig:
 
     steps: int = 10_000
     batch_size: int = 64
-    loss: str = "bce"
+    loss: str = "bce"  # bce (non-saturating) | lsgan | hinge
     labels: str = "hard"  # hard | one-sided (real 0.9) | two-sided (real 0.9, fake 0.1)
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -67,6 +68,8 @@ class TrainConfig:
     betas_d: tuple[float, float] = (0.5, 0.999)
     lr_gamma: float = 1.0  # exponential decay: lr = lr0 * lr_gamma ** (step / lr_gamma_every)
     lr_gamma_every: int = 1000
+    extra_update_every: int = 0  # Marchesi: every N steps one more alternating update; 0 = off
+    extra_update: str = "both"  # which nets that extra update trains: both | d | g
     ema_decay: float = 0.999  # 0 disables the EMA generator
     amp: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 with scaling; off on CPU
     channels_last: bool | None = None  # None: on for CUDA, off for CPU
@@ -211,6 +214,7 @@ def validate(cfg: RunConfig) -> None:
     _choice("data.fit", d.fit, FITS)
     _choice("train.labels", t.labels, LABEL_SMOOTHING)
     _choice("train.loss", t.loss, LOSSES)
+    _choice("train.extra_update", t.extra_update, EXTRA_UPDATES)
     _choice("train.amp", t.amp, AMP_MODES)
     _choice("train.device", t.device, DEVICES)
     if m.channels not in (1, 3):
@@ -222,7 +226,8 @@ def validate(cfg: RunConfig) -> None:
         if v < 1:
             raise ConfigError(f"{key} must be at least 1, got {v}")
     for key, v in [("train.sample_every", t.sample_every), ("train.sample_grid", t.sample_grid),
-                   ("train.checkpoint_every", t.checkpoint_every), ("train.seed", t.seed)]:
+                   ("train.checkpoint_every", t.checkpoint_every), ("train.seed", t.seed),
+                   ("train.extra_update_every", t.extra_update_every)]:
         if v < 0:
             raise ConfigError(f"{key} must not be negative, got {v}")
     if not 0 <= m.d_dropout < 1:

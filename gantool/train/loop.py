@@ -40,7 +40,7 @@ from gantool.models import build_discriminator, build_generator
 from gantool.sampling.images import save_grid, to_uint8
 from gantool.sampling.latent import latents
 from gantool.train.checkpoint import resolve_resume, save_checkpoint, step_checkpoints
-from gantool.train.losses import d_loss_bce, g_loss_bce
+from gantool.train.losses import LOSSES
 
 RUN_RE = re.compile(r"^(\d{5})-")
 
@@ -213,35 +213,51 @@ class Trainer:
         return torch.randn(n, nz, device=self.device)
 
     def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One D update on real and fake, then one G update (non-saturating)."""
+        """One D update on real and fake, then one G update; plus, every
+        ``extra_update_every`` steps, one more alternating update (the megapixel paper's
+        stabiliser) on the same real batch with fresh z."""
         t = self.cfg.train
         self._set_lr()
-        autocast = torch.autocast(self.device.type, self.amp_dtype,
-                                  enabled=self.amp_dtype is not None)
-        z = self.sample_z(real.shape[0])
-        with autocast:
-            fake = self.G(z)  # (B, C, R, R)
-        self.D.requires_grad_(True)
-        with autocast:
-            real_logits = self.D(real)
-            fake_logits = self.D(fake.detach())
-            loss_d = d_loss_bce(real_logits.float(), fake_logits.float(), t.labels)
-        self.opt_D.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_d).backward()
-        self.scaler.step(self.opt_D)
-        # G update: D's weights need no gradients, only the path through D to G does.
-        self.D.requires_grad_(False)
-        with autocast:
-            loss_g = g_loss_bce(self.D(fake).float())
-        self.opt_G.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_g).backward()
-        self.scaler.step(self.opt_G)
-        self.scaler.update()
+        logs = self._update(real, update_d=True, update_g=True)
+        if t.extra_update_every and (self.step + 1) % t.extra_update_every == 0:
+            self._update(real, update_d=t.extra_update in ("both", "d"),
+                         update_g=t.extra_update in ("both", "g"))
         self._update_ema()
         self.step += 1
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-                "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
-                "d_fake": torch.sigmoid(fake_logits.detach().float()).mean()}
+        return logs
+
+    def _update(self, real: torch.Tensor, update_d: bool, update_g: bool) -> dict:
+        t = self.cfg.train
+        d_loss, g_loss = LOSSES[t.loss]
+        autocast = torch.autocast(self.device.type, self.amp_dtype,
+                                  enabled=self.amp_dtype is not None)
+        logs: dict[str, torch.Tensor] = {}
+        z = self.sample_z(real.shape[0])
+        with autocast, torch.set_grad_enabled(update_g):
+            fake = self.G(z)  # (B, C, R, R)
+        if update_d:
+            self.D.requires_grad_(True)
+            with autocast:
+                real_logits = self.D(real)
+                fake_logits = self.D(fake.detach())
+                loss_d = d_loss(real_logits.float(), fake_logits.float(), t.labels)
+            self.opt_D.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_d).backward()
+            self.scaler.step(self.opt_D)
+            logs.update(loss_d=loss_d.detach(),
+                        d_real=torch.sigmoid(real_logits.detach().float()).mean(),
+                        d_fake=torch.sigmoid(fake_logits.detach().float()).mean())
+        if update_g:
+            # D's weights need no gradients here, only the path through D to G does.
+            self.D.requires_grad_(False)
+            with autocast:
+                loss_g = g_loss(self.D(fake).float())
+            self.opt_G.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_g).backward()
+            self.scaler.step(self.opt_G)
+            logs["loss_g"] = loss_g.detach()
+        self.scaler.update()
+        return logs
 
     def _set_lr(self) -> None:
         t = self.cfg.train

@@ -1,11 +1,12 @@
-"""GAN losses on discriminator logits."""
+"""GAN losses on discriminator logits: (D loss, G loss) pairs by name."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-# (real target, fake target) for the discriminator; the generator always aims at 1.
+# (real target, fake target) for the discriminator; the generator always aims at real (1).
+# Hinge has no targets and ignores them.
 LABEL_TARGETS = {"hard": (1.0, 0.0), "one-sided": (0.9, 0.0), "two-sided": (0.9, 0.1)}
 
 
@@ -20,3 +21,29 @@ def d_loss_bce(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: str
 def g_loss_bce(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss: -log D(G(z))."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def d_loss_lsgan(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: str = "hard"):
+    """Least squares (Mao et al.): 0.5 (D(x) - real)^2 + 0.5 (D(G(z)) - fake)^2."""
+    real_t, fake_t = LABEL_TARGETS[labels]
+    return 0.5 * ((real_logits - real_t).pow(2).mean() + (fake_logits - fake_t).pow(2).mean())
+
+
+def g_loss_lsgan(fake_logits: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (fake_logits - 1).pow(2).mean()
+
+
+def d_loss_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: str = "hard"):
+    """Hinge: relu(1 - D(x)) + relu(1 + D(G(z))); label targets do not apply."""
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def g_loss_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()
+
+
+LOSSES = {
+    "bce": (d_loss_bce, g_loss_bce),
+    "lsgan": (d_loss_lsgan, g_loss_lsgan),
+    "hinge": (d_loss_hinge, g_loss_hinge),
+}
