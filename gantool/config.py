@@ -40,6 +40,8 @@ class ModelConfig:
     ndf: int = 64
     max_channels: int = 512
     d_dropout: float = 0.0
+    d_mbstd: bool = False  # minibatch standard deviation channel before D's last layer
+    d_spectral_norm: bool = False  # spectral normalisation of every D convolution
     prior: str = "normal"
     truncation: float | None = None  # default sampling truncation; None = the plain prior
 
@@ -68,6 +70,8 @@ class TrainConfig:
     betas_d: tuple[float, float] = (0.5, 0.999)
     lr_gamma: float = 1.0  # exponential decay: lr = lr0 * lr_gamma ** (step / lr_gamma_every)
     lr_gamma_every: int = 1000
+    lr_decay_at: int = 0  # step decay: from this step on, lr *= lr_decay_factor; 0 = off
+    lr_decay_factor: float = 0.1
     extra_update_every: int = 0  # Marchesi: every N steps one more alternating update; 0 = off
     extra_update: str = "both"  # which nets that extra update trains: both | d | g
     ema_decay: float = 0.999  # 0 disables the EMA generator
@@ -227,15 +231,17 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{key} must be at least 1, got {v}")
     for key, v in [("train.sample_every", t.sample_every), ("train.sample_grid", t.sample_grid),
                    ("train.checkpoint_every", t.checkpoint_every), ("train.seed", t.seed),
-                   ("train.extra_update_every", t.extra_update_every)]:
+                   ("train.extra_update_every", t.extra_update_every),
+                   ("train.lr_decay_at", t.lr_decay_at)]:
         if v < 0:
             raise ConfigError(f"{key} must not be negative, got {v}")
     if not 0 <= m.d_dropout < 1:
         raise ConfigError(f"model.d_dropout must be in [0, 1), got {m.d_dropout}")
     if not 0 <= t.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
-    if t.lr_g <= 0 or t.lr_d <= 0 or t.lr_gamma <= 0:
-        raise ConfigError("learning rates and train.lr_gamma must be positive")
+    if min(t.lr_g, t.lr_d, t.lr_gamma, t.lr_decay_factor) <= 0:
+        raise ConfigError("learning rates, train.lr_gamma and train.lr_decay_factor must be "
+                          "positive")
     for key, betas in [("train.betas_g", t.betas_g), ("train.betas_d", t.betas_d)]:
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"{key} must be two numbers in [0, 1), got {list(betas)}")

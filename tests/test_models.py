@@ -67,3 +67,29 @@ def test_discriminator_dropout():
     assert torch.equal(d.eval()(x), d(x))
     assert not any(isinstance(m, nn.Dropout)
                    for m in build_discriminator(ModelConfig(resolution=28, ndf=8)).modules())
+
+
+def test_minibatch_stddev_makes_d_see_the_batch():
+    x = torch.randn(4, 1, 28, 28)
+    y = x.clone()
+    y[1:] = torch.randn(3, 1, 28, 28) * 3  # same first image, a more varied rest of the batch
+    for mbstd, depends in [(False, False), (True, True)]:
+        torch.manual_seed(0)
+        d = build_discriminator(ModelConfig(resolution=28, channels=1, ndf=8, d_mbstd=mbstd))
+        d.eval()
+        with torch.no_grad():
+            assert (d(x)[0] != d(y)[0]).item() == depends
+
+
+def test_spectral_norm_bounds_every_convolution():
+    torch.manual_seed(0)
+    d = build_discriminator(ModelConfig(resolution=28, channels=1, ndf=8, d_spectral_norm=True))
+    for _ in range(30):  # power iteration converges over forward passes in train mode
+        d(torch.randn(4, 1, 28, 28))
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(hasattr(m, "parametrizations") for m in convs)
+    for m in convs:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
+        assert sigma == pytest.approx(1.0, abs=0.05)
+    plain = build_discriminator(ModelConfig(resolution=28, channels=1, ndf=8))
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())

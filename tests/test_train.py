@@ -62,7 +62,9 @@ def _assert_same_state(a, b):
 def test_resume_continues_exactly(tmp_path):
     """N steps, stop, resume to 2N == 2N straight (dropout, flips, lr decay, EMA all on)."""
     over = {"train.checkpoint_every": 3, "model.d_dropout": 0.3, "data.flip": True,
-            "train.lr_gamma": 0.5, "train.lr_gamma_every": 4, "train.labels": "two-sided"}
+            "train.lr_gamma": 0.5, "train.lr_gamma_every": 4, "train.labels": "two-sided",
+            "model.d_spectral_norm": True, "model.d_mbstd": True,
+            "train.extra_update_every": 2}
     straight = run(tiny_config(**over, **{"train.steps": 6}), out=tmp_path / "a", progress=False)
     first = run(tiny_config(**over, **{"train.steps": 3}), out=tmp_path / "b", progress=False)
     resumed = run(resume=first.run_dir, steps=6, progress=False)
@@ -86,6 +88,15 @@ def test_resume_from_an_older_checkpoint_keeps_newer_ones(tiny_run):
 def test_resume_refuses_a_finished_run(tiny_run):
     with pytest.raises(GantoolError, match="already reached step 12"):
         run(resume=tiny_run[0], progress=False)
+
+
+def test_step_decay(tmp_path):
+    cfg = tiny_config(**{"train.steps": 6, "train.lr_decay_at": 3, "train.lr_decay_factor": 0.1,
+                         "train.log_every": 1, "train.sample_every": 100})
+    rows = (run(cfg, out=tmp_path, progress=False).run_dir / "metrics.jsonl").read_text()
+    lrs = [r["lr_g"] for r in map(json.loads, rows.splitlines())]
+    # row k is logged after step k ran; steps 4.. (index 3..) run at the decayed rate
+    assert lrs == pytest.approx([2e-4] * 3 + [2e-5] * 3)
 
 
 def test_label_smoothing_changes_targets():

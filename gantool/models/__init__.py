@@ -22,5 +22,5 @@ def build_discriminator(cfg: ModelConfig) -> nn.Module:
     """The discriminator described by ``cfg``: image (B, C, R, R) -> logit (B,)."""
     if cfg.arch == "dcgan":
         return DCGANDiscriminator(cfg.resolution, cfg.channels, cfg.ndf, cfg.max_channels,
-                                  cfg.d_dropout)
+                                  cfg.d_dropout, cfg.d_mbstd, cfg.d_spectral_norm)
     raise ValueError(f"unknown architecture {cfg.arch!r}")

@@ -12,6 +12,15 @@ from torch import nn
 from gantool.models.layers import dcgan_init, feature_widths, resolution_plan
 
 
+class MinibatchStdDev(nn.Module):
+    """Append the batch's mean feature standard deviation as one constant channel (Karras et
+    al. 2018): D sees how varied a batch is, which penalises collapse onto few modes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = torch.sqrt(x.float().var(dim=0, unbiased=False) + 1e-8).mean()  # scalar
+        return torch.cat([x, std.to(x.dtype).expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+
+
 class DCGANGenerator(nn.Module):
     """z (B, nz) -> image (B, C, R, R) in [-1, 1]: transposed convs, BatchNorm, ReLU, tanh."""
 
@@ -41,7 +50,7 @@ class DCGANDiscriminator(nn.Module):
     """image (B, C, R, R) -> logit (B,): strided convs, BatchNorm, LeakyReLU 0.2, dropout option."""
 
     def __init__(self, resolution: int, channels: int = 3, ndf: int = 64, max_channels: int = 512,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, mbstd: bool = False, spectral_norm: bool = False):
         super().__init__()
         base, _ = resolution_plan(resolution)
         widths = feature_widths(resolution, ndf, max_channels)[::-1]  # at R/2, R/4, ..., base
@@ -52,9 +61,15 @@ class DCGANDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), *act()]
         for c_in, c_out in zip(widths, widths[1:]):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), *act()]
-        layers += [nn.Conv2d(widths[-1], 1, base, 1, 0, bias=False)]  # (B, 1, 1, 1)
+        if mbstd:
+            layers += [MinibatchStdDev()]  # (B, w + 1, base, base)
+        layers += [nn.Conv2d(widths[-1] + mbstd, 1, base, 1, 0, bias=False)]  # (B, 1, 1, 1)
         self.main = nn.Sequential(*layers)
         dcgan_init(self)
+        if spectral_norm:
+            for i, m in enumerate(self.main):
+                if isinstance(m, nn.Conv2d):
+                    self.main[i] = nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x).flatten()  # (B,)

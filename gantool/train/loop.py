@@ -261,9 +261,11 @@ class Trainer:
 
     def _set_lr(self) -> None:
         t = self.cfg.train
-        if t.lr_gamma == 1.0:
+        step_decay = t.lr_decay_at and self.step >= t.lr_decay_at
+        if t.lr_gamma == 1.0 and not step_decay:
             return
         factor = t.lr_gamma ** (self.step / t.lr_gamma_every)
+        factor *= t.lr_decay_factor if step_decay else 1.0
         for opt, lr in ((self.opt_G, t.lr_g), (self.opt_D, t.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = lr * factor
