@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from gantool.errors import ConfigError
+from gantool.sampling.latent import PRIORS
 
 LABEL_SMOOTHING = ("hard", "one-sided", "two-sided")
-PRIORS = ("normal", "uniform")
 FITS = ("crop", "pad")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")

@@ -36,6 +36,7 @@ from gantool.config import RunConfig
 from gantool.data import ImageSet, load_dataset
 from gantool.device import pick_device
 from gantool.errors import GantoolError
+from gantool.fileio import atomic_write
 from gantool.models import build_discriminator, build_generator
 from gantool.sampling.images import save_grid, to_uint8
 from gantool.sampling.latent import latents
@@ -77,7 +78,8 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
         if state["step"] >= cfg.train.steps:
             raise GantoolError(f"{run_dir} already reached step {state['step']} of "
                                f"{cfg.train.steps}; pass a larger --steps to train further")
-    assert cfg is not None
+    if cfg is None:
+        raise ValueError("run() needs a RunConfig or a run to resume")
     trainer = Trainer(cfg, console, progress)  # builds nets and loads data before any file is made
     if state is None:
         run_dir = new_run_dir(Path(out), cfg.name)
@@ -380,9 +382,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines()
             if line.strip() and _row_step(line) <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write("".join(line + "\n" for line in keep).encode())
 
 
 def _row_step(line: str) -> float:
