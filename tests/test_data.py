@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -203,6 +204,40 @@ def test_zip_without_images_and_bad_zip(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         load_dataset(tmp_path / "bad.zip", 8, 3)
     assert "zip" in one_line_error(e)
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_tar_archive_with_nested_folders(tmp_path: Path, suffix: str) -> None:
+    for name, c in [("z.png", BLUE), ("a.png", RED)]:
+        solid((10, 10), c).save(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    tpath = tmp_path / f"set{suffix}"
+    with tarfile.open(tpath, "w:gz" if suffix.endswith("gz") else "w") as t:
+        t.add(tmp_path / "z.png", "top/z.png")
+        t.add(tmp_path / "a.png", "top/sub/a.png")
+        t.add(tmp_path / "broken.png", "top/broken.png")
+        t.add(tmp_path / "a.png", "top/._a.png")  # hidden: ignored
+    s = load_dataset(tpath, 8, 3, workers=1)
+    assert [pixel(s, i, 0, 0) for i in range(len(s))] == [RED, BLUE]
+    assert s.skipped[0][0] == f"{tpath}/top/broken.png"
+    assert s.source == f"tar {tpath} (2 images)"
+
+
+def test_bad_tar(tmp_path: Path) -> None:
+    (tmp_path / "bad.tar").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(DataError) as e:
+        load_dataset(tmp_path / "bad.tar", 8, 3)
+    assert "tar" in one_line_error(e) and "\n" not in one_line_error(e)
+
+
+TWEMOJI_TAR = Path(__file__).parents[2] / "shared/data/twemoji-64/twemoji-64.tar"
+
+
+@pytest.mark.skipif(not TWEMOJI_TAR.is_file(), reason="needs ../shared/data/twemoji-64")
+def test_twemoji_tar_in_parallel_workers() -> None:
+    s = load_dataset(TWEMOJI_TAR, 32, 3, background=(255, 255, 255), workers=2)
+    assert len(s) == 3786 and not s.skipped
+    assert s.images.mean() > 128  # transparent backgrounds composited onto white
 
 
 # --- IDX ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Load a whole image dataset into memory as one (N, C, R, R) uint8 array.
 
-Folders and zips are decoded with Pillow (``gantool.data.transforms.prepare``), in worker
+Folders, zips and tars are decoded with Pillow (``gantool.data.transforms.prepare``), in worker
 processes when there are more than ``PARALLEL_MIN_FILES`` files; IDX files are read with
 numpy and resized in-process. Unreadable image files are skipped and listed, never raised.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import io
 import math
 import os
+import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -125,23 +125,49 @@ def _decode_chunk(
     out = np.empty((len(items), channels, resolution, resolution), dtype=np.uint8)
     skipped: list[_Skip] = []
     n_ok = 0
-    archive = zipfile.ZipFile(source.root) if source.kind == "zip" else None
+    read = _member_reader(source)
     try:
         for i, item in enumerate(items, start):
             try:
-                if archive is not None:
-                    fp: io.BytesIO | Path = io.BytesIO(archive.read(item))
-                else:
-                    fp = source.root / item
+                fp = io.BytesIO(read(item)) if read is not None else source.root / item
                 with Image.open(fp) as img:
                     out[n_ok] = prepare(img, resolution, channels, fit, background)
                 n_ok += 1
             except Exception as e:  # any unreadable file is skipped, whatever Pillow raises
                 skipped.append((i, source.item_name(item), _short(e)))
     finally:
-        if archive is not None:
-            archive.close()
+        if read is not None:
+            read.close()
     return out[:n_ok], skipped
+
+
+class _ArchiveReader:
+    """Member name -> bytes for a zip or tar archive (tar members indexed once)."""
+
+    def __init__(self, source: Source):
+        if source.kind == "zip":
+            self._zip, self._tar = zipfile.ZipFile(source.root), None
+        else:
+            self._zip, self._tar = None, tarfile.open(source.root)
+            self._members = {m.name: m for m in self._tar.getmembers()}
+
+    def __call__(self, name: str) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(name)
+        f = self._tar.extractfile(self._members[name])
+        if f is None:
+            raise OSError(f"{name} is not a regular file")
+        return f.read()
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+        else:
+            self._tar.close()
+
+
+def _member_reader(source: Source) -> _ArchiveReader | None:
+    return _ArchiveReader(source) if source.kind in ("zip", "tar") else None
 
 
 def _load_images(
@@ -153,7 +179,7 @@ def _load_images(
     workers: int,
     progress: bool,
 ) -> tuple[np.ndarray, list[_Skip]]:
-    """Decode every item of a folder/zip source -> ((n_ok, C, R, R) uint8, skipped)."""
+    """Decode every item of a folder/zip/tar source -> ((n_ok, C, R, R) uint8, skipped)."""
     n = len(source.items)
     out = _allocate(n, channels, resolution, source.label)
     args = (resolution, channels, fit, background)
@@ -257,7 +283,8 @@ def load_dataset(
 ) -> ImageSet:
     """Load every image under ``path`` as (N, C, R, R) uint8 at ``resolution``.
 
-    path: a folder of .png .jpg .jpeg .webp .bmp files (recursive, sorted), a .zip of them,
+    path: a folder of .png .jpg .jpeg .webp .bmp files (recursive, sorted), a .zip or .tar
+        (.tar.gz, .tgz, .tar.bz2, .tar.xz) of them,
         an IDX image file (*-images-idx3-ubyte, raw or .gz) or a folder holding IDX files
         (train-images-idx3-ubyte[.gz] if present, else all of them, sorted and concatenated),
         or "builtin:<name>" for a sample shipped in the package (see ``BUILTIN_DATASETS``).

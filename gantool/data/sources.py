@@ -1,4 +1,5 @@
-"""Find the images a dataset path names: a folder, a .zip archive, IDX files, or a builtin sample.
+"""Find the images a dataset path names: a folder, a .zip or .tar archive, IDX files, or a builtin
+sample.
 
 ``resolve_source`` only lists files (cheap); decoding happens in ``gantool.data.dataset``.
 Names starting with "." and ``__MACOSX`` folders (macOS resource forks) are ignored.
@@ -10,6 +11,7 @@ import gzip
 import os
 import re
 import struct
+import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -34,10 +36,10 @@ _EXTS = " ".join(IMAGE_EXTENSIONS)
 
 @dataclass(frozen=True)
 class Source:
-    """What to decode: ``items`` are paths relative to ``root`` (folder), member names (zip),
-    or absolute IDX file paths (idx); ``label`` names the dataset in messages."""
+    """What to decode: ``items`` are paths relative to ``root`` (folder), member names (zip,
+    tar), or absolute IDX file paths (idx); ``label`` names the dataset in messages."""
 
-    kind: Literal["folder", "zip", "idx"]
+    kind: Literal["folder", "zip", "tar", "idx"]
     root: Path
     items: tuple[str, ...]
     label: str
@@ -124,7 +126,7 @@ def resolve_source(path: str | os.PathLike) -> Source:
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(
-            f"dataset path {p} does not exist; pass a folder or .zip of images, "
+            f"dataset path {p} does not exist; pass a folder, .zip or .tar of images, "
             "an IDX file (*-images-idx3-ubyte[.gz]) or builtin:fashion-mnist"
         )
     if p.is_dir():
@@ -152,10 +154,33 @@ def resolve_source(path: str | os.PathLike) -> Source:
         raise DataError(f"{p} is not a readable zip archive; check the file")
     if "idx3" in p.name.lower() or _peek_idx_magic(p) == IDX_IMAGES_MAGIC:
         return Source("idx", p.parent, (str(p),), f"IDX {p}")
+    if _looks_like_tar(p):
+        try:
+            with tarfile.open(p) as t:
+                names = [m.name for m in t.getmembers() if m.isfile()]
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(f"{p} is not a readable tar archive ({why}); check the file") from None
+        images = sorted(n for n in names if _is_image(n) and not _hidden(n))
+        if not images:
+            raise DataError(f"no images ({_EXTS}) found under {p}; add image files to the archive")
+        return Source("tar", p, tuple(images), f"tar {p}")
     raise DataError(
-        f"{p} is not a folder, a .zip of images or an IDX image file (*-images-idx3-ubyte[.gz]); "
-        "put single images in a folder"
+        f"{p} is not a folder, a .zip or .tar of images or an IDX image file "
+        "(*-images-idx3-ubyte[.gz]); put single images in a folder"
     )
+
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def _looks_like_tar(p: Path) -> bool:
+    if p.name.lower().endswith(TAR_SUFFIXES):
+        return True
+    try:
+        return tarfile.is_tarfile(p)
+    except (OSError, EOFError, zlib.error, tarfile.TarError):
+        return False
 
 
 def read_idx_images(path: str | os.PathLike) -> np.ndarray:
