@@ -23,7 +23,8 @@ LABEL_SMOOTHING = ("hard", "one-sided", "two-sided")
 FITS = ("crop", "pad")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-ARCHS = ("dcgan",)
+ARCHS = ("dcgan", "residual")  # generator: Radford's DCGAN, Xin's residual generator
+D_ARCHS = ("dcgan", "pooled")  # discriminator: DCGAN, Xin's (last layer twice, average pool)
 LOSSES = ("bce", "lsgan", "hinge")
 EXTRA_UPDATES = ("both", "d", "g")
 
@@ -32,7 +33,9 @@ EXTRA_UPDATES = ("both", "d", "g")
 class ModelConfig:
     """The generator/discriminator pair and the latent prior it was trained with."""
 
-    arch: str = "dcgan"
+    arch: str = "dcgan"  # generator: dcgan | residual
+    d_arch: str = "dcgan"  # discriminator: dcgan | pooled
+    res_blocks: int = 9  # residual blocks of the residual generator
     resolution: int = 64
     channels: int = 3
     nz: int = 100
@@ -214,6 +217,7 @@ def validate(cfg: RunConfig) -> None:
     """Range and choice checks; raises ConfigError with one readable line."""
     m, d, t = cfg.model, cfg.data, cfg.train
     _choice("model.arch", m.arch, ARCHS)
+    _choice("model.d_arch", m.d_arch, D_ARCHS)
     _choice("model.prior", m.prior, PRIORS)
     _choice("data.fit", d.fit, FITS)
     _choice("train.labels", t.labels, LABEL_SMOOTHING)
@@ -224,7 +228,8 @@ def validate(cfg: RunConfig) -> None:
     if m.channels not in (1, 3):
         raise ConfigError(f"model.channels must be 1 or 3, got {m.channels}")
     for key, v in [("model.nz", m.nz), ("model.ngf", m.ngf), ("model.ndf", m.ndf),
-                   ("model.max_channels", m.max_channels), ("train.steps", t.steps),
+                   ("model.max_channels", m.max_channels), ("model.res_blocks", m.res_blocks),
+                   ("train.steps", t.steps),
                    ("train.batch_size", t.batch_size), ("train.log_every", t.log_every),
                    ("train.lr_gamma_every", t.lr_gamma_every), ("train.keep", t.keep)]:
         if v < 1:

@@ -14,8 +14,10 @@ LISTED = [28, 32, 64, 96, 128, 192, 256, 512, 1024]
 
 @pytest.mark.parametrize("res", LISTED)
 @pytest.mark.parametrize("channels", [1, 3])
-def test_shapes_at_listed_resolutions(res, channels):
-    cfg = ModelConfig(resolution=res, channels=channels, nz=16, ngf=2, ndf=2, max_channels=16)
+@pytest.mark.parametrize("arch,d_arch", [("dcgan", "dcgan"), ("residual", "pooled")])
+def test_shapes_at_listed_resolutions(res, channels, arch, d_arch):
+    cfg = ModelConfig(resolution=res, channels=channels, nz=16, ngf=2, ndf=2, max_channels=16,
+                      arch=arch, d_arch=d_arch, res_blocks=2)
     g, d = build_generator(cfg).eval(), build_discriminator(cfg).eval()
     with torch.no_grad():
         x = g(torch.randn(2, 16))
@@ -93,3 +95,41 @@ def test_spectral_norm_bounds_every_convolution():
         assert sigma == pytest.approx(1.0, abs=0.05)
     plain = build_discriminator(ModelConfig(resolution=28, channels=1, ndf=8))
     assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+
+
+def test_residual_generator_follows_xin():
+    """5 down layers (3 at 4*base, 2 halving), 9 residual blocks, every block after the first
+    fed the first block's output, k up layers and tanh."""
+    from gantool.models.residual import ResidualGenerator
+
+    g = build_generator(ModelConfig(resolution=96, arch="residual", nz=8, ngf=4))
+    assert isinstance(g, ResidualGenerator) and len(g.blocks) == 9
+    downs = [m for m in g.down if isinstance(m, nn.Conv2d)]
+    assert [m.stride[0] for m in downs] == [1, 1, 1, 2, 2]
+    assert len([m for m in g.up if isinstance(m, nn.ConvTranspose2d)]) == 5  # 3 -> 96 px
+    assert isinstance(g.up[-1], nn.Tanh)
+    seen = {}
+    for i, block in enumerate(g.blocks):
+        block.register_forward_hook(lambda m, args, out, i=i: seen.update({i: (args[0], out)}))
+    g.eval()
+    with torch.no_grad():
+        g(torch.randn(3, 8))
+    first_out = seen[0][1]
+    assert seen[0][0].shape == (3, 16, 3, 3)  # 4*ngf channels at base 3
+    for i in range(1, 9):
+        assert torch.equal(seen[i][0], seen[i - 1][1] + first_out)
+
+
+def test_pooled_discriminator_averages_a_spatial_map():
+    d = build_discriminator(ModelConfig(resolution=64, ndf=4, d_arch="pooled")).eval()
+    convs = [m for m in d.main if isinstance(m, nn.Conv2d)]
+    repeat, head = convs[-2], convs[-1]
+    assert repeat.stride == (1, 1) and repeat.in_channels == repeat.out_channels
+    assert head.kernel_size == (1, 1) and head.out_channels == 1
+    maps = []
+    head.register_forward_hook(lambda m, a, out: maps.append(out))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = d(x)
+    assert maps[0].shape == (2, 1, 4, 4)
+    assert torch.allclose(logits, maps[0].mean(dim=(1, 2, 3)))

@@ -7,6 +7,7 @@ from torch import nn
 from gantool.config import ModelConfig
 from gantool.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gantool.models.layers import resolution_plan, supported_resolutions
+from gantool.models.residual import ResidualGenerator
 
 __all__ = ["build_generator", "build_discriminator", "resolution_plan", "supported_resolutions"]
 
@@ -15,12 +16,16 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     """The generator described by ``cfg``: z (B, nz) -> image (B, C, R, R) in [-1, 1]."""
     if cfg.arch == "dcgan":
         return DCGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels)
+    if cfg.arch == "residual":
+        return ResidualGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels,
+                                 cfg.res_blocks)
     raise ValueError(f"unknown architecture {cfg.arch!r}")
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
     """The discriminator described by ``cfg``: image (B, C, R, R) -> logit (B,)."""
-    if cfg.arch == "dcgan":
+    if cfg.d_arch in ("dcgan", "pooled"):
         return DCGANDiscriminator(cfg.resolution, cfg.channels, cfg.ndf, cfg.max_channels,
-                                  cfg.d_dropout, cfg.d_mbstd, cfg.d_spectral_norm)
-    raise ValueError(f"unknown architecture {cfg.arch!r}")
+                                  cfg.d_dropout, cfg.d_mbstd, cfg.d_spectral_norm,
+                                  pooled=cfg.d_arch == "pooled")
+    raise ValueError(f"unknown discriminator architecture {cfg.d_arch!r}")

@@ -47,10 +47,16 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """image (B, C, R, R) -> logit (B,): strided convs, BatchNorm, LeakyReLU 0.2, dropout option."""
+    """image (B, C, R, R) -> logit (B,): strided convs, BatchNorm, LeakyReLU 0.2, dropout option.
+
+    ``pooled``: Xin's modified discriminator: the last conv/BN/LeakyReLU layer applied once more
+    (3x3, stride 1), then a 1x1 conv to one channel, averaged over space, instead of DCGAN's
+    base x base conv.
+    """
 
     def __init__(self, resolution: int, channels: int = 3, ndf: int = 64, max_channels: int = 512,
-                 dropout: float = 0.0, mbstd: bool = False, spectral_norm: bool = False):
+                 dropout: float = 0.0, mbstd: bool = False, spectral_norm: bool = False,
+                 pooled: bool = False):
         super().__init__()
         base, _ = resolution_plan(resolution)
         widths = feature_widths(resolution, ndf, max_channels)[::-1]  # at R/2, R/4, ..., base
@@ -61,9 +67,13 @@ class DCGANDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), *act()]
         for c_in, c_out in zip(widths, widths[1:]):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), *act()]
+        w = widths[-1]
+        if pooled:
+            layers += [nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), *act()]
         if mbstd:
             layers += [MinibatchStdDev()]  # (B, w + 1, base, base)
-        layers += [nn.Conv2d(widths[-1] + mbstd, 1, base, 1, 0, bias=False)]  # (B, 1, 1, 1)
+        head = 1 if pooled else base  # (B, 1, base, base) pooled, else (B, 1, 1, 1)
+        layers += [nn.Conv2d(w + mbstd, 1, head, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
         dcgan_init(self)
         if spectral_norm:
@@ -72,4 +82,4 @@ class DCGANDiscriminator(nn.Module):
                     self.main[i] = nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x).flatten()  # (B,)
+        return self.main(x).mean(dim=(2, 3)).flatten()  # (B,)
