@@ -25,8 +25,9 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("dcgan", "residual")  # generator: Radford's DCGAN, Xin's residual generator
 D_ARCHS = ("dcgan", "pooled")  # discriminator: DCGAN, Xin's (last layer twice, average pool)
-LOSSES = ("bce", "lsgan", "hinge")
+LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")
 EXTRA_UPDATES = ("both", "d", "g")
+AUGMENTS = ("color", "translation", "cutout")  # DiffAugment transforms (gantool.train.augment)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ class TrainConfig:
 
     steps: int = 10_000
     batch_size: int = 64
-    loss: str = "bce"  # bce (non-saturating) | lsgan | hinge
+    loss: str = "bce"  # bce (non-saturating) | lsgan | hinge | wgan-gp
+    gp_weight: float = 10.0  # gradient-penalty weight (lambda) of wgan-gp
+    augment: str = ""  # DiffAugment policy for D's inputs: comma list of color,translation,cutout
     labels: str = "hard"  # hard | one-sided (real 0.9) | two-sided (real 0.9, fake 0.1)
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -244,6 +247,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"model.d_dropout must be in [0, 1), got {m.d_dropout}")
     if not 0 <= t.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    if t.gp_weight < 0:
+        raise ConfigError(f"train.gp_weight must not be negative, got {t.gp_weight}")
+    augment_policy(t.augment)
     if min(t.lr_g, t.lr_d, t.lr_gamma, t.lr_decay_factor) <= 0:
         raise ConfigError("learning rates, train.lr_gamma and train.lr_decay_factor must be "
                           "positive")
@@ -256,6 +262,14 @@ def validate(cfg: RunConfig) -> None:
         if m.truncation <= 0 or (m.prior == "uniform" and m.truncation > 1):
             bound = "(0, 1]" if m.prior == "uniform" else "> 0"
             raise ConfigError(f"model.truncation must be {bound} for the {m.prior} prior")
+
+
+def augment_policy(text: str) -> tuple[str, ...]:
+    """"color,translation" -> ("color", "translation"); "" -> (); ConfigError on unknown names."""
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    for n in names:
+        _choice("train.augment", n, AUGMENTS)
+    return names
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:

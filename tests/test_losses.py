@@ -5,7 +5,7 @@ import torch
 
 from gantool.train.checkpoint import load_checkpoint
 from gantool.train.loop import run
-from gantool.train.losses import LOSSES
+from gantool.train.losses import LOSSES, gradient_penalty
 
 from conftest import tiny_config
 
@@ -20,6 +20,30 @@ def test_loss_values_by_hand():
     d, g = LOSSES["hinge"]
     assert d(real, fake).item() == pytest.approx((0 + 0.5) / 2 + (0 + 1.5) / 2)
     assert g(fake).item() == pytest.approx(0.25)
+    d, g = LOSSES["wgan-gp"]
+    assert d(real, fake).item() == pytest.approx(-0.25 - 1.25)
+    assert g(fake).item() == pytest.approx(0.25)
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    """D(x) = <w, x> has gradient w everywhere: the penalty is (||w|| - 1)^2 exactly."""
+    w = torch.full((1, 1, 2, 2), 1.5)  # ||w|| = 3
+
+    def critic(x):
+        return (x * w).flatten(1).sum(1)
+
+    gp = gradient_penalty(critic, torch.randn(4, 1, 2, 2), torch.randn(4, 1, 2, 2))
+    assert gp.item() == pytest.approx(4.0)
+
+
+def test_gradient_penalty_weight_reaches_the_critic(tmp_path):
+    over = {"train.steps": 2, "train.sample_every": 100, "train.loss": "wgan-gp"}
+    d = {}
+    for weight in (0.0, 10.0):
+        r = run(tiny_config(**over, **{"train.gp_weight": weight}), out=tmp_path / str(weight),
+                progress=False)
+        d[weight] = load_checkpoint(r.run_dir / "checkpoints" / "last.pt")["D"]
+    assert any(not torch.equal(d[0.0][k], d[10.0][k]) for k in d[0.0])
 
 
 def _adam_steps(ckpt, opt):
@@ -37,7 +61,7 @@ def test_extra_update_every_n_steps(tmp_path, nets, g_updates, d_updates):
     assert load_checkpoint(ckpt)["step"] == 6
 
 
-@pytest.mark.parametrize("loss", ["lsgan", "hinge"])
+@pytest.mark.parametrize("loss", ["lsgan", "hinge", "wgan-gp"])
 def test_loss_option_changes_training(tmp_path, loss):
     over = {"train.steps": 2, "train.sample_every": 100}
     base = run(tiny_config(**over), out=tmp_path / "bce", progress=False)

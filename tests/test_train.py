@@ -60,11 +60,12 @@ def _assert_same_state(a, b):
 
 
 def test_resume_continues_exactly(tmp_path):
-    """N steps, stop, resume to 2N == 2N straight (dropout, flips, lr decay, EMA all on)."""
+    """N steps, stop, resume to 2N == 2N straight (dropout, flips, lr decay, EMA, DiffAugment,
+    spectral norm, minibatch stddev, extra updates all on)."""
     over = {"train.checkpoint_every": 3, "model.d_dropout": 0.3, "data.flip": True,
             "train.lr_gamma": 0.5, "train.lr_gamma_every": 4, "train.labels": "two-sided",
             "model.d_spectral_norm": True, "model.d_mbstd": True,
-            "train.extra_update_every": 2}
+            "train.extra_update_every": 2, "train.augment": "color,translation,cutout"}
     straight = run(tiny_config(**over, **{"train.steps": 6}), out=tmp_path / "a", progress=False)
     first = run(tiny_config(**over, **{"train.steps": 3}), out=tmp_path / "b", progress=False)
     resumed = run(resume=first.run_dir, steps=6, progress=False)

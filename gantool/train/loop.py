@@ -32,7 +32,7 @@ from rich.progress import (
 )
 
 import gantool
-from gantool.config import RunConfig
+from gantool.config import RunConfig, augment_policy
 from gantool.data import ImageSet, load_dataset
 from gantool.device import pick_device
 from gantool.errors import GantoolError
@@ -40,8 +40,9 @@ from gantool.fileio import atomic_write
 from gantool.models import build_discriminator, build_generator
 from gantool.sampling.images import save_grid, to_uint8
 from gantool.sampling.latent import latents
+from gantool.train.augment import diff_augment
 from gantool.train.checkpoint import resolve_resume, save_checkpoint, step_checkpoints
-from gantool.train.losses import LOSSES
+from gantool.train.losses import LOSSES, gradient_penalty
 
 RUN_RE = re.compile(r"^(\d{5})-")
 
@@ -146,6 +147,7 @@ class Trainer:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas_d)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
+        self.augment = augment_policy(t.augment)
         self.step = 0
         self.data = self._load_data()
         self.images = torch.from_numpy(self.data.images)  # (N, C, R, R) uint8, shared memory
@@ -240,9 +242,12 @@ class Trainer:
         if update_d:
             self.D.requires_grad_(True)
             with autocast:
-                real_logits = self.D(real)
-                fake_logits = self.D(fake.detach())
+                real_in, fake_in = self.d_input(real), self.d_input(fake.detach())
+                real_logits = self.D(real_in)
+                fake_logits = self.D(fake_in)
                 loss_d = d_loss(real_logits.float(), fake_logits.float(), t.labels)
+            if t.loss == "wgan-gp":
+                loss_d = loss_d + t.gp_weight * gradient_penalty(self.D, real_in, fake_in)
             self.opt_D.zero_grad(set_to_none=True)
             self.scaler.scale(loss_d).backward()
             self.scaler.step(self.opt_D)
@@ -253,13 +258,17 @@ class Trainer:
             # D's weights need no gradients here, only the path through D to G does.
             self.D.requires_grad_(False)
             with autocast:
-                loss_g = g_loss(self.D(fake).float())
+                loss_g = g_loss(self.D(self.d_input(fake)).float())
             self.opt_G.zero_grad(set_to_none=True)
             self.scaler.scale(loss_g).backward()
             self.scaler.step(self.opt_G)
             logs["loss_g"] = loss_g.detach()
         self.scaler.update()
         return logs
+
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees of a real or fake batch: DiffAugment'ed when the run asks for it."""
+        return diff_augment(x, self.augment) if self.augment else x
 
     def _set_lr(self) -> None:
         t = self.cfg.train

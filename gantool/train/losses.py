@@ -42,8 +42,29 @@ def g_loss_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
+def d_loss_wgan(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: str = "hard"):
+    """Wasserstein critic loss D(G(z)) - D(x); the gradient penalty is added by the loop
+    (``gradient_penalty``); label targets do not apply."""
+    return fake_logits.mean() - real_logits.mean()
+
+
+def g_loss_wgan(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()
+
+
+def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E[(||grad D(x_hat)||_2 - 1)^2] at random points
+    x_hat on lines between real and fake images. Computed in fp32."""
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    x_hat = (eps * real.float() + (1 - eps) * fake.float()).requires_grad_(True)
+    out = D(x_hat).float()
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
 LOSSES = {
     "bce": (d_loss_bce, g_loss_bce),
     "lsgan": (d_loss_lsgan, g_loss_lsgan),
     "hinge": (d_loss_hinge, g_loss_hinge),
+    "wgan-gp": (d_loss_wgan, g_loss_wgan),
 }
