@@ -30,6 +30,10 @@ EXTRA_UPDATES = ("both", "d", "g")
 AUGMENTS = ("color", "translation", "cutout")  # DiffAugment transforms (gantool.train.augment)
 
 
+def _table_text(table: dict[int, int]) -> str:
+    return ",".join(f"{r}:{b}" for r, b in sorted(table.items()))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The generator/discriminator pair and the latent prior it was trained with."""
@@ -43,7 +47,8 @@ class ModelConfig:
     ngf: int = 64
     ndf: int = 64
     max_channels: int = 512
-    d_dropout: float = 0.0
+    d_dropout: float = 0.0  # after every LeakyReLU of D
+    d_dropout_head: float = 0.0  # one more dropout right before D's logit layer
     d_mbstd: bool = False  # minibatch standard deviation channel before D's last layer
     d_spectral_norm: bool = False  # spectral normalisation of every D convolution
     prior: str = "normal"
@@ -66,6 +71,10 @@ class TrainConfig:
 
     steps: int = 10_000
     batch_size: int = 64
+    # resolution -> batch size; when set, it picks batch_size for the model's resolution unless
+    # batch_size itself is given (the nearest listed resolution at or above; past the end, the
+    # largest listed). Marchesi: 128 images a step at 192 px down to 6 at 1024 px.
+    batch_sizes: dict[int, int] = field(default_factory=dict)
     loss: str = "bce"  # bce (non-saturating) | lsgan | hinge | wgan-gp
     gp_weight: float = 10.0  # gradient-penalty weight (lambda) of wgan-gp
     augment: str = ""  # DiffAugment policy for D's inputs: comma list of color,translation,cutout
@@ -143,11 +152,96 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.sample_every": 500,
         "train.checkpoint_every": 1000,
     },
+    # Sharma 2021, "DCGAN review" (papers/sharma-2021-dcgan-review): tables 4.3.1 and 4.4.1.
+    "sharma-fmnist": {
+        "_about": "Sharma: 28x28 grey, batch 32, Adam 1e-3 b1 0.5, D dropout 0.3/0.4, "
+                  "one-sided 0.9, 20 epochs",
+        "model.resolution": 28,
+        "model.channels": 1,
+        "model.d_dropout": 0.3,
+        "model.d_dropout_head": 0.4,
+        "train.batch_size": 32,
+        "train.lr_g": 1e-3,
+        "train.lr_d": 1e-3,
+        "train.labels": "one-sided",
+        "train.steps": 37_500,  # 20 epochs of 60,000 images
+    },
+    "sharma-faces64": {
+        "_about": "Sharma: 64x64 colour faces, batch 128, Adam 2e-3 b1 0.5, decay at step "
+                  "40k, D dropout 0.3/0.4, one-sided 0.9",
+        "model.resolution": 64,
+        "model.channels": 3,
+        "model.d_dropout": 0.3,
+        "model.d_dropout_head": 0.4,
+        "train.batch_size": 128,
+        "train.lr_g": 2e-3,
+        "train.lr_d": 2e-3,
+        "train.lr_decay_at": 40_000,  # the paper names the step, not the factor: ours is 0.1
+        "train.lr_decay_factor": 0.1,
+        "train.labels": "one-sided",
+        "train.steps": 80_000,
+        "train.sample_every": 1000,
+        "train.checkpoint_every": 2000,
+    },
+    # Xin, "Fast and High-resolution Image Generation Based on Improved DCGAN": tables 2 and 3.
+    "xin-anime96-baseline": {
+        "_about": "Xin's baseline (experiment 5): 96x96 DCGAN, batch 128, lr 2e-4 both, "
+                  "betas 0.5/0.999, hard labels",
+        "model.resolution": 96,
+        "model.channels": 3,
+        "model.nz": 100,
+        "model.ngf": 64,
+        "model.ndf": 64,
+        "train.batch_size": 128,
+        "train.lr_g": 2e-4,
+        "train.lr_d": 2e-4,
+        "train.labels": "hard",
+        "train.steps": 7_800,  # 100 epochs of 10,000 images
+        "train.sample_every": 500,
+        "train.checkpoint_every": 1000,
+    },
+    "xin-anime96": {
+        "_about": "Xin's improved DCGAN (experiment 8): residual G, pooled D, D lr 6.4e-3, "
+                  "G lr 1.28e-3, two-sided 0.9/0.1, batch 24",
+        "model.resolution": 96,
+        "model.channels": 3,
+        "model.arch": "residual",
+        "model.d_arch": "pooled",
+        "train.batch_size": 24,  # the paper lowered it from 128 for memory in this experiment
+        "train.lr_g": 1.28e-3,
+        "train.lr_d": 6.4e-3,
+        "train.labels": "two-sided",
+        "train.steps": 41_600,  # 100 epochs of 10,000 images
+        "train.sample_every": 500,
+        "train.checkpoint_every": 1000,
+    },
 }
+
+# Marchesi 2017, "Megapixel size image creation using GANs": DCGAN from 192 to 1024 px on under
+# 2k images. The paper gives the batch size at both ends (128 at 192 px, 6 at 1024 px); the
+# sizes between are ours, roughly inversely proportional to the pixel count.
+MARCHESI_BATCH_SIZES = {192: 128, 256: 64, 384: 32, 512: 16, 768: 8, 1024: 6}
+for _res in MARCHESI_BATCH_SIZES:
+    PRESETS[f"marchesi-{_res}"] = {
+        "_about": f"Marchesi 2017: {_res} px DCGAN for under 2k images; batch table "
+                  f"{_table_text(MARCHESI_BATCH_SIZES)}; samples with uniform z in [-0.5, 0.5]",
+        "model.resolution": _res,
+        "model.channels": 3,
+        "model.prior": "uniform",
+        "model.truncation": 0.5,
+        "train.batch_sizes": MARCHESI_BATCH_SIZES,
+        "train.extra_update_every": 50,
+        "train.extra_update": "both",
+        "train.augment": "color,translation,cutout",  # under 2k images
+        "data.flip": True,
+        "train.steps": 20_000,
+        "train.sample_every": 500,
+        "train.checkpoint_every": 1000,
+    }
 
 
 def preset_names() -> list[str]:
-    return sorted(PRESETS)
+    return list(PRESETS)
 
 
 def preset_config(name: str) -> RunConfig:
@@ -156,6 +250,30 @@ def preset_config(name: str) -> RunConfig:
         raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}; see --list-presets")
     values = {k: v for k, v in PRESETS[name].items() if not k.startswith("_")}
     return apply_overrides(RunConfig(name=name), values)
+
+
+def preset_summary(name: str) -> dict[str, str]:
+    """The key values of a preset as short strings, for ``gantool train --list-presets``."""
+    c = preset_config(name)
+    m, t = c.model, c.train
+    tricks = []
+    if m.d_dropout or m.d_dropout_head:
+        tricks.append(f"D dropout {m.d_dropout:g}/{m.d_dropout_head:g}")
+    if t.extra_update_every:
+        nets = {"both": "G+D", "d": "D", "g": "G"}[t.extra_update]
+        tricks.append(f"extra {nets} update every {t.extra_update_every}")
+    if t.augment:
+        tricks.append("DiffAugment")
+    if t.lr_decay_at:
+        tricks.append(f"lr x{t.lr_decay_factor:g} at step {t.lr_decay_at:,}")
+    if c.data.flip:
+        tricks.append("flips")
+    z = m.prior + (f" t={m.truncation:g}" if m.truncation is not None else "")
+    batch = f"{t.batch_size}" + (" (table)" if t.batch_sizes else "")
+    return {"preset": name, "size": f"{m.resolution}x{m.resolution}x{m.channels}",
+            "G / D": f"{m.arch} / {m.d_arch}", "batch": batch,
+            "lr G / D": f"{t.lr_g:g} / {t.lr_d:g}", "loss": f"{t.loss} {t.labels}", "z": z,
+            "steps": f"{t.steps:,}", "tricks": ", ".join(tricks) or "-"}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -193,12 +311,24 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         section, fname = _resolve_key(key)
         ftype = _field_types(SECTIONS[section])[fname]
         sections[section][fname] = _coerce(value, ftype, key)
+    given = {_resolve_key(k) for k in overrides if k != "name"}
+    table = sections["train"]["batch_sizes"]
+    if table and ("train", "batch_size") not in given:
+        sections["train"]["batch_size"] = batch_for(table, sections["model"]["resolution"])
     try:
         new = RunConfig(name=name, **{s: SECTIONS[s](**v) for s, v in sections.items()})
     except TypeError as e:
         raise ConfigError(str(e)) from None
     validate(new)
     return new
+
+
+def batch_for(table: dict[int, int], resolution: int) -> int:
+    """The batch size a resolution -> batch table gives: the entry at the nearest listed
+    resolution at or above ``resolution``, or the largest listed one's past the end."""
+    above = [r for r in sorted(table) if r >= resolution]
+    return table[above[0] if above else max(table)]
+
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:
@@ -243,8 +373,12 @@ def validate(cfg: RunConfig) -> None:
                    ("train.lr_decay_at", t.lr_decay_at)]:
         if v < 0:
             raise ConfigError(f"{key} must not be negative, got {v}")
-    if not 0 <= m.d_dropout < 1:
-        raise ConfigError(f"model.d_dropout must be in [0, 1), got {m.d_dropout}")
+    for key, p in [("model.d_dropout", m.d_dropout), ("model.d_dropout_head", m.d_dropout_head)]:
+        if not 0 <= p < 1:
+            raise ConfigError(f"{key} must be in [0, 1), got {p}")
+    if any(r < 1 or b < 1 for r, b in t.batch_sizes.items()):
+        raise ConfigError(f"train.batch_sizes must map resolutions to batch sizes >= 1, got "
+                          f"{_table_text(t.batch_sizes)}")
     if not 0 <= t.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if t.gp_weight < 0:
@@ -323,6 +457,12 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
             return None
         return _coerce(value, next(a for a in args if a is not type(None)), key)
     try:
+        if origin is dict:  # "192:128,1024:6" or a mapping; keys and values are ints here
+            pairs = ([p.split(":") for p in value.split(",") if p.strip()]
+                     if isinstance(value, str) else list(dict(value).items()))
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("expected resolution:batch pairs, e.g. 192:128,1024:6")
+            return {_coerce(k, args[0], key): _coerce(v, args[1], key) for k, v in pairs}
         if origin is tuple:
             items = value.replace("(", "").replace(")", "").split(",") if isinstance(
                 value, str) else list(value)

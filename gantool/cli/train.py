@@ -122,12 +122,14 @@ def _print_presets() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gantool.config import PRESETS, preset_config, preset_names
+    from gantool.config import PRESETS, preset_names, preset_summary
 
-    table = Table("preset", "res", "ch", "batch", "lr G / D", "labels", "prior", "about")
+    rows = [preset_summary(n) for n in preset_names()]
+    table = Table(*rows[0], title="presets (gantool train --preset NAME; any value can be "
+                  "overridden with flags or --set)", title_justify="left")
+    for row in rows:
+        table.add_row(*row.values())
+    console = Console()
+    console.print(table)
     for name in preset_names():
-        c = preset_config(name)
-        table.add_row(name, str(c.model.resolution), str(c.model.channels),
-                      str(c.train.batch_size), f"{c.train.lr_g:g} / {c.train.lr_d:g}",
-                      c.train.labels, c.model.prior, PRESETS[name].get("_about", ""))
-    Console().print(table)
+        console.print(f"[bold]{name}[/]: {PRESETS[name]['_about']}", highlight=False)

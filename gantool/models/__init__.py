@@ -27,5 +27,5 @@ def build_discriminator(cfg: ModelConfig) -> nn.Module:
     if cfg.d_arch in ("dcgan", "pooled"):
         return DCGANDiscriminator(cfg.resolution, cfg.channels, cfg.ndf, cfg.max_channels,
                                   cfg.d_dropout, cfg.d_mbstd, cfg.d_spectral_norm,
-                                  pooled=cfg.d_arch == "pooled")
+                                  pooled=cfg.d_arch == "pooled", head_dropout=cfg.d_dropout_head)
     raise ValueError(f"unknown discriminator architecture {cfg.d_arch!r}")

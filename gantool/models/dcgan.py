@@ -49,6 +49,8 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """image (B, C, R, R) -> logit (B,): strided convs, BatchNorm, LeakyReLU 0.2, dropout option.
 
+    ``head_dropout``: one more dropout right before the logit layer (Sharma et al. used 0.3 in
+    the body and 0.4 there).
     ``pooled``: Xin's modified discriminator: the last conv/BN/LeakyReLU layer applied once more
     (3x3, stride 1), then a 1x1 conv to one channel, averaged over space, instead of DCGAN's
     base x base conv.
@@ -56,7 +58,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, resolution: int, channels: int = 3, ndf: int = 64, max_channels: int = 512,
                  dropout: float = 0.0, mbstd: bool = False, spectral_norm: bool = False,
-                 pooled: bool = False):
+                 pooled: bool = False, head_dropout: float = 0.0):
         super().__init__()
         base, _ = resolution_plan(resolution)
         widths = feature_widths(resolution, ndf, max_channels)[::-1]  # at R/2, R/4, ..., base
@@ -70,6 +72,8 @@ class DCGANDiscriminator(nn.Module):
         w = widths[-1]
         if pooled:
             layers += [nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), *act()]
+        if head_dropout:
+            layers += [nn.Dropout(head_dropout)]  # right before the logit layer
         if mbstd:
             layers += [MinibatchStdDev()]  # (B, w + 1, base, base)
         head = 1 if pooled else base  # (B, 1, base, base) pooled, else (B, 1, 1, 1)
