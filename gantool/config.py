@@ -99,6 +99,14 @@ class TrainConfig:
     sample_grid: int = 64  # grid of seeds 0..N-1
     checkpoint_every: int = 0  # steps between checkpoints; 0 = once per epoch
     keep: int = 5  # step checkpoints kept besides last.pt
+    # Divergence guard (gantool.train.guard): on a non-finite loss, or a collapse signal held
+    # for guard_patience steps, roll back to the last good checkpoint, multiply both learning
+    # rates by guard_lr_factor, and stop with an error after guard_max_rollbacks rollbacks.
+    guard: bool = True
+    guard_patience: int = 200
+    guard_min_spread: float = 0.05  # fake batch spread below this fraction of the real one
+    guard_lr_factor: float = 0.5
+    guard_max_rollbacks: int = 3
 
 
 @dataclass(frozen=True)
@@ -364,13 +372,16 @@ def validate(cfg: RunConfig) -> None:
                    ("model.max_channels", m.max_channels), ("model.res_blocks", m.res_blocks),
                    ("train.steps", t.steps),
                    ("train.batch_size", t.batch_size), ("train.log_every", t.log_every),
-                   ("train.lr_gamma_every", t.lr_gamma_every), ("train.keep", t.keep)]:
+                   ("train.lr_gamma_every", t.lr_gamma_every), ("train.keep", t.keep),
+                   ("train.guard_patience", t.guard_patience)]:
         if v < 1:
             raise ConfigError(f"{key} must be at least 1, got {v}")
     for key, v in [("train.sample_every", t.sample_every), ("train.sample_grid", t.sample_grid),
                    ("train.checkpoint_every", t.checkpoint_every), ("train.seed", t.seed),
                    ("train.extra_update_every", t.extra_update_every),
-                   ("train.lr_decay_at", t.lr_decay_at)]:
+                   ("train.lr_decay_at", t.lr_decay_at),
+                   ("train.guard_max_rollbacks", t.guard_max_rollbacks),
+                   ("train.guard_min_spread", t.guard_min_spread)]:
         if v < 0:
             raise ConfigError(f"{key} must not be negative, got {v}")
     for key, p in [("model.d_dropout", m.d_dropout), ("model.d_dropout_head", m.d_dropout_head)]:
@@ -381,6 +392,8 @@ def validate(cfg: RunConfig) -> None:
                           f"{_table_text(t.batch_sizes)}")
     if not 0 <= t.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    if not 0 < t.guard_lr_factor <= 1:
+        raise ConfigError(f"train.guard_lr_factor must be in (0, 1], got {t.guard_lr_factor}")
     if t.gp_weight < 0:
         raise ConfigError(f"train.gp_weight must not be negative, got {t.gp_weight}")
     augment_policy(t.augment)

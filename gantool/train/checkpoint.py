@@ -44,6 +44,11 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, keep: int) -> Path:
     return path
 
 
+def step_of(path: Path) -> int:
+    """The step of a ``step-NNNNNNN.pt`` file."""
+    return int(STEP_RE.match(path.name).group(1))
+
+
 def step_checkpoints(ckpt_dir: Path) -> list[Path]:
     """Step checkpoints in ``ckpt_dir``, newest first."""
     found = [(int(m.group(1)), p) for p in ckpt_dir.glob("step-*.pt")

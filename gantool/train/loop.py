@@ -41,7 +41,13 @@ from gantool.models import build_discriminator, build_generator
 from gantool.sampling.images import save_grid, to_uint8
 from gantool.sampling.latent import latents
 from gantool.train.augment import diff_augment
-from gantool.train.checkpoint import resolve_resume, save_checkpoint, step_checkpoints
+from gantool.train.checkpoint import (
+    resolve_resume,
+    save_checkpoint,
+    step_checkpoints,
+    step_of,
+)
+from gantool.train.guard import DivergenceGuard
 from gantool.train.losses import LOSSES, gradient_penalty
 
 RUN_RE = re.compile(r"^(\d{5})-")
@@ -71,7 +77,7 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
         if steps is not None:
             cfg = replace(cfg, train=replace(cfg.train, steps=steps))
         newer = [p.name for p in step_checkpoints(run_dir / "checkpoints")
-                 if int(p.stem.split("-")[1]) > state["step"]]
+                 if step_of(p) > state["step"]]
         if newer:
             raise GantoolError(f"{run_dir} has checkpoints past step {state['step']} "
                                f"({', '.join(newer)}); resuming from an older one would "
@@ -148,6 +154,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.augment = augment_policy(t.augment)
+        self.guard = (DivergenceGuard(t.guard_patience, t.guard_min_spread, t.loss == "bce")
+                      if t.guard else None)
+        self.rollbacks, self.lr_scale = 0, 1.0  # the guard's doing; saved in checkpoints
         self.step = 0
         self.data = self._load_data()
         self.images = torch.from_numpy(self.data.images)  # (N, C, R, R) uint8, shared memory
@@ -179,6 +188,8 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        guard = state.get("guard") or {}
+        self.rollbacks, self.lr_scale = int(guard.get("rollbacks", 0)), guard.get("lr_scale", 1.0)
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -199,6 +210,7 @@ class Trainer:
             "opt_D": self.opt_D.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng,
+            "guard": {"rollbacks": self.rollbacks, "lr_scale": self.lr_scale},
         }
 
     # ---- one step ----------------------------------------------------------------------------
@@ -253,7 +265,8 @@ class Trainer:
             self.scaler.step(self.opt_D)
             logs.update(loss_d=loss_d.detach(),
                         d_real=torch.sigmoid(real_logits.detach().float()).mean(),
-                        d_fake=torch.sigmoid(fake_logits.detach().float()).mean())
+                        d_fake=torch.sigmoid(fake_logits.detach().float()).mean(),
+                        spread=batch_spread(fake.detach()) / batch_spread(real).clamp_min(1e-8))
         if update_g:
             # D's weights need no gradients here, only the path through D to G does.
             self.D.requires_grad_(False)
@@ -273,9 +286,7 @@ class Trainer:
     def _set_lr(self) -> None:
         t = self.cfg.train
         step_decay = t.lr_decay_at and self.step >= t.lr_decay_at
-        if t.lr_gamma == 1.0 and not step_decay:
-            return
-        factor = t.lr_gamma ** (self.step / t.lr_gamma_every)
+        factor = self.lr_scale * t.lr_gamma ** (self.step / t.lr_gamma_every)
         factor *= t.lr_decay_factor if step_decay else 1.0
         for opt, lr in ((self.opt_G, t.lr_g), (self.opt_D, t.lr_d)):
             for group in opt.param_groups:
@@ -300,6 +311,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps, images_per_s = time.perf_counter(), 0, 0.0
         start_step, t0, ckpt = self.step, time.perf_counter(), None
+        good = _cpu_copy(self.state_dict())  # where the divergence guard rolls back to
         with _graceful_stop() as stop, self._progress() as bar:
             task = bar.add_task("train", total=t.steps, completed=self.step, stats="")
             while self.step < t.steps and not stop():
@@ -316,18 +328,63 @@ class Trainer:
                     bar.update(task, completed=self.step, stats=(
                         f"D {row['loss_d']:.3f}  G {row['loss_g']:.3f}  D(x) {row['d_real']:.2f}"
                         f"  D(G(z)) {row['d_fake']:.2f}  {images_per_s:,.0f} img/s"))
+                    reason = self.guard.observe(row, window_steps) if self.guard else None
                     sums, window_steps, window_start = {}, 0, now
+                    if reason:
+                        good = self._roll_back(good, reason, run_dir, bar.console)
+                        bar.update(task, completed=self.step)
+                        continue
                 if self.step % sample_every == 0 or self.step == t.steps:
                     grid = self.write_samples(run_dir)
                     bar.console.print(f"step {self.step} (epoch {self.step / spe:.2f}): {grid}")
                 if self.step % ckpt_every == 0 or self.step == t.steps:
-                    ckpt = save_checkpoint(self.state_dict(), run_dir / "checkpoints", t.keep)
+                    state = self.state_dict()
+                    ckpt = save_checkpoint(state, run_dir / "checkpoints", t.keep)
+                    if self._healthy(sums):
+                        good = _cpu_copy(state)
         interrupted = self.step < t.steps
         if interrupted and self.step > start_step:
             ckpt = save_checkpoint(self.state_dict(), run_dir / "checkpoints", t.keep)
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) * t.batch_size / elapsed if elapsed > 0 else 0.0
         return TrainResult(run_dir, self.step, interrupted, ckpt, rate)
+
+    def _healthy(self, sums: dict[str, torch.Tensor]) -> bool:
+        """Whether the state right now is one the guard may roll back to."""
+        if self.guard is None:
+            return True
+        return self.guard.healthy and all(bool(torch.isfinite(v)) for v in sums.values())
+
+    def _roll_back(self, good: dict, reason: str, run_dir: Path, console: Console) -> dict:
+        """Return to the last good state, drop what came after it, lower the learning rates;
+        raise GantoolError once ``guard_max_rollbacks`` rollbacks did not help."""
+        t, ckpt_dir = self.cfg.train, run_dir / "checkpoints"
+        at_step, rollbacks, lr_scale = self.step, self.rollbacks + 1, self.lr_scale
+        self.load_state(good)
+        for path in step_checkpoints(ckpt_dir):
+            if step_of(path) > self.step:
+                path.unlink(missing_ok=True)  # from the abandoned trajectory
+        _truncate_metrics(run_dir / "metrics.jsonl", self.step)
+        given_up = rollbacks > t.guard_max_rollbacks
+        self.rollbacks = rollbacks
+        self.lr_scale = lr_scale if given_up else lr_scale * t.guard_lr_factor
+        torch.manual_seed(t.seed + 7919 * rollbacks + self.step)  # not the same z/dropout again
+        event = {"step": self.step, "event": "rollback" if not given_up else "stop",
+                 "reason": reason, "at_step": at_step, "rollbacks": rollbacks,
+                 "lr_scale": self.lr_scale, "time": round(time.time(), 3)}
+        with (run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(event) + "\n")
+        state = self.state_dict()
+        path = save_checkpoint(state, ckpt_dir, t.keep)
+        if given_up:
+            raise GantoolError(
+                f"training diverged {rollbacks} times (last: {reason} at step {at_step}); "
+                f"stopped. The last good checkpoint is {path}: lower --lr-g/--lr-d, try another "
+                "--seed, or raise --set train.guard_max_rollbacks")
+        console.print(f"[yellow]divergence guard:[/] {reason} at step {at_step}; rolled back to "
+                      f"step {self.step}, learning rates x{self.lr_scale:g} "
+                      f"(rollback {rollbacks} of at most {t.guard_max_rollbacks})")
+        return _cpu_copy(state)
 
     def _log_row(self, sums: dict, n: int, images_per_s: float) -> dict:
         row = {"step": self.step, "epoch": round(self.step / self.sampler.steps_per_epoch, 4)}
@@ -353,6 +410,22 @@ class Trainer:
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                         TextColumn("{task.fields[stats]}"), console=self.console,
                         disable=not self.show_progress)
+
+
+def batch_spread(x: torch.Tensor) -> torch.Tensor:
+    """How different the images of a batch are: per-pixel std across the batch, averaged."""
+    return x.float().std(dim=0).mean()
+
+
+def _cpu_copy(obj):
+    """A detached CPU copy of a (nested) state dict, so later training cannot change it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
 
 def pick_amp(mode: str, device: torch.device) -> torch.dtype | None:
