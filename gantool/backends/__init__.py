@@ -9,7 +9,7 @@ import numpy as np
 
 from gantool.errors import GantoolError
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnx", "trt")
 
 
 @runtime_checkable
@@ -33,4 +33,12 @@ def load_backend(name: str, path: str, **options) -> Generator:
         from gantool.backends.torch_backend import TorchGenerator
 
         return TorchGenerator(path, **options)
+    if name == "onnx":
+        from gantool.backends.onnx_backend import OnnxGenerator
+
+        return OnnxGenerator(path, **options)
+    if name == "trt":
+        from gantool.backends.trt_backend import TensorRTGenerator
+
+        return TensorRTGenerator(path, **options)
     raise GantoolError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

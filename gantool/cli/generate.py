@@ -10,7 +10,9 @@ from gantool.errors import GantoolError
 
 
 def generate(
-    checkpoint: Path = typer.Argument(..., help="A gantool checkpoint (.pt)."),
+    checkpoint: Path = typer.Argument(
+        ..., help="A checkpoint (.pt) for torch; a .onnx file or export folder for onnx; a "
+                  ".plan or export folder for trt."),
     seeds: str = typer.Option("0-63", help="Seeds, e.g. 0-63,100 (ranges inclusive)."),
     truncation: float | None = typer.Option(
         None, help="Largest |z| allowed (default: the model's; none = plain prior)."),
@@ -18,7 +20,8 @@ def generate(
     outdir: Path | None = typer.Option(None, help="Write one seedNNNNNN.png per seed here."),
     grid: Path | None = typer.Option(None, help="Write all images as one grid to this file."),
     batch_size: int = typer.Option(32, min=1, help="Seeds per forward pass."),
-    backend: str = typer.Option("torch", help="Inference backend: torch."),
+    backend: str = typer.Option("torch", help="Inference backend: torch | onnx | trt."),
+    fp16: bool = typer.Option(False, "--fp16", help="onnx: model_fp16.onnx of an export folder."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights if present."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -34,9 +37,12 @@ def generate(
         seed_list = parse_seeds(seeds)
     except ValueError as e:
         raise GantoolError(f"--seeds: {e}") from None
-    if not checkpoint.is_file():
-        raise GantoolError(f"checkpoint {checkpoint} does not exist")
-    gen = load_backend(backend, str(checkpoint), device=device, ema=ema, prior=prior)
+    if not checkpoint.exists():
+        raise GantoolError(f"{checkpoint} does not exist")
+    if backend == "torch" and not checkpoint.is_file():
+        raise GantoolError(f"{checkpoint} is a folder; the torch backend takes a checkpoint file")
+    options = {"fp16": fp16} if backend == "onnx" else {}
+    gen = load_backend(backend, str(checkpoint), device=device, ema=ema, prior=prior, **options)
     t = truncation if truncation is not None else gen.default_truncation
     try:
         validate_truncation(t, gen.prior)

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from gantool import __version__
-from gantool.cli import generate, train
+from gantool.cli import export, generate, train
 from gantool.errors import GantoolError
 
 app = typer.Typer(
@@ -21,6 +21,8 @@ app = typer.Typer(
 app.command("train", no_args_is_help=True)(train.train)
 app.command("demo")(train.demo)
 app.command("generate", no_args_is_help=True)(generate.generate)
+app.command("export", no_args_is_help=True)(export.export)
+app.command("info", no_args_is_help=True)(export.info)
 
 
 def _version(value: bool) -> None:

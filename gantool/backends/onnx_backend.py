@@ -1,0 +1,57 @@
+"""ONNX Runtime backend: an exported model (file or export folder) on CPU or CUDA."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gantool.errors import GantoolError
+from gantool.export.onnx import read_metadata
+from gantool.sampling.images import to_uint8
+from gantool.sampling.latent import latents
+
+
+def onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise GantoolError("the onnx backend needs ONNX Runtime: pip install 'gantool[onnx]' "
+                           "(or 'gantool[gpu]' for CUDA)") from None
+    return ort
+
+
+class OnnxGenerator:
+    """``path``: a .onnx file, or an export folder (its model.onnx, or model_fp16.onnx with
+    ``fp16``). ``device`` auto takes CUDA when ONNX Runtime has it."""
+
+    def __init__(self, path: str, device: str = "auto", prior: str | None = None,
+                 fp16: bool = False, threads: int = 0, **_):
+        ort = onnxruntime()
+        p = Path(path)
+        if p.is_dir():
+            p = p / ("model_fp16.onnx" if fp16 else "model.onnx")
+        if not p.is_file():
+            raise GantoolError(f"{p} does not exist; export one with gantool export")
+        meta = read_metadata(p)
+        self.path, self.meta = p, meta
+        self.resolution, self.channels, self.nz = meta["resolution"], meta["channels"], meta["nz"]
+        self.prior, self.default_truncation = prior or meta["prior"], meta["truncation"]
+        cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        if device == "cuda" and not cuda:
+            raise GantoolError("--device cuda: this ONNX Runtime has no CUDA provider; "
+                               "pip install 'gantool[gpu]'")
+        providers = (["CUDAExecutionProvider"] if cuda and device != "cpu" else []) + [
+            "CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(p), options, providers=providers)
+
+    def run(self, z: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"z": np.ascontiguousarray(z, dtype=np.float32)})[0]
+
+    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
+        out = self.run(latents(seeds, self.nz, self.prior, truncation))
+        return out if out.dtype == np.uint8 else to_uint8(out)  # (B, H, W, C) uint8

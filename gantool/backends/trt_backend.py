@@ -1,0 +1,27 @@
+"""TensorRT backend: a bare plan run with ``execute_async_v3`` on torch CUDA tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from gantool.export.tensorrt import EngineRunner
+from gantool.sampling.images import to_uint8
+from gantool.sampling.latent import latents
+
+
+class TensorRTGenerator:
+    """The Generator protocol over ``gantool.export.tensorrt.EngineRunner``."""
+
+    def __init__(self, path: str, prior: str | None = None, **_):
+        self.runner = EngineRunner(path)
+        meta = self.runner.meta
+        self.resolution, self.channels = int(meta["resolution"]), int(meta["channels"])
+        self.nz, self.prior = int(meta["nz"]), prior or meta["prior"]
+        self.default_truncation = (None if meta["truncation"] == "none"
+                                   else float(meta["truncation"]))
+
+    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
+        out = self.runner.run(latents(seeds, self.nz, self.prior, truncation))
+        return out if out.dtype == np.uint8 else to_uint8(out.astype(np.float32))

@@ -1,0 +1,119 @@
+"""`gantool export` and `gantool info`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gantool.errors import GantoolError
+
+
+def export(
+    checkpoint: Path = typer.Argument(..., help="A gantool checkpoint (.pt)."),
+    out: Path = typer.Option(..., help="Output folder (created if missing)."),
+    format: str = typer.Option("onnx", "--format", "-f",
+                               help="Comma-separated: onnx, engine (TensorRT)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also an FP16 ONNX model; FP16 engine."),
+    output: str = typer.Option("uint8", help="Model output: uint8 (B,H,W,C) images, or the "
+                               "float (B,C,H,W) tensor in [-1, 1]."),
+    batch: str = typer.Option("1,8,64", help="Engine batch profile min,opt,max."),
+    keep_fp32: str = typer.Option("", help="ONNX node names to keep in float32 with --fp16 "
+                                  "(named by a failed fp16 verification)."),
+    workspace_gb: float = typer.Option(4.0, help="TensorRT builder workspace limit, GiB."),
+    verify: bool = typer.Option(True, "--verify/--no-verify",
+                                help="Check every artifact against PyTorch on fixed seeds."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights if present."),
+) -> None:
+    """Export a generator to ONNX (float32, and FP16 with --fp16) and TensorRT, verified."""
+    from gantool.export import parse_formats
+    from gantool.export.onnx import OUTPUTS
+
+    formats = parse_formats(format)
+    if output not in OUTPUTS:
+        raise GantoolError(f"--output must be uint8 or float, got {output!r}")
+    try:
+        sizes = tuple(int(b) for b in batch.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3:
+        raise GantoolError(f"--batch expects min,opt,max (e.g. 1,8,64), got {batch!r}")
+    if not checkpoint.is_file():
+        raise GantoolError(f"checkpoint {checkpoint} does not exist")
+    if out.exists() and not out.is_dir():
+        raise GantoolError(f"--out {out} is a file; pass a folder")
+    _need_onnx()
+    from gantool.export.pipeline import export_checkpoint, write_summary
+
+    nodes = [n.strip() for n in keep_fp32.split(",") if n.strip()]
+    result = export_checkpoint(checkpoint, out, formats, fp16=fp16, output=output, batch=sizes,
+                               keep_fp32=nodes, verify=verify, ema=ema,
+                               workspace_gb=workspace_gb, log=lambda s: typer.echo(s, err=True))
+    summary = write_summary(out, result)
+    for path in result.files:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"summary: {summary}")
+
+
+def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an engine "
+                                     "(.plan, read from its .plan.json) or an export folder.")):
+    """Print what a model file says about itself: resolution, latent, prior, provenance."""
+    import json
+
+    if path.is_dir():
+        path = path / "model.onnx"
+    if not path.exists():
+        raise GantoolError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".pt":
+        from gantool.config import RunConfig
+        from gantool.train.checkpoint import load_checkpoint
+
+        state = load_checkpoint(path)
+        cfg = RunConfig.from_dict(state["config"])
+        m = cfg.model
+        rows = {"kind": "gantool checkpoint", "step": state["step"], "run": cfg.name,
+                "resolution": m.resolution, "channels": m.channels, "nz": m.nz,
+                "arch": f"{m.arch} / {m.d_arch}", "prior": m.prior, "truncation": m.truncation,
+                "ema": state.get("G_ema") is not None,
+                "gantool_version": state.get("gantool_version")}
+    elif suffix == ".onnx":
+        _need_onnx()
+        import onnx
+
+        from gantool.export.onnx import read_metadata
+
+        rows = {"kind": "ONNX model", **read_metadata(path)}
+        model = onnx.load(str(path), load_external_data=False)
+        rows["inputs"] = ", ".join(_io(v) for v in model.graph.input)
+        rows["outputs"] = ", ".join(_io(v) for v in model.graph.output)
+        rows["opset"] = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    elif suffix == ".plan":
+        sidecar = path.with_suffix(".plan.json")
+        if not sidecar.is_file():
+            raise GantoolError(f"{sidecar} is missing: a bare plan carries no metadata")
+        data = json.loads(sidecar.read_text())
+        rows = {"kind": "TensorRT plan", **{k.removeprefix("gantool."): v
+                                           for k, v in data.pop("metadata").items()}, **data}
+    else:
+        raise GantoolError(f"{path}: expected a .pt checkpoint, a .onnx model, a .plan engine "
+                           "or an export folder")
+    width = max(map(len, rows))
+    for key, value in rows.items():
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+def _io(value) -> str:
+    import onnx
+
+    t = value.type.tensor_type
+    dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
+    return f"{value.name} {onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)} [{', '.join(dims)}]"
+
+
+def _need_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise GantoolError("export needs the onnx extra: pip install 'gantool[onnx]'") from None

@@ -1,0 +1,41 @@
+"""Export a trained generator: a table of formats, each with its file, needs and precision."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from gantool.errors import GantoolError
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    filename: str  # what it writes in the output folder (fp16 variants noted below)
+    needs_gpu: bool
+    fp16: bool  # whether --fp16 applies
+    description: str
+
+
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("onnx", "model.onnx", False, True,
+                 "ONNX, dynamic batch, single file; with --fp16 also model_fp16.onnx"),
+    ExportFormat("engine", "model.plan", True, True,
+                 "TensorRT plan (bare) + model.plan.json; needs TensorRT and an NVIDIA GPU"),
+)}
+
+
+def parse_formats(text: str) -> list[ExportFormat]:
+    """"onnx,engine" -> their ExportFormat rows; a typo gets a close-match suggestion."""
+    out = []
+    for name in (n.strip().lower() for n in text.split(",") if n.strip()):
+        if name not in FORMATS:
+            close = difflib.get_close_matches(name, list(FORMATS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise GantoolError(f"unknown export format {name!r}{hint}; formats: "
+                               f"{', '.join(FORMATS)}")
+        if FORMATS[name] not in out:
+            out.append(FORMATS[name])
+    if not out:
+        raise GantoolError(f"--format names no format; formats: {', '.join(FORMATS)}")
+    return out

@@ -1,0 +1,148 @@
+"""Generator -> ONNX: dynamic batch, one file, metadata that describes the model.
+
+Input ``z`` (B, nz) float32. Output ``image``: uint8 (B, H, W, C) computed inside the graph
+(the default, so no serving stack converts floats), or the raw float (B, C, H, W) in [-1, 1].
+The uint8 arithmetic is ``gantool.sampling.images.to_uint8``'s: round-half-even of
+(x + 1) * 127.5, clamped to [0, 255].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import gantool
+from gantool.config import RunConfig
+from gantool.errors import GantoolError
+from gantool.fileio import atomic_write
+
+OUTPUTS = ("uint8", "float")
+OPSET = 18
+MAX_BATCH = 65_536
+KEEP_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)  # module paths, for overflow reports
+METADATA_PREFIX = "gantool."
+
+
+class UInt8Images(nn.Module):
+    """z (B, nz) -> uint8 (B, H, W, C): the generator plus to_uint8 as graph operations."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.generator(z)  # (B, C, H, W) in [-1, 1]
+        x = torch.round((x.float() + 1.0) * 127.5).clamp(0, 255)
+        return x.to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def model_metadata(cfg: RunConfig, output: str, step: int | None = None) -> dict[str, str]:
+    """What a deployed model needs to know about itself, as ONNX metadata strings."""
+    m = cfg.model
+    config_json = json.dumps(cfg.to_dict(), sort_keys=True)
+    meta = {
+        "resolution": m.resolution, "channels": m.channels, "nz": m.nz, "prior": m.prior,
+        "truncation": "none" if m.truncation is None else m.truncation,
+        "output": output, "arch": m.arch, "gantool_version": gantool.__version__,
+        "config_sha256": hashlib.sha256(config_json.encode()).hexdigest(),
+        "train_step": "" if step is None else step,
+    }
+    return {METADATA_PREFIX + k: str(v) for k, v in meta.items()}
+
+
+def export_onnx(generator: nn.Module, cfg: RunConfig, output: str = "uint8",
+                step: int | None = None):
+    """``generator`` (eval mode) as an onnx.ModelProto with gantool's metadata (not yet saved:
+    see ``save_model``)."""
+    if output not in OUTPUTS:
+        raise GantoolError(f"unknown output {output!r}; choose {' or '.join(OUTPUTS)}")
+    net = (UInt8Images(generator) if output == "uint8" else generator).eval()
+    z = torch.zeros(2, cfg.model.nz)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with _quiet():
+        program = torch.onnx.export(
+            net, (z,), input_names=["z"], output_names=["image"], dynamo=True,
+            dynamic_shapes={"z": {0: batch}}, opset_version=OPSET, external_data=False,
+            verbose=False)
+    model = program.model_proto
+    for node in model.graph.node:  # drop stack traces (local paths) and fx dumps
+        keep = [p for p in node.metadata_props if p.key in KEEP_NODE_METADATA]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    set_metadata(model, model_metadata(cfg, output, step))
+    model.producer_name, model.producer_version = "gantool", gantool.__version__
+    return model
+
+
+def set_metadata(model, meta: dict[str, str]) -> None:
+    import onnx
+
+    old = {p.key: p.value for p in model.metadata_props}
+    old.update(meta)
+    del model.metadata_props[:]
+    for k, v in old.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+
+
+def save_model(model, path: Path) -> None:
+    """Full ``onnx.checker`` check, then an atomic single-file write (models < 2 GB)."""
+    import onnx
+
+    data = model.SerializeToString()
+    if len(data) >= 2**31:
+        raise GantoolError(f"the model is {len(data) / 2**30:.1f} GB; ONNX single files stop at "
+                           "2 GB: lower --set model.max_channels")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise GantoolError(f"the exported ONNX model fails onnx.checker: "
+                           f"{str(e).splitlines()[0]}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """gantool's metadata of an ONNX file, typed: resolution, channels, nz, prior, ..."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - any parse error means "not an ONNX file"
+        raise GantoolError(f"cannot read {path} as ONNX: {str(e).splitlines()[0]}") from None
+    raw = {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
+           if p.key.startswith(METADATA_PREFIX)}
+    if "nz" not in raw:
+        raise GantoolError(f"{path} is an ONNX model without gantool metadata; export it with "
+                           "gantool export")
+    meta: dict[str, Any] = dict(raw)
+    for key in ("resolution", "channels", "nz"):
+        meta[key] = int(raw[key])
+    meta["truncation"] = None if raw["truncation"] == "none" else float(raw["truncation"])
+    meta["train_step"] = int(raw["train_step"]) if raw.get("train_step") else None
+    return meta
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's progress lines, warnings and log records are not the user's business."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -1,0 +1,142 @@
+"""ONNX -> TensorRT plan with a dynamic batch profile (TensorRT 10 and 11).
+
+FP16 by capability, not by version string: where ``BuilderFlag.FP16`` exists (TensorRT 10) the
+float32 model is built with that flag; where it does not (TensorRT 11 made every network strongly
+typed), the FP16 ONNX model is parsed into a strongly typed network, so its fp16 layers stay fp16.
+Either way the built engine's layers are inspected and the build fails if none runs in fp16.
+
+The plan is written bare (no header), as Triton and trtexec load it, with a JSON sidecar
+(``model.plan.json``) holding the model metadata, the profile and the TensorRT version. A plan is
+tied to its GPU model and TensorRT version: build it where it will run (see ``export/`` at the
+repository root for a trtexec recipe in NVIDIA's container).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gantool.errors import GantoolError
+from gantool.fileio import atomic_write
+
+INSTALL_HINT = ("TensorRT engines are built on a machine with an NVIDIA GPU and TensorRT: "
+                "pip install 'gantool[tensorrt]' there, or build from model_fp16.onnx with "
+                "export/build_engine.sh (trtexec in NVIDIA's TensorRT container)")
+
+
+def require_tensorrt():
+    """The tensorrt module, or a GantoolError saying what to install and where."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise GantoolError(f"--format engine: TensorRT is not installed. {INSTALL_HINT}") from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise GantoolError(f"--format engine: no CUDA GPU is visible. {INSTALL_HINT}")
+    return trt
+
+
+def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int], nz: int,
+                 workspace_gb: float = 4.0, metadata: dict | None = None,
+                 timing_cache: Path | None = None) -> Path:
+    """Build and write ``plan_path`` (+ ``.plan.json``) from an onnx.ModelProto."""
+    trt = require_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    weak_fp16 = hasattr(trt.BuilderFlag, "FP16")
+    flags = 0
+    if fp16 and not weak_fp16:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model.SerializeToString()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise GantoolError(f"TensorRT cannot parse the ONNX model: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions, below
+    if fp16 and weak_fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    lo, opt, hi = batch
+    profile = builder.create_optimization_profile()
+    profile.set_shape("z", (lo, nz), (opt, nz), (hi, nz))
+    config.add_optimization_profile(profile)
+    cache_path = timing_cache or plan_path.with_suffix(".timing.cache")
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise GantoolError("TensorRT could not build the engine (see its log above)")
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    precisions = _layer_precisions(trt, engine)
+    if fp16 and "Half" not in precisions:
+        raise GantoolError(f"--fp16 was asked for but no engine layer runs in fp16 "
+                           f"(precisions: {', '.join(sorted(precisions)) or 'unknown'})")
+    with atomic_write(plan_path) as f:
+        f.write(bytes(serialized))  # bare plan, no header
+    with atomic_write(cache_path) as f:
+        f.write(bytes(cache.serialize()))
+    sidecar = {"tensorrt_version": trt.__version__, "fp16": fp16,
+               "fp16_mode": ("builder-flag" if weak_fp16 else "strongly-typed") if fp16 else None,
+               "profile": {"z": {"min": [lo, nz], "opt": [opt, nz], "max": [hi, nz]}},
+               "layer_precisions": sorted(precisions), "metadata": metadata or {}}
+    with atomic_write(plan_path.with_suffix(".plan.json")) as f:
+        f.write((json.dumps(sidecar, indent=2) + "\n").encode())
+    return plan_path
+
+
+class EngineRunner:
+    """Runs a plan with ``execute_async_v3`` on torch CUDA tensors; ``meta`` is the model's
+    metadata from the sidecar."""
+
+    def __init__(self, path: str | Path):
+        import torch
+
+        self.trt, self.torch = require_tensorrt(), torch
+        plan = Path(path) / "model.plan" if Path(path).is_dir() else Path(path)
+        sidecar = plan.with_suffix(".plan.json")
+        if not plan.is_file() or not sidecar.is_file():
+            raise GantoolError(f"{plan} and its {sidecar.name} are needed; export with "
+                               "gantool export --format engine")
+        self.meta = {k.removeprefix("gantool."): v
+                     for k, v in json.loads(sidecar.read_text())["metadata"].items()}
+        logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self.engine = self.trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
+        if self.engine is None:
+            raise GantoolError(f"TensorRT cannot load {plan}: built for another GPU or "
+                               "TensorRT version? Rebuild it on this machine")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+
+    def run(self, z: np.ndarray) -> np.ndarray:
+        """The engine's output for z (B, nz): uint8 (B, H, W, C) or float (B, C, H, W)."""
+        torch, trt = self.torch, self.trt
+        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).cuda()
+        self.context.set_input_shape("z", tuple(zt.shape))
+        shape = tuple(self.context.get_tensor_shape("image"))
+        dtype = {trt.uint8: torch.uint8, trt.float32: torch.float32,
+                 trt.float16: torch.float16}[self.engine.get_tensor_dtype("image")]
+        out = torch.empty(shape, dtype=dtype, device="cuda")
+        self.context.set_tensor_address("z", zt.data_ptr())
+        self.context.set_tensor_address("image", out.data_ptr())
+        with torch.cuda.stream(self.stream):
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise GantoolError("TensorRT execution failed")
+        self.stream.synchronize()
+        return out.cpu().numpy()
+
+
+def _layer_precisions(trt, engine) -> set[str]:
+    """Output precisions of the engine's layers, from the engine inspector's JSON."""
+    info = json.loads(engine.create_engine_inspector().get_engine_information(
+        trt.LayerInformationFormat.JSON))
+    found = set()
+    for layer in info.get("Layers", []):
+        if isinstance(layer, dict):
+            for out in layer.get("Outputs", []):
+                fmt = str(out.get("Format/Datatype", ""))
+                found.update(p for p in ("Half", "Float", "Int8", "UInt8") if p in fmt)
+    return found

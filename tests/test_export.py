@@ -1,0 +1,193 @@
+"""Export for real: ONNX (float32, FP16) through ONNX Runtime against PyTorch; TensorRT where
+present. Checkpoints are real files of gantool's format, written by save_checkpoint."""
+
+import json
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from gantool.config import ModelConfig, RunConfig
+from gantool.errors import GantoolError
+from gantool.export import FORMATS, parse_formats
+from gantool.export.onnx import read_metadata
+from gantool.export.pipeline import export_checkpoint
+from gantool.models import build_generator
+from gantool.sampling.images import to_uint8
+from gantool.sampling.latent import latents
+from gantool.train.checkpoint import save_checkpoint
+
+from conftest import gantool_cli
+
+ONNX = [FORMATS["onnx"]]
+
+
+def make_checkpoint(tmp_path, overflow: float = 1.0, **model):
+    """A checkpoint holding a freshly initialised generator (BatchNorm stats made non-trivial).
+
+    ``overflow`` scales the first block's output by that factor and the next convolution's
+    weights by its inverse: the same function, with activations in between that may leave
+    fp16's range."""
+    cfg = RunConfig(model=ModelConfig(**{"nz": 16, "ngf": 4, "max_channels": 16, **model}))
+    torch.manual_seed(0)
+    g = build_generator(cfg.model)
+    g.train()
+    with torch.no_grad():
+        for _ in range(3):  # give BatchNorm running statistics something real
+            g(torch.randn(8, cfg.model.nz))
+        bn = next(m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.weight.mul_(overflow)
+        bn.bias.mul_(overflow)
+        second = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)][1]
+        second.weight.div_(overflow)
+    state = {"config": cfg.to_dict(), "step": 7, "G": g.state_dict(), "G_ema": None}
+    return save_checkpoint(state, tmp_path / "ckpt", keep=1), g.eval(), cfg
+
+
+@pytest.mark.parametrize("res", [28, 64, 256, 1024])
+@pytest.mark.parametrize("output", ["uint8", "float"])
+def test_onnx_matches_torch_with_a_dynamic_batch(tmp_path, res, output):
+    ckpt, g, cfg = make_checkpoint(tmp_path, resolution=res, channels=3 if res > 28 else 1)
+    result = export_checkpoint(ckpt, tmp_path / "out", ONNX, output=output, log=lambda s: None)
+    assert [p.name for p in result.files] == ["model.onnx"] and result.checks[0].ok
+    path = tmp_path / "out" / "model.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for seeds in ([3], [0, 1, 2, 5, 9]):  # two batch sizes through one model
+        z = latents(seeds, 16, "normal", None)
+        got = session.run(None, {"z": z})[0]
+        with torch.no_grad():
+            ref = g(torch.from_numpy(z)).numpy()
+        if output == "float":
+            assert got.shape == ref.shape and got.dtype == np.float32
+            assert np.abs(got - ref).max() <= 1e-4
+        else:
+            assert got.shape == (len(seeds), res, res, cfg.model.channels)
+            assert got.dtype == np.uint8
+            diff = np.abs(got.astype(int) - to_uint8(ref).astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    meta = read_metadata(path)
+    assert (meta["resolution"], meta["channels"], meta["nz"], meta["prior"]) == (
+        res, cfg.model.channels, 16, "normal")
+    assert meta["truncation"] is None and meta["output"] == output and meta["train_step"] == 7
+    assert len(meta["config_sha256"]) == 64
+    model = onnx.load(str(path))
+    assert not any("stack_trace" in p.key for n in model.graph.node for p in n.metadata_props)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+
+
+def test_fp16_model_rounds_weights_and_keeps_io_types(tmp_path):
+    ckpt, g, _ = make_checkpoint(tmp_path, resolution=64, prior="uniform", truncation=0.5)
+    result = export_checkpoint(ckpt, tmp_path / "out", ONNX, fp16=True, log=lambda s: None)
+    assert [p.name for p in result.files] == ["model.onnx", "model_fp16.onnx"]
+    fp16_check = result.checks[1]
+    assert fp16_check.precision == "fp16" and fp16_check.psnr_db >= 40
+    m32 = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    m16 = onnx.load(str(tmp_path / "out" / "model_fp16.onnx"))
+    assert m16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert m16.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    w32 = {i.name: onnx.numpy_helper.to_array(i) for i in m32.graph.initializer}
+    halves = [i for i in m16.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(halves) >= 4  # every conv weight
+    for init in halves:
+        if init.name in w32 and w32[init.name].size > 1:
+            assert np.array_equal(onnx.numpy_helper.to_array(init),
+                                  w32[init.name].astype(np.float16))
+    assert read_metadata(tmp_path / "out" / "model_fp16.onnx")["truncation"] == 0.5
+
+
+def test_fp16_overflow_names_the_node_and_keep_fp32_fixes_it(tmp_path):
+    ckpt, g, _ = make_checkpoint(tmp_path, resolution=32, overflow=1e6)
+    with torch.no_grad():  # the same function as without the scaling: only the range changed
+        z = torch.from_numpy(latents(range(4), 16, "normal", None))
+        plain = make_checkpoint(tmp_path / "plain", resolution=32)[1]
+        assert torch.allclose(g(z), plain(z), atol=1e-4)
+    out = tmp_path / "out"
+    with pytest.raises(GantoolError) as e:
+        export_checkpoint(ckpt, out, ONNX, fp16=True, log=lambda s: None)
+    message = str(e.value)
+    assert "model_fp16.onnx failed verification" in message and "past fp16's 65504" in message
+    assert (out / "model.onnx").exists() and not (out / "model_fp16.onnx").exists()
+    nodes = re.search(r"--keep-fp32 (\S+)", message).group(1).rstrip(")").split(",")
+    assert nodes and all(n.startswith("node_") for n in nodes)
+    result = export_checkpoint(ckpt, out, ONNX, fp16=True, keep_fp32=nodes, log=lambda s: None)
+    assert result.checks[1].ok and (out / "model_fp16.onnx").exists()
+
+
+def test_cli_export_info_and_onnx_generate_match_torch(tiny_ckpt, tmp_path):
+    out = tmp_path / "export"
+    r = gantool_cli("export", tiny_ckpt, "--out", out, "--fp16")
+    assert r.returncode == 0, r.stderr
+    assert "model.onnx (fp32, 8 images)" in r.stderr and ": ok" in r.stderr
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["files"] == ["model.onnx", "model_fp16.onnx"]
+    assert all(c["problems"] == [] for c in summary["checks"])
+    info = gantool_cli("info", out / "model.onnx")
+    assert info.returncode == 0 and "image uint8 [batch, 28, 28, 1]" in info.stdout
+    assert "resolution" in gantool_cli("info", tiny_ckpt).stdout
+    images = {}
+    for backend, source in [("torch", tiny_ckpt), ("onnx", out), ("onnx-fp16", out)]:
+        extra = ["--fp16"] if backend == "onnx-fp16" else []
+        r = gantool_cli("generate", source, "--backend", backend.split("-")[0], *extra,
+                        "--seeds", "0-5", "--outdir", tmp_path / backend, "--no-progress")
+        assert r.returncode == 0, r.stderr
+        images[backend] = np.stack([np.asarray(Image.open(p))
+                                    for p in sorted((tmp_path / backend).glob("*.png"))])
+    assert np.abs(images["onnx"].astype(int) - images["torch"].astype(int)).max() <= 1
+    assert np.abs(images["onnx-fp16"].astype(int) - images["torch"].astype(int)).max() <= 8
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--format", "onxx"], "did you mean 'onnx'"),
+    (["--format", "onnx", "--batch", "8,1,64"], "1 <= min <= opt <= max"),
+    (["--format", "onnx", "--batch", "8"], "min,opt,max"),
+    (["--format", "onnx", "--output", "png"], "uint8 or float"),
+    (["--format", "engine"], "TensorRT"),
+])
+def test_cli_export_errors_are_one_line(tiny_ckpt, tmp_path, args, message):
+    if "engine" in args and _tensorrt_ready():
+        pytest.skip("TensorRT and a GPU are present here")
+    r = gantool_cli("export", tiny_ckpt, "--out", tmp_path / "o", *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error:") and message in line
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_info_and_generate_reject_what_they_cannot_read(tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"not onnx")
+    r = gantool_cli("info", tmp_path / "x.onnx")
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    r = gantool_cli("generate", tmp_path, "--backend", "onnx", "--grid", tmp_path / "g.png")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_parse_formats():
+    assert [f.name for f in parse_formats("onnx, engine,onnx")] == ["onnx", "engine"]
+    with pytest.raises(GantoolError, match="did you mean 'engine'"):
+        parse_formats("engin")
+
+
+def _tensorrt_ready() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _tensorrt_ready(), reason="TensorRT and an NVIDIA GPU are needed to "
+                    "build engines; neither can be installed on the CPU machines this suite "
+                    "runs on (TensorRT's libraries come from NVIDIA's own index)")
+@pytest.mark.parametrize("fp16", [False, True])
+def test_tensorrt_engine_matches_torch(tmp_path, fp16):
+    ckpt, _, _ = make_checkpoint(tmp_path, resolution=64)
+    result = export_checkpoint(ckpt, tmp_path / "out", parse_formats("onnx,engine"), fp16=fp16,
+                               batch=(1, 4, 8), log=lambda s: None)
+    assert (tmp_path / "out" / "model.plan").exists() and all(c.ok for c in result.checks)
+    sidecar = json.loads((tmp_path / "out" / "model.plan.json").read_text())
+    assert sidecar["profile"]["z"]["max"] == [8, 16]
+    assert ("Half" in sidecar["layer_precisions"]) == fp16 or not fp16
