@@ -2,7 +2,10 @@
 present. Checkpoints are real files of gantool's format, written by save_checkpoint."""
 
 import json
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -138,6 +141,14 @@ def test_cli_export_info_and_onnx_generate_match_torch(tiny_ckpt, tmp_path):
                                     for p in sorted((tmp_path / backend).glob("*.png"))])
     assert np.abs(images["onnx"].astype(int) - images["torch"].astype(int)).max() <= 1
     assert np.abs(images["onnx-fp16"].astype(int) - images["torch"].astype(int)).max() <= 8
+    # the deployment-side engine build reads the same folder (dry run: no docker here)
+    script = Path(__file__).parents[1] / "export" / "build_engine.sh"
+    r = subprocess.run(["bash", script, out, "25.01", "1,4,16"], capture_output=True, text=True,
+                       env={**os.environ, "DRY_RUN": "1"})
+    assert r.returncode == 0, r.stderr
+    for part in ("nvcr.io/nvidia/tensorrt:25.01-py3", "--onnx=/w/model_fp16.onnx",
+                 "--stronglyTyped", "--minShapes=z:1x100", "--maxShapes=z:16x100"):
+        assert part in r.stdout
 
 
 @pytest.mark.parametrize("args,message", [

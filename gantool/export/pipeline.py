@@ -29,6 +29,7 @@ VERIFY_SEEDS = tuple(range(8))
 class ExportResult:
     files: list[Path] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], fp16: bool = False,
@@ -50,6 +51,7 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
         reference = generator(torch.from_numpy(z)).numpy()  # (8, C, H, W)
     result = ExportResult()
     model = export_onnx(generator, cfg, output, step)
+    result.metadata = _sidecar(model)
     if verify:
         result.checks.append(_verified(compare("model.onnx", "fp32", reference,
                                                _run(model, z)), log))
@@ -116,8 +118,11 @@ def _check_batch(batch: tuple[int, int, int]) -> None:
 def write_summary(out: Path, result: ExportResult) -> Path:
     """``out/export.json``: files written and the verification numbers."""
     path = out / "export.json"
+    meta = {k.removeprefix("gantool."): v for k, v in result.metadata.items()}
     text = json.dumps({
         "files": [p.name for p in result.files],
+        "model": {k: int(meta[k]) for k in ("resolution", "channels", "nz")},
+        "metadata": result.metadata,
         "checks": [{k: (None if isinstance(v, float) and v == float("inf") else v)
                     for k, v in c.__dict__.items()} for c in result.checks],
     }, indent=2) + "\n"
