@@ -27,12 +27,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from harness import loadavg, run_json, spread, time_calls
 
 HERE = Path(__file__).resolve().parent
 TWEMOJI_TAR = HERE.parents[1] / "shared" / "data" / "twemoji-64" / "twemoji-64.tar"
@@ -65,17 +66,7 @@ def _sync(torch, device: str) -> None:
 
 def _time_steps(torch, device: str, step, warmup: int, steps: int) -> tuple[list[float], dict]:
     """Run ``step()`` warmup + steps times; -> (seconds of each timed step, last result)."""
-    out = {}
-    for _ in range(warmup):
-        out = step()
-    _sync(torch, device)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        out = step()
-        _sync(torch, device)
-        times.append(time.perf_counter() - t0)
-    return times, out
+    return time_calls(step, warmup, steps, lambda: _sync(torch, device))
 
 
 def worker_canonical(args) -> dict:
@@ -174,19 +165,7 @@ def _worker_argv(args, name: str) -> list[str]:
 
 def run_worker(args, name: str) -> dict:
     """Run one worker in a fresh interpreter and parse the JSON line it prints last."""
-    proc = subprocess.run(_worker_argv(args, name), capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise SystemExit(f"worker {name!r} failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(lines[-1])
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+    return run_json(_worker_argv(args, name), name)
 
 
 def _decode_folder(args, tmp: Path) -> tuple[str | None, str]:
@@ -203,12 +182,8 @@ def _decode_folder(args, tmp: Path) -> tuple[str | None, str]:
     return str(tmp), f"{TWEMOJI_TAR.name} (extracted)"
 
 
-def _spread(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
-
-
 def drive(args) -> dict:
-    load_before = _loadavg()
+    load_before = loadavg()
     t_start = time.perf_counter()
     cfg_line = (f"DCGAN training step: {args.resolution} px, nz {args.nz}, ngf {args.ngf}, "
                 f"ndf {args.ndf}, {args.channels} channels, batch {args.batch}, {args.device}, "
@@ -242,11 +217,11 @@ def drive(args) -> dict:
     print()
     print(f"{'contender':<11} {'img/s median':>13} {'min':>9} {'max':>9} {'ms/step':>9}")
     for name in CONTENDERS:
-        med, lo, hi = _spread([row[name]["images_per_s"] for row in runs])
+        med, lo, hi = spread([row[name]["images_per_s"] for row in runs])
         summary[name] = {"images_per_s_median": med, "images_per_s_min": lo,
                          "images_per_s_max": hi, "ms_per_step": 1000 * args.batch / med}
         print(f"{name:<11} {med:13.1f} {lo:9.1f} {hi:9.1f} {1000 * args.batch / med:9.1f}")
-    med, lo, hi = _spread([row["ratio"] for row in runs])
+    med, lo, hi = spread([row["ratio"] for row in runs])
     summary["ratio"] = {"median": med, "min": lo, "max": hi}
     print(f"{RATIO_LINE}: median {med:.3f} (min {lo:.3f}, max {hi:.3f}) over {args.repeats} "
           "repeats (> 1: gantool is faster)")
@@ -263,7 +238,7 @@ def drive(args) -> dict:
     if args.data_rate:
         data_rates = data_rate_table(args, runs, summary["gantool"]["images_per_s_median"])
 
-    load_after = _loadavg()
+    load_after = loadavg()
     print(f"load average after: {load_after}  (wall {time.perf_counter() - t_start:.0f} s)")
     return {"config": {k: v for k, v in vars(args).items() if k != "json"},
             "cpu_count": os.cpu_count(), "python": sys.version.split()[0],

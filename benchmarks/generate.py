@@ -1,0 +1,109 @@
+"""Images/s of the inference backends on CPU: ONNX Runtime vs PyTorch eager, same generator.
+
+For each case (resolution, batch) a DCGAN generator (ngf 64, nz 100, 3 channels, random
+weights: speed does not depend on them) is saved as a checkpoint and exported with
+``gantool export`` code to a uint8-output ONNX model. Each contender then runs in its own fresh
+process through the product's own ``Generator.generate(seeds, truncation)``: latents from seeds,
+the network, uint8 images (B, H, W, C) out. Contenders alternate over ``--repeats``; the table
+gives median images/s and the median of per-repeat ratios onnx / torch.
+
+    python benchmarks/generate.py                       # 64 px batch 16 and 256 px batch 4
+    python benchmarks/generate.py --cases 64x16 --repeats 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import loadavg, run_json, spread, time_calls
+
+CONTENDERS = ("torch", "onnx")
+
+
+def make_models(res: int, folder: Path, ngf: int) -> tuple[Path, Path]:
+    import torch
+
+    from gantool.config import ModelConfig, RunConfig
+    from gantool.export.onnx import export_onnx, save_model
+    from gantool.models import build_generator
+    from gantool.train.checkpoint import save_checkpoint
+
+    cfg = RunConfig(model=ModelConfig(resolution=res, ngf=ngf))
+    torch.manual_seed(0)
+    g = build_generator(cfg.model).eval()
+    ckpt = save_checkpoint({"config": cfg.to_dict(), "step": 0, "G": g.state_dict(),
+                            "G_ema": None}, folder / f"ckpt{res}", keep=1)
+    onnx_path = folder / f"model{res}.onnx"
+    save_model(export_onnx(g, cfg, "uint8"), onnx_path)
+    return ckpt, onnx_path
+
+
+def worker(args) -> dict:
+    import torch
+
+    from gantool.backends import load_backend
+
+    torch.set_num_threads(args.threads)
+    path = args.onnx if args.worker == "onnx" else args.ckpt
+    options = {"threads": args.threads} if args.worker == "onnx" else {}
+    gen = load_backend(args.worker, path, device="cpu", **options)
+    seeds = list(range(args.batch))
+    times, images = time_calls(lambda: gen.generate(seeds, None), args.warmup, args.calls)
+    return {"images_per_s": args.batch / spread(times)[0], "shape": list(images.shape)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", default="64x16,256x4", help="RESxBATCH, comma-separated")
+    ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    ap.add_argument("--onnx", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    print(f"load average before: {loadavg()}")
+    t0, table = time.perf_counter(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in args.cases.split(","):
+            res, batch = map(int, case.split("x"))
+            ckpt, onnx_path = make_models(res, Path(tmp), args.ngf)
+            runs = []
+            for r in range(args.repeats):
+                order = CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]
+                row = {}
+                for name in order:
+                    argv = [sys.executable, __file__, "--worker", name, "--ckpt", str(ckpt),
+                            "--onnx", str(onnx_path), "--batch", str(batch), "--warmup",
+                            str(args.warmup), "--calls", str(args.calls), "--threads",
+                            str(args.threads)]
+                    row[name] = run_json(argv, name)["images_per_s"]
+                row["ratio"] = row["onnx"] / row["torch"]
+                runs.append(row)
+            result = {"resolution": res, "batch": batch, "runs": runs}
+            for key in (*CONTENDERS, "ratio"):
+                result[key] = spread([row[key] for row in runs])
+            table.append(result)
+            print(f"{res:>5} px batch {batch:>3}: torch {result['torch'][0]:8.1f} img/s  "
+                  f"onnx {result['onnx'][0]:8.1f} img/s  ratio onnx/torch median "
+                  f"{result['ratio'][0]:.2f}x (min {result['ratio'][1]:.2f}, max "
+                  f"{result['ratio'][2]:.2f}) over {args.repeats} repeats", flush=True)
+    print(f"load average after: {loadavg()}  (wall {time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
