@@ -17,7 +17,11 @@ def generate(
     truncation: float | None = typer.Option(
         None, help="Largest |z| allowed (default: the model's; none = plain prior)."),
     prior: str | None = typer.Option(None, help="normal | uniform (default: the model's)."),
-    outdir: Path | None = typer.Option(None, help="Write one seedNNNNNN.png per seed here."),
+    outdir: Path | None = typer.Option(
+        None, help="Write one seedNNNNNN.<format> per seed here (seeds already there are "
+                   "skipped: an interrupted render resumes); manifest.jsonl lists them."),
+    format: str = typer.Option("png", "--format", help="png | jpg | webp | npy."),
+    workers: int = typer.Option(0, min=0, help="Encoding threads (0: one per core)."),
     grid: Path | None = typer.Option(None, help="Write all images as one grid to this file."),
     batch_size: int = typer.Option(32, min=1, help="Seeds per forward pass."),
     backend: str = typer.Option("torch", help="Inference backend: torch | onnx | trt."),
@@ -50,6 +54,9 @@ def generate(
         raise GantoolError(f"--truncation: {e}") from None
     if grid is not None and grid.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise GantoolError(f"--grid {grid}: use a .png, .jpg or .webp file name")
-    render_seeds(gen, seed_list, t, batch_size, outdir, grid, progress=progress)
+    stats = render_seeds(gen, seed_list, t, batch_size, outdir, grid, fmt=format.lower(),
+                         workers=workers or None, backend=backend, progress=progress)
     where = " and ".join(str(p) for p in (outdir, grid) if p is not None)
-    typer.echo(f"wrote {len(seed_list)} image(s) to {where}")
+    skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
+    typer.echo(f"wrote {len(seed_list) - stats['skipped']} image(s) to {where}{skipped} "
+               f"({stats['images_per_s']:,.1f} images/s)")

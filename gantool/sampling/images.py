@@ -47,12 +47,21 @@ def pil_image(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image)
 
 
-def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 (H, W, C) image atomically; the format comes from the suffix."""
+IMAGE_FORMATS = ("png", "jpg", "webp", "npy")
+SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+
+
+def save_image(image: np.ndarray, path: str | os.PathLike, durable: bool = True) -> Path:
+    """Write a uint8 (H, W, C) image atomically; the format comes from the suffix (.npy: the
+    array itself). ``durable``: see ``gantool.fileio.atomic_write``."""
     path = Path(path)
+    if path.suffix.lower() == ".npy":
+        with atomic_write(path, durable) as f:
+            np.save(f, image)
+        return path
     fmt = _format(path)
-    with atomic_write(path) as f:
-        pil_image(image).save(f, format=fmt)
+    with atomic_write(path, durable) as f:
+        pil_image(image).save(f, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
     return path
 
 
