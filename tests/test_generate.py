@@ -107,3 +107,33 @@ def test_encoding_threads_do_not_change_the_bytes(tiny_ckpt, tmp_path):
                     "--workers", workers)
         assert r.returncode == 0
     assert _pngs(tmp_path / "1") == _pngs(tmp_path / "3") and len(_pngs(tmp_path / "1")) == 21
+
+
+def test_torch_precisions_stay_close_to_fp32(tiny_ckpt):
+    from gantool.export.verify import psnr
+
+    seeds = list(range(8))
+    ref = load_backend("torch", str(tiny_ckpt)).generate(seeds, None)
+    for precision in ("bf16", "fp16"):
+        got = load_backend("torch", str(tiny_ckpt), precision=precision).generate(seeds, None)
+        assert got.shape == ref.shape and got.dtype == np.uint8
+        assert psnr(got, ref) >= 30, precision
+
+
+def test_torch_compile_matches_eager(tiny_ckpt):
+    seeds = list(range(4))
+    eager = load_backend("torch", str(tiny_ckpt)).generate(seeds, 0.8)
+    compiled = load_backend("torch", str(tiny_ckpt), compile=True).generate(seeds, 0.8)
+    assert np.abs(compiled.astype(int) - eager.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cuda-graphs", "--device", "cpu"], "needs a CUDA device"),
+    (["--backend", "onnx", "--precision", "bf16"], "torch backend options"),
+    (["--fp16"], "--backend onnx"),
+    (["--precision", "fp64"], "unknown precision"),
+])
+def test_backend_option_errors(tiny_ckpt, tmp_path, args, message):
+    r = gantool_cli("generate", tiny_ckpt, "--grid", tmp_path / "g.png", *args)
+    assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1], r.stderr
+    assert not (tmp_path / "g.png").exists()

@@ -26,6 +26,10 @@ def generate(
     batch_size: int = typer.Option(32, min=1, help="Seeds per forward pass."),
     backend: str = typer.Option("torch", help="Inference backend: torch | onnx | trt."),
     fp16: bool = typer.Option(False, "--fp16", help="onnx: model_fp16.onnx of an export folder."),
+    precision: str = typer.Option("fp32", help="torch: fp32 | fp16 | bf16."),
+    compile: bool = typer.Option(False, "--compile", help="torch: torch.compile the generator."),
+    cuda_graphs: bool = typer.Option(False, "--cuda-graphs",
+                                     help="torch on CUDA: replay captured CUDA graphs."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights if present."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -45,7 +49,18 @@ def generate(
         raise GantoolError(f"{checkpoint} does not exist")
     if backend == "torch" and not checkpoint.is_file():
         raise GantoolError(f"{checkpoint} is a folder; the torch backend takes a checkpoint file")
-    options = {"fp16": fp16} if backend == "onnx" else {}
+    torch_only = {"precision": precision != "fp32", "compile": compile,
+                  "cuda_graphs": cuda_graphs}
+    if backend != "torch" and any(torch_only.values()):
+        used = ", ".join(f"--{k.replace('_', '-')}" for k, v in torch_only.items() if v)
+        raise GantoolError(f"{used}: torch backend options (the {backend} backend's precision "
+                           "is the exported model's)")
+    if backend != "onnx" and fp16:
+        raise GantoolError("--fp16 picks the FP16 model of an ONNX export folder: use it with "
+                           "--backend onnx (torch: --precision fp16)")
+    options = ({"fp16": fp16} if backend == "onnx" else
+               {"precision": precision, "compile": compile, "cuda_graphs": cuda_graphs}
+               if backend == "torch" else {})
     gen = load_backend(backend, str(checkpoint), device=device, ema=ema, prior=prior, **options)
     t = truncation if truncation is not None else gen.default_truncation
     try:
