@@ -27,9 +27,10 @@ def tiny_config(**overrides):
     return apply_overrides(RunConfig(), {**TINY, **overrides})
 
 
-def gantool_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def gantool_cli(*args: str, timeout: float = 300, env_extra: dict | None = None,
+                **kwargs) -> subprocess.CompletedProcess:
     """Run the real console entry point in a fresh interpreter."""
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "gantool", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, **kwargs)
 

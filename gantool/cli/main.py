@@ -7,7 +7,7 @@ import sys
 import typer
 
 from gantool import __version__
-from gantool.cli import export, generate, train
+from gantool.cli import evaluate, export, generate, train
 from gantool.errors import GantoolError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command("demo")(train.demo)
 app.command("generate", no_args_is_help=True)(generate.generate)
 app.command("export", no_args_is_help=True)(export.export)
 app.command("info", no_args_is_help=True)(export.info)
+app.command("eval", no_args_is_help=True)(evaluate.evaluate)
 
 
 def _version(value: bool) -> None:

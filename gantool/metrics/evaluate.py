@@ -1,0 +1,63 @@
+"""`gantool eval`: FID/KID of a generator against a dataset, real statistics cached."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from gantool.metrics.fid import (
+    CacheKey,
+    FeatureStats,
+    cache_dir,
+    collect,
+    fid,
+    images_sha256,
+    kid,
+)
+from gantool.metrics.inception import InceptionFeatures, extractor_id
+from gantool.sampling.latent import batched
+
+METRICS = ("fid", "kid")
+
+
+def real_stats(images: np.ndarray, extract: InceptionFeatures, batch_size: int,
+               on_batch: Callable[[int], None] = lambda n: None) -> tuple[FeatureStats, bool]:
+    """Statistics of real uint8 images (N, C, R, R): from the cache when these very images
+    were measured before -> (stats, came_from_cache)."""
+    key = CacheKey(images_sha256(images), extractor_id(), len(images))
+    path = key.path(cache_dir())
+    if path.is_file():
+        return FeatureStats.load(path), True
+    nhwc = images.transpose(0, 2, 3, 1)
+    stats = collect((nhwc[i : i + batch_size] for i in range(0, len(nhwc), batch_size)),
+                    extract, on_batch=on_batch)
+    stats.save(path)
+    return stats, False
+
+
+def evaluate(generator, images: np.ndarray, metrics: list[str], num: int, batch_size: int = 32,
+             truncation: float | None = None, device: str = "cpu",
+             on_batch: Callable[[int], None] = lambda n: None) -> dict:
+    """FID and/or KID of ``num`` generated images (seeds 0..num-1 at ``truncation``) against
+    ``num`` real ones (a fixed random subset of ``images`` when there are more)."""
+    if len(images) > num:
+        pick = np.sort(np.random.default_rng(0).choice(len(images), num, replace=False))
+        images = images[pick]
+    extract = InceptionFeatures(device)
+    t0 = time.perf_counter()
+    real, cached = real_stats(images, extract, batch_size, on_batch)
+    fake = collect((generator.generate(chunk, truncation)
+                    for chunk in batched(list(range(num)), batch_size)), extract,
+                   on_batch=on_batch)
+    seconds = time.perf_counter() - t0
+    measured = fake.n + (0 if cached else real.n)
+    out = {"num_real": real.n, "num_fake": fake.n, "real_cached": cached,
+           "images_per_s": measured / seconds, "truncation": truncation}
+    if "fid" in metrics:
+        out["fid"] = fid(real, fake)
+    if "kid" in metrics:
+        size = min(len(real.sample), len(fake.sample), 1000)
+        out["kid"], out["kid_std"] = kid(real.sample, fake.sample, subset_size=size)
+    return out

