@@ -27,7 +27,8 @@ ARCHS = ("dcgan", "residual")  # generator: Radford's DCGAN, Xin's residual gene
 D_ARCHS = ("dcgan", "pooled")  # discriminator: DCGAN, Xin's (last layer twice, average pool)
 LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")
 EXTRA_UPDATES = ("both", "d", "g")
-AUGMENTS = ("color", "translation", "cutout")  # DiffAugment transforms (gantool.train.augment)
+AUGMENTS = ("color", "translation", "cutout")
+EVAL_METRICS = ("fid", "kid")  # DiffAugment transforms (gantool.train.augment)
 
 
 def _table_text(table: dict[int, int]) -> str:
@@ -102,6 +103,9 @@ class TrainConfig:
     # Divergence guard (gantool.train.guard): on a non-finite loss, or a collapse signal held
     # for guard_patience steps, roll back to the last good checkpoint, multiply both learning
     # rates by guard_lr_factor, and stop with an error after guard_max_rollbacks rollbacks.
+    eval_every: int = 0  # steps between FID/KID evaluations (metrics extra); 0 = off
+    eval_metric: str = "fid"  # fid | kid: what picks checkpoints/best.pt
+    eval_num: int = 1000  # generated (and real) images per evaluation
     guard: bool = True
     guard_patience: int = 200
     guard_min_spread: float = 0.05  # fake batch spread below this fraction of the real one
@@ -364,6 +368,7 @@ def validate(cfg: RunConfig) -> None:
     _choice("train.labels", t.labels, LABEL_SMOOTHING)
     _choice("train.loss", t.loss, LOSSES)
     _choice("train.extra_update", t.extra_update, EXTRA_UPDATES)
+    _choice("train.eval_metric", t.eval_metric, EVAL_METRICS)
     _choice("train.amp", t.amp, AMP_MODES)
     _choice("train.device", t.device, DEVICES)
     if m.channels not in (1, 3):
@@ -381,6 +386,7 @@ def validate(cfg: RunConfig) -> None:
                    ("train.extra_update_every", t.extra_update_every),
                    ("train.lr_decay_at", t.lr_decay_at),
                    ("train.guard_max_rollbacks", t.guard_max_rollbacks),
+                   ("train.eval_every", t.eval_every),
                    ("train.guard_min_spread", t.guard_min_spread)]:
         if v < 0:
             raise ConfigError(f"{key} must not be negative, got {v}")
@@ -392,6 +398,8 @@ def validate(cfg: RunConfig) -> None:
                           f"{_table_text(t.batch_sizes)}")
     if not 0 <= t.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    if t.eval_num < 2:
+        raise ConfigError(f"train.eval_num must be at least 2, got {t.eval_num}")
     if not 0 < t.guard_lr_factor <= 1:
         raise ConfigError(f"train.guard_lr_factor must be in (0, 1], got {t.guard_lr_factor}")
     if t.gp_weight < 0:

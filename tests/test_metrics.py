@@ -88,3 +88,26 @@ def test_eval_command_caches_real_statistics(tiny_ckpt, tmp_path, inception):
     assert first.stdout.splitlines()[1] == second.stdout.splitlines()[1]  # the same FID
     bad = gantool_cli("eval", tiny_ckpt, "--data", "builtin:fashion-mnist", "--metrics", "is")
     assert bad.returncode == 2 and "choose from fid, kid" in bad.stderr
+
+
+def test_training_evaluates_and_keeps_the_best_checkpoint(tmp_path, inception, monkeypatch):
+    import json
+
+    from gantool.train.checkpoint import load_checkpoint
+    from gantool.train.loop import run
+
+    from conftest import tiny_config
+
+    monkeypatch.setenv("GANTOOL_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(**{"train.steps": 6, "train.eval_every": 3, "train.eval_num": 6,
+                         "train.sample_every": 100, "train.checkpoint_every": 3})
+    result = run(cfg, out=tmp_path / "runs", progress=False)
+    rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r.get("event") == "eval"]
+    assert [r["step"] for r in evals] == [3, 6] and all(r["fid"] > 0 for r in evals)
+    best_row = min(evals, key=lambda r: r["fid"])
+    best = load_checkpoint(result.run_dir / "checkpoints" / "best.pt")
+    assert best["step"] == best_row["step"]
+    assert best["best"] == {"metric": "fid", "value": best_row["fid"], "step": best_row["step"]}
+    last = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    assert last["best"]["step"] == best_row["step"]  # carried on for a resumed run

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import (
@@ -42,6 +43,8 @@ from gantool.sampling.images import save_grid, to_uint8
 from gantool.sampling.latent import latents
 from gantool.train.augment import diff_augment
 from gantool.train.checkpoint import (
+    FORMAT,
+    atomic_torch_save,
     resolve_resume,
     save_checkpoint,
     step_checkpoints,
@@ -157,6 +160,7 @@ class Trainer:
         self.guard = (DivergenceGuard(t.guard_patience, t.guard_min_spread, t.loss == "bce")
                       if t.guard else None)
         self.rollbacks, self.lr_scale = 0, 1.0  # the guard's doing; saved in checkpoints
+        self.best: dict | None = None  # {"metric", "value", "step"} of checkpoints/best.pt
         self.step = 0
         self.data = self._load_data()
         self.images = torch.from_numpy(self.data.images)  # (N, C, R, R) uint8, shared memory
@@ -190,6 +194,7 @@ class Trainer:
         self.step = int(state["step"])
         guard = state.get("guard") or {}
         self.rollbacks, self.lr_scale = int(guard.get("rollbacks", 0)), guard.get("lr_scale", 1.0)
+        self.best = state.get("best")
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -211,6 +216,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng,
             "guard": {"rollbacks": self.rollbacks, "lr_scale": self.lr_scale},
+            "best": self.best,
         }
 
     # ---- one step ----------------------------------------------------------------------------
@@ -337,6 +343,8 @@ class Trainer:
                 if self.step % sample_every == 0 or self.step == t.steps:
                     grid = self.write_samples(run_dir)
                     bar.console.print(f"step {self.step} (epoch {self.step / spe:.2f}): {grid}")
+                if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.steps):
+                    self._evaluate(run_dir, bar.console)
                 if self.step % ckpt_every == 0 or self.step == t.steps:
                     state = self.state_dict()
                     ckpt = save_checkpoint(state, run_dir / "checkpoints", t.keep)
@@ -386,6 +394,28 @@ class Trainer:
                       f"(rollback {rollbacks} of at most {t.guard_max_rollbacks})")
         return _cpu_copy(state)
 
+    def _evaluate(self, run_dir: Path, console: Console) -> None:
+        """FID/KID of G_ema (or G) on seeds 0..eval_num-1 against the training images; logs
+        an ``eval`` row and keeps ``checkpoints/best.pt`` at the best value so far."""
+        from gantool.metrics.evaluate import evaluate
+
+        t, m = self.cfg.train, self.cfg.model
+        result = evaluate(self.sampler_generator(), self.data.images, [t.eval_metric],
+                          t.eval_num, truncation=m.truncation, device=str(self.device))
+        value = result[t.eval_metric]
+        row = {"step": self.step, "event": "eval", t.eval_metric: value, "num": t.eval_num,
+               "time": round(time.time(), 3)}
+        with (run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        better = self.best is None or value < self.best["value"]
+        if better:
+            self.best = {"metric": t.eval_metric, "value": value, "step": self.step}
+            atomic_torch_save({"format": FORMAT, **self.state_dict()},
+                              run_dir / "checkpoints" / "best.pt")
+        console.print(f"step {self.step}: {t.eval_metric.upper()} {value:.4g}"
+                      + (" (best so far: checkpoints/best.pt)" if better else
+                         f" (best {self.best['value']:.4g} at step {self.best['step']})"))
+
     def _log_row(self, sums: dict, n: int, images_per_s: float) -> dict:
         row = {"step": self.step, "epoch": round(self.step / self.sampler.steps_per_epoch, 4)}
         row.update({k: float(v) / n for k, v in sums.items()})
@@ -393,16 +423,16 @@ class Trainer:
                    images_per_s=round(images_per_s, 2), time=round(time.time(), 3))
         return row
 
-    @torch.no_grad()
+    def sampler_generator(self) -> _ModuleGenerator:
+        """G_ema (or G) as a Generator: what sample grids and evaluations draw from."""
+        m = self.cfg.model
+        g = self.G_ema if self.G_ema is not None else self.G
+        return _ModuleGenerator(g, m.nz, m.prior, self.device)
+
     def write_samples(self, run_dir: Path) -> Path:
         """A grid of the fixed seeds 0..sample_grid-1 from G_ema (or G) in eval mode."""
-        m, n = self.cfg.model, self.cfg.train.sample_grid
-        g = self.G_ema if self.G_ema is not None else self.G
-        was_training = g.training
-        g.eval()
-        z = torch.from_numpy(latents(range(n), m.nz, m.prior, m.truncation)).to(self.device)
-        images = to_uint8(g(z).float().cpu().numpy())
-        g.train(was_training)
+        images = self.sampler_generator().generate(range(self.cfg.train.sample_grid),
+                                                   self.cfg.model.truncation)
         return save_grid(images, run_dir / "samples" / f"step-{self.step:07d}.png")
 
     def _progress(self) -> Progress:
@@ -410,6 +440,23 @@ class Trainer:
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                         TextColumn("{task.fields[stats]}"), console=self.console,
                         disable=not self.show_progress)
+
+
+class _ModuleGenerator:
+    """The Generator protocol over a network being trained: eval mode while it draws."""
+
+    def __init__(self, net, nz: int, prior: str, device: torch.device):
+        self.net, self.nz, self.prior, self.device = net, nz, prior, device
+
+    @torch.no_grad()
+    def generate(self, seeds, truncation) -> np.ndarray:
+        z = torch.from_numpy(latents(list(seeds), self.nz, self.prior, truncation))
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            return to_uint8(self.net(z.to(self.device)).float().cpu().numpy())
+        finally:
+            self.net.train(was_training)
 
 
 def batch_spread(x: torch.Tensor) -> torch.Tensor:
