@@ -20,24 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import loadavg, run_json, spread, time_calls
+from harness import loadavg, random_checkpoint, run_json, spread, time_calls
 
 CONTENDERS = ("torch", "onnx")
 
 
 def make_models(res: int, folder: Path, ngf: int) -> tuple[Path, Path]:
-    import torch
-
-    from gantool.config import ModelConfig, RunConfig
     from gantool.export.onnx import export_onnx, save_model
-    from gantool.models import build_generator
-    from gantool.train.checkpoint import save_checkpoint
 
-    cfg = RunConfig(model=ModelConfig(resolution=res, ngf=ngf))
-    torch.manual_seed(0)
-    g = build_generator(cfg.model).eval()
-    ckpt = save_checkpoint({"config": cfg.to_dict(), "step": 0, "G": g.state_dict(),
-                            "G_ema": None}, folder / f"ckpt{res}", keep=1)
+    ckpt, cfg, g = random_checkpoint(folder / f"ckpt{res}", res, ngf)
     onnx_path = folder / f"model{res}.onnx"
     save_model(export_onnx(g, cfg, "uint8"), onnx_path)
     return ckpt, onnx_path

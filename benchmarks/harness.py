@@ -50,3 +50,20 @@ def loadavg() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def random_checkpoint(folder, resolution: int, ngf: int):
+    """A gantool checkpoint of a freshly initialised DCGAN generator (speed does not depend on
+    the weights) -> (path, RunConfig, generator in eval mode)."""
+    import torch
+
+    from gantool.config import ModelConfig, RunConfig
+    from gantool.models import build_generator
+    from gantool.train.checkpoint import save_checkpoint
+
+    cfg = RunConfig(model=ModelConfig(resolution=resolution, ngf=ngf))
+    torch.manual_seed(0)
+    g = build_generator(cfg.model).eval()
+    path = save_checkpoint({"config": cfg.to_dict(), "step": 0, "G": g.state_dict(),
+                            "G_ema": None}, folder, keep=1)
+    return path, cfg, g

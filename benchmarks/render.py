@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import loadavg, run_json, spread
+from harness import loadavg, random_checkpoint, run_json, spread
 
 KINDS = ("encode", "generate", "render")
 
@@ -57,20 +57,6 @@ def worker(args) -> dict:
     return {"images_per_s": stats["images_per_s"], "workers": default_workers()}
 
 
-def make_checkpoint(folder: Path, res: int, ngf: int) -> Path:
-    import torch
-
-    from gantool.config import ModelConfig, RunConfig
-    from gantool.models import build_generator
-    from gantool.train.checkpoint import save_checkpoint
-
-    cfg = RunConfig(model=ModelConfig(resolution=res, ngf=ngf))
-    torch.manual_seed(0)
-    g = build_generator(cfg.model)
-    return save_checkpoint({"config": cfg.to_dict(), "step": 0, "G": g.state_dict(),
-                            "G_ema": None}, folder, keep=1)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--resolution", type=int, default=256)
@@ -90,7 +76,7 @@ def main() -> None:
     print(f"load average before: {loadavg()}")
     t0, runs = time.perf_counter(), []
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = make_checkpoint(Path(tmp) / "ckpt", args.resolution, args.ngf)
+        ckpt = random_checkpoint(Path(tmp) / "ckpt", args.resolution, args.ngf)[0]
         for r in range(args.repeats):
             row = {}
             for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
