@@ -132,3 +132,18 @@ def test_benchmark_script_runs_tiny(tmp_path):
         for name in ("gantool", "canonical"):
             assert run[name]["s_per_step"] > 0
             assert run[name]["loss_d"] == run[name]["loss_d"]  # finite, not NaN
+
+
+@pytest.mark.parametrize("script,args,expect", [
+    ("generate.py", ["--cases", "32x2", "--ngf", "4", "--repeats", "2", "--warmup", "1",
+                     "--calls", "1", "--threads", "1"], "ratio onnx/torch median"),
+    ("render.py", ["--resolution", "32", "--ngf", "4", "--images", "8", "--batch", "4",
+                   "--repeats", "1", "--threads", "1"], "R / (E x cores)"),
+])
+def test_inference_benchmarks_run_tiny(tmp_path, script, args, expect):
+    """Smoke runs at tiny sizes: the scripts work end to end (no timing is asserted)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args, "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert expect in proc.stdout and json.loads(out.read_text())
