@@ -51,10 +51,12 @@ def make_checkpoint(tmp_path, overflow: float = 1.0, **model):
     return save_checkpoint(state, tmp_path / "ckpt", keep=1), g.eval(), cfg
 
 
-@pytest.mark.parametrize("res", [28, 64, 256, 1024])
+@pytest.mark.parametrize("res,arch", [(28, "dcgan"), (64, "dcgan"), (256, "dcgan"),
+                                      (1024, "dcgan"), (96, "residual")])
 @pytest.mark.parametrize("output", ["uint8", "float"])
-def test_onnx_matches_torch_with_a_dynamic_batch(tmp_path, res, output):
-    ckpt, g, cfg = make_checkpoint(tmp_path, resolution=res, channels=3 if res > 28 else 1)
+def test_onnx_matches_torch_with_a_dynamic_batch(tmp_path, res, arch, output):
+    ckpt, g, cfg = make_checkpoint(tmp_path, resolution=res, channels=3 if res > 28 else 1,
+                                   arch=arch)
     result = export_checkpoint(ckpt, tmp_path / "out", ONNX, output=output, log=lambda s: None)
     assert [p.name for p in result.files] == ["model.onnx"] and result.checks[0].ok
     path = tmp_path / "out" / "model.onnx"

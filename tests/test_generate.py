@@ -137,3 +137,17 @@ def test_backend_option_errors(tiny_ckpt, tmp_path, args, message):
     r = gantool_cli("generate", tiny_ckpt, "--grid", tmp_path / "g.png", *args)
     assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1], r.stderr
     assert not (tmp_path / "g.png").exists()
+
+
+def test_truncation_sweep_grid(tiny_ckpt, tmp_path):
+    r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-4", "--grid", tmp_path / "s.png",
+                    "--prior", "uniform", "--truncation-sweep", "0.25,0.5,1", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    grid = np.asarray(Image.open(tmp_path / "s.png"))
+    assert grid.shape == (3 * 30 + 2, 5 * 30 + 2)  # 3 truncation rows x 5 seeds, 28 px + 2
+    gen = load_backend("torch", str(tiny_ckpt), prior="uniform")
+    np.testing.assert_array_equal(grid[2 + 30 : 2 + 30 + 28, 2 : 2 + 28],
+                                  gen.generate([0], 0.5)[0, ..., 0])  # row 2, seed 0
+    bad = gantool_cli("generate", tiny_ckpt, "--seeds", "0-4", "--grid", tmp_path / "b.png",
+                      "--prior", "uniform", "--truncation-sweep", "0.5,2")
+    assert bad.returncode == 2 and "'2'" in bad.stderr and not (tmp_path / "b.png").exists()

@@ -32,6 +32,9 @@ def generate(
                                      help="torch on CUDA: replay captured CUDA graphs."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights if present."),
+    sweep: str | None = typer.Option(
+        None, "--truncation-sweep", help="With --grid: one row per truncation value, e.g. "
+        "0.25,0.5,0.75,1 (the same seeds in every row; 'none' for the plain prior)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Draw images for seeds: the same seed and truncation give the same image on every backend."""
@@ -69,9 +72,40 @@ def generate(
         raise GantoolError(f"--truncation: {e}") from None
     if grid is not None and grid.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise GantoolError(f"--grid {grid}: use a .png, .jpg or .webp file name")
+    if sweep is not None:
+        _sweep(gen, seed_list, sweep, grid, outdir, batch_size)
+        return
     stats = render_seeds(gen, seed_list, t, batch_size, outdir, grid, fmt=format.lower(),
                          workers=workers or None, backend=backend, progress=progress)
     where = " and ".join(str(p) for p in (outdir, grid) if p is not None)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {len(seed_list) - stats['skipped']} image(s) to {where}{skipped} "
                f"({stats['images_per_s']:,.1f} images/s)")
+
+
+def _sweep(gen, seeds: list[int], text: str, grid: Path | None, outdir: Path | None,
+           batch_size: int) -> None:
+    """The same seeds at several truncations, one grid row per value (the megapixel paper's
+    comparison of z intervals)."""
+    import numpy as np
+
+    from gantool.sampling.images import save_grid
+    from gantool.sampling.latent import batched, validate_truncation
+
+    if grid is None or outdir is not None:
+        raise GantoolError("--truncation-sweep writes one grid: pass --grid FILE, not --outdir")
+    values: list[float | None] = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        try:
+            t = None if item.lower() == "none" else float(item)
+            validate_truncation(t, gen.prior)
+        except ValueError as e:
+            raise GantoolError(f"--truncation-sweep {item!r}: {e}") from None
+        values.append(t)
+    if not values:
+        raise GantoolError("--truncation-sweep needs at least one value, e.g. 0.5,1")
+    rows = [np.concatenate([gen.generate(chunk, t) for chunk in batched(seeds, batch_size)])
+            for t in values]
+    save_grid(np.concatenate(rows), grid, ncols=len(seeds))
+    labels = ", ".join("none" if t is None else f"{t:g}" for t in values)
+    typer.echo(f"wrote {grid}: {len(values)} rows (truncation {labels}) x {len(seeds)} seeds")
