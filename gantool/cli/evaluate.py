@@ -68,3 +68,14 @@ def evaluate(
     if json_out is not None:
         json_out.write_text(json.dumps({"checkpoint": str(checkpoint), "data": data, **result},
                                        indent=2) + "\n")
+
+
+def report(run_dir: Path = typer.Argument(..., help="A run directory (runs/NNNNN-name)."),
+           out: Path | None = typer.Option(None, help="HTML file (default: "
+                                           "RUN_DIR/report/index.html)")) -> None:
+    """Write a self-contained HTML page of a run: curves, guard events, samples over time."""
+    from gantool.report import write_report
+
+    if not run_dir.is_dir():
+        raise GantoolError(f"{run_dir} is not a run directory")
+    typer.echo(f"wrote {write_report(run_dir, out)}")

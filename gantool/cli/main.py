@@ -24,6 +24,7 @@ app.command("generate", no_args_is_help=True)(generate.generate)
 app.command("export", no_args_is_help=True)(export.export)
 app.command("info", no_args_is_help=True)(export.info)
 app.command("eval", no_args_is_help=True)(evaluate.evaluate)
+app.command("report", no_args_is_help=True)(evaluate.report)
 
 
 def _version(value: bool) -> None:

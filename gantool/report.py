@@ -1,0 +1,131 @@
+"""`gantool report RUN_DIR`: one self-contained HTML page (and its PNG plots) per run.
+
+Plots from ``metrics.jsonl``: the losses, D(x) and D(G(z)), the fake/real batch spread the
+divergence guard watches, the learning rates, and FID/KID where the run evaluated; rollback
+events are drawn as red vertical lines on every plot. Below them, the sample grids over time.
+Images are embedded as base64, so the page can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from gantool.errors import GantoolError
+from gantool.fileio import atomic_write
+
+PLOTS = (
+    ("losses", "loss", [("loss_d", "D loss"), ("loss_g", "G loss")]),
+    ("discriminator", "mean sigmoid(D)", [("d_real", "D(x)"), ("d_fake", "D(G(z))")]),
+    ("spread", "fake / real batch spread", [("spread", "spread")]),
+    ("learning-rates", "learning rate", [("lr_g", "G"), ("lr_d", "D")]),
+)
+
+
+def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(training rows, event rows) of a run's metrics.jsonl; torn lines are skipped."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise GantoolError(f"{run_dir} has no metrics.jsonl: pass a run directory "
+                           "(runs/NNNNN-name)")
+    rows, events = [], []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        (events if "event" in row else rows).append(row)
+    return rows, events
+
+
+def write_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write ``out`` (default ``RUN_DIR/report/index.html``) and its plots beside it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise GantoolError("the report needs matplotlib: pip install 'gantool[report]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, events = read_metrics(run_dir)
+    if not rows:
+        raise GantoolError(f"{run_dir}/metrics.jsonl has no training rows yet")
+    out = out or run_dir / "report" / "index.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rollbacks = [e for e in events if e["event"] in ("rollback", "stop")]
+    evals = [e for e in events if e["event"] == "eval"]
+    plots = list(PLOTS)
+    for metric in ("fid", "kid"):
+        if any(metric in e for e in evals):
+            plots.append((metric, metric.upper(), [(metric, metric.upper())]))
+    figures = []
+    for name, ylabel, series in plots:
+        source = evals if name in ("fid", "kid") else rows
+        fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
+        for key, label in series:
+            pts = [(r["step"], r[key]) for r in source if key in r]
+            if pts:
+                ax.plot(*zip(*pts), label=label, marker="o" if source is evals else None,
+                        linewidth=1)
+        for e in rollbacks:
+            ax.axvline(e["at_step"], color="red", linewidth=1, alpha=0.6)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        if name == "learning-rates":
+            ax.set_yscale("log")
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        png = out.parent / f"{name}.png"
+        with atomic_write(png) as f:
+            fig.savefig(f, format="png")
+        plt.close(fig)
+        figures.append((name, png))
+    grids = sorted((run_dir / "samples").glob("step-*.png"))
+    config = (run_dir / "config.json").read_text() if (run_dir / "config.json").is_file() else ""
+    page = _page(run_dir, rows, evals, rollbacks, figures, grids, config)
+    with atomic_write(out) as f:
+        f.write(page.encode())
+    return out
+
+
+def _img(path: Path, alt: str, width: int | None = None) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    size = f' width="{width}"' if width else ""
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{size}>'
+
+
+def _page(run_dir, rows, evals, rollbacks, figures, grids, config) -> str:
+    last = rows[-1]
+    facts = [f"steps logged: {last['step']:,} (epoch {last.get('epoch', 0):g})",
+             f"last D loss {last.get('loss_d', float('nan')):.3f}, "
+             f"G loss {last.get('loss_g', float('nan')):.3f}",
+             f"divergence-guard events: {len(rollbacks)}"]
+    if evals:
+        metric = "fid" if "fid" in evals[0] else "kid"
+        best = min(evals, key=lambda e: e[metric])
+        facts.append(f"best {metric.upper()} {best[metric]:.4g} at step {best['step']:,} "
+                     "(checkpoints/best.pt)")
+    items = "".join(f"<li>{html.escape(f)}</li>" for f in facts)
+    events = "".join(
+        f"<li>step {e['at_step']:,} -> {e['step']:,}: {html.escape(e['reason'])} "
+        f"(lr x{e['lr_scale']:g})</li>" for e in rollbacks) or "<li>none</li>"
+    plots = "".join(f"<h3>{html.escape(n)}</h3>{_img(p, n)}" for n, p in figures)
+    shown = grids if len(grids) <= 12 else [grids[round(i * (len(grids) - 1) / 11)]
+                                            for i in range(12)]
+    samples = "".join(f"<figure>{_img(g, g.stem, 256)}<figcaption>{g.stem}</figcaption>"
+                      "</figure>" for g in shown)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>gantool run {html.escape(run_dir.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}
+figure{{display:inline-block;margin:4px;text-align:center;font-size:12px}}
+pre{{background:#f4f4f4;padding:1em;overflow:auto;font-size:12px}}</style></head><body>
+<h1>{html.escape(run_dir.name)}</h1><ul>{items}</ul>
+<h2>Divergence guard</h2><ul>{events}</ul>
+<h2>Curves</h2><p>Red lines: steps where the divergence guard rolled back.</p>{plots}
+<h2>Samples over time</h2><p>The same seeds in every grid, from the EMA generator.</p>{samples}
+<h2>Configuration</h2><pre>{html.escape(config)}</pre>
+</body></html>
+"""
