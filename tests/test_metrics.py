@@ -111,3 +111,14 @@ def test_training_evaluates_and_keeps_the_best_checkpoint(tmp_path, inception, m
     assert best["best"] == {"metric": "fid", "value": best_row["fid"], "step": best_row["step"]}
     last = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
     assert last["best"]["step"] == best_row["step"]  # carried on for a resumed run
+
+
+def test_export_reports_fp16_fidelity(tiny_ckpt, tmp_path, inception):
+    import json
+
+    r = gantool_cli("export", tiny_ckpt, "--out", tmp_path / "e", "--fp16", "--fidelity", "8")
+    assert r.returncode == 0, r.stderr
+    assert "KID(torch fp32, fp16)" in r.stderr
+    fidelity = json.loads((tmp_path / "e" / "export.json").read_text())["fp16_fidelity"]
+    assert fidelity["num"] == 8
+    assert abs(fidelity["kid"]) < 0.01 and abs(fidelity["fid"]) < 1.0  # fp16 ~ the same images

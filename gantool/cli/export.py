@@ -24,6 +24,9 @@ def export(
     verify: bool = typer.Option(True, "--verify/--no-verify",
                                 help="Check every artifact against PyTorch on fixed seeds."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights if present."),
+    fidelity: int = typer.Option(0, min=0, help="With --fp16: KID and FID between PyTorch's "
+                                 "and the FP16 model's images on this many seeds (needs the "
+                                 "metrics extra)."),
 ) -> None:
     """Export a generator to ONNX (float32, and FP16 with --fp16) and TensorRT, verified."""
     from gantool.export import parse_formats
@@ -45,10 +48,15 @@ def export(
     _need_onnx()
     from gantool.export.pipeline import export_checkpoint, write_summary
 
+    if fidelity and not fp16:
+        raise GantoolError("--fidelity measures the FP16 model: add --fp16")
+    if fidelity == 1:
+        raise GantoolError("--fidelity needs at least 2 seeds")
     nodes = [n.strip() for n in keep_fp32.split(",") if n.strip()]
     result = export_checkpoint(checkpoint, out, formats, fp16=fp16, output=output, batch=sizes,
                                keep_fp32=nodes, verify=verify, ema=ema,
-                               workspace_gb=workspace_gb, log=lambda s: typer.echo(s, err=True))
+                               workspace_gb=workspace_gb, fidelity_num=fidelity,
+                               log=lambda s: typer.echo(s, err=True))
     summary = write_summary(out, result)
     for path in result.files:
         typer.echo(f"wrote {path}")

@@ -30,12 +30,14 @@ class ExportResult:
     files: list[Path] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    fidelity: dict | None = None  # KID/FID between PyTorch's and the FP16 model's images
 
 
 def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], fp16: bool = False,
                       output: str = "uint8", batch: tuple[int, int, int] = (1, 8, 64),
                       keep_fp32: list[str] = (), verify: bool = True, ema: bool = True,
-                      workspace_gb: float = 4.0, log=print) -> ExportResult:
+                      workspace_gb: float = 4.0, fidelity_num: int = 0,
+                      log=print) -> ExportResult:
     """Write ``out/model.onnx`` (+ ``model_fp16.onnx`` with ``fp16``) and/or ``out/model.plan``."""
     _check_batch(batch)
     names = [f.name for f in formats]
@@ -74,6 +76,11 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
             result.checks.append(_verified(check, log))
         save_model(fp16_model, out / "model_fp16.onnx")
         result.files.append(out / "model_fp16.onnx")
+        if fidelity_num:
+            result.fidelity = fp16_fidelity(generator, fp16_model, cfg, fidelity_num)
+            log(f"model_fp16.onnx fidelity on {fidelity_num} seeds: KID(torch fp32, fp16) "
+                f"{result.fidelity['kid']:.2e} +- {result.fidelity['kid_std']:.1e}, FID "
+                f"{result.fidelity['fid']:.3f}")
     if "engine" in names:
         from gantool.export.tensorrt import build_engine
 
@@ -88,6 +95,33 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
                 "model.plan", "fp16" if fp16 else "fp32", reference, EngineRunner(plan).run(z)),
                 log))
     return result
+
+
+def fp16_fidelity(generator, fp16_model, cfg, num: int, batch: int = 32) -> dict:
+    """KID and FID between the PyTorch float32 images and the FP16 model's, seeds 0..num-1 at
+    the model's default truncation: what FP16 costs in the metric users judge models by."""
+    from gantool.metrics.fid import collect, fid, kid
+    from gantool.metrics.inception import InceptionFeatures
+    from gantool.sampling.images import to_uint8
+    from gantool.sampling.latent import batched
+
+    m = cfg.model
+    extract = InceptionFeatures()
+    chunks = [latents(c, m.nz, m.prior, m.truncation) for c in batched(list(range(num)), batch)]
+
+    def torch_images():
+        for z in chunks:
+            with torch.no_grad():
+                yield to_uint8(generator(torch.from_numpy(z)).numpy())
+
+    def fp16_images():
+        for z in chunks:
+            out = _run(fp16_model, z)
+            yield out if out.dtype == np.uint8 else to_uint8(out)
+
+    a, b = collect(torch_images(), extract), collect(fp16_images(), extract)
+    k, k_std = kid(a.sample, b.sample, subset_size=min(num, 1000))
+    return {"num": num, "kid": k, "kid_std": k_std, "fid": fid(a, b)}
 
 
 def _verified(check: Check, log) -> Check:
@@ -121,6 +155,7 @@ def write_summary(out: Path, result: ExportResult) -> Path:
     meta = {k.removeprefix("gantool."): v for k, v in result.metadata.items()}
     text = json.dumps({
         "files": [p.name for p in result.files],
+        "fp16_fidelity": result.fidelity,
         "model": {k: int(meta[k]) for k in ("resolution", "channels", "nz")},
         "metadata": result.metadata,
         "checks": [{k: (None if isinstance(v, float) and v == float("inf") else v)
