@@ -11,3 +11,14 @@ class DataError(GantoolError):
 
 class ConfigError(GantoolError):
     """An invalid option, preset, or config file."""
+
+
+class PartialBatch(GantoolError):
+    """Some seeds of a ``generate`` call failed (a remote backend): the seeds and uint8 images
+    that did arrive, and ``failures`` as (first seed, last seed, reason) per failed range."""
+
+    def __init__(self, seeds, images, failures: list[tuple[int, int, str]]):
+        self.seeds, self.images, self.failures = list(seeds), images, failures
+        lo, hi, reason = failures[0]
+        more = f" (and {len(failures) - 1} more ranges)" if len(failures) > 1 else ""
+        super().__init__(f"seeds {lo}-{hi} failed: {reason}{more}")

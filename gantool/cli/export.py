@@ -13,11 +13,13 @@ def export(
     checkpoint: Path = typer.Argument(..., help="A gantool checkpoint (.pt)."),
     out: Path = typer.Option(..., help="Output folder (created if missing)."),
     format: str = typer.Option("onnx", "--format", "-f",
-                               help="Comma-separated: onnx, engine (TensorRT)."),
+                               help="Comma-separated: onnx, engine (TensorRT), triton (a "
+                               "Triton model repository)."),
     fp16: bool = typer.Option(False, "--fp16", help="Also an FP16 ONNX model; FP16 engine."),
     output: str = typer.Option("uint8", help="Model output: uint8 (B,H,W,C) images, or the "
                                "float (B,C,H,W) tensor in [-1, 1]."),
-    batch: str = typer.Option("1,8,64", help="Engine batch profile min,opt,max."),
+    batch: str = typer.Option("1,8,64", help="Batch range min,opt,max: the engine profile; "
+                              "Triton's max_batch_size and preferred batches."),
     keep_fp32: str = typer.Option("", help="ONNX node names to keep in float32 with --fp16 "
                                   "(named by a failed fp16 verification)."),
     workspace_gb: float = typer.Option(4.0, help="TensorRT builder workspace limit, GiB."),
@@ -27,8 +29,16 @@ def export(
     fidelity: int = typer.Option(0, min=0, help="With --fp16: KID and FID between PyTorch's "
                                  "and the FP16 model's images on this many seeds (needs the "
                                  "metrics extra)."),
+    triton_variant: str = typer.Option("cpu", help="triton: cpu (python backend running ONNX "
+                                       "Runtime; runs anywhere) or gpu (TensorRT plan if "
+                                       "built, else ONNX Runtime on the GPU)."),
+    triton_instances: int = typer.Option(1, help="triton: generator instances (per GPU)."),
+    triton_accelerator: str = typer.Option("none", help="triton gpu variant with ONNX: none "
+                                           "| tensorrt (ONNX Runtime's TensorRT FP16 "
+                                           "accelerator)."),
 ) -> None:
-    """Export a generator to ONNX (float32, and FP16 with --fp16) and TensorRT, verified."""
+    """Export a generator to ONNX (float32, and FP16 with --fp16), TensorRT and a Triton model
+    repository, verified."""
     from gantool.export import parse_formats
     from gantool.export.onnx import OUTPUTS
 
@@ -41,6 +51,11 @@ def export(
         sizes = ()
     if len(sizes) != 3:
         raise GantoolError(f"--batch expects min,opt,max (e.g. 1,8,64), got {batch!r}")
+    triton = any(f.name == "triton" for f in formats)
+    if triton:
+        from gantool.serve.repository import check_options
+
+        check_options(triton_variant, triton_instances, triton_accelerator, output)
     if not checkpoint.is_file():
         raise GantoolError(f"checkpoint {checkpoint} does not exist")
     if out.exists() and not out.is_dir():
@@ -58,6 +73,12 @@ def export(
                                workspace_gb=workspace_gb, fidelity_num=fidelity,
                                log=lambda s: typer.echo(s, err=True))
     summary = write_summary(out, result)
+    if triton:
+        from gantool.serve.repository import write_repository
+
+        result.files.append(write_repository(out, triton_variant, sizes, triton_instances,
+                                             triton_accelerator, fp16))
+        write_summary(out, result)  # now listing the repository too
     for path in result.files:
         typer.echo(f"wrote {path}")
     typer.echo(f"summary: {summary}")

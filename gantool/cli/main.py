@@ -7,7 +7,7 @@ import sys
 import typer
 
 from gantool import __version__
-from gantool.cli import evaluate, export, generate, train
+from gantool.cli import evaluate, export, generate, serve, train
 from gantool.errors import GantoolError
 
 app = typer.Typer(
@@ -25,6 +25,8 @@ app.command("export", no_args_is_help=True)(export.export)
 app.command("info", no_args_is_help=True)(export.info)
 app.command("eval", no_args_is_help=True)(evaluate.evaluate)
 app.command("report", no_args_is_help=True)(evaluate.report)
+app.command("serve", no_args_is_help=True)(serve.serve)
+app.command("render", no_args_is_help=True)(serve.render)
 
 
 def _version(value: bool) -> None:

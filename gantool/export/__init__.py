@@ -22,6 +22,9 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  "ONNX, dynamic batch, single file; with --fp16 also model_fp16.onnx"),
     ExportFormat("engine", "model.plan", True, True,
                  "TensorRT plan (bare) + model.plan.json; needs TensorRT and an NVIDIA GPU"),
+    ExportFormat("triton", "model_repository/", False, True,
+                 "Triton model repository (latent + generator + render ensemble); "
+                 "--triton-variant cpu (python backend + ONNX Runtime) or gpu"),
 )}
 
 

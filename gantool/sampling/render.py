@@ -28,7 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, PartialBatch
 from gantool.fileio import fsync_dir
 from gantool.sampling.images import IMAGE_FORMATS, save_grid, save_image, seed_filename
 from gantool.sampling.latent import batched
@@ -50,7 +50,10 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     """Write ``outdir/seedNNNNNN.<fmt>`` per seed and/or one ``grid`` image.
 
     ``generator`` is any object with the Generator protocol of ``gantool.backends``. Returns
-    counts: ``written``, ``skipped`` (already on disk), ``seconds``, ``images_per_s``.
+    counts: ``written``, ``skipped`` (already on disk), ``failed``, ``seconds``,
+    ``images_per_s``. A remote generator may fail some seed ranges (``PartialBatch``): they are
+    reported on the console and counted, the images that arrived are written, and the render
+    goes on; running it again retries just the missing seeds.
     """
     if fmt not in IMAGE_FORMATS:
         raise GantoolError(f"unknown image format {fmt!r}; choose {', '.join(IMAGE_FORMATS)}")
@@ -62,28 +65,38 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
         if grid is None:  # a grid needs every image; otherwise existing files are done
             todo = [s for s in todo if not (outdir / seed_filename(s, fmt)).exists()]
             skipped = len(seeds) - len(todo)
+    console = console or Console(stderr=True)
     keep: list[np.ndarray] | None = [] if grid is not None else None
     pool = ThreadPoolExecutor(workers or default_workers()) if outdir is not None else None
     pending: list[Future] = []
     bar = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=console or Console(stderr=True),
+                   TimeRemainingColumn(), console=console,
                    disable=not progress)
     t0 = time.perf_counter()
-    written = done = 0
+    written = done = failed = 0
     row = {"truncation": truncation, "prior": generator.prior, "backend": backend}
     try:
         with bar:
             task = bar.add_task("generate", total=len(todo), rate="")
             for chunk in batched(todo, batch_size):
-                images = generator.generate(chunk, truncation)  # (B, H, W, C) uint8
+                asked = len(chunk)
+                try:
+                    images = generator.generate(chunk, truncation)  # (B, H, W, C) uint8
+                except PartialBatch as e:
+                    if keep is not None:
+                        raise  # a grid needs every image
+                    for lo, hi, reason in e.failures:
+                        console.print(f"[red]seeds {lo}-{hi} failed:[/] {reason}")
+                    failed += len(chunk) - len(e.seeds)
+                    chunk, images = e.seeds, e.images
                 if keep is not None:
                     keep.append(images)
                 if pool is not None:
                     written += _drain(pending, outdir, row)  # batch k's files, while k+1 ran
                     pending = [pool.submit(_write, images[i], outdir / seed_filename(s, fmt), s)
                                for i, s in enumerate(chunk)]
-                done += len(chunk)
+                done += asked
                 rate = done / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, completed=done, rate=f"{rate:,.1f} img/s")
             written += _drain(pending, outdir, row)
@@ -95,7 +108,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     if keep is not None:
         save_grid(np.concatenate(keep) if keep else np.zeros((0, 1, 1, 1), np.uint8), grid)
     seconds = time.perf_counter() - t0
-    return {"written": written, "skipped": skipped, "seconds": seconds,
+    return {"written": written, "skipped": skipped, "failed": failed, "seconds": seconds,
             "images_per_s": len(todo) / seconds if seconds > 0 else 0.0}
 
 

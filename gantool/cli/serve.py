@@ -1,0 +1,99 @@
+"""`gantool serve` (start Triton on a model repository) and `gantool render` (draw through it)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import typer
+
+from gantool.errors import GantoolError
+
+
+def serve(
+    repository: Path = typer.Argument(..., help="A model repository written by gantool export "
+                                      "--format triton (EXPORT_DIR/model_repository)."),
+    http_port: int = typer.Option(8000, help="HTTP/REST port."),
+    grpc_port: int = typer.Option(8001, help="gRPC port."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every "
+                             "interface)."),
+    metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics on this port "
+                                            "(off by default)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Triton's whole log (by "
+                                 "default only its warnings and errors)."),
+    timeout: float = typer.Option(120.0, help="Seconds to wait for every model to be ready."),
+) -> None:
+    """Start Triton Inference Server on a gantool model repository; Ctrl-C stops it."""
+    from gantool.serve.server import TritonServer, is_noise
+
+    if not repository.is_dir():
+        raise GantoolError(f"{repository} is not a folder; pass EXPORT_DIR/model_repository")
+
+    def show(line: str) -> None:
+        if verbose or (line[:1] in ("E", "W") and not is_noise(line)):
+            typer.echo(f"  triton | {line}", err=True)
+
+    server = TritonServer(repository, http_port, grpc_port, host, metrics_port, log=show,
+                          timeout=timeout)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.check()
+        typer.echo(f"starting Triton on {repository} ...", err=True)
+        server.launch()
+        names = ", ".join(m["name"] for m in server.models())
+        typer.echo(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}; models: "
+                   f"{names}. Ctrl-C stops it.", err=True)
+        code = server.process.wait()
+        raise GantoolError(f"tritonserver stopped by itself (exit code {code}): "
+                           f"{server.last_error()}")
+    except KeyboardInterrupt:
+        typer.echo("stopping Triton ...", err=True)
+    finally:
+        code = server.stop()
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo(f"Triton stopped (exit code {code})", err=True)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def render(
+    url: str = typer.Option("localhost:8001", help="Triton's HOST:PORT (the gRPC port, or the "
+                            "HTTP port with --protocol http)."),
+    seeds: str = typer.Option("0-63", help="Seeds, e.g. 0-99999 (ranges inclusive)."),
+    truncation: float | None = typer.Option(None, help="Largest |z| allowed (default: the "
+                                            "model's)."),
+    out: Path = typer.Option(..., "--out", "--outdir", help="Folder for seedNNNNNN.<format> "
+                             "files and manifest.jsonl (seeds already there are skipped)."),
+    protocol: str = typer.Option("grpc", help="grpc | http."),
+    format: str = typer.Option("png", "--format", help="png | jpg | webp | npy."),
+    batch_size: int = typer.Option(8, min=1, help="Seeds per request (capped at the model's "
+                                   "max_batch_size)."),
+    concurrency: int = typer.Option(4, min=1, help="Requests in flight."),
+    workers: int = typer.Option(0, min=0, help="Encoding threads (0: one per core)."),
+    timeout: float = typer.Option(60.0, help="Seconds per request before it counts as failed."),
+    retries: int = typer.Option(4, min=0, help="Retries of a request on transient errors "
+                                "(server unreachable, busy, timed out), with backoff."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Render images for seeds through a running Triton server (gantool serve), to files."""
+    from gantool.sampling.latent import parse_seeds
+    from gantool.serve.client import render as render_remote
+
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as e:
+        raise GantoolError(f"--seeds: {e}") from None
+    if out.exists() and not out.is_dir():
+        raise GantoolError(f"--out {out} is a file; pass a folder")
+    stats = render_remote(url, seed_list, truncation, out, format.lower(), protocol,
+                          batch_size, concurrency, workers or None, timeout, retries,
+                          progress=progress)
+    skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
+    typer.echo(f"wrote {stats['written']} image(s) to {out}{skipped} "
+               f"({stats['images_per_s']:,.1f} images/s)")
+    if stats["failed"]:
+        typer.echo(f"error: {stats['failed']} seed(s) failed (reasons above); run the same "
+                   "command again to retry them: finished files are skipped", err=True)
+        raise typer.Exit(1)

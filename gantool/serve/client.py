@@ -1,0 +1,188 @@
+"""Render images through a running Triton server: a Generator backend for the `render` ensemble.
+
+``TritonGenerator.generate(seeds, truncation)`` splits the seeds into requests of
+``request_batch`` seeds and keeps ``concurrency`` of them in flight (one client per thread:
+tritonclient's HTTP client is not thread-safe). Transient failures (server unreachable,
+overloaded, timed out) are retried with exponential backoff; a request the server refuses (or
+one still failing after the retries) fails only its seed range: ``generate`` then raises
+``PartialBatch`` carrying the images that did arrive, so a render writes them and carries on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from gantool.errors import GantoolError, PartialBatch
+from gantool.sampling.latent import batched
+
+PROTOCOLS = ("grpc", "http")
+# gRPC status names / HTTP codes worth another try: the server is down, busy or slow.
+TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "502", "503",
+             "504", "429")
+# Messages of a server that is (re)loading: the model was ready when the render began.
+RELOADING = ("unavailable", "no available versions", "is not ready", "failed to connect")
+# tritonclient's own message limits (images are large), plus a subchannel pool per client: a
+# reconnecting client then dials afresh instead of waiting out gRPC's shared reconnect backoff.
+_GRPC_ARGS = [("grpc.max_send_message_length", 2**31 - 1),
+              ("grpc.max_receive_message_length", 2**31 - 1),
+              ("grpc.use_local_subchannel_pool", 1)]
+PLAIN_NORMAL = float(np.finfo(np.float32).max)  # |z| never exceeds it: no value is redrawn
+
+
+def client_module(protocol: str):
+    if protocol not in PROTOCOLS:
+        raise GantoolError(f"unknown protocol {protocol!r}; choose grpc or http")
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError:
+        raise GantoolError("rendering through Triton needs the serve extra: pip install "
+                           "'gantool[serve]'") from None
+    return module
+
+
+class TritonGenerator:
+    """The Generator protocol over a Triton server's ``render`` ensemble."""
+
+    def __init__(self, url: str, protocol: str = "grpc", model: str = "render",
+                 request_batch: int = 8, concurrency: int = 4, timeout: float = 60.0,
+                 retries: int = 4, backoff: float = 0.5):
+        self.module = client_module(protocol)
+        self.url, self.protocol, self.model = url, protocol, model
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.concurrency = max(1, concurrency)
+        self._local = threading.local()
+        client = self._client()
+        try:
+            live = client.is_server_live()
+        except Exception as e:  # noqa: BLE001 - any failure here means "cannot reach it"
+            raise GantoolError(f"cannot reach Triton at {url} over {protocol}: {_reason(e)} "
+                               "(is gantool serve running, and is that its "
+                               f"{protocol} port?)") from None
+        if not live or not client.is_model_ready(model):
+            raise GantoolError(f"Triton at {url} is up but model {model!r} is not ready")
+        render = self._config(client, model)
+        latent = self._config(client, "latent")
+        params = {k: v["string_value"] for k, v in latent.get("parameters", {}).items()}
+        out = render["output"][0]
+        self.resolution, _, self.channels = (int(d) for d in out["dims"])
+        self.nz, self.prior = int(params["nz"]), params["prior"]
+        t = params.get("default_truncation", "none")
+        self.default_truncation = None if t == "none" else float(t)
+        self.max_batch = int(render.get("max_batch_size", 0)) or request_batch
+        self.request_batch = max(1, min(request_batch, self.max_batch))
+        self.pool = ThreadPoolExecutor(self.concurrency)
+
+    @property
+    def batch_size(self) -> int:
+        """Seeds per ``generate`` call that keep every request slot busy."""
+        return self.request_batch * self.concurrency
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
+        """uint8 images (B, H, W, C); raises PartialBatch if some seed ranges failed."""
+        if truncation is None:  # the plain prior, as the latent model accepts it
+            truncation = 1.0 if self.prior == "uniform" else PLAIN_NORMAL
+        parts = [list(p) for p in batched(list(seeds), self.request_batch)]
+        results = list(self.pool.map(lambda p: self._infer(p, truncation), parts))
+        ok = [(p, r) for p, r in zip(parts, results) if not isinstance(r, str)]
+        failures = [(p[0], p[-1], r) for p, r in zip(parts, results) if isinstance(r, str)]
+        empty = np.zeros((0, self.resolution, self.resolution, self.channels), np.uint8)
+        images = np.concatenate([r for _, r in ok]) if ok else empty
+        if failures:
+            raise PartialBatch([s for p, _ in ok for s in p], images, failures)
+        return images
+
+    def _infer(self, seeds: list[int], truncation: float) -> np.ndarray | str:
+        """Images for one request, or the reason it failed (after retries if transient)."""
+        m = self.module
+        seed = m.InferInput("seed", [len(seeds), 1], "INT64")
+        seed.set_data_from_numpy(np.asarray(seeds, dtype=np.int64).reshape(-1, 1))
+        trunc = m.InferInput("truncation", [len(seeds), 1], "FP32")
+        trunc.set_data_from_numpy(np.full((len(seeds), 1), truncation, dtype=np.float32))
+        outputs = [m.InferRequestedOutput("image")]
+        for attempt in range(self.retries + 1):
+            try:
+                result = self._client().infer(self.model, [seed, trunc], outputs=outputs,
+                                              **self._timeout_arg())
+                return result.as_numpy("image")
+            except Exception as e:  # noqa: BLE001 - tritonclient raises several kinds
+                reason = _reason(e)
+                if attempt == self.retries or not _transient(e, reason):
+                    return reason
+                time.sleep(self.backoff * 2**attempt)
+                self._local.client = None  # reconnect: the old channel may be broken
+        return "unreachable"
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.protocol == "http":
+                client = self.module.InferenceServerClient(
+                    self.url, connection_timeout=self.timeout, network_timeout=self.timeout)
+            else:
+                client = self.module.InferenceServerClient(self.url, channel_args=_GRPC_ARGS)
+            self._local.client = client
+        return client
+
+    def _timeout_arg(self) -> dict:
+        return {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+
+    def _config(self, client, name: str) -> dict:
+        if self.protocol == "grpc":
+            from google.protobuf import json_format
+
+            message = client.get_model_config(name).config
+            return json_format.MessageToDict(message, preserving_proto_field_name=True)
+        return client.get_model_config(name)
+
+
+def _reason(e: Exception) -> str:
+    message = getattr(e, "message", None)
+    text = message() if callable(message) else str(e)
+    return " ".join(str(text).split()) or type(e).__name__
+
+
+def _transient(e: Exception, reason: str) -> bool:
+    status = getattr(e, "status", None)
+    status = status() if callable(status) else status
+    if status is not None and any(t in str(status) for t in TRANSIENT):
+        return True
+    return isinstance(e, (ConnectionError, TimeoutError, OSError)) or any(
+        text in reason.lower() for text in RELOADING)
+
+
+def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, fmt: str = "png",
+           protocol: str = "grpc", request_batch: int = 8, concurrency: int = 4,
+           workers: int | None = None, timeout: float = 60.0, retries: int = 4,
+           model: str = "render", progress: bool = True, console=None) -> dict:
+    """Render ``seeds`` through the Triton server at ``url`` into ``outdir``, named and listed
+    (manifest.jsonl) as ``gantool generate`` does; resumable. ``truncation`` None: the model's
+    default. Returns render_seeds' counts (``failed``: seeds the server did not draw)."""
+    from pathlib import Path
+
+    from gantool.sampling.latent import validate_truncation
+    from gantool.sampling.render import render_seeds
+
+    generator = TritonGenerator(url, protocol, model, request_batch, concurrency, timeout,
+                                retries)
+    try:
+        t = truncation if truncation is not None else generator.default_truncation
+        try:
+            validate_truncation(t, generator.prior)
+        except ValueError as e:
+            raise GantoolError(f"--truncation: {e}") from None
+        return render_seeds(generator, seeds, t, generator.batch_size, Path(outdir), fmt=fmt,
+                            workers=workers, backend=f"triton-{protocol}", console=console,
+                            progress=progress)
+    finally:
+        generator.close()

@@ -1,0 +1,262 @@
+"""Write a Triton Inference Server model repository for a `gantool export` folder.
+
+The same three models, tensor names and shapes in every variant:
+
+- ``latent``: python backend on the CPU: ``seed`` (INT64 [1]) and ``truncation`` (FP32 [1]) per
+  image -> ``z`` (FP32 [nz]), computed by a copy of ``gantool/sampling/latent.py``, the very
+  file the CLI uses, so a seed names the same image here as everywhere else.
+- ``generator``: ``z`` -> ``image`` (UINT8 [H, W, C]). Variant ``gpu``: the TensorRT plan
+  (``tensorrt_plan``) when the export built one, else the ONNX model (``onnxruntime_onnx``,
+  optionally with ONNX Runtime's TensorRT FP16 accelerator). Variant ``cpu``: a python-backend
+  model running the ONNX model with ONNX Runtime, for servers without the GPU backends.
+- ``render``: an ensemble ``seed, truncation -> image``.
+
+Every config is built as a dict, parsed into Triton's ``ModelConfig`` protobuf (field names and
+enum values checked; ``tritonclient`` ships the message) and written as text protobuf. The
+repository is assembled in a temporary folder and renamed into place: never half written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from gantool.errors import GantoolError
+from gantool.sampling import latent as latent_module
+
+VARIANTS = ("cpu", "gpu")
+ACCELERATORS = ("none", "tensorrt")
+REPOSITORY = "model_repository"
+TEMPLATES = Path(__file__).parent / "triton"
+QUEUE_DELAY_US = 2000  # how long Triton may hold a request to fill a preferred batch
+TRITON_RELEASE = "25.01"  # the NVIDIA container release export/build_engine.sh defaults to
+
+
+def model_config_message():
+    """Triton's ``ModelConfig`` protobuf class (from tritonclient, the serve extra)."""
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise GantoolError("Triton repositories need the serve extra: pip install "
+                           "'gantool[serve]'") from None
+    return model_config_pb2.ModelConfig
+
+
+def to_pbtxt(config: dict) -> str:
+    """A config dict -> Triton's text format, after parsing it into ``ModelConfig``."""
+    from google.protobuf import json_format, text_format
+
+    message = model_config_message()()
+    try:
+        json_format.ParseDict(config, message)
+    except json_format.ParseError as e:
+        raise GantoolError(f"internal: invalid Triton config for {config.get('name')}: {e}") \
+            from None
+    return text_format.MessageToString(message)
+
+
+def parse_pbtxt(text: str):
+    """``config.pbtxt`` text -> ``ModelConfig`` (raises on any unknown field or value)."""
+    from google.protobuf import text_format
+
+    return text_format.Parse(text, model_config_message()())
+
+
+def latent_config(nz: int, prior: str, truncation: float | None, max_batch: int,
+                  delay_us: int) -> dict:
+    return {
+        "name": "latent", "backend": "python", "max_batch_size": max_batch,
+        "input": [_tensor("seed", "TYPE_INT64", [1]), _tensor("truncation", "TYPE_FP32", [1])],
+        "output": [_tensor("z", "TYPE_FP32", [nz])],
+        "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+        "dynamic_batching": {"max_queue_delay_microseconds": delay_us},
+        "parameters": _params(nz=nz, prior=prior,
+                              default_truncation="none" if truncation is None else truncation),
+    }
+
+
+def generator_config(kind: str, nz: int, image: list[int], batch: tuple[int, int, int],
+                     instances: int = 1, delay_us: int = QUEUE_DELAY_US,
+                     filename: str | None = None, accelerator: str = "none",
+                     threads: int = 0) -> dict:
+    """``kind``: ``python`` (ONNX Runtime on the CPU), ``onnx`` or ``plan`` (GPU backends)."""
+    lo, opt, hi = batch
+    filename = filename or ("model.plan" if kind == "plan" else "model.onnx")
+    config = {
+        "name": "generator", "max_batch_size": hi,
+        "input": [_tensor("z", "TYPE_FP32", [nz])],
+        "output": [_tensor("image", "TYPE_UINT8", image)],
+        "instance_group": [{"kind": "KIND_CPU" if kind == "python" else "KIND_GPU",
+                            "count": instances}],
+        "dynamic_batching": {"preferred_batch_size": sorted({opt, hi}),
+                             "max_queue_delay_microseconds": delay_us},
+        "model_warmup": [{"name": "zeros", "batch_size": lo if kind == "python" else opt,
+                          "inputs": {"z": {"data_type": "TYPE_FP32", "dims": [nz],
+                                           "zero_data": True}}}],
+    }
+    if kind == "python":
+        config["backend"] = "python"
+        config["parameters"] = _params(onnx_file=filename, intra_op_threads=threads)
+    elif kind == "plan":
+        config.update(platform="tensorrt_plan", default_model_filename=filename)
+    elif kind == "onnx":
+        config.update(platform="onnxruntime_onnx", default_model_filename=filename)
+        if accelerator == "tensorrt":
+            config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [
+                {"name": "tensorrt", "parameters": {"precision_mode": "FP16",
+                                                    "max_workspace_size_bytes": str(1 << 32)}}]}}
+    else:
+        raise ValueError(f"unknown generator kind {kind!r}")
+    return config
+
+
+def render_config(image: list[int], max_batch: int) -> dict:
+    return {
+        "name": "render", "platform": "ensemble", "max_batch_size": max_batch,
+        "input": [_tensor("seed", "TYPE_INT64", [1]), _tensor("truncation", "TYPE_FP32", [1])],
+        "output": [_tensor("image", "TYPE_UINT8", image)],
+        "ensemble_scheduling": {"step": [
+            {"model_name": "latent", "model_version": -1,
+             "input_map": {"seed": "seed", "truncation": "truncation"},
+             "output_map": {"z": "z"}},
+            {"model_name": "generator", "model_version": -1,
+             "input_map": {"z": "z"}, "output_map": {"image": "image"}},
+        ]},
+    }
+
+
+def check_options(variant: str, instances: int, accelerator: str, output: str | None) -> None:
+    """One-line errors for impossible repository options (before any slow work)."""
+    if variant not in VARIANTS:
+        raise GantoolError(f"unknown Triton variant {variant!r}; choose {' or '.join(VARIANTS)}")
+    if accelerator not in ACCELERATORS:
+        raise GantoolError(f"unknown accelerator {accelerator!r}; choose "
+                           f"{' or '.join(ACCELERATORS)}")
+    if accelerator != "none" and variant != "gpu":
+        raise GantoolError("--triton-accelerator applies to the gpu variant's ONNX model")
+    if instances < 1:
+        raise GantoolError(f"--triton-instances must be at least 1, got {instances}")
+    if output != "uint8":
+        raise GantoolError("a Triton repository serves uint8 images: export with --output uint8")
+    model_config_message()  # the serve extra is installed
+
+
+def write_repository(export_dir: Path, variant: str = "cpu",
+                     batch: tuple[int, int, int] = (1, 8, 64), instances: int = 1,
+                     accelerator: str = "none", fp16: bool = False,
+                     delay_us: int = QUEUE_DELAY_US) -> Path:
+    """``export_dir/model_repository`` for the models ``gantool export`` wrote into
+    ``export_dir`` (its ``export.json`` says what they are). Returns the repository path."""
+    summary = _summary(export_dir)
+    meta = {k.removeprefix("gantool."): v for k, v in summary["metadata"].items()}
+    check_options(variant, instances, accelerator, meta.get("output"))
+    nz, res, ch = (summary["model"][k] for k in ("nz", "resolution", "channels"))
+    image, hi = [res, res, ch], batch[2]
+    truncation = None if meta["truncation"] == "none" else float(meta["truncation"])
+    if variant == "cpu":
+        source, kind = export_dir / "model.onnx", "python"
+    elif (export_dir / "model.plan").is_file() and accelerator == "none":
+        source, kind = export_dir / "model.plan", "plan"
+    else:
+        source = export_dir / ("model_fp16.onnx" if fp16 else "model.onnx")
+        kind = "onnx"
+    if not source.is_file():
+        raise GantoolError(f"{source} is missing; run gantool export again")
+    configs = {
+        "latent": latent_config(nz, meta["prior"], truncation, hi, delay_us),
+        "generator": generator_config(kind, nz, image, batch, instances, delay_us,
+                                      source.name, accelerator),
+        "render": render_config(image, hi),
+    }
+    target = export_dir / REPOSITORY
+    tmp = Path(tempfile.mkdtemp(prefix=f".{REPOSITORY}.", dir=export_dir))
+    try:
+        for name, config in configs.items():
+            (tmp / name / "1").mkdir(parents=True)
+            (tmp / name / "config.pbtxt").write_text(to_pbtxt(config))
+        shutil.copyfile(latent_module.__file__, tmp / "latent" / "1" / "latent.py")
+        shutil.copyfile(TEMPLATES / "latent_model.py", tmp / "latent" / "1" / "model.py")
+        shutil.copyfile(source, tmp / "generator" / "1" / source.name)
+        if kind == "python":
+            shutil.copyfile(TEMPLATES / "generator_model.py", tmp / "generator" / "1" / "model.py")
+        (tmp / "README.md").write_text(_readme(variant, kind, nz, image, hi, meta["prior"],
+                                               truncation))
+        (tmp / "gantool.json").write_text(json.dumps(
+            {"variant": variant, "generator": kind, "batch": list(batch), "nz": nz,
+             "image": image, "prior": meta["prior"], "truncation": truncation,
+             "metadata": summary["metadata"]}, indent=2) + "\n")
+        old = None
+        if target.exists():
+            old = target.rename(export_dir / f".{REPOSITORY}.old")
+        tmp.rename(target)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _summary(export_dir: Path) -> dict:
+    path = export_dir / "export.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GantoolError(f"{path} is missing: run gantool export first") from None
+    except json.JSONDecodeError as e:
+        raise GantoolError(f"{path} is not valid JSON ({e}); run gantool export again") from None
+
+
+def _tensor(name: str, dtype: str, dims: list[int]) -> dict:
+    return {"name": name, "data_type": dtype, "dims": dims}
+
+
+def _params(**values) -> dict:
+    return {k: {"string_value": str(v)} for k, v in values.items()}
+
+
+def _readme(variant, kind, nz, image, max_batch, prior, truncation) -> str:
+    h, w, c = image
+    backend = {"python": "ONNX Runtime on the CPU (python backend)",
+               "plan": "the TensorRT plan model.plan (GPU)",
+               "onnx": "ONNX Runtime on the GPU (onnxruntime backend)"}[kind]
+    plain = "1" if prior == "uniform" else "3.4e38 (no value of z is ever redrawn)"
+    default = "none (the plain prior)" if truncation is None else f"{truncation:g}"
+    return f"""# gantool Triton model repository ({variant} variant)
+
+Written by `gantool export --format triton`. Models:
+
+- `render`: ensemble, the one to call: `seed`, `truncation` -> `image`.
+- `latent`: seed -> z ({prior} prior, nz = {nz}), by `latent/1/latent.py`, the same file the
+  gantool CLI uses: a seed and a truncation name the same image everywhere.
+- `generator`: z -> image, by {backend}.
+
+## Start it
+
+    gantool serve {REPOSITORY} --http-port 8000 --grpc-port 8001
+
+or, in NVIDIA's Triton container (the gpu variant; the `serve/` folder of gantool has a
+compose file and Kubernetes manifests):
+
+    docker run --gpus all --shm-size 1g -p 8000:8000 -p 8001:8001 \\
+      -v $PWD/{REPOSITORY}:/models nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3 \\
+      tritonserver --model-repository /models
+
+## Request
+
+Model `render`, a batch of B images (1 <= B <= {max_batch}):
+
+| tensor | dtype | shape | meaning |
+|---|---|---|---|
+| `seed` (in) | INT64 | [B, 1] | image seed, 0 <= seed < 2^63 |
+| `truncation` (in) | FP32 | [B, 1] | largest abs(z) allowed, > 0 (uniform prior: <= 1) |
+| `image` (out) | UINT8 | [B, {h}, {w}, {c}] | the images, rows, columns, channels |
+
+The model's default truncation is {default}; the plain prior is truncation {plain}.
+A request with a negative seed or a truncation out of range gets an error naming it; the
+server keeps serving every other request.
+
+    gantool render --url localhost:8001 --seeds 0-999 --truncation 0.5 --out renders/
+"""

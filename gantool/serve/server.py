@@ -1,0 +1,242 @@
+"""Start NVIDIA Triton Inference Server on a model repository and wait until it serves.
+
+``tritonserver`` comes from PATH (inside NVIDIA's container) or, failing that, from the
+``nvidia-pytriton`` wheel (the serve extra), whose bundled server runs python-backend models on
+a CPU-only machine once it is given a backend folder with the python backend and the stub for
+this interpreter, its shared libraries, and this environment's ``python3`` first on PATH.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from gantool.errors import GantoolError
+
+# What Triton says on a machine without a GPU, where nothing needs one: not worth a user's eye.
+CPU_HOST_NOISE = ("CUDA driver version is insufficient", "CudaDriverHelper has not been "
+                  "initialized", "pinned memory", "unable to create stream for")
+
+
+def is_noise(line: str) -> bool:
+    return any(text in line for text in CPU_HOST_NOISE)
+
+
+class TritonServer:
+    """``with TritonServer(repo, http_port=8000, grpc_port=8001) as server: ...``
+
+    ``start`` returns once every model is READY, or raises GantoolError naming the model that
+    failed to load and Triton's reason (the server is stopped then). ``log`` (a callable) gets
+    every line Triton prints; the last lines are kept for error messages.
+    """
+
+    def __init__(self, repository: Path, http_port: int = 8000, grpc_port: int = 8001,
+                 host: str = "127.0.0.1", metrics_port: int | None = None, log=None,
+                 timeout: float = 120.0, extra_args: tuple[str, ...] = ()):
+        self.repository = Path(repository).resolve()
+        self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
+        self.metrics_port, self.timeout, self.extra_args = metrics_port, timeout, extra_args
+        self.log = log
+        self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.process: subprocess.Popen | None = None
+        self._backends: tempfile.TemporaryDirectory | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """``check``, then ``launch``."""
+        self.check()
+        self.launch()
+
+    def check(self) -> None:
+        """One-line errors before anything starts: not a repository, a port in use."""
+        if not (self.repository / "render" / "config.pbtxt").is_file():
+            raise GantoolError(f"{self.repository} is not a gantool model repository (no "
+                               "render/config.pbtxt); write one with gantool export --format "
+                               "triton")
+        ports = [("--http-port", self.http_port), ("--grpc-port", self.grpc_port)]
+        if self.metrics_port is not None:
+            ports.append(("--metrics-port", self.metrics_port))
+        for flag, port in ports:
+            _check_port_free(self.host, port, flag)
+
+    def launch(self) -> None:
+        """Run tritonserver and wait until every model is ready (``start`` checks first)."""
+        binary, env, backend_args = self._locate()
+        cmd = [binary, "--model-repository", str(self.repository),
+               "--http-address", self.host, "--http-port", str(self.http_port),
+               "--grpc-address", self.host, "--grpc-port", str(self.grpc_port),
+               "--exit-on-error=false", "--exit-timeout-secs=10", *backend_args]
+        if self.metrics_port is None:
+            cmd.append("--allow-metrics=false")
+        else:
+            cmd += ["--metrics-address", self.host, "--metrics-port", str(self.metrics_port)]
+        cmd += list(self.extra_args)
+        # Linux ties the death signal to the starting *thread*: only the main thread's lifetime
+        # is the process's.
+        main = threading.current_thread() is threading.main_thread()
+        self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                        preexec_fn=_die_with_parent if main else None)
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> int | None:
+        """Graceful shutdown (SIGINT, as Ctrl-C would), then SIGKILL after 20 s."""
+        process, self.process = self.process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            code = process.returncode
+            if self._reader is not None:
+                self._reader.join(5)
+        if self._backends is not None:
+            self._backends.cleanup()
+            self._backends = None
+        return code
+
+    def models(self) -> list[dict]:
+        """Triton's repository index: name, version, state and reason per model."""
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index",
+                                         data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready",
+                                        timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        expected = {p.name for p in self.repository.iterdir() if (p / "config.pbtxt").is_file()}
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise GantoolError(f"tritonserver exited with code {self.process.returncode}: "
+                                   f"{self.last_error()}")
+            try:
+                index = {m["name"]: m for m in self.models()}
+            except (urllib.error.URLError, OSError, ValueError):
+                time.sleep(0.2)
+                continue
+            failed = [m for m in index.values() if m.get("state") == "UNAVAILABLE"]
+            if failed:
+                m = failed[0]
+                raise GantoolError(f"Triton could not load model {m['name']!r}: "
+                                   f"{m.get('reason') or self.last_error()}")
+            if expected <= {n for n, m in index.items() if m.get("state") == "READY"} \
+                    and self.ready():
+                return
+            time.sleep(0.2)
+        raise GantoolError(f"Triton was not ready after {self.timeout:g} s: {self.last_error()}")
+
+    def _read_log(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.tail.append(line)
+            if self.log is not None:
+                self.log(line)
+
+    def last_error(self) -> str:
+        lines = [ln for ln in self.tail if not is_noise(ln)]
+        errors = [ln for ln in lines if ln.startswith("E") or "error" in ln.lower()]
+        return (errors or lines or ["(no output)"])[-1].strip()
+
+    def _locate(self) -> tuple[str, dict, list[str]]:
+        """(tritonserver binary, environment, backend arguments)."""
+        env = dict(os.environ)
+        found = shutil.which("tritonserver")
+        if found:
+            return found, env, []
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise GantoolError("no tritonserver found: pip install 'gantool[serve]' (a CPU "
+                               "Triton with the python backend), or run inside NVIDIA's Triton "
+                               "container")
+        root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise GantoolError(f"nvidia-pytriton has no python backend stub for Python {version}")
+        self._backends = tempfile.TemporaryDirectory(prefix="gantool-triton-backends-")
+        python = Path(self._backends.name) / "python"
+        python.mkdir()
+        for item in [*(root / "backends" / "python").iterdir(), stub]:
+            if item.is_file():
+                (python / item.name).symlink_to(item)
+        libs = root.parent.parent / "nvidia_pytriton.libs"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return str(root / "bin" / "tritonserver"), env, [
+            "--backend-directory", self._backends.name]
+
+
+def _check_port_free(host: str, port: int, flag: str) -> None:
+    if not 0 < port < 65536:
+        raise GantoolError(f"{flag} {port} is not a port number (1-65535)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise GantoolError(f"port {port} on {host} is in use; pick another with {flag}") \
+                from None
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the process that started it dies (even by SIGKILL)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (for tests and benchmarks)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
