@@ -358,3 +358,47 @@ def test_gantool_error_when_no_server_binary(monkeypatch, export_dir):
                         lambda name, *a: None if name == "pytriton" else real(name, *a))
     with pytest.raises(GantoolError, match="pip install 'gantool\\[serve\\]'"):
         TritonServer(export_dir / "model_repository", free_port(), free_port()).start()
+
+
+# -- deployment assets -----------------------------------------------------------------------
+
+def test_compose_and_kubernetes_manifests_agree_with_the_repository():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from gantool.serve.repository import TRITON_RELEASE
+
+    root = Path(__file__).resolve().parents[1]
+    compose = yaml.safe_load((root / "serve" / "docker-compose.yml").read_text())
+    triton = compose["services"]["triton"]
+    image = f"nvcr.io/nvidia/tritonserver:${{TRITON_RELEASE:-{TRITON_RELEASE}}}-py3"
+    assert triton["image"] == image
+    assert "--model-repository=/models" in triton["command"]
+    assert any(v.endswith(":/models:ro") for v in triton["volumes"])
+    assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    build = (root / "export" / "build_engine.sh").read_text()
+    assert re.search(r"release=\$\{2:-(\S+)\}", build).group(1) == TRITON_RELEASE, \
+        "engines are built with the TensorRT of the Triton release that serves them"
+
+    k8s = root / "serve" / "k8s"
+    deployment = yaml.safe_load((k8s / "deployment.yaml").read_text())
+    service = yaml.safe_load((k8s / "service.yaml").read_text())
+    hpa = yaml.safe_load((k8s / "hpa.yaml").read_text())
+    yaml.safe_load((k8s / "prometheus-adapter-rule.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/models", "/dev/shm"} <= mounts
