@@ -139,6 +139,8 @@ def test_benchmark_script_runs_tiny(tmp_path):
                      "--calls", "1", "--threads", "1"], "ratio onnx/torch median"),
     ("render.py", ["--resolution", "32", "--ngf", "4", "--images", "8", "--batch", "4",
                    "--repeats", "1", "--threads", "1"], "R / (E x cores)"),
+    ("serving.py", ["--resolution", "32", "--ngf", "4", "--batch", "2", "--clients", "2",
+                    "--images", "8", "--warmup", "1", "--repeats", "1"], "ratio triton/onnx"),
 ])
 def test_inference_benchmarks_run_tiny(tmp_path, script, args, expect):
     """Smoke runs at tiny sizes: the scripts work end to end (no timing is asserted)."""

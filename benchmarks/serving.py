@@ -17,8 +17,8 @@ Reported: images/s (total images / wall time), per-request latency p50/p99, and 
 triton / onnx and render / onnx. Server and clients share the machine's cores with nothing
 else; contenders alternate order over ``--repeats``.
 
-    python benchmarks/triton.py                           # 64 px, ngf 64, batch 8, 4 clients
-    python benchmarks/triton.py --resolution 256 --batch 4 --json out.json
+    python benchmarks/serving.py                           # 64 px, ngf 64, batch 8, 4 clients
+    python benchmarks/serving.py --resolution 256 --batch 4 --json out.json
 """
 
 from __future__ import annotations
