@@ -93,6 +93,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables the EMA generator
     amp: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 with scaling; off on CPU
     channels_last: bool | None = None  # None: on for CUDA, off for CPU
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
     device: str = "auto"
     seed: int = 0
     log_every: int = 10

@@ -104,13 +104,19 @@ def _run(**kwargs):
 
 
 def _finish(result) -> None:
+    import os
+
+    quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 reports
     grids = sorted((result.run_dir / "samples").glob("step-*.png"))
     if result.interrupted:
         saved = (f"checkpoint: {result.checkpoint}" if result.checkpoint
                  else "no step finished since the last checkpoint")
-        typer.echo(f"interrupted at step {result.step}; {saved}\n"
-                   f"continue with: gantool train --resume {result.run_dir}", err=True)
+        if not quiet:
+            typer.echo(f"interrupted at step {result.step}; {saved}\n"
+                       f"continue with: gantool train --resume {result.run_dir}", err=True)
         raise typer.Exit(130)
+    if quiet:
+        return
     typer.echo(f"trained {result.step} steps ({result.images_per_s:,.0f} images/s) in "
                f"{result.run_dir}")
     typer.echo(f"checkpoint: {result.run_dir / 'checkpoints' / 'last.pt'}")
