@@ -7,7 +7,7 @@ import sys
 import typer
 
 from gantool import __version__
-from gantool.cli import evaluate, export, generate, serve, train
+from gantool.cli import bench, evaluate, export, generate, serve, train
 from gantool.errors import GantoolError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command("eval", no_args_is_help=True)(evaluate.evaluate)
 app.command("report", no_args_is_help=True)(evaluate.report)
 app.command("serve", no_args_is_help=True)(serve.serve)
 app.command("render", no_args_is_help=True)(serve.render)
+app.command("bench")(bench.bench)
 
 
 def _version(value: bool) -> None:

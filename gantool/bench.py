@@ -1,0 +1,336 @@
+"""`gantool bench`: images/s, latency and peak memory of every inference backend, measured.
+
+Contenders (``--backend``) x resolutions x batch sizes; each contender and batch runs in its own
+fresh Python process (``python -m gantool.bench WORKER_JSON``), so no contender inherits
+another's warm caches, threads or allocator. A contender that cannot run on this machine (no
+CUDA, no TensorRT) gets a row saying why instead of a number.
+
+The roofline line: the generator's FLOPs per image are counted with
+``torch.utils.flop_counter`` (multiply-adds x 2), the device's matrix rate is measured in the
+same way as the contenders (a worker timing large matmuls in the contender's precision), and
+every row shows the fraction of that rate its images/s reaches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gantool.errors import GantoolError
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    backend: str  # torch | onnx | trt | triton
+    precision: str  # fp32 | fp16 | bf16: what the roofline compares with
+    options: dict
+    needs_cuda: bool = False
+    needs_tensorrt: bool = False
+    about: str = ""
+
+
+CONTENDERS = {c.name: c for c in (
+    Contender("torch", "torch", "fp32", {}, about="PyTorch eager, float32"),
+    Contender("torch-bf16", "torch", "bf16", {"precision": "bf16"}, about="PyTorch eager, bf16"),
+    Contender("torch-fp16", "torch", "fp16", {"precision": "fp16"}, needs_cuda=True,
+              about="PyTorch eager, fp16"),
+    Contender("torch-fp16-graphs", "torch", "fp16", {"precision": "fp16", "cuda_graphs": True},
+              needs_cuda=True, about="fp16, CUDA graphs replayed per batch size"),
+    Contender("torch-fp16-compile", "torch", "fp16", {"precision": "fp16", "compile": True},
+              needs_cuda=True, about="fp16, torch.compile"),
+    Contender("torch-compile", "torch", "fp32", {"compile": True},
+              about="float32, torch.compile"),
+    Contender("onnx", "onnx", "fp32", {}, about="ONNX Runtime (CUDA provider if present)"),
+    Contender("onnx-fp16", "onnx", "fp16", {"fp16": True}, about="ONNX Runtime, FP16 model"),
+    Contender("trt", "trt", "fp16", {}, needs_cuda=True, needs_tensorrt=True,
+              about="TensorRT FP16 plan"),
+    Contender("triton", "triton", "fp32", {},
+              about="Triton cpu repository, render ensemble over gRPC, 1 client"),
+)}
+
+
+def parse_contenders(text: str) -> list[Contender]:
+    import difflib
+
+    out = []
+    for name in (n.strip() for n in text.split(",") if n.strip()):
+        if name not in CONTENDERS:
+            close = difflib.get_close_matches(name, list(CONTENDERS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise GantoolError(f"unknown backend {name!r}{hint}; choose from "
+                               f"{', '.join(CONTENDERS)}")
+        out.append(CONTENDERS[name])
+    if not out:
+        raise GantoolError("--backend names no contender")
+    return out
+
+
+def parse_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise GantoolError(f"{flag} expects positive integers like 1,8,32, got {text!r}")
+    return values
+
+
+def why_not(c: Contender, cuda: bool, tensorrt: bool) -> str | None:
+    if c.needs_cuda and not cuda:
+        return "needs a CUDA GPU"
+    if c.needs_tensorrt and not tensorrt:
+        return "needs TensorRT"
+    return None
+
+
+# ---- the parent: prepare models, run workers, print ------------------------------------------
+
+def run_bench(checkpoint: Path | None, contenders: list[Contender], resolutions: list[int],
+              batches: list[int], ngf: int = 64, warmup: int = 3, calls: int = 10,
+              threads: int = 0, log=print) -> dict:
+    """Every contender x resolution x batch; returns the JSON-able results."""
+    import importlib.util
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    tensorrt = importlib.util.find_spec("tensorrt") is not None
+    device = torch.cuda.get_device_name(0) if cuda else _cpu_name()
+    rows, peaks = [], {}
+    with tempfile.TemporaryDirectory(prefix="gantool-bench-") as tmp:
+        models = _prepare(checkpoint, contenders, resolutions, max(batches), ngf, Path(tmp),
+                          tensorrt and cuda)
+        for res, (ckpt, export, gflop) in models.items():
+            for c in contenders:
+                reason = why_not(c, cuda, tensorrt)
+                for batch in batches:
+                    row = {"backend": c.name, "resolution": res, "batch": batch,
+                           "gflop_per_image": round(gflop, 4)}
+                    if reason:
+                        rows.append({**row, "skipped": reason})
+                        continue
+                    spec = {"kind": "contender", "contender": asdict(c), "ckpt": str(ckpt),
+                            "export": str(export), "batch": batch, "warmup": warmup,
+                            "calls": calls, "threads": threads}
+                    result = _worker(spec)
+                    rows.append({**row, **result})
+                    log(_line(rows[-1]))
+        for precision in sorted({c.precision for c in contenders
+                                 if not why_not(c, cuda, tensorrt)}):
+            if precision != "fp32" and not cuda:
+                continue
+            peaks[precision] = _worker({"kind": "peak", "precision": precision,
+                                        "threads": threads})["tflops"]
+    for row in rows:
+        c = CONTENDERS[row["backend"]]
+        peak = peaks.get(c.precision if cuda else "fp32")
+        if "images_per_s" in row and peak:
+            achieved = row["images_per_s"] * row["gflop_per_image"] / 1e3  # TFLOP/s
+            row["tflops"] = round(achieved, 4)
+            row["roofline"] = round(achieved / peak, 5)
+    return {"device": device, "cuda": cuda, "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d"), "peak_tflops": peaks, "rows": rows,
+            "threads": threads or os.cpu_count()}
+
+
+def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, engine: bool):
+    """res -> (checkpoint, export folder, GFLOP per image): the model(s) every contender uses."""
+    import torch
+
+    from gantool.export import FORMATS
+    from gantool.export.pipeline import export_checkpoint, write_summary
+    from gantool.train.checkpoint import load_generator
+
+    needs = {c.backend for c in contenders}
+    fp16 = any(c.name == "onnx-fp16" for c in contenders)
+    models = {}
+    for res in resolutions:
+        folder = tmp / f"r{res}"
+        if checkpoint is not None:
+            ckpt = checkpoint
+        else:
+            ckpt = _random_checkpoint(folder / "ckpt", res, ngf)
+        g, cfg = load_generator(ckpt)
+        res = cfg.model.resolution
+        gflop = flops_per_image(g, cfg.model.nz) / 1e9
+        export = folder / "export"
+        if needs & {"onnx", "trt", "triton"}:
+            formats = [FORMATS["onnx"]] + ([FORMATS["engine"]] if "trt" in needs and engine
+                                           else [])
+            result = export_checkpoint(ckpt, export, formats, fp16=fp16,
+                                       batch=(1, min(8, max_batch), max_batch), verify=False,
+                                       log=lambda s: None)
+            write_summary(export, result)
+            if "triton" in needs:
+                from gantool.serve.repository import write_repository
+
+                write_repository(export, "cpu", (1, max_batch, max_batch))
+        models[res] = (ckpt, export, gflop)
+        del g
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return models
+
+
+def _random_checkpoint(folder: Path, resolution: int, ngf: int) -> Path:
+    """A DCGAN generator with random weights (speed does not depend on the weights)."""
+    import torch
+
+    from gantool.config import ModelConfig, RunConfig
+    from gantool.models import build_generator
+    from gantool.train.checkpoint import save_checkpoint
+
+    cfg = RunConfig(name="bench", model=ModelConfig(resolution=resolution, ngf=ngf, channels=3))
+    torch.manual_seed(0)
+    g = build_generator(cfg.model).eval()
+    return save_checkpoint({"config": cfg.to_dict(), "step": 0, "G": g.state_dict(),
+                            "G_ema": None}, folder, keep=1)
+
+
+def flops_per_image(generator, nz: int) -> float:
+    """FLOPs of one image through ``generator`` (2 per multiply-add; convolutions, transposed
+    convolutions and matmuls, which is where nearly all of a generator's work is)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(generator.parameters()).device
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        generator.eval()(torch.zeros(1, nz, device=device))
+    return float(counter.get_total_flops())
+
+
+def _worker(spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "gantool.bench", json.dumps(spec)],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        return {"error": tail[0][:300]}
+    return json.loads(lines[-1])
+
+
+def _line(row: dict) -> str:
+    head = f"{row['backend']:<19} {row['resolution']:>5} px  batch {row['batch']:>4}"
+    if "error" in row:
+        return f"{head}  failed: {row['error']}"
+    return (f"{head}  {row['images_per_s']:>10.1f} img/s  p50 {row['p50_ms']:8.2f} ms  "
+            f"p99 {row['p99_ms']:8.2f} ms")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
+    except OSError:
+        pass
+    return f"CPU x {os.cpu_count()}"
+
+
+def compare(results: dict, baseline: dict) -> None:
+    """Add ``vs_baseline`` (images/s ratio) to rows that the baseline also measured."""
+    base = {(r["backend"], r["resolution"], r["batch"]): r for r in baseline.get("rows", [])}
+    for row in results["rows"]:
+        other = base.get((row["backend"], row["resolution"], row["batch"]))
+        if other and "images_per_s" in row and other.get("images_per_s"):
+            row["vs_baseline"] = round(row["images_per_s"] / other["images_per_s"], 4)
+
+
+# ---- the workers -----------------------------------------------------------------------------
+
+def _contender_worker(spec: dict) -> dict:
+    import torch
+
+    c = Contender(**spec["contender"])
+    batch = spec["batch"]
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    seeds = list(range(batch))
+    cuda = torch.cuda.is_available()
+    server = None
+    try:
+        if c.backend == "triton":
+            from gantool.serve.client import TritonGenerator
+            from gantool.serve.server import TritonServer, free_port
+
+            server = TritonServer(Path(spec["export"]) / "model_repository", free_port(),
+                                  free_port())
+            server.start()
+            gen = TritonGenerator(server.grpc_url, request_batch=batch, concurrency=1)
+        else:
+            from gantool.backends import load_backend
+
+            path = spec["ckpt"] if c.backend == "torch" else spec["export"]
+            if c.backend == "trt":
+                path = str(Path(spec["export"]) / "model.plan")
+            options = dict(c.options)
+            if c.backend == "onnx" and spec["threads"]:
+                options["threads"] = spec["threads"]
+            gen = load_backend(c.backend, path, **options)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(spec["warmup"]):
+            gen.generate(seeds, None)
+        times = []
+        for _ in range(spec["calls"]):
+            t0 = time.perf_counter()
+            gen.generate(seeds, None)  # returns host uint8 images: synchronised
+            times.append(time.perf_counter() - t0)
+    finally:
+        if server is not None:
+            server.stop()
+    p50 = statistics.median(times)
+    if cuda and c.backend in ("torch", "trt"):
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+        memory = "cuda"
+    else:
+        import resource
+
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        memory = "process rss"
+    return {"images_per_s": batch / p50, "p50_ms": 1e3 * p50,
+            "p99_ms": 1e3 * sorted(times)[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
+            "peak_mib": round(peak_mib, 1), "memory": memory}
+
+
+def _peak_worker(spec: dict) -> dict:
+    """The device's measured matrix rate in ``precision``: median of timed square matmuls."""
+    import torch
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    cuda = torch.cuda.is_available()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+        spec["precision"]]
+    n = 8192 if cuda else 2048
+    device = "cuda" if cuda else "cpu"
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    times = []
+    for i in range(13):
+        sync()
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return {"tflops": 2 * n**3 / statistics.median(times) / 1e12}
+
+
+def main(argv: list[str]) -> None:
+    spec = json.loads(argv[0])
+    worker = _peak_worker if spec["kind"] == "peak" else _contender_worker
+    print(json.dumps(worker(spec)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
