@@ -96,7 +96,7 @@ def _gantool_trainer(args):
         "model.resolution": args.resolution, "model.channels": args.channels,
         "model.nz": args.nz, "model.ngf": args.ngf, "model.ndf": args.ndf,
         "train.batch_size": args.batch, "train.labels": "hard", "train.device": args.device,
-        "data.path": "builtin:fashion-mnist",
+        "data.path": "builtin:fashion-mnist", "train.compile": args.compile,
     })
     # The bundled sample is built by another part of the project; give it a moment if absent.
     for attempt in range(6):
@@ -160,6 +160,8 @@ def _worker_argv(args, name: str) -> list[str]:
             "--decode-repeats", str(args.decode_repeats)]
     if args.decode_folder:
         argv += ["--decode-folder", str(args.decode_folder)]
+    if args.compile:
+        argv.append("--compile")
     return argv
 
 
@@ -300,6 +302,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--json", metavar="OUT", help="also write every measurement to OUT")
+    p.add_argument("--compile", action="store_true",
+                   help="gantool with train.compile (torch.compile of G and D; the canonical "
+                        "step stays eager); compilation happens in the untimed warm-up")
     p.add_argument("--data-rate", action=argparse.BooleanOptionalAction, default=True,
                    help="print the decode / batch-assembly table (default on; off with --tiny)")
     p.add_argument("--decode-folder", type=Path,

@@ -292,13 +292,24 @@ def _contender_worker(spec: dict) -> dict:
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
         memory = "cuda"
     else:
-        import resource
-
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        memory = "process rss"
+        peak_mib, memory = _peak_rss_mib(), "process rss"
     return {"images_per_s": batch / p50, "p50_ms": 1e3 * p50,
             "p99_ms": 1e3 * sorted(times)[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
             "peak_mib": round(peak_mib, 1), "memory": memory}
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: Linux carries
+    ru_maxrss over from the parent across exec, so a fresh worker would report the parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _peak_worker(spec: dict) -> dict:

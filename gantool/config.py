@@ -94,6 +94,7 @@ class TrainConfig:
     amp: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 with scaling; off on CPU
     channels_last: bool | None = None  # None: on for CUDA, off for CPU
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
+    compile: bool = False  # torch.compile G and D (nn.Module.compile: checkpoints unchanged)
     device: str = "auto"
     seed: int = 0
     log_every: int = 10
@@ -403,6 +404,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.eval_num must be at least 2, got {t.eval_num}")
     if not 0 < t.guard_lr_factor <= 1:
         raise ConfigError(f"train.guard_lr_factor must be in (0, 1], got {t.guard_lr_factor}")
+    if t.compile and t.loss == "wgan-gp":
+        raise ConfigError("train.compile cannot run wgan-gp: torch.compile has no double "
+                          "backward for its gradient penalty; use another loss or compile off")
     if t.gp_weight < 0:
         raise ConfigError(f"train.gp_weight must not be negative, got {t.gp_weight}")
     augment_policy(t.augment)

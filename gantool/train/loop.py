@@ -182,6 +182,9 @@ class Trainer:
         distributed.broadcast_module(self.G, world)  # identical replicas from the start
         distributed.broadcast_module(self.D, world)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay else None
+        if t.compile:  # after the EMA copy, which must not share G's compiled forward
+            self.G.compile()
+            self.D.compile()
         fused = self.device.type == "cuda"  # one kernel per step for all of a net's tensors
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas_g,
                                       fused=fused)
