@@ -95,8 +95,9 @@ def why_not(c: Contender, cuda: bool, tensorrt: bool) -> str | None:
 
 def run_bench(checkpoint: Path | None, contenders: list[Contender], resolutions: list[int],
               batches: list[int], ngf: int = 64, warmup: int = 3, calls: int = 10,
-              threads: int = 0, log=print) -> dict:
-    """Every contender x resolution x batch; returns the JSON-able results."""
+              threads: int = 0, repeats: int = 1, log=print) -> dict:
+    """Every contender x resolution x batch, ``repeats`` times in fresh processes (medians);
+    returns the JSON-able results."""
     import importlib.util
 
     import torch
@@ -104,31 +105,41 @@ def run_bench(checkpoint: Path | None, contenders: list[Contender], resolutions:
     cuda = torch.cuda.is_available()
     tensorrt = importlib.util.find_spec("tensorrt") is not None
     device = torch.cuda.get_device_name(0) if cuda else _cpu_name()
-    rows, peaks = [], {}
     with tempfile.TemporaryDirectory(prefix="gantool-bench-") as tmp:
         models = _prepare(checkpoint, contenders, resolutions, max(batches), ngf, Path(tmp),
                           tensorrt and cuda)
+        jobs = []  # (row head, spec or None); spec None: skipped
         for res, (ckpt, export, gflop) in models.items():
             for c in contenders:
                 reason = why_not(c, cuda, tensorrt)
                 for batch in batches:
-                    row = {"backend": c.name, "resolution": res, "batch": batch,
-                           "gflop_per_image": round(gflop, 4)}
+                    head = {"backend": c.name, "resolution": res, "batch": batch,
+                            "gflop_per_image": round(gflop, 4)}
                     if reason:
-                        rows.append({**row, "skipped": reason})
+                        jobs.append(({**head, "skipped": reason}, None))
                         continue
-                    spec = {"kind": "contender", "contender": asdict(c), "ckpt": str(ckpt),
-                            "export": str(export), "batch": batch, "warmup": warmup,
-                            "calls": calls, "threads": threads}
-                    result = _worker(spec)
-                    rows.append({**row, **result})
-                    log(_line(rows[-1]))
-        for precision in sorted({c.precision for c in contenders
-                                 if not why_not(c, cuda, tensorrt)}):
-            if precision != "fp32" and not cuda:
-                continue
-            peaks[precision] = _worker({"kind": "peak", "precision": precision,
-                                        "threads": threads})["tflops"]
+                    jobs.append((head, {"kind": "contender", "contender": asdict(c),
+                                        "ckpt": str(ckpt), "export": str(export),
+                                        "batch": batch, "warmup": warmup, "calls": calls,
+                                        "threads": threads}))
+        measured: list[list[dict]] = [[] for _ in jobs]
+        precisions = sorted({c.precision if cuda else "fp32" for c in contenders
+                             if not why_not(c, cuda, tensorrt)})
+        peak_runs: dict[str, list[float]] = {p: [] for p in precisions}
+        for r in range(repeats):  # the order alternates, so drift hits every contender alike
+            order = list(range(len(jobs)))
+            for i in order if r % 2 == 0 else order[::-1]:
+                head, spec = jobs[i]
+                if spec is not None:
+                    measured[i].append(_worker(spec))
+                    log(_line({**head, **measured[i][-1]}) + (f"  (repeat {r + 1})"
+                                                              if repeats > 1 else ""))
+            for precision in precisions:
+                peak_runs[precision].append(_worker({"kind": "peak", "precision": precision,
+                                                     "threads": threads})["tflops"])
+        rows = [head if spec is None else {**head, **_median_row(runs)}
+                for (head, spec), runs in zip(jobs, measured)]
+        peaks = {k: statistics.median(v) for k, v in peak_runs.items()}
     for row in rows:
         c = CONTENDERS[row["backend"]]
         peak = peaks.get(c.precision if cuda else "fp32")
@@ -138,7 +149,18 @@ def run_bench(checkpoint: Path | None, contenders: list[Contender], resolutions:
             row["roofline"] = round(achieved / peak, 5)
     return {"device": device, "cuda": cuda, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d"), "peak_tflops": peaks, "rows": rows,
-            "threads": threads or os.cpu_count()}
+            "threads": threads or os.cpu_count(), "repeats": repeats}
+
+
+def _median_row(runs: list[dict]) -> dict:
+    """One row from a contender's repeats: medians, the peak memory's maximum, every images/s."""
+    ok = [r for r in runs if "images_per_s" in r]
+    if not ok:
+        return runs[-1]  # the error
+    row = {k: statistics.median(r[k] for r in ok) for k in ("images_per_s", "p50_ms", "p99_ms")}
+    row.update(peak_mib=max(r["peak_mib"] for r in ok), memory=ok[0]["memory"],
+               repeats=[round(r["images_per_s"], 2) for r in ok])
+    return row
 
 
 def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, engine: bool):

@@ -36,7 +36,8 @@ def test_flops_per_image_matches_a_count_by_hand():
 def test_bench_runs_contenders_writes_json_and_compares(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "--backend", "torch,onnx,triton,trt,torch-fp16-graphs", "--resolution",
-            "32", "--ngf", "4", "--batch", "1,2", "--warmup", "1", "--calls", "2"]
+            "32", "--ngf", "4", "--batch", "1,2", "--warmup", "1", "--calls", "2",
+            "--repeats", "2"]
     r = gantool_cli(*args, "--json", out, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -47,6 +48,7 @@ def test_bench_runs_contenders_writes_json_and_compares(tmp_path):
             row = rows[(name, batch)]
             assert row["images_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0, row
             assert row["peak_mib"] > 0 and 0 < row["roofline"] < 1, row
+            assert len(row["repeats"]) == 2 and min(row["repeats"]) <= row["images_per_s"]
     if not torch.cuda.is_available():
         assert rows[("trt", 1)]["skipped"] == "needs a CUDA GPU"
         assert rows[("torch-fp16-graphs", 2)]["skipped"] == "needs a CUDA GPU"

@@ -24,6 +24,8 @@ def bench(
     warmup: int = typer.Option(3, min=0, help="Untimed calls per contender."),
     calls: int = typer.Option(10, min=1, help="Timed calls per contender (median, p99)."),
     threads: int = typer.Option(0, min=0, help="CPU threads per contender (0: all cores)."),
+    repeats: int = typer.Option(1, min=1, help="Runs of every contender, in alternating order, "
+                                "each in a fresh process; the table shows medians."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the results here."),
     compare: Path | None = typer.Option(None, "--compare", help="A earlier --json file: show "
                                         "images/s ratios against it."),
@@ -47,7 +49,7 @@ def bench(
     if json_out is not None and json_out.is_dir():
         raise GantoolError(f"--json {json_out} is a folder; pass a file name")
     results = run_bench(checkpoint, contenders, resolutions, batches, ngf, warmup, calls,
-                        threads, log=lambda s: typer.echo(s, err=True))
+                        threads, repeats, log=lambda s: typer.echo(s, err=True))
     if baseline is not None:
         add_ratios(results, baseline)
     _table(results)

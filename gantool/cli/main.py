@@ -12,7 +12,7 @@ from gantool.errors import GantoolError
 
 app = typer.Typer(
     name="gantool",
-    help="Train DCGAN-family image generators, measure and export them, draw images by seed.",
+    help="Train DCGAN-family image generators; measure, export, serve (Triton) and benchmark them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,7 +39,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
-    """Train DCGAN-family image generators, measure and export them, draw images by seed."""
+    """Train DCGAN-family image generators; measure, export, serve (Triton) and benchmark them."""
 
 
 def main(argv: list[str] | None = None) -> None:
