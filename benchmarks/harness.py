@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def run_json(argv: list[str], name: str) -> dict:
@@ -53,17 +54,11 @@ def loadavg() -> list[float] | None:
 
 
 def random_checkpoint(folder, resolution: int, ngf: int):
-    """A gantool checkpoint of a freshly initialised DCGAN generator (speed does not depend on
-    the weights) -> (path, RunConfig, generator in eval mode)."""
-    import torch
+    """``gantool.bench.random_checkpoint`` (a DCGAN generator with random weights: speed does
+    not depend on them) -> (path, RunConfig, generator in eval mode)."""
+    from gantool.bench import random_checkpoint as make
+    from gantool.train.checkpoint import load_generator
 
-    from gantool.config import ModelConfig, RunConfig
-    from gantool.models import build_generator
-    from gantool.train.checkpoint import save_checkpoint
-
-    cfg = RunConfig(model=ModelConfig(resolution=resolution, ngf=ngf))
-    torch.manual_seed(0)
-    g = build_generator(cfg.model).eval()
-    path = save_checkpoint({"config": cfg.to_dict(), "step": 0, "G": g.state_dict(),
-                            "G_ema": None}, folder, keep=1)
-    return path, cfg, g
+    path = make(Path(folder), resolution, ngf)
+    g, cfg = load_generator(path)
+    return path, cfg, g.eval()

@@ -179,7 +179,7 @@ def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, eng
         if checkpoint is not None:
             ckpt = checkpoint
         else:
-            ckpt = _random_checkpoint(folder / "ckpt", res, ngf)
+            ckpt = random_checkpoint(folder / "ckpt", res, ngf)
         g, cfg = load_generator(ckpt)
         res = cfg.model.resolution
         gflop = flops_per_image(g, cfg.model.nz) / 1e9
@@ -201,8 +201,9 @@ def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, eng
     return models
 
 
-def _random_checkpoint(folder: Path, resolution: int, ngf: int) -> Path:
-    """A DCGAN generator with random weights (speed does not depend on the weights)."""
+def random_checkpoint(folder: Path, resolution: int, ngf: int) -> Path:
+    """A checkpoint of a DCGAN generator (3 channels) with random weights, for measuring speed
+    (which does not depend on the weights)."""
     import torch
 
     from gantool.config import ModelConfig, RunConfig
