@@ -402,3 +402,16 @@ def test_compose_and_kubernetes_manifests_agree_with_the_repository():
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/models", "/dev/shm"} <= mounts
+
+
+def test_rewriting_a_repository_replaces_it_whole(export_dir, tmp_path):
+    work = tmp_path / "export"
+    shutil.copytree(export_dir, work)
+    (work / ".model_repository.old").mkdir()  # left behind by an interrupted export
+    (work / ".model_repository.old" / "junk").write_text("x")
+    (work / "model_repository" / "stray.txt").write_text("from before")
+    repo = write_repository(work, "cpu", (1, 2, 8))
+    assert not (repo / "stray.txt").exists() and not (work / ".model_repository.old").exists()
+    gen = parse_pbtxt((repo / "generator" / "config.pbtxt").read_text())
+    assert gen.max_batch_size == 8
+    assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []

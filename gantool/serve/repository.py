@@ -189,7 +189,9 @@ def write_repository(export_dir: Path, variant: str = "cpu",
              "metadata": summary["metadata"]}, indent=2) + "\n")
         old = None
         if target.exists():
-            old = target.rename(export_dir / f".{REPOSITORY}.old")
+            stale = export_dir / f".{REPOSITORY}.old"
+            shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted earlier export
+            old = target.rename(stale)
         tmp.rename(target)
         if old is not None:
             shutil.rmtree(old)
