@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,11 @@ CONTENDERS = {c.name: c for c in (
 
 
 def parse_contenders(text: str) -> list[Contender]:
-    import difflib
-
     out = []
     for name in (n.strip() for n in text.split(",") if n.strip()):
         if name not in CONTENDERS:
-            close = difflib.get_close_matches(name, list(CONTENDERS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise GantoolError(f"unknown backend {name!r}{hint}; choose from "
+            raise GantoolError(f"unknown backend {name!r}{did_you_mean(name, CONTENDERS)}; "
+                               "choose from "
                                f"{', '.join(CONTENDERS)}")
         out.append(CONTENDERS[name])
     if not out:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gantool.errors import ConfigError
+from gantool.errors import ConfigError, did_you_mean
 from gantool.sampling.latent import PRIORS
 
 LABEL_SMOOTHING = ("hard", "one-sided", "two-sided")
@@ -261,7 +261,8 @@ def preset_names() -> list[str]:
 def preset_config(name: str) -> RunConfig:
     """The RunConfig of a named preset."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}; see --list-presets")
+        raise ConfigError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
+                          "see --list-presets")
     values = {k: v for k, v in PRESETS[name].items() if not k.startswith("_")}
     return apply_overrides(RunConfig(name=name), values)
 
@@ -435,13 +436,9 @@ def augment_policy(text: str) -> tuple[str, ...]:
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(
-            f"{key} must be one of {', '.join(choices)}, got {value!r}{_suggest(value, choices)}"
+            f"{key} must be one of {', '.join(choices)}, got {value!r}"
+            f"{did_you_mean(value, choices)}"
         )
-
-
-def _suggest(word: str, options) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,5 +1,13 @@
 """User-facing errors: the CLI prints their message on one line and exits with code 2."""
 
+import difflib
+
+
+def did_you_mean(word: str, options) -> str:
+    """' (did you mean \'x\'?)' for the closest of ``options``, or ''."""
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class GantoolError(Exception):
     """A problem with the user's input (a path, a flag, a file), not a bug in gantool."""

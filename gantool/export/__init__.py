@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -33,9 +32,8 @@ def parse_formats(text: str) -> list[ExportFormat]:
     out = []
     for name in (n.strip().lower() for n in text.split(",") if n.strip()):
         if name not in FORMATS:
-            close = difflib.get_close_matches(name, list(FORMATS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise GantoolError(f"unknown export format {name!r}{hint}; formats: "
+            raise GantoolError(f"unknown export format {name!r}{did_you_mean(name, FORMATS)}; "
+                               "formats: "
                                f"{', '.join(FORMATS)}")
         if FORMATS[name] not in out:
             out.append(FORMATS[name])
