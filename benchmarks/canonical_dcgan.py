@@ -18,8 +18,10 @@ This module reproduces, as the baseline for ``benchmarks/train_step.py``:
 * ``make_optimizers``: Adam, lr 2e-4, betas (0.5, 0.999) for both nets.
 
 At ``resolution=64`` (the default, the example's only size) the layer lists are exactly the
-example's. Other resolutions 4 * 2**k (used only by the benchmark's quick ``--tiny`` mode) follow
-the same pattern with k up-/down-sampling stages: widths ngf*2**(k-1), ..., ngf.
+example's. Other resolutions 4 * 2**k (the benchmark's ``--tiny`` mode and its 1024 px run)
+follow the same pattern with k up-/down-sampling stages: widths ngf*2**(k-1), ..., ngf, each
+capped at ``max_channels`` when given (gantool caps at 512, so that 1024 px stays trainable; with
+the cap both benchmark contenders train the same layer shapes; 64 px never reaches it).
 
 Left out on purpose: the example's data loader, the ``.item()`` statistics (D_x, D_G_z1, D_G_z2)
 and the per-iteration ``print``; they add host work and synchronisations, so leaving them out
@@ -44,26 +46,32 @@ def _stages(resolution: int) -> int:
     return k
 
 
+def _widths(base: int, mults: list[int], max_channels: int | None) -> list[int]:
+    """Channels per stage, base * mult, capped at ``max_channels`` when given."""
+    return [min(base * m, max_channels or base * m) for m in mults]
+
+
 class Generator(nn.Module):
     """noise (B, nz, 1, 1) -> image (B, nc, R, R) in [-1, 1]."""
 
-    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3, resolution: int = 64):
+    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3, resolution: int = 64,
+                 max_channels: int | None = None):
         super().__init__()
         k = _stages(resolution)
-        mults = [2 ** (k - 1 - i) for i in range(k)]  # 64 px: 8, 4, 2, 1
+        w = _widths(ngf, [2 ** (k - 1 - i) for i in range(k)], max_channels)  # 64 px: 8, 4, 2, 1
         layers: list[nn.Module] = [
             # input is Z, going into a convolution; state size (ngf*8) x 4 x 4 at 64 px
-            nn.ConvTranspose2d(nz, ngf * mults[0], 4, 1, 0, bias=False),
-            nn.BatchNorm2d(ngf * mults[0]),
+            nn.ConvTranspose2d(nz, w[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(w[0]),
             nn.ReLU(True),
         ]
-        for m_in, m_out in zip(mults[:-1], mults[1:], strict=True):
+        for c_in, c_out in zip(w[:-1], w[1:], strict=True):
             layers += [
-                nn.ConvTranspose2d(ngf * m_in, ngf * m_out, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ngf * m_out),
+                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
                 nn.ReLU(True),
             ]
-        layers += [nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(w[-1], nc, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -73,23 +81,24 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """image (B, nc, R, R) -> probability (B,)."""
 
-    def __init__(self, ndf: int = 64, nc: int = 3, resolution: int = 64):
+    def __init__(self, ndf: int = 64, nc: int = 3, resolution: int = 64,
+                 max_channels: int | None = None):
         super().__init__()
         k = _stages(resolution)
-        mults = [2**i for i in range(k)]  # 64 px: 1, 2, 4, 8
+        w = _widths(ndf, [2**i for i in range(k)], max_channels)  # 64 px: 1, 2, 4, 8
         layers: list[nn.Module] = [
             # input is (nc) x 64 x 64
-            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
+            nn.Conv2d(nc, w[0], 4, 2, 1, bias=False),
             nn.LeakyReLU(0.2, inplace=True),
         ]
-        for m_in, m_out in zip(mults[:-1], mults[1:], strict=True):
+        for c_in, c_out in zip(w[:-1], w[1:], strict=True):
             layers += [
-                nn.Conv2d(ndf * m_in, ndf * m_out, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ndf * m_out),
+                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
         # state size (ndf*8) x 4 x 4 at 64 px
-        layers += [nn.Conv2d(ndf * mults[-1], 1, 4, 1, 0, bias=False), nn.Sigmoid()]
+        layers += [nn.Conv2d(w[-1], 1, 4, 1, 0, bias=False), nn.Sigmoid()]
         self.main = nn.Sequential(*layers)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -108,15 +117,17 @@ def weights_init(m: nn.Module) -> None:
 
 
 def build_generator(nz: int = 100, ngf: int = 64, nc: int = 3, resolution: int = 64,
-                    device: str | torch.device = "cpu") -> Generator:
-    net = Generator(nz, ngf, nc, resolution).to(device)
+                    device: str | torch.device = "cpu", max_channels: int | None = None
+                    ) -> Generator:
+    net = Generator(nz, ngf, nc, resolution, max_channels).to(device)
     net.apply(weights_init)
     return net
 
 
 def build_discriminator(ndf: int = 64, nc: int = 3, resolution: int = 64,
-                        device: str | torch.device = "cpu") -> Discriminator:
-    net = Discriminator(ndf, nc, resolution).to(device)
+                        device: str | torch.device = "cpu", max_channels: int | None = None
+                        ) -> Discriminator:
+    net = Discriminator(ndf, nc, resolution, max_channels).to(device)
     net.apply(weights_init)
     return net
 
@@ -130,10 +141,10 @@ def make_optimizers(netG: nn.Module, netD: nn.Module, lr: float = 2e-4,
 
 
 def build_all(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, resolution: int = 64,
-              device: str | torch.device = "cpu"):
+              device: str | torch.device = "cpu", max_channels: int | None = None):
     """(netG, netD, optimizerG, optimizerD), ready for ``canonical_step``."""
-    netG = build_generator(nz, ngf, nc, resolution, device)
-    netD = build_discriminator(ndf, nc, resolution, device)
+    netG = build_generator(nz, ngf, nc, resolution, device, max_channels)
+    netD = build_discriminator(ndf, nc, resolution, device, max_channels)
     optimizerG, optimizerD = make_optimizers(netG, netD)
     return netG, netD, optimizerG, optimizerD
 

@@ -76,7 +76,7 @@ def worker_canonical(args) -> dict:
 
     torch.manual_seed(0)
     netG, netD, optG, optD = build_all(args.nz, args.ngf, args.ndf, args.channels,
-                                       args.resolution, args.device)
+                                       args.resolution, args.device, args.max_channels)
     shape = (args.batch, args.channels, args.resolution, args.resolution)
     real = torch.rand(shape, device=args.device).mul_(2).sub_(1)  # pre-made, in [-1, 1]
     times, logs = _time_steps(
@@ -89,14 +89,16 @@ def worker_canonical(args) -> dict:
 def _gantool_trainer(args):
     from rich.console import Console
 
-    from gantool.config import RunConfig, apply_overrides
+    from gantool.config import RunConfig, apply_overrides, parse_set_options
     from gantool.train.loop import Trainer
 
     cfg = apply_overrides(RunConfig(), {
         "model.resolution": args.resolution, "model.channels": args.channels,
         "model.nz": args.nz, "model.ngf": args.ngf, "model.ndf": args.ndf,
+        "model.max_channels": args.max_channels,
         "train.batch_size": args.batch, "train.labels": "hard", "train.device": args.device,
-        "data.path": "builtin:fashion-mnist", "train.compile": args.compile,
+        "data.path": args.data, "train.compile": args.compile,
+        **parse_set_options(args.set),
     })
     # The bundled sample is built by another part of the project; give it a moment if absent.
     for attempt in range(6):
@@ -155,6 +157,7 @@ def _worker_argv(args, name: str) -> list[str]:
             "--device", args.device, "--batch", str(args.batch),
             "--resolution", str(args.resolution), "--channels", str(args.channels),
             "--nz", str(args.nz), "--ngf", str(args.ngf), "--ndf", str(args.ndf),
+            "--max-channels", str(args.max_channels), "--data", args.data,
             "--warmup", str(args.warmup), "--steps", str(args.steps),
             "--threads", str(args.threads), "--assemble-batches", str(args.assemble_batches),
             "--decode-repeats", str(args.decode_repeats)]
@@ -162,6 +165,8 @@ def _worker_argv(args, name: str) -> list[str]:
         argv += ["--decode-folder", str(args.decode_folder)]
     if args.compile:
         argv.append("--compile")
+    for item in args.set:
+        argv += ["--set", item]
     return argv
 
 
@@ -188,8 +193,9 @@ def drive(args) -> dict:
     load_before = loadavg()
     t_start = time.perf_counter()
     cfg_line = (f"DCGAN training step: {args.resolution} px, nz {args.nz}, ngf {args.ngf}, "
-                f"ndf {args.ndf}, {args.channels} channels, batch {args.batch}, {args.device}, "
-                f"{args.threads} threads")
+                f"ndf {args.ndf}, at most {args.max_channels} channels, {args.channels} channels "
+                f"out, batch {args.batch}, {args.device}, {args.threads} threads"
+                + (f", gantool --set {' '.join(args.set)}" if args.set else ""))
     print(cfg_line)
     print(f"{args.repeats} repeats x ({args.warmup} warm-up + {args.steps} timed steps), each "
           "contender in a fresh process, order alternating")
@@ -232,8 +238,10 @@ def drive(args) -> dict:
     print(f"(the same ratio from each worker's fastest step, least disturbed by other load: "
           f"median {best:.3f})")
     g = runs[0]["gantool"]
-    print(f"gantool's Trainer used its {args.device} defaults: autocast {g['amp']}, "
-          f"channels_last {g['channels_last']}; canonical runs fp32, contiguous, as the example.")
+    print(f"gantool's Trainer on {args.device}: autocast {g['amp']}, channels_last "
+          f"{g['channels_last']}, compile {args.compile}; canonical runs float32, contiguous, "
+          "eager, as the example" + (" (cuDNN convolutions on TF32, PyTorch's default)"
+                                     if args.device == "cuda" else "") + ".")
     print(CONSERVATIVE_NOTE)
 
     data_rates = None
@@ -301,6 +309,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nz", type=int, default=100)
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--max-channels", type=int, default=512,
+                   help="cap on any layer's channels, in both contenders (gantool's default 512; "
+                        "64 px never reaches it)")
+    p.add_argument("--data", default="builtin:fashion-mnist",
+                   help="gantool's training data (default: the bundled Fashion-MNIST sample, "
+                        "resized to --resolution)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a gantool config override, e.g. --set train.amp=off (repeatable)")
     p.add_argument("--json", metavar="OUT", help="also write every measurement to OUT")
     p.add_argument("--compile", action="store_true",
                    help="gantool with train.compile (torch.compile of G and D; the canonical "

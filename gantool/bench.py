@@ -343,6 +343,8 @@ def _peak_worker(spec: dict) -> dict:
         spec["precision"]]
     n = 8192 if cuda else 2048
     device = "cuda" if cuda else "cpu"
+    if cuda:  # float32 convolutions run on TF32 tensor cores by default: compare like with like
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if cuda else (lambda: None)

@@ -35,6 +35,14 @@ def gantool_cli(*args: str, timeout: float = 300, env_extra: dict | None = None,
                           text=True, timeout=timeout, env=env, **kwargs)
 
 
+def torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``gantool ARGS`` in ``nproc`` processes started by torchrun on this node."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", "-m", "gantool", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished 12-step run: (run_dir, config)."""

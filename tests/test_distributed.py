@@ -4,9 +4,6 @@ one process."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import torch
 
@@ -14,17 +11,10 @@ from gantool.config import RunConfig
 from gantool.models import build_discriminator, build_generator
 from gantool.train.distributed import fingerprint
 
-from conftest import gantool_cli
+from conftest import gantool_cli, torchrun
 
 TINY_FLAGS = ["--data", "builtin:fashion-mnist", "--resolution", "28", "--channels", "1",
               "--ngf", "8", "--ndf", "8", "--device", "cpu", "--no-progress"]
-
-
-def torchrun(nproc: int, *args, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", "-m", "gantool", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _rows(run_dir):

@@ -24,6 +24,7 @@ import gantool
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
+from gantool.sampling.images import to_uint8_tensor
 
 OUTPUTS = ("uint8", "float")
 OPSET = 18
@@ -40,9 +41,7 @@ class UInt8Images(nn.Module):
         self.generator = generator
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.generator(z)  # (B, C, H, W) in [-1, 1]
-        x = torch.round((x.float() + 1.0) * 127.5).clamp(0, 255)
-        return x.to(torch.uint8).permute(0, 2, 3, 1)
+        return to_uint8_tensor(self.generator(z))  # from (B, C, H, W) in [-1, 1]
 
 
 def model_metadata(cfg: RunConfig, output: str, step: int | None = None) -> dict[str, str]:

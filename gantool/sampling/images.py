@@ -23,6 +23,16 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
 
 
+def to_uint8_tensor(x):
+    """``to_uint8`` as torch operations, on the tensor's own device (B, C, H, W) -> (B, H, W, C):
+    the same float32 arithmetic and rounding, so the bytes are identical; a GPU then sends a
+    quarter of the bytes to the host, and exported graphs compute it inside."""
+    import torch  # here, so that writing images needs no torch
+
+    x = ((x.float() + 1.0) * 127.5).round().clamp(0, 255)
+    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2, pad_value: int = 0):
     """Tile uint8 images (B, H, W, C) into one uint8 image (rows*H', cols*W', C)."""
     b, h, w, c = images.shape

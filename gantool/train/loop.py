@@ -43,7 +43,7 @@ from gantool.device import pick_device
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
 from gantool.models import build_discriminator, build_generator
-from gantool.sampling.images import save_grid, to_uint8
+from gantool.sampling.images import save_grid, to_uint8_tensor
 from gantool.sampling.latent import latents
 from gantool.train import distributed
 from gantool.train.augment import diff_augment
@@ -163,6 +163,11 @@ class Trainer:
         self.local_batch = distributed.check_batch(t.batch_size, world)
         self.device = pick_device(t.device)
         if self.device.type == "cuda" and world.enabled:
+            if world.local_rank >= torch.cuda.device_count():
+                raise GantoolError(
+                    f"torchrun started process {world.local_rank + 1} on this node but only "
+                    f"{torch.cuda.device_count()} GPU(s) are visible: one process per GPU, so "
+                    "pass --nproc_per_node at most that (or train with --device cpu)")
             self.device = torch.device("cuda", world.local_rank)
             torch.cuda.set_device(self.device)
         if t.sync_bn and (not world.enabled or self.device.type != "cuda"):
@@ -548,7 +553,7 @@ class _ModuleGenerator:
         was_training = self.net.training
         self.net.eval()
         try:
-            return to_uint8(self.net(z.to(self.device)).float().cpu().numpy())
+            return to_uint8_tensor(self.net(z.to(self.device))).cpu().numpy()
         finally:
             self.net.train(was_training)
 

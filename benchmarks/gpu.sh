@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The GPU figures of the README's benchmark table, in one command on one machine:
+#
+#   benchmarks/gpu.sh OUT [STAGE ...]
+#
+# Stages (default: all, in this order):
+#   check      tests/test_gpu.py and the training, generation and export tests, on the GPU
+#   train64    training step vs the canonical DCGAN at 64 px, batch 64: gantool's CUDA defaults
+#              (bf16 autocast, channels_last), gantool in plain float32, gantool with torch.compile
+#   train1024  the same at 1024 px, batch 6 (Marchesi's), both capped at 512 channels, on 64
+#              Fashion-MNIST images upscaled to 1024 px PNGs
+#   gen1024    gantool bench at 1024 px, batch 1, 8, 32: torch float32 / bf16 / fp16 / fp16 with
+#              CUDA graphs, then the torch.compile contenders (one repeat: each compiles a while)
+#
+# Output goes to the terminal and OUT/gpu.log; each stage writes its JSON into OUT. A stage that
+# fails or runs past its time limit does not stop the next. Set PYTHON to pick the interpreter.
+set -u
+out=$(mkdir -p "${1:?usage: benchmarks/gpu.sh OUT [STAGE ...]}" && cd "$1" && pwd)
+shift
+stages=${*:-check train64 train1024 gen1024}
+py=${PYTHON:-python3}
+cd "$(dirname "$0")/.."
+log="$out/gpu.log"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+step() {  # step NAME SECONDS COMMAND...: run it under a time limit, output to terminal and log
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name ($(date +%T))" | tee -a "$log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    echo "== $name: exit ${PIPESTATUS[0]} ($(date +%T))" | tee -a "$log"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee -a "$log"
+"$py" -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__,
+torch.cuda.get_device_name(0))" | tee -a "$log"
+
+for stage in $stages; do
+    case $stage in
+    check)
+        step check 240 "$py" -m pytest -q -p no:cacheprovider tests/test_gpu.py \
+            tests/test_train.py tests/test_generate.py tests/test_export.py tests/test_models.py
+        ;;
+    train64)
+        step train64 200 "$py" benchmarks/train_step.py --device cuda --repeats 3 --warmup 10 \
+            --steps 50 --json "$out/train64.json"
+        step train64-fp32 120 "$py" benchmarks/train_step.py --device cuda --repeats 2 \
+            --warmup 10 --steps 50 --no-data-rate --set train.amp=off \
+            --set train.channels_last=false --json "$out/train64-fp32.json"
+        step train64-compile 300 "$py" benchmarks/train_step.py --device cuda --compile \
+            --repeats 2 --warmup 10 --steps 50 --no-data-rate --json "$out/train64-compile.json"
+        ;;
+    train1024)
+        "$py" - "$tmp/png1024" <<'EOF'
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from gantool.data import load_dataset
+
+folder = Path(sys.argv[1])
+folder.mkdir(parents=True)
+for i, img in enumerate(load_dataset("builtin:fashion-mnist", 32, 3, progress=False).images[:64]):
+    Image.fromarray(img.transpose(1, 2, 0)).resize((1024, 1024), Image.BICUBIC).save(
+        folder / f"{i:03d}.png")
+EOF
+        step train1024 240 "$py" benchmarks/train_step.py --device cuda --resolution 1024 \
+            --batch 6 --data "$tmp/png1024" --repeats 3 --warmup 5 --steps 20 --no-data-rate \
+            --json "$out/train1024.json"
+        ;;
+    gen1024)
+        step gen1024 330 "$py" -m gantool bench --resolution 1024 --batch 1,8,32 --repeats 2 \
+            --backend torch,torch-bf16,torch-fp16,torch-fp16-graphs --json "$out/bench1024.json"
+        step gen1024-compile 300 "$py" -m gantool bench --resolution 1024 --batch 8,32 \
+            --backend torch-compile,torch-fp16-compile --json "$out/bench1024-compile.json"
+        ;;
+    *)
+        echo "unknown stage $stage (check, train64, train1024, gen1024)" >&2
+        exit 2
+        ;;
+    esac
+done
