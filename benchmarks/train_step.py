@@ -69,6 +69,24 @@ def _time_steps(torch, device: str, step, warmup: int, steps: int) -> tuple[list
     return time_calls(step, warmup, steps, lambda: _sync(torch, device))
 
 
+def _profile(torch, device: str, step, steps: int) -> dict:
+    """GPU kernel time per step under torch.profiler, and the kernels that take the most."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        _sync(torch, device)
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    total = sum(e.self_device_time_total for e in events)
+    top = sorted(events, key=lambda e: -e.self_device_time_total)[:5]
+    return {"kernel_ms_per_step": total / 1e3 / steps,
+            "kernel_launches_per_step": sum(e.count for e in events) / steps,
+            "top_ops": [[e.key[:60], round(e.self_device_time_total / 1e3 / steps, 3)]
+                        for e in top]}
+
+
 def worker_canonical(args) -> dict:
     torch = _setup_torch(args)
     sys.path.insert(0, str(HERE))
@@ -79,11 +97,14 @@ def worker_canonical(args) -> dict:
                                        args.resolution, args.device, args.max_channels)
     shape = (args.batch, args.channels, args.resolution, args.resolution)
     real = torch.rand(shape, device=args.device).mul_(2).sub_(1)  # pre-made, in [-1, 1]
-    times, logs = _time_steps(
-        torch, args.device,
-        lambda: canonical_step(netG, netD, optG, optD, real, args.nz),
-        args.warmup, args.steps)
-    return {"step_s": times, **{k: float(v) for k, v in logs.items()}}
+    def step():
+        return canonical_step(netG, netD, optG, optD, real, args.nz)
+
+    times, logs = _time_steps(torch, args.device, step, args.warmup, args.steps)
+    result = {"step_s": times, **{k: float(v) for k, v in logs.items()}}
+    if args.profile:
+        result["profile"] = _profile(torch, args.device, step, args.profile)
+    return result
 
 
 def _gantool_trainer(args):
@@ -122,6 +143,8 @@ def worker_gantool(args) -> dict:
     result = {"step_s": times, **{k: float(v) for k, v in logs.items()},
               "dataset_images": len(trainer.data), "amp": str(trainer.amp_dtype or "off"),
               "channels_last": trainer.channels_last}
+    if args.profile:
+        result["profile"] = _profile(torch, args.device, step, args.profile)
     if args.assemble_batches:
         t_batches = []
         for i in range(args.assemble_batches):
@@ -160,7 +183,7 @@ def _worker_argv(args, name: str) -> list[str]:
             "--max-channels", str(args.max_channels), "--data", args.data,
             "--warmup", str(args.warmup), "--steps", str(args.steps),
             "--threads", str(args.threads), "--assemble-batches", str(args.assemble_batches),
-            "--decode-repeats", str(args.decode_repeats)]
+            "--decode-repeats", str(args.decode_repeats), "--profile", str(args.profile)]
     if args.decode_folder:
         argv += ["--decode-folder", str(args.decode_folder)]
     if args.compile:
@@ -237,6 +260,16 @@ def drive(args) -> dict:
     summary["ratio_best_step"] = best
     print(f"(the same ratio from each worker's fastest step, least disturbed by other load: "
           f"median {best:.3f})")
+    if args.profile:
+        print(f"profiled {args.profile} steps (first repeat): device kernel time per step vs "
+              "the measured step")
+        for name in CONTENDERS:
+            prof = runs[0][name]["profile"]
+            step_ms = 1e3 * runs[0][name]["s_per_step"]
+            print(f"  {name:<10} {prof['kernel_ms_per_step']:7.2f} ms of {step_ms:7.2f} ms "
+                  f"({prof['kernel_ms_per_step'] / step_ms:.0%} busy), "
+                  f"{prof['kernel_launches_per_step']:.0f} kernels/step; top: "
+                  + ", ".join(f"{k} {ms:.2f} ms" for k, ms in prof["top_ops"][:3]))
     g = runs[0]["gantool"]
     print(f"gantool's Trainer on {args.device}: autocast {g['amp']}, channels_last "
           f"{g['channels_last']}, compile {args.compile}; canonical runs float32, contiguous, "
@@ -321,6 +354,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="gantool with train.compile (torch.compile of G and D; the canonical "
                         "step stays eager); compilation happens in the untimed warm-up")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after timing, run STEPS more under torch.profiler and report the GPU "
+                        "kernel time per step (how busy the device was) and the top kernels")
     p.add_argument("--data-rate", action=argparse.BooleanOptionalAction, default=True,
                    help="print the decode / batch-assembly table (default on; off with --tiny)")
     p.add_argument("--decode-folder", type=Path,
@@ -338,6 +374,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.data_rate:
         args.assemble_batches = 0
+    if args.profile and args.device != "cuda":
+        p.error("--profile measures GPU kernel time: it needs --device cuda")
     for name in ("batch", "repeats", "steps", "threads", "decode_repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")

@@ -22,6 +22,7 @@ from gantool.sampling.latent import PRIORS
 LABEL_SMOOTHING = ("hard", "one-sided", "two-sided")
 FITS = ("crop", "pad")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("dcgan", "residual")  # generator: Radford's DCGAN, Xin's residual generator
 D_ARCHS = ("dcgan", "pooled")  # discriminator: DCGAN, Xin's (last layer twice, average pool)
@@ -92,9 +93,11 @@ class TrainConfig:
     extra_update: str = "both"  # which nets that extra update trains: both | d | g
     ema_decay: float = 0.999  # 0 disables the EMA generator
     amp: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 with scaling; off on CPU
-    channels_last: bool | None = None  # None: on for CUDA, off for CPU
+    channels_last: bool | None = None  # None: on for CUDA without compile, else off
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
     compile: bool = False  # torch.compile G and D (nn.Module.compile: checkpoints unchanged)
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs)
+    # | max-autotune | max-autotune-no-cudagraphs
     device: str = "auto"
     seed: int = 0
     log_every: int = 10
@@ -373,6 +376,7 @@ def validate(cfg: RunConfig) -> None:
     _choice("train.extra_update", t.extra_update, EXTRA_UPDATES)
     _choice("train.eval_metric", t.eval_metric, EVAL_METRICS)
     _choice("train.amp", t.amp, AMP_MODES)
+    _choice("train.compile_mode", t.compile_mode, COMPILE_MODES)
     _choice("train.device", t.device, DEVICES)
     if m.channels not in (1, 3):
         raise ConfigError(f"model.channels must be 1 or 3, got {m.channels}")

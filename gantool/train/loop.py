@@ -175,8 +175,10 @@ class Trainer:
                                "--nproc_per_node N on CUDA); plain BatchNorm is used otherwise")
         distributed.init(world, self.device)
         self.amp_dtype = pick_amp(t.amp, self.device)
-        self.channels_last = (self.device.type == "cuda" if t.channels_last is None
-                              else t.channels_last)
+        # channels_last by default on CUDA, but not under torch.compile, which picks its own
+        # layouts (and whose convolution backward can refuse channels_last weights)
+        self.channels_last = (self.device.type == "cuda" and not t.compile
+                              if t.channels_last is None else t.channels_last)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         torch.manual_seed(t.seed)  # weights, then z and dropout, all follow the run's seed
         self.G = build_generator(m).to(self.device, memory_format=fmt)
@@ -188,8 +190,8 @@ class Trainer:
         distributed.broadcast_module(self.D, world)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay else None
         if t.compile:  # after the EMA copy, which must not share G's compiled forward
-            self.G.compile()
-            self.D.compile()
+            self.G.compile(mode=t.compile_mode)
+            self.D.compile(mode=t.compile_mode)
         fused = self.device.type == "cuda"  # one kernel per step for all of a net's tensors
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas_g,
                                       fused=fused)
