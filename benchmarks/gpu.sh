@@ -5,21 +5,23 @@
 #
 # Stages (default: all, in this order):
 #   check          tests/test_gpu.py and the training and generation tests, on the GPU
+#   check-gpu      only tests/test_gpu.py and the compiled-training test (not in the default)
 #   train64        training step vs the canonical DCGAN at 64 px, batch 64: gantool's CUDA
 #                  defaults (bf16 autocast, channels_last), profiled; then gantool in float32
-#   train64-compile  the same with torch.compile, default mode and reduce-overhead (CUDA graphs)
+#   train64-graphs   the same with train.cuda_graphs (each step replayed as one CUDA graph)
+#   train64-compile  the same with torch.compile (default mode)
 #   train1024      the same at 1024 px, batch 6 (Marchesi's), both capped at 512 channels, on 64
 #                  Fashion-MNIST images upscaled to 1024 px PNGs
 #   gen1024        gantool bench at 1024 px, batch 1, 8, 32: torch float32 / bf16 / fp16 / fp16
-#                  with CUDA graphs; then the torch.compile contenders at batch 32 (one repeat:
-#                  each compiles a while)
+#                  with CUDA graphs
+#   gen1024-compile  the torch.compile contenders (float32, fp16) at batch 32
 #
 # Output goes to the terminal and OUT/gpu.log; each stage writes its JSON into OUT. A stage that
 # fails or runs past its time limit does not stop the next. Set PYTHON to pick the interpreter.
 set -u
 out=$(mkdir -p "${1:?usage: benchmarks/gpu.sh OUT [STAGE ...]}" && cd "$1" && pwd)
 shift
-stages=${*:-check train64 train64-compile train1024 gen1024}
+stages=${*:-check train64 train64-graphs train64-compile train1024 gen1024 gen1024-compile}
 py=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
 log="$out/gpu.log"
@@ -44,6 +46,10 @@ for stage in $stages; do
         step check 300 "$py" -m pytest -q -rf --tb=short -p no:cacheprovider tests/test_gpu.py \
             tests/test_train.py tests/test_generate.py
         ;;
+    check-gpu)  # only what needs the GPU: tests/test_gpu.py and compiled training
+        step check-gpu 200 "$py" -m pytest -q -rf --tb=short -p no:cacheprovider tests/test_gpu.py \
+            tests/test_train.py::test_compiled_training_computes_what_eager_training_does
+        ;;
     train64)
         step train64 200 "$py" benchmarks/train_step.py --device cuda --repeats 3 --warmup 10 \
             --steps 50 --profile 20 --json "$out/train64.json"
@@ -51,12 +57,15 @@ for stage in $stages; do
             --warmup 10 --steps 50 --no-data-rate --set train.amp=off \
             --set train.channels_last=false --json "$out/train64-fp32.json"
         ;;
+    train64-graphs)
+        step train64-graphs 150 "$py" benchmarks/train_step.py --device cuda --repeats 3 \
+            --warmup 10 --steps 50 --profile 20 --no-data-rate --set train.cuda_graphs=true \
+            --json "$out/train64-graphs.json"
+        ;;
     train64-compile)
-        for mode in default reduce-overhead; do
-            step "train64-compile-$mode" 200 "$py" benchmarks/train_step.py --device cuda \
-                --compile --set "train.compile_mode=$mode" --repeats 2 --warmup 10 --steps 50 \
-                --profile 20 --no-data-rate --json "$out/train64-compile-$mode.json"
-        done
+        step train64-compile 200 "$py" benchmarks/train_step.py --device cuda --compile \
+            --repeats 2 --warmup 10 --steps 50 --profile 20 --no-data-rate \
+            --json "$out/train64-compile.json"
         ;;
     train1024)
         "$py" - "$tmp/png1024" <<'EOF'
@@ -78,13 +87,15 @@ EOF
             --json "$out/train1024.json"
         ;;
     gen1024)
-        step gen1024 330 "$py" -m gantool bench --resolution 1024 --batch 1,8,32 --repeats 2 \
+        step gen1024 240 "$py" -m gantool bench --resolution 1024 --batch 1,8,32 \
             --backend torch,torch-bf16,torch-fp16,torch-fp16-graphs --json "$out/bench1024.json"
-        step gen1024-compile 240 "$py" -m gantool bench --resolution 1024 --batch 32 \
+        ;;
+    gen1024-compile)
+        step gen1024-compile 180 "$py" -m gantool bench --resolution 1024 --batch 32 \
             --backend torch-compile,torch-fp16-compile --json "$out/bench1024-compile.json"
         ;;
     *)
-        echo "unknown stage $stage (check, train64, train64-compile, train1024, gen1024)" >&2
+        echo "unknown stage $stage: see the head of $0" >&2
         exit 2
         ;;
     esac

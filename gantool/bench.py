@@ -142,8 +142,8 @@ def run_bench(checkpoint: Path | None, contenders: list[Contender], resolutions:
         peak = peaks.get(c.precision if cuda else "fp32")
         if "images_per_s" in row and peak:
             achieved = row["images_per_s"] * row["gflop_per_image"] / 1e3  # TFLOP/s
-            row["tflops"] = round(achieved, 4)
-            row["roofline"] = round(achieved / peak, 5)
+            row["tflops"] = float(f"{achieved:.4g}")  # significant digits: tiny models too
+            row["roofline"] = float(f"{achieved / peak:.4g}")
     return {"device": device, "cuda": cuda, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d"), "peak_tflops": peaks, "rows": rows,
             "threads": threads or os.cpu_count(), "repeats": repeats}

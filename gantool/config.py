@@ -22,7 +22,10 @@ from gantool.sampling.latent import PRIORS
 LABEL_SMOOTHING = ("hard", "one-sided", "two-sided")
 FITS = ("crop", "pad")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# torch.compile modes for training. The CUDA-graph modes (reduce-overhead, max-autotune) are left
+# out: D runs several times a step and their graph trees overwrite its earlier outputs (seen on
+# an H100, torch 2.11); train.cuda_graphs graphs the whole step instead.
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("dcgan", "residual")  # generator: Radford's DCGAN, Xin's residual generator
 D_ARCHS = ("dcgan", "pooled")  # discriminator: DCGAN, Xin's (last layer twice, average pool)
@@ -96,8 +99,8 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on for CUDA without compile, else off
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
     compile: bool = False  # torch.compile G and D (nn.Module.compile: checkpoints unchanged)
-    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs)
-    # | max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str = "default"  # torch.compile mode: default | max-autotune-no-cudagraphs
+    cuda_graphs: bool = False  # replay each step's D and G updates as one captured CUDA graph
     device: str = "auto"
     seed: int = 0
     log_every: int = 10
@@ -409,6 +412,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.eval_num must be at least 2, got {t.eval_num}")
     if not 0 < t.guard_lr_factor <= 1:
         raise ConfigError(f"train.guard_lr_factor must be in (0, 1], got {t.guard_lr_factor}")
+    if t.cuda_graphs and (t.compile or t.loss == "wgan-gp" or t.amp == "fp16"
+                          or t.device == "cpu"):
+        raise ConfigError("train.cuda_graphs captures plain eager steps on a CUDA device: it "
+                          "cannot run with train.compile, the wgan-gp loss, fp16 autocast (its "
+                          "gradient scaler reads values back every step) or --device cpu")
     if t.compile and t.loss == "wgan-gp":
         raise ConfigError("train.compile cannot run wgan-gp: torch.compile has no double "
                           "backward for its gradient penalty; use another loss or compile off")

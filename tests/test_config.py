@@ -49,6 +49,9 @@ def test_precedence_preset_then_file_then_flags(tmp_path):
     ({"train.betas_d": "0.5"}, "expected 2"),
     ({"model.prior": "uniform", "model.truncation": 1.5}, r"\(0, 1\]"),
     ({"train.ema_decay": 1.0}, r"\[0, 1\)"),
+    ({"train.compile_mode": "reduce-overhead"}, "one of default, max-autotune-no-cudagraphs"),
+    ({"train.cuda_graphs": True, "train.amp": "fp16"}, "cannot run with train.compile"),
+    ({"train.cuda_graphs": True, "train.device": "cpu"}, "or --device cpu"),
 ])
 def test_bad_values_are_clear(over, message):
     with pytest.raises(ConfigError, match=message):

@@ -77,7 +77,7 @@ def _table(results: dict) -> None:
             table.add_row(*head, f"skipped: {r['skipped']}" if "skipped" in r else
                           f"failed: {r.get('error')}")
             continue
-        roof = f"{100 * r['roofline']:.2f}%" if "roofline" in r else "-"
+        roof = f"{100 * r['roofline']:.3g}%" if "roofline" in r else "-"
         row = head + [f"{r['images_per_s']:,.1f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
                       f"{r['peak_mib']:,.0f}", f"{r['gflop_per_image']:.4g}", roof]
         if ratios:

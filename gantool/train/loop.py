@@ -175,6 +175,11 @@ class Trainer:
                                "--nproc_per_node N on CUDA); plain BatchNorm is used otherwise")
         distributed.init(world, self.device)
         self.amp_dtype = pick_amp(t.amp, self.device)
+        if t.cuda_graphs and (self.device.type != "cuda" or world.enabled
+                              or self.amp_dtype == torch.float16):
+            raise GantoolError("train.cuda_graphs needs one process on a CUDA GPU and no fp16 "
+                               "autocast (bf16 or off); found "
+                               f"{self.device.type}, {world.size} process(es), amp {t.amp}")
         # channels_last by default on CUDA, but not under torch.compile, which picks its own
         # layouts (and whose convolution backward can refuse channels_last weights)
         self.channels_last = (self.device.type == "cuda" and not t.compile
@@ -194,9 +199,12 @@ class Trainer:
             self.D.compile(mode=t.compile_mode)
         fused = self.device.type == "cuda"  # one kernel per step for all of a net's tensors
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas_g,
-                                      fused=fused)
+                                      fused=fused, capturable=t.cuda_graphs)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas_d,
-                                      fused=fused)
+                                      fused=fused, capturable=t.cuda_graphs)
+        self._graph: torch.cuda.CUDAGraph | None = None  # train.cuda_graphs: the captured step
+        self._static_real: torch.Tensor | None = None
+        self._static_logs: dict[str, torch.Tensor] = {}
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.augment = augment_policy(t.augment)
@@ -237,6 +245,7 @@ class Trainer:
 
     def load_state(self, state: dict) -> None:
         """Restore everything a checkpoint holds, so training continues exactly."""
+        self._graph = None  # the optimizers get new state tensors: capture again
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         if self.G_ema is not None:
@@ -271,8 +280,8 @@ class Trainer:
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
+            "opt_G": _plain_lr(self.opt_G.state_dict()),
+            "opt_D": _plain_lr(self.opt_D.state_dict()),
             "scaler": self.scaler.state_dict(),
             "rng": rng,
             "guard": {"rollbacks": self.rollbacks, "lr_scale": self.lr_scale},
@@ -305,7 +314,8 @@ class Trainer:
         stabiliser) on the same real batch with fresh z."""
         t = self.cfg.train
         self._set_lr()
-        logs = self._update(real, update_d=True, update_g=True)
+        logs = (self._graphed_update(real) if t.cuda_graphs
+                else self._update(real, update_d=True, update_g=True))
         if t.extra_update_every and (self.step + 1) % t.extra_update_every == 0:
             self._update(real, update_d=t.extra_update in ("both", "d"),
                          update_g=t.extra_update in ("both", "g"))
@@ -319,7 +329,8 @@ class Trainer:
         t = self.cfg.train
         d_loss, g_loss = LOSSES[t.loss]
         autocast = torch.autocast(self.device.type, self.amp_dtype,
-                                  enabled=self.amp_dtype is not None)
+                                  enabled=self.amp_dtype is not None,
+                                  cache_enabled=not t.cuda_graphs)  # graphs need it off
         logs: dict[str, torch.Tensor] = {}
         z = self.sample_z(real.shape[0])
         with autocast, torch.set_grad_enabled(update_g):
@@ -354,6 +365,53 @@ class Trainer:
         self.scaler.update()
         return logs
 
+    def _graphed_update(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``_update(real, True, True)`` replayed from a CUDA graph captured on first use: one
+        launch instead of hundreds of kernels, whose launch cost is what bounds small images on
+        a fast GPU. The logs are the graph's own output tensors (valid until the next replay)."""
+        if self._graph is None:
+            self._capture(real)
+        self._static_real.copy_(real)
+        self._graph.replay()
+        return dict(self._static_logs)
+
+    def _capture(self, real: torch.Tensor) -> None:
+        """Capture one D-and-G update. Capture needs warm-up steps first (the optimizers' state,
+        cuDNN's workspaces); they are undone afterwards, so the run goes on as if eager."""
+        opts = (self.opt_G, self.opt_D)
+        for opt in opts:  # a checkpoint's param groups may come from an uncaptured run
+            for group in opt.param_groups:
+                group["capturable"] = True
+                if not isinstance(group["lr"], torch.Tensor):
+                    group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+        had_state = [bool(opt.state) for opt in opts]
+        tensors = [*self.G.parameters(), *self.G.buffers(), *self.D.parameters(),
+                   *self.D.buffers(), *(v for opt in opts for st in opt.state.values()
+                                        for v in st.values() if isinstance(v, torch.Tensor))]
+        saved = [x.detach().clone() for x in tensors]
+        rng = torch.cuda.get_rng_state(self.device)
+        self._static_real = real.clone()
+        stream = torch.cuda.current_stream(self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(stream)
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._update(self._static_real, update_d=True, update_g=True)
+        stream.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._static_logs = self._update(self._static_real, update_d=True, update_g=True)
+        with torch.no_grad():  # undo the warm-up
+            torch._foreach_copy_(tensors, saved)
+            for opt, had in zip(opts, had_state):
+                if not had:  # Adam's state starts at zero
+                    for st in opt.state.values():
+                        for v in st.values():
+                            if isinstance(v, torch.Tensor):
+                                v.zero_()
+        torch.cuda.set_rng_state(rng, self.device)
+        self._graph = graph
+
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees of a real or fake batch: DiffAugment'ed when the run asks for it."""
         return diff_augment(x, self.augment) if self.augment else x
@@ -365,7 +423,10 @@ class Trainer:
         factor *= t.lr_decay_factor if step_decay else 1.0
         for opt, lr in ((self.opt_G, t.lr_g), (self.opt_D, t.lr_d)):
             for group in opt.param_groups:
-                group["lr"] = lr * factor
+                if isinstance(group["lr"], torch.Tensor):  # read by a captured step
+                    group["lr"].fill_(lr * factor)
+                else:
+                    group["lr"] = lr * factor
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -373,8 +434,7 @@ class Trainer:
             return
         decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up
         torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1 - decay)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, run_dir: Path) -> TrainResult:
@@ -520,7 +580,8 @@ class Trainer:
     def _log_row(self, sums: dict, n: int, images_per_s: float) -> dict:
         row = {"step": self.step, "epoch": round(self.step / self.sampler.steps_per_epoch, 4)}
         row.update({k: float(v) / n for k, v in sums.items()})
-        row.update(lr_g=self.opt_G.param_groups[0]["lr"], lr_d=self.opt_D.param_groups[0]["lr"],
+        row.update(lr_g=float(self.opt_G.param_groups[0]["lr"]),
+                   lr_d=float(self.opt_D.param_groups[0]["lr"]),
                    images_per_s=round(images_per_s, 2), time=round(time.time(), 3))
         return row
 
@@ -558,6 +619,15 @@ class _ModuleGenerator:
             return to_uint8_tensor(self.net(z.to(self.device))).cpu().numpy()
         finally:
             self.net.train(was_training)
+
+
+def _plain_lr(opt_state: dict) -> dict:
+    """An optimizer state dict with float learning rates (a captured step keeps them as device
+    tensors), so that any run, on any device, can load it."""
+    for group in opt_state["param_groups"]:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"] = float(group["lr"])
+    return opt_state
 
 
 def rank_seed(seed: int, step: int, rank: int) -> int:
