@@ -47,7 +47,13 @@ class TorchGenerator:
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
         z = torch.from_numpy(latents(seeds, self.nz, self.prior, truncation)).to(self.device)
         images = self._replay(z) if self.cuda_graphs else self._images(z.to(self.dtype))
-        return images.cpu().numpy()  # (B, H, W, C) uint8
+        if images.device.type == "cpu":
+            return images.numpy()  # (B, H, W, C) uint8
+        # Into an array numpy allocates: it asks for huge pages, which makes the first write to
+        # 100 MB (32 images at 1024 px) about 3x faster than into torch's own host allocation.
+        out = np.empty(tuple(images.shape), np.uint8)
+        torch.from_numpy(out).copy_(images)
+        return out
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:
         """z -> uint8 images on the device (a quarter of float32's bytes to copy back)."""
