@@ -25,6 +25,8 @@ ERRORS = [
     (["train", "--preset", "fashion-mnist", "--set", "train.lr=1"], "did you mean 'train.lr_g'"),
     (["train", "--preset", "fashion-mnist", "--steps", "abc"], "--steps"),
     (["train", "--preset", "fashion-mnist", "--config", "{tmp}/bad.yaml"], "cannot parse"),
+    (["train", "--data", "builtin:fashion-mnist", "--cuda-graphs", "--device", "cpu"],
+     "train.cuda_graphs captures plain eager steps on a CUDA device"),
     (["train", "--resume", "{tmp}", "--lr-g", "1"], "only --steps may change"),
     (["train", "--resume", "{tmp}/empty"], "neither a checkpoint nor a run directory"),
     (["generate", "{ckpt}", "--seeds", "9-2", "--grid", "{tmp}/g.png"], "runs backwards"),

@@ -16,6 +16,7 @@ FLAG_KEYS = {
     "lr_d": "train.lr_d", "labels": "train.labels", "device": "train.device", "amp": "train.amp",
     "seed": "train.seed", "sample_every": "train.sample_every",
     "checkpoint_every": "train.checkpoint_every", "fit": "data.fit", "flip": "data.flip",
+    "compile": "train.compile", "cuda_graphs": "train.cuda_graphs",
 }
 
 DEMO_STEPS = 600
@@ -45,6 +46,11 @@ def train(
     flip: bool | None = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda."),
     amp: str | None = typer.Option(None, help="auto | off | bf16 | fp16."),
+    compile: bool | None = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile G and D (compiles for a while)."),
+    cuda_graphs: bool | None = typer.Option(
+        None, "--cuda-graphs/--no-cuda-graphs",
+        help="Replay each step as one captured CUDA graph (GPU; fastest for small images)."),
     seed: int | None = typer.Option(None, help="Run seed (data order, init, noise)."),
     sample_every: int | None = typer.Option(None, help="Steps between sample grids (0: epoch)."),
     checkpoint_every: int | None = typer.Option(
