@@ -18,6 +18,7 @@ rate of ``Trainer.real_batch``, each against the training step's images/s.
 
     python benchmarks/train_step.py                  # full run, CPU, several minutes
     python benchmarks/train_step.py --device cuda --json out.json
+    python benchmarks/train_step.py --device cuda --set train.cuda_graphs=true --profile 20
     python benchmarks/train_step.py --tiny           # seconds; for CI (no timing claims)
 """
 
