@@ -160,7 +160,7 @@ def worker_gantool(args) -> dict:
 def worker_decode(args) -> dict:
     _setup_torch(args)  # the same thread setting as the training workers
     from gantool.data import load_dataset
-    from gantool.data.dataset import _default_workers
+    from gantool.system import usable_cpus
 
     seconds, n = [], 0
     for _ in range(args.decode_repeats):
@@ -169,7 +169,7 @@ def worker_decode(args) -> dict:
         seconds.append(time.perf_counter() - t0)
         n = len(data)
     return {"decode_s": seconds, "images": n, "skipped": len(data.skipped),
-            "workers": _default_workers()}
+            "workers": usable_cpus()}
 
 
 WORKERS = {"gantool": worker_gantool, "canonical": worker_canonical, "decode": worker_decode}

@@ -149,15 +149,17 @@ def test_export_triton_option_errors(tiny_ckpt, tmp_path, args, message):
 
 # -- the live server --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_render_equals_generate_with_onnx(server, export_dir, tmp_path, protocol):
+@pytest.mark.parametrize("protocol, shm", [("grpc", "on"), ("http", "on"), ("grpc", "off"),
+                                           ("http", "off")])
+def test_render_equals_generate_with_onnx(server, export_dir, tmp_path, protocol, shm):
     url = server.grpc_url if protocol == "grpc" else server.http_url
     seeds = list(range(37))  # not a multiple of the request size: a short last request
     r = gantool_cli("render", "--url", url, "--protocol", protocol, "--seeds", "0-36",
                     "--truncation", "0.5", "--out", tmp_path / "r", "--batch-size", "3",
-                    "--concurrency", "4", "--no-progress")
+                    "--concurrency", "4", "--no-progress", "--shared-memory", shm)
     assert r.returncode == 0, r.stderr
-    assert "wrote 37 image(s)" in r.stdout
+    transport = "shared memory" if shm == "on" else "wire"
+    assert "wrote 37 image(s)" in r.stdout and f"images by {transport})" in r.stdout
     g = gantool_cli("generate", export_dir, "--backend", "onnx", "--seeds", "0-36",
                     "--truncation", "0.5", "--outdir", tmp_path / "g", "--no-progress")
     assert g.returncode == 0, g.stderr

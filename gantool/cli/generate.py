@@ -8,6 +8,10 @@ import typer
 
 from gantool.errors import GantoolError
 
+PNG_LEVEL_HELP = ("PNG zlib level 0-9 through Pillow (9: smallest files, slowest). Default: the "
+                  "fastest exact writer, fpng where installed (the fastpng extra).")
+WORKERS_HELP = "Encoding threads or processes (0: one per core)."
+
 
 def generate(
     checkpoint: Path = typer.Argument(
@@ -21,7 +25,9 @@ def generate(
         None, help="Write one seedNNNNNN.<format> per seed here (seeds already there are "
                    "skipped: an interrupted render resumes); manifest.jsonl lists them."),
     format: str = typer.Option("png", "--format", help="png | jpg | webp | npy."),
-    workers: int = typer.Option(0, min=0, help="Encoding threads (0: one per core)."),
+    png_level: int | None = typer.Option(None, min=0, max=9, help=PNG_LEVEL_HELP),
+    quality: int = typer.Option(95, min=1, max=100, help="jpg/webp quality."),
+    workers: int = typer.Option(0, min=0, help=WORKERS_HELP),
     grid: Path | None = typer.Option(None, help="Write all images as one grid to this file."),
     batch_size: int = typer.Option(32, min=1, help="Seeds per forward pass."),
     backend: str = typer.Option("torch", help="Inference backend: torch | onnx | trt."),
@@ -75,8 +81,9 @@ def generate(
     if sweep is not None:
         _sweep(gen, seed_list, sweep, grid, outdir, batch_size)
         return
-    stats = render_seeds(gen, seed_list, t, batch_size, outdir, grid, fmt=format.lower(),
-                         workers=workers or None, backend=backend, progress=progress)
+    stats = render_seeds(gen, seed_list, t, batch_size, outdir, grid,
+                         image_encoding(format, png_level, quality), workers=workers or None,
+                         backend=backend, progress=progress)
     where = " and ".join(str(p) for p in (outdir, grid) if p is not None)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {len(seed_list) - stats['skipped']} image(s) to {where}{skipped} "
@@ -109,3 +116,13 @@ def _sweep(gen, seeds: list[int], text: str, grid: Path | None, outdir: Path | N
     save_grid(np.concatenate(rows), grid, ncols=len(seeds))
     labels = ", ".join("none" if t is None else f"{t:g}" for t in values)
     typer.echo(f"wrote {grid}: {len(values)} rows (truncation {labels}) x {len(seeds)} seeds")
+
+
+def image_encoding(fmt: str, png_level: int | None, quality: int):
+    """The --format/--png-level/--quality options as one Encoding, or a one-line error."""
+    from gantool.sampling.images import Encoding
+
+    try:
+        return Encoding(fmt.lower(), png_level, quality)
+    except ValueError as e:
+        raise GantoolError(f"--format: {e}") from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from gantool.cli.generate import PNG_LEVEL_HELP, WORKERS_HELP, image_encoding
 from gantool.errors import GantoolError
 
 
@@ -67,11 +68,17 @@ def render(
     out: Path = typer.Option(..., "--out", "--outdir", help="Folder for seedNNNNNN.<format> "
                              "files and manifest.jsonl (seeds already there are skipped)."),
     protocol: str = typer.Option("grpc", help="grpc | http."),
+    shared_memory: str = typer.Option(
+        "auto", help="auto | on | off: Triton writes the images into this host's shared memory "
+        "(no image crosses the network stack); auto falls back to the wire for a server on "
+        "another host."),
     format: str = typer.Option("png", "--format", help="png | jpg | webp | npy."),
+    png_level: int | None = typer.Option(None, min=0, max=9, help=PNG_LEVEL_HELP),
+    quality: int = typer.Option(95, min=1, max=100, help="jpg/webp quality."),
     batch_size: int = typer.Option(8, min=1, help="Seeds per request (capped at the model's "
                                    "max_batch_size)."),
     concurrency: int = typer.Option(4, min=1, help="Requests in flight."),
-    workers: int = typer.Option(0, min=0, help="Encoding threads (0: one per core)."),
+    workers: int = typer.Option(0, min=0, help=WORKERS_HELP),
     timeout: float = typer.Option(60.0, help="Seconds per request before it counts as failed."),
     retries: int = typer.Option(4, min=0, help="Retries of a request on transient errors "
                                 "(server unreachable, busy, timed out), with backoff."),
@@ -87,12 +94,13 @@ def render(
         raise GantoolError(f"--seeds: {e}") from None
     if out.exists() and not out.is_dir():
         raise GantoolError(f"--out {out} is a file; pass a folder")
-    stats = render_remote(url, seed_list, truncation, out, format.lower(), protocol,
+    encoding = image_encoding(format, png_level, quality)
+    stats = render_remote(url, seed_list, truncation, out, encoding, protocol,
                           batch_size, concurrency, workers or None, timeout, retries,
-                          progress=progress)
+                          progress=progress, shared_memory=shared_memory)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {stats['written']} image(s) to {out}{skipped} "
-               f"({stats['images_per_s']:,.1f} images/s)")
+               f"({stats['images_per_s']:,.1f} images/s, images by {stats['transport']})")
     if stats["failed"]:
         typer.echo(f"error: {stats['failed']} seed(s) failed (reasons above); run the same "
                    "command again to retry them: finished files are skipped", err=True)

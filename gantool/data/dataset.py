@@ -24,6 +24,7 @@ from PIL import Image
 from gantool.data.sources import BUILTIN_DATASETS, Source, read_idx_images, resolve_source
 from gantool.data.transforms import FITS, fit_resize, prepare
 from gantool.errors import DataError
+from gantool.system import usable_cpus
 
 __all__ = ["BUILTIN_DATASETS", "ImageSet", "load_dataset"]
 
@@ -66,13 +67,6 @@ def _check_options(resolution: int, channels: int, fit: str, background, workers
         raise DataError(f"background must be three integers 0-255 (R, G, B), got {background!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise DataError(f"workers must be a positive integer, got {workers!r}")
-
-
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _allocate(n: int, channels: int, resolution: int, label: str) -> np.ndarray:
@@ -304,7 +298,7 @@ def load_dataset(
         images = _load_idx(source, resolution, channels, fit, background, progress)
         return ImageSet(images, f"{source.label} ({len(images):,} images)", ())
     images, skipped = _load_images(
-        source, resolution, channels, fit, background, workers or _default_workers(), progress
+        source, resolution, channels, fit, background, workers or usable_cpus(), progress
     )
     if len(images) == 0:
         file, reason = skipped[0][1:]

@@ -1,20 +1,21 @@
 """Draw images for many seeds through any backend: to files and/or a grid, at scale.
 
-Generation and encoding overlap: while the backend draws batch k+1, a pool of threads (one per
-core by default; Pillow's encoders and file writes release the GIL) encodes and writes batch k.
-Every file is written atomically (temp file and rename; the folder is fsynced once per batch
-rather than every file), so an interrupted render leaves only whole files, and a
-render into a folder that already holds some of the seeds skips them (resume). ``manifest.jsonl``
-in the folder lists seed, truncation, file and backend for every image written.
+The backend draws batch k+1 while ``ImageWriter`` (``sampling/writer.py``) encodes and writes
+the batches before it on every core, so the slower of the two stages runs flat out and memory
+stays bounded by the writer's slots, whatever the number of seeds. Every file is written
+atomically (temp file and rename), so an interrupted render leaves only whole files; a render
+into a folder that already holds some of the seeds skips them (resume), lists any that an
+interruption left out of ``manifest.jsonl`` and removes its leftover temp files. The manifest
+lists seed, truncation, file and backend for every image written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,60 +30,61 @@ from rich.progress import (
 )
 
 from gantool.errors import GantoolError, PartialBatch
-from gantool.fileio import fsync_dir
-from gantool.sampling.images import IMAGE_FORMATS, save_grid, save_image, seed_filename
+from gantool.sampling.images import Encoding, save_grid, seed_filename
 from gantool.sampling.latent import batched
+from gantool.sampling.writer import MANIFEST, ImageWriter
 
-MANIFEST = "manifest.jsonl"
-
-
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+GRID_MAX_IMAGES = 4096
+GRID_MAX_BYTES = 2**31  # a grid is held whole in memory, and then once more as one image
+STALE_TMP_S = 600  # a temp file this old is what an interrupted render left behind
 
 
 def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batch_size: int,
-                 outdir: Path | None = None, grid: Path | None = None, fmt: str = "png",
-                 workers: int | None = None, backend: str = "", console: Console | None = None,
-                 progress: bool = True) -> dict:
+                 outdir: Path | None = None, grid: Path | None = None,
+                 encoding: Encoding | None = None, workers: int | None = None,
+                 depth: int | None = None, parallel: str = "auto", backend: str = "",
+                 console: Console | None = None, progress: bool = True) -> dict:
     """Write ``outdir/seedNNNNNN.<fmt>`` per seed and/or one ``grid`` image.
 
-    ``generator`` is any object with the Generator protocol of ``gantool.backends``. Returns
-    counts: ``written``, ``skipped`` (already on disk), ``failed``, ``seconds``,
-    ``images_per_s``. A remote generator may fail some seed ranges (``PartialBatch``): they are
-    reported on the console and counted, the images that arrived are written, and the render
-    goes on; running it again retries just the missing seeds.
+    ``generator`` is any object with the Generator protocol of ``gantool.backends``;
+    ``encoding`` the format and its knobs (default: PNG through the fastest exact writer);
+    ``workers``/``depth``/``parallel``: see ``ImageWriter``. Returns counts: ``written``,
+    ``skipped`` (already on disk), ``failed``, ``seconds``, ``images_per_s``. A remote generator
+    may fail some seed ranges (``PartialBatch``): they are reported on the console and counted,
+    the images that arrived are written, and the render goes on; running it again retries just
+    the missing seeds.
     """
-    if fmt not in IMAGE_FORMATS:
-        raise GantoolError(f"unknown image format {fmt!r}; choose {', '.join(IMAGE_FORMATS)}")
+    encoding = encoding or Encoding()
     todo = list(seeds)
+    shape = (generator.resolution, generator.resolution, generator.channels)
+    if grid is not None:
+        _check_grid_size(len(todo), shape)
+    row = {"truncation": truncation, "prior": generator.prior, "backend": backend}
     skipped = 0
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
         _check_manifest(outdir, truncation, generator.prior)
         if grid is None:  # a grid needs every image; otherwise existing files are done
-            todo = [s for s in todo if not (outdir / seed_filename(s, fmt)).exists()]
+            done_before = _resume(outdir, encoding.fmt, row)
+            todo = [s for s in todo if seed_filename(s, encoding.fmt) not in done_before]
             skipped = len(seeds) - len(todo)
     console = console or Console(stderr=True)
     keep: list[np.ndarray] | None = [] if grid is not None else None
-    pool = ThreadPoolExecutor(workers or default_workers()) if outdir is not None else None
-    pending: list[Future] = []
+    writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row)
+              if outdir is not None and todo else None)
     bar = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                    TimeRemainingColumn(), console=console,
                    disable=not progress)
     t0 = time.perf_counter()
-    written = done = failed = 0
-    row = {"truncation": truncation, "prior": generator.prior, "backend": backend}
+    done = failed = 0
     try:
         with bar:
             task = bar.add_task("generate", total=len(todo), rate="")
             for chunk in batched(todo, batch_size):
                 asked = len(chunk)
                 try:
-                    images = generator.generate(chunk, truncation)  # (B, H, W, C) uint8
+                    images = _draw(generator, chunk, truncation, writer)  # (B, H, W, C) uint8
                 except PartialBatch as e:
                     if keep is not None:
                         raise  # a grid needs every image
@@ -91,43 +93,70 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
                     failed += len(chunk) - len(e.seeds)
                     chunk, images = e.seeds, e.images
                 if keep is not None:
-                    keep.append(images)
-                if pool is not None:
-                    written += _drain(pending, outdir, row)  # batch k's files, while k+1 ran
-                    pending = [pool.submit(_write, images[i], outdir / seed_filename(s, fmt), s)
-                               for i, s in enumerate(chunk)]
+                    keep.append(images.copy() if writer is not None else images)
+                if writer is not None:
+                    writer.commit(chunk, images)
                 done += asked
                 rate = done / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, completed=done, rate=f"{rate:,.1f} img/s")
-            written += _drain(pending, outdir, row)
+            if writer is not None:
+                writer.close()
     finally:
-        if pool is not None:  # interrupted: finish running writes, list the whole files
-            pool.shutdown(wait=True, cancel_futures=True)
-            finished = [f for f in pending if not f.cancelled() and f.exception() is None]
-            _drain(finished, outdir, row)
+        if writer is not None:  # interrupted: running writes finish and are listed
+            writer.abort()
     if keep is not None:
         save_grid(np.concatenate(keep) if keep else np.zeros((0, 1, 1, 1), np.uint8), grid)
     seconds = time.perf_counter() - t0
-    return {"written": written, "skipped": skipped, "failed": failed, "seconds": seconds,
-            "images_per_s": len(todo) / seconds if seconds > 0 else 0.0}
+    return {"written": writer.written if writer else 0, "skipped": skipped, "failed": failed,
+            "seconds": seconds, "images_per_s": len(todo) / seconds if seconds > 0 else 0.0}
 
 
-def _write(image: np.ndarray, path: Path, seed: int) -> tuple[int, str]:
-    save_image(image, path, durable=False)  # atomic; one fsync of the folder per batch instead
-    return seed, path.name
+def _draw(generator, seeds, truncation, writer: ImageWriter | None) -> np.ndarray:
+    """One batch of images; straight into a writer slot where the backend can do that."""
+    if writer is None or not hasattr(generator, "generate_into"):
+        return generator.generate(seeds, truncation)
+    out = writer.reserve(len(seeds))  # waits only while every slot is being written
+    generator.generate_into(seeds, truncation, out)
+    return out
 
 
-def _drain(pending: list[Future], outdir: Path, row: dict) -> int:
-    """Wait for a batch's writes, then record them in the manifest (only whole files)."""
-    if not pending:
-        return 0
-    done = [f.result() for f in pending]
-    fsync_dir(outdir)
-    with (outdir / MANIFEST).open("a") as f:
-        for seed, name in done:
-            f.write(json.dumps({"seed": seed, "file": name, **row}) + "\n")
-    pending.clear()
-    return len(done)
+def _check_grid_size(count: int, shape: tuple[int, int, int]) -> None:
+    nbytes = count * int(np.prod(shape))
+    if count > GRID_MAX_IMAGES or nbytes > GRID_MAX_BYTES:
+        raise GantoolError(
+            f"a grid of {count:,} images of {shape[0]} px ({nbytes / 2**30:.1f} GiB) is too "
+            f"large to hold (at most {GRID_MAX_IMAGES:,} images and "
+            f"{GRID_MAX_BYTES / 2**30:.0f} GiB); write them with --outdir, and a grid of a few")
+
+
+def _resume(outdir: Path, fmt: str, row: dict) -> set[str]:
+    """The finished files in ``outdir`` (one directory scan). Lists those an interrupted
+    render wrote but did not list in the manifest, and removes its stray temp files (those
+    older than ``STALE_TMP_S``: a younger one may be another render's write in progress)."""
+    pattern = re.compile(rf"seed\d+\.{re.escape(fmt)}")
+    present: set[str] = set()
+    with os.scandir(outdir) as entries:
+        for entry in entries:
+            if pattern.fullmatch(entry.name):
+                present.add(entry.name)
+            elif (entry.name.startswith(".seed") and entry.name.endswith(".tmp")
+                  and time.time() - entry.stat().st_mtime > STALE_TMP_S):
+                Path(entry.path).unlink(missing_ok=True)  # not a live write of another render
+    listed: set[str] = set()
+    path = outdir / MANIFEST
+    if path.is_file():
+        with path.open() as f:
+            for line in f:
+                try:
+                    listed.add(json.loads(line)["file"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+    missing = sorted(present - listed)
+    if missing:
+        with path.open("a") as f:
+            f.writelines(json.dumps({"seed": int(n[4:].split(".")[0]), "file": n, **row}) + "\n"
+                         for n in missing)
+    return present
 
 
 def _check_manifest(outdir: Path, truncation: float | None, prior: str) -> None:

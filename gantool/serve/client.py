@@ -2,7 +2,12 @@
 
 ``TritonGenerator.generate(seeds, truncation)`` splits the seeds into requests of
 ``request_batch`` seeds and keeps ``concurrency`` of them in flight (one client per thread:
-tritonclient's HTTP client is not thread-safe). Transient failures (server unreachable,
+tritonclient's HTTP client is not thread-safe). ``generate_into`` does the same into an array
+that lies in a render's shared-memory slot (``sampling/writer.py``): with a server on this
+host, Triton's system shared memory then carries the images, the server writing each request's
+images straight into the slot the encoders read, so no image crosses gRPC/HTTP or is copied by
+the client. A server on another host cannot open the region; ``shared_memory="auto"`` finds
+that out once, at the start, and uses the wire. Transient failures (server unreachable,
 overloaded, timed out) are retried with exponential backoff; a request the server refuses (or
 one still failing after the retries) fails only its seed range: ``generate`` then raises
 ``PartialBatch`` carrying the images that did arrive, so a render writes them and carries on.
@@ -32,6 +37,7 @@ _GRPC_ARGS = [("grpc.max_send_message_length", 2**31 - 1),
               ("grpc.max_receive_message_length", 2**31 - 1),
               ("grpc.use_local_subchannel_pool", 1)]
 PLAIN_NORMAL = float(np.finfo(np.float32).max)  # |z| never exceeds it: no value is redrawn
+SHARED_MEMORY = ("auto", "on", "off")
 
 
 def client_module(protocol: str):
@@ -53,7 +59,10 @@ class TritonGenerator:
 
     def __init__(self, url: str, protocol: str = "grpc", model: str = "render",
                  request_batch: int = 8, concurrency: int = 4, timeout: float = 60.0,
-                 retries: int = 4, backoff: float = 0.5):
+                 retries: int = 4, backoff: float = 0.5, shared_memory: str = "auto"):
+        if shared_memory not in SHARED_MEMORY:
+            raise GantoolError(f"unknown shared-memory mode {shared_memory!r}; choose "
+                               f"{', '.join(SHARED_MEMORY)}")
         self.module = client_module(protocol)
         self.url, self.protocol, self.model = url, protocol, model
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
@@ -79,6 +88,17 @@ class TritonGenerator:
         self.max_batch = int(render.get("max_batch_size", 0)) or request_batch
         self.request_batch = max(1, min(request_batch, self.max_batch))
         self.pool = ThreadPoolExecutor(self.concurrency)
+        self._lock = threading.Lock()
+        self._registered: set[str] = set()
+        self.transport = "wire"
+        if shared_memory != "off":
+            reason = self._probe_shared_memory(client)
+            if reason is None:
+                self.transport = "shared memory"
+            elif shared_memory == "on":
+                raise GantoolError(f"Triton at {url} cannot use this host's shared memory "
+                                   f"({reason}); is it on another host? Use --shared-memory "
+                                   "auto or off")
 
     @property
     def batch_size(self) -> int:
@@ -87,6 +107,12 @@ class TritonGenerator:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        for name in list(self._registered):
+            try:
+                self._client().unregister_system_shared_memory(name)
+            except Exception:  # noqa: BLE001 - the server may be gone; its regions went too
+                pass
+        self._registered.clear()
 
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
         """uint8 images (B, H, W, C); raises PartialBatch if some seed ranges failed."""
@@ -102,26 +128,93 @@ class TritonGenerator:
             raise PartialBatch([s for p, _ in ok for s in p], images, failures)
         return images
 
-    def _infer(self, seeds: list[int], truncation: float) -> np.ndarray | str:
-        """Images for one request, or the reason it failed (after retries if transient)."""
+    def generate_into(self, seeds: Sequence[int], truncation: float | None,
+                      out: np.ndarray) -> None:
+        """``generate`` into ``out`` (uint8 (B, H, W, C)): through shared memory, written by
+        the server itself, when ``out`` lies in a render's shared-memory slot."""
+        from gantool.sampling.writer import shared_region
+
+        region = shared_region(out) if self.transport == "shared memory" else None
+        if region is None:
+            out[:] = self.generate(seeds, truncation)
+            return
+        if truncation is None:
+            truncation = 1.0 if self.prior == "uniform" else PLAIN_NORMAL
+        name, offset, size = region
+        self._register(name, size)
+        per_image = out[0].nbytes if len(out) else 0
+        parts = [list(p) for p in batched(list(seeds), self.request_batch)]
+        starts = np.cumsum([0] + [len(p) for p in parts])
+        results = list(self.pool.map(
+            lambda i: self._infer(parts[i], truncation,
+                                  (name, size, offset + int(starts[i]) * per_image)),
+            range(len(parts))))
+        failures = [(p[0], p[-1], r) for p, r in zip(parts, results) if r is not None]
+        if failures:
+            ok = [i for i, r in enumerate(results) if r is None]
+            images = np.concatenate([out[starts[i] : starts[i + 1]] for i in ok]) if ok else (
+                out[:0].copy())
+            raise PartialBatch([s for i in ok for s in parts[i]], images, failures)
+
+    def _infer(self, seeds: list[int], truncation: float,
+               region: tuple[str, int, int] | None = None) -> np.ndarray | str | None:
+        """Images for one request (None when ``region`` (name, size, offset) got them), or the
+        reason it failed (after retries if transient)."""
         m = self.module
         seed = m.InferInput("seed", [len(seeds), 1], "INT64")
         seed.set_data_from_numpy(np.asarray(seeds, dtype=np.int64).reshape(-1, 1))
         trunc = m.InferInput("truncation", [len(seeds), 1], "FP32")
         trunc.set_data_from_numpy(np.full((len(seeds), 1), truncation, dtype=np.float32))
-        outputs = [m.InferRequestedOutput("image")]
+        output = m.InferRequestedOutput("image")
+        if region is not None:
+            nbytes = len(seeds) * self.resolution**2 * self.channels
+            output.set_shared_memory(region[0], nbytes, region[2])
         for attempt in range(self.retries + 1):
             try:
-                result = self._client().infer(self.model, [seed, trunc], outputs=outputs,
+                result = self._client().infer(self.model, [seed, trunc], outputs=[output],
                                               **self._timeout_arg())
-                return result.as_numpy("image")
+                return None if region is not None else result.as_numpy("image")
             except Exception as e:  # noqa: BLE001 - tritonclient raises several kinds
                 reason = _reason(e)
-                if attempt == self.retries or not _transient(e, reason):
+                lost = region is not None and "shared memory" in reason.lower()
+                if attempt == self.retries or not (lost or _transient(e, reason)):
                     return reason
                 time.sleep(self.backoff * 2**attempt)
                 self._local.client = None  # reconnect: the old channel may be broken
+                if lost:  # a restarted server forgot the region: register it again
+                    try:
+                        self._register(region[0], region[1], again=True)
+                    except Exception:  # noqa: BLE001 - still restarting; the next try says
+                        pass
         return "unreachable"
+
+    def _register(self, name: str, size: int, again: bool = False) -> None:
+        with self._lock:
+            if again:
+                self._registered.discard(name)
+                try:
+                    self._client().unregister_system_shared_memory(name)
+                except Exception:  # noqa: BLE001 - not registered there any more
+                    pass
+            if name not in self._registered:
+                self._client().register_system_shared_memory(name, "/" + name, size)
+                self._registered.add(name)
+
+    def _probe_shared_memory(self, client) -> str | None:
+        """None when the server maps a region of ours (it shares this host), else why not."""
+        from multiprocessing import shared_memory
+
+        probe = shared_memory.SharedMemory(create=True, size=4096)
+        name = f"gantool-probe-{probe.name.lstrip('/')}"
+        try:
+            client.register_system_shared_memory(name, "/" + probe.name.lstrip("/"), 4096)
+            client.unregister_system_shared_memory(name)
+            return None
+        except Exception as e:  # noqa: BLE001 - any refusal means "not on this host"
+            return _reason(e)
+        finally:
+            probe.close()
+            probe.unlink()
 
     def _client(self):
         client = getattr(self._local, "client", None)
@@ -161,28 +254,31 @@ def _transient(e: Exception, reason: str) -> bool:
         text in reason.lower() for text in RELOADING)
 
 
-def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, fmt: str = "png",
+def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, encoding=None,
            protocol: str = "grpc", request_batch: int = 8, concurrency: int = 4,
            workers: int | None = None, timeout: float = 60.0, retries: int = 4,
-           model: str = "render", progress: bool = True, console=None) -> dict:
+           model: str = "render", progress: bool = True, console=None,
+           shared_memory: str = "auto") -> dict:
     """Render ``seeds`` through the Triton server at ``url`` into ``outdir``, named and listed
     (manifest.jsonl) as ``gantool generate`` does; resumable. ``truncation`` None: the model's
-    default. Returns render_seeds' counts (``failed``: seeds the server did not draw)."""
+    default; ``encoding``: a ``gantool.sampling.images.Encoding`` (default: PNG). Returns
+    render_seeds' counts (``failed``: seeds the server did not draw)."""
     from pathlib import Path
 
     from gantool.sampling.latent import validate_truncation
     from gantool.sampling.render import render_seeds
 
     generator = TritonGenerator(url, protocol, model, request_batch, concurrency, timeout,
-                                retries)
+                                retries, shared_memory=shared_memory)
     try:
         t = truncation if truncation is not None else generator.default_truncation
         try:
             validate_truncation(t, generator.prior)
         except ValueError as e:
             raise GantoolError(f"--truncation: {e}") from None
-        return render_seeds(generator, seeds, t, generator.batch_size, Path(outdir), fmt=fmt,
-                            workers=workers, backend=f"triton-{protocol}", console=console,
-                            progress=progress)
+        stats = render_seeds(generator, seeds, t, generator.batch_size, Path(outdir),
+                             encoding=encoding, workers=workers, backend=f"triton-{protocol}",
+                             console=console, progress=progress)
+        return {**stats, "transport": generator.transport}
     finally:
         generator.close()

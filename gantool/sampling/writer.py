@@ -1,0 +1,242 @@
+"""The output stage of a render: encode and write images on every core, several batches deep.
+
+``ImageWriter.put(seeds, images)`` copies a batch into one of ``depth`` preallocated slots and
+hands its images, in one chunk per worker, to a pool of ``workers`` threads or processes that
+encode them (``Encoding``) and write each file atomically. ``put`` only waits when every slot is
+still being written, so the generator runs ahead by up to ``depth - 1`` batches and memory stays
+at ``depth`` x batch x image bytes, whatever the number of seeds.
+
+Threads or processes is decided by measurement (``Encoding.holds_gil``): zlib (Pillow's PNG),
+WebP and npy writes release Python's GIL and scale with threads; fpng and Pillow's JPEG hold it,
+so they run in processes that read the slots from shared memory (no pickling of images).
+Processes are spawned, not forked: the parent may hold gRPC channels (a Triton render) or CUDA,
+which a forked child must not inherit; so a script calling this needs the usual
+``if __name__ == "__main__":`` guard. A slot's files are listed in ``manifest.jsonl`` once
+all of them are on disk, after one fsync of the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import signal
+import uuid
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import numpy as np
+
+from gantool.errors import GantoolError
+from gantool.fileio import fsync_dir
+from gantool.sampling.images import Encoding, save_image, seed_filename
+from gantool.system import usable_cpus
+
+MANIFEST = "manifest.jsonl"
+PARALLEL = ("auto", "thread", "process")
+
+# Slots of this process by name: created here (the main process) or attached (a worker).
+_SLOTS: dict[str, tuple[np.ndarray, shared_memory.SharedMemory | None]] = {}
+
+
+def default_depth(batch: int, workers: int) -> int:
+    """Slots: one being filled by the generator, and at least two batches or twice the workers'
+    count of images waiting, so no worker idles while the next batch is drawn."""
+    return 1 + max(2, math.ceil(2 * workers / max(batch, 1)))
+
+
+@dataclass
+class _Slot:
+    name: str
+    seeds: list[int] = field(default_factory=list)
+    futures: list[Future] = field(default_factory=list)
+
+
+class ImageWriter:
+    """Write ``outdir/seedNNNNNN.<fmt>`` for every image put, with ``manifest.jsonl`` rows
+    ``{"seed", "file", **row}`` for the files that are whole on disk."""
+
+    def __init__(self, outdir: Path, encoding: Encoding, batch: int, shape: tuple[int, int, int],
+                 workers: int | None = None, depth: int | None = None, parallel: str = "auto",
+                 row: dict | None = None):
+        if parallel not in PARALLEL:
+            raise GantoolError(f"unknown parallel mode {parallel!r}; choose "
+                               f"{', '.join(PARALLEL)}")
+        self.outdir, self.encoding, self.row = Path(outdir), encoding, row or {}
+        self.workers = workers or usable_cpus()
+        self.depth = depth or default_depth(batch, self.workers)
+        self.slot_shape = (batch, *shape)
+        if parallel == "auto":
+            parallel = "process" if encoding.holds_gil(shape[-1]) else "thread"
+        self.parallel = parallel
+        self.written = 0
+        self._free: deque[str] = deque()
+        self._busy: deque[_Slot] = deque()
+        self._reserved: str | None = None
+        self._names: list[str] = []
+        try:
+            for _ in range(self.depth):
+                self._free.append(self._allocate())
+        except BaseException:
+            self._release()
+            raise
+        self.pool: Executor = (
+            ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_worker_init)
+            if parallel == "process" else ThreadPoolExecutor(self.workers))
+
+    @property
+    def bytes_in_flight(self) -> int:
+        """Memory the slots hold: depth x batch x H x W x C."""
+        return self.depth * math.prod(self.slot_shape)
+
+    def reserve(self, n: int) -> np.ndarray:
+        """A free slot's first ``n`` images (uint8 (n, H, W, C)) for a generator to draw into
+        (``generate_into``), saving a copy; waits while every slot is being written."""
+        if self._reserved is None:
+            if not self._free:
+                self._finish(self._busy.popleft())
+            self._reserved = self._free.popleft()
+        return _SLOTS[self._reserved][0][:n]
+
+    def commit(self, seeds, images: np.ndarray) -> None:
+        """Queue the reserved slot's images for ``seeds``: ``images`` is the array ``reserve``
+        gave (drawn in place) or any (B, H, W, C) uint8 array, copied into the slot."""
+        seeds = [int(s) for s in seeds]
+        array = self.reserve(len(seeds))
+        if len(seeds) and images.__array_interface__["data"][0] != array.ctypes.data:
+            array[:] = images
+        slot, self._reserved = _Slot(self._reserved, seeds), None
+        if not seeds:
+            self._free.append(slot.name)
+            return
+        per = math.ceil(len(seeds) / min(self.workers, len(seeds)))
+        for lo in range(0, len(seeds), per):
+            names = [seed_filename(s, self.encoding.fmt) for s in seeds[lo : lo + per]]
+            slot.futures.append(self.pool.submit(
+                _write_chunk, slot.name, self.slot_shape, lo, names, str(self.outdir),
+                self.encoding))
+        self._busy.append(slot)
+
+    def put(self, seeds, images: np.ndarray) -> None:
+        """Queue a batch (B <= batch) of uint8 (B, H, W, C) images: ``commit`` with a copy."""
+        self.commit(seeds, images)
+
+    def close(self) -> None:
+        """Wait for every queued file, list it, and free the workers and slots."""
+        try:
+            while self._busy:
+                self._finish(self._busy.popleft())
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop: queued chunks are dropped, running ones finish and are listed; no half files."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            for slot in self._busy:  # record what did reach the disk
+                self._record(slot, [f for f in slot.futures if f.done() and not f.cancelled()
+                                    and f.exception() is None])
+        finally:
+            self._busy.clear()
+            self._release()
+
+    def _finish(self, slot: _Slot) -> None:
+        wait(slot.futures)
+        errors = [f.exception() for f in slot.futures if f.exception() is not None]
+        self._record(slot, [f for f in slot.futures if f.exception() is None])
+        self._free.append(slot.name)
+        if errors:
+            raise _user_error(errors[0], self.outdir)
+
+    def _record(self, slot: _Slot, futures: list[Future]) -> None:
+        names = [name for f in futures for name in f.result()]
+        if not names:
+            return
+        fsync_dir(self.outdir)
+        by_name = {seed_filename(s, self.encoding.fmt): s for s in slot.seeds}
+        with (self.outdir / MANIFEST).open("a") as f:
+            f.writelines(json.dumps({"seed": by_name[n], "file": n, **self.row}) + "\n"
+                         for n in names)
+        self.written += len(names)
+
+    def _allocate(self) -> str:
+        """A slot in shared memory (process workers read it; a Triton server on this host can
+        write into it); in plain memory for thread workers when /dev/shm has no room."""
+        name = f"gantool-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        nbytes = math.prod(self.slot_shape)
+        try:
+            _check_shared_memory(nbytes * self.depth)
+        except GantoolError:
+            if self.parallel == "process":
+                raise
+            _SLOTS[name] = (np.empty(self.slot_shape, np.uint8), None)
+        else:
+            shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
+            _SLOTS[name] = (np.ndarray(self.slot_shape, np.uint8, shm.buf), shm)
+        self._names.append(name)
+        return name
+
+    def _release(self) -> None:
+        for name in self._names:
+            _, shm = _SLOTS.pop(name, (None, None))
+            if shm is not None:
+                shm.close()
+                shm.unlink()
+        self._names.clear()
+
+
+def shared_region(array: np.ndarray) -> tuple[str, int, int] | None:
+    """(shared-memory name, byte offset, slot bytes) when ``array`` lies inside a writer slot in
+    shared memory, so another process (Triton) can write it in place; else None."""
+    addr = array.__array_interface__["data"][0]
+    for name, (slot, shm) in list(_SLOTS.items()):
+        start = slot.ctypes.data
+        if shm is not None and start <= addr and addr + array.nbytes <= start + slot.nbytes:
+            return name, addr - start, slot.nbytes
+    return None
+
+
+def _check_shared_memory(nbytes: int) -> None:
+    """A slot larger than /dev/shm's free space would crash its writer (SIGBUS), so say so."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if nbytes > free:
+        raise GantoolError(f"the render needs {nbytes / 2**20:,.0f} MiB of shared memory for its "
+                           f"image slots and /dev/shm has {free / 2**20:,.0f} MiB free: lower "
+                           "--batch-size, or pass --workers 1 to write from threads")
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which drains us
+
+
+def _slot(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if name not in _SLOTS:  # a worker process: attach to the parent's shared memory
+        shm = shared_memory.SharedMemory(name=name)
+        _SLOTS[name] = (np.ndarray(shape, np.uint8, shm.buf), shm)
+    return _SLOTS[name][0]
+
+
+def _write_chunk(slot: str, shape: tuple[int, ...], lo: int, names: list[str], outdir: str,
+                 encoding: Encoding) -> list[str]:
+    """Encode images lo.. of a slot and write them atomically (no per-file fsync: the parent
+    fsyncs the folder once per batch); -> the names written."""
+    images = _slot(slot, shape)
+    for i, name in enumerate(names):
+        save_image(images[lo + i], Path(outdir) / name, durable=False, encoding=encoding)
+    return names
+
+
+def _user_error(error: BaseException, outdir: Path) -> BaseException:
+    if isinstance(error, OSError):
+        where = error.filename or outdir
+        return GantoolError(f"cannot write {where}: {error.strerror or error}")
+    return error
