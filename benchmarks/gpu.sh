@@ -15,13 +15,15 @@
 #   gen1024        gantool bench at 1024 px, batch 1, 8, 32: torch float32 / bf16 / fp16 / fp16
 #                  with CUDA graphs
 #   gen1024-compile  the torch.compile contenders (float32, fp16) at batch 32
+#   render1024     end to end to PNG on the host's cores: benchmarks/render.py with the torch
+#                  backend on the GPU (DCGAN ngf 64, batch 32), fpng and Pillow's fallback
 #
 # Output goes to the terminal and OUT/gpu.log; each stage writes its JSON into OUT. A stage that
 # fails or runs past its time limit does not stop the next. Set PYTHON to pick the interpreter.
 set -u
 out=$(mkdir -p "${1:?usage: benchmarks/gpu.sh OUT [STAGE ...]}" && cd "$1" && pwd)
 shift
-stages=${*:-check train64 train64-graphs train64-compile train1024 gen1024 gen1024-compile}
+stages=${*:-check train64 train64-graphs train64-compile train1024 gen1024 gen1024-compile render1024}
 py=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
 log="$out/gpu.log"
@@ -93,6 +95,11 @@ EOF
     gen1024-compile)
         step gen1024-compile 180 "$py" -m gantool bench --resolution 1024 --batch 32 \
             --backend torch-compile,torch-fp16-compile --json "$out/bench1024-compile.json"
+        ;;
+    render1024)
+        step render1024 300 "$py" benchmarks/render.py --generator torch --device cuda --ngf 64 \
+            --resolution 1024 --batch 32 --images 3200 --repeats 2 --encoders pillow-fast,fpng \
+            --json "$out/render1024.json"
         ;;
     *)
         echo "unknown stage $stage: see the head of $0" >&2

@@ -26,6 +26,21 @@ def run_json(argv: list[str], name: str) -> dict:
     return json.loads(lines[-1])
 
 
+def run_json_parallel(argvs: list[list[str]], name: str) -> list[dict]:
+    """Run several workers at once, each in its own interpreter; their JSON lines, in order."""
+    procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for a in argvs]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            tail = "\n".join((err or out).strip().splitlines()[-15:])
+            raise SystemExit(f"worker {name!r} failed (exit {proc.returncode}):\n{tail}")
+        results.append(json.loads(lines[-1]))
+    return results
+
+
 def time_calls(fn: Callable, warmup: int, n: int, sync: Callable[[], None] = lambda: None):
     """Call ``fn()`` warmup + n times; -> (seconds of each timed call, the last result)."""
     out = None

@@ -4,18 +4,25 @@ Measures, each in its own fresh process, with the same images and the same seeds
 
 * ``encode`` (one per encoder): one thread turning ready uint8 images into files
   (``save_image``: encode, atomic write, no per-file fsync, as in a render): the single-core
-  encode rate E. Encoders: ``pillow-default`` (Pillow's PNG defaults, what gantool wrote before),
-  ``pillow-fast`` (the fallback without fpng: zlib level 1, run-length strategy), ``fpng``,
-  ``jpg`` and ``webp`` (quality 95), ``npy``;
+  encode rate E; ``encode-all``: one such process per core at once, the rate the cores reach
+  together with no pipeline at all (below E x cores where they share memory bandwidth and the
+  kernel's page-cache work). Encoders: ``pillow-default`` (Pillow's PNG defaults, what gantool
+  wrote before), ``pillow-fast`` (the fallback without fpng: zlib level 1, run-length
+  strategy), ``fpng``, ``jpg`` and ``webp`` (quality 95), ``npy``;
 * ``generate``: the generator alone, G images/s, nothing written;
 * ``render`` (per PNG encoder): ``gantool.sampling.render.render_seeds`` with its defaults (one
   worker per core, threads or processes as the encoder needs), R images/s.
 
-The table gives R / min(G, E x cores): 1.0 means the pipeline runs as fast as its slower stage
-allows. The generator is ``instant`` by default: it returns ready images (Twemoji from
+The table gives R / min(G, E x cores), the issue's measure: 1.0 means the pipeline runs as fast
+as its slower stage allows, and R / encode-all, the same against what the cores measurably reach
+together. Every worker also reports its CPU seconds per image (user + system, with its child
+processes): the system share is mostly the kernel writing files into the page cache.
+
+The generator is ``instant`` by default: it returns ready images (Twemoji from
 ``shared/data/twemoji-64`` upscaled bilinearly with Gaussian noise of sigma 4, a texture like a
-GAN's; smooth random fields where that folder is absent), copied into a fresh array per batch as
-a backend's output is; so the output stage is what is measured. ``--generator torch`` uses a
+GAN's; smooth random fields where that folder is absent), copied per batch into a fresh array
+(``generate``) or into the render's slot (``generate_into``), as a backend does; so the output
+stage is what is measured. ``--generator torch`` uses a
 DCGAN with random weights (``--ngf``) instead.
 
     python benchmarks/render.py --resolution 1024            # 600 images, 3 repeats
@@ -26,13 +33,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from harness import loadavg, random_checkpoint, run_json, spread
+from harness import loadavg, random_checkpoint, run_json, run_json_parallel, spread
+
+from gantool.system import usable_cpus
 
 ENCODERS = ("pillow-default", "pillow-fast", "fpng", "jpg", "webp", "npy")
 RENDERERS = ("pillow-fast", "fpng")
@@ -54,6 +64,11 @@ class InstantGenerator:
 
     def generate(self, seeds, truncation):
         return self.images[[s % len(self.images) for s in seeds]]  # a fresh (B, H, W, 3) array
+
+    def generate_into(self, seeds, truncation, out):
+        import numpy as np
+
+        np.take(self.images, [s % len(self.images) for s in seeds], axis=0, out=out)
 
 
 def _pictures(n: int, size: int, rng):
@@ -85,6 +100,24 @@ def _encoding(name: str):
             "webp": Encoding("webp"), "npy": Encoding("npy")}.get(name, Encoding())
 
 
+class Clock:
+    """Wall and CPU time (user + system, the process's and its finished children's)."""
+
+    def __enter__(self):
+        self.t0, self.c0 = time.perf_counter(), os.times()
+        return self
+
+    def __exit__(self, *exc):
+        c1 = os.times()
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = sum(c1[i] - self.c0[i] for i in range(4))
+        self.sys = sum(c1[i] - self.c0[i] for i in (1, 3))
+
+    def result(self, n: int, **extra) -> dict:
+        return {"images_per_s": n / self.wall, "cpu_ms_per_image": 1000 * self.cpu / n,
+                "sys_share": self.sys / max(self.cpu, 1e-9), **extra}
+
+
 def worker(args) -> dict:
     encoding = _encoding(args.encoder)
     import torch
@@ -97,7 +130,7 @@ def worker(args) -> dict:
     if args.generator == "torch":
         from gantool.backends import load_backend
 
-        gen = load_backend("torch", args.ckpt, device="cpu")
+        gen = load_backend("torch", args.ckpt, device=args.device)
     else:
         gen = InstantGenerator(args.resolution)
     seeds = list(range(args.images))
@@ -107,23 +140,26 @@ def worker(args) -> dict:
         assert encoding.encoder(3) == {"fpng": "fpng", "npy": "numpy"}.get(args.encoder,
                                                                             "pillow")
         n = max(args.images // (8 if args.encoder.startswith(("pillow", "webp")) else 1), 16)
-        t0 = time.perf_counter()
+        n //= args.share
+        time.sleep(max(0.0, args.start_at - time.time()))  # encode-all: start together
         nbytes = 0
-        for i in range(n):
-            path = out / seed_filename(i, encoding.fmt)
-            nbytes += save_image(images[i % len(images)], path, False, encoding).stat().st_size
-        return {"images_per_s": n / (time.perf_counter() - t0), "mb_per_image": nbytes / n / 1e6}
-    if args.worker == "generate":
-        gen.generate(seeds[: args.batch], None)  # warm-up
-        t0 = time.perf_counter()
-        for i in range(0, args.images, args.batch):
-            gen.generate(seeds[i : i + args.batch], None)
-        return {"images_per_s": args.images / (time.perf_counter() - t0)}
+        with Clock() as clock:
+            for i in range(n):
+                path = out / seed_filename(i, encoding.fmt)
+                nbytes += save_image(images[i % len(images)], path, False, encoding).stat(
+                    ).st_size
+        return clock.result(n, mb_per_image=nbytes / n / 1e6)
     gen.generate(seeds[: args.batch], None)  # warm-up
-    stats = render_seeds(gen, seeds, None, args.batch, outdir=out, encoding=encoding,
-                         progress=False)
+    if args.worker == "generate":
+        with Clock() as clock:
+            for i in range(0, args.images, args.batch):
+                gen.generate(seeds[i : i + args.batch], None)
+        return clock.result(args.images)
+    with Clock() as clock:  # the workers' start-up included: a render pays it
+        stats = render_seeds(gen, seeds, None, args.batch, outdir=out, encoding=encoding,
+                             progress=False)
     assert stats["written"] == args.images
-    return {"images_per_s": stats["images_per_s"], "workers": usable_cpus()}
+    return clock.result(args.images, workers=usable_cpus())
 
 
 def main() -> None:
@@ -134,6 +170,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--generator", choices=("instant", "torch"), default="instant")
     ap.add_argument("--ngf", type=int, default=4, help="--generator torch: its width")
+    ap.add_argument("--device", default="cpu", help="--generator torch: cpu | cuda")
     ap.add_argument("--encoders", default=",".join(ENCODERS))
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every worker")
     ap.add_argument("--json")
@@ -141,13 +178,17 @@ def main() -> None:
     ap.add_argument("--encoder", default="fpng", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
         return
     encoders = [e for e in args.encoders.split(",") if e]
     contenders = ([("encode", e) for e in encoders] + [("generate", "")]
-                  + [("render", e) for e in RENDERERS if e in encoders])
+                  + [(kind, e) for e in RENDERERS if e in encoders
+                     for kind in ("encode-all", "render")])
+    cores = usable_cpus()
     print(f"load average before: {loadavg()}")
     print("images: " + ("Twemoji, upscaled, noise sigma 4" if TWEMOJI.is_file() else
                         "smooth random fields (no shared/data/twemoji-64 here)")
@@ -160,23 +201,34 @@ def main() -> None:
             row = {}
             for kind, enc in contenders if r % 2 == 0 else contenders[::-1]:
                 out = Path(tmp) / f"{kind}-{enc}-{r}"
-                argv = [sys.executable, __file__, "--worker", kind, "--encoder", enc or "npy",
-                        "--ckpt", str(ckpt), "--out", str(out), "--images", str(args.images),
+                argv = [sys.executable, __file__, "--worker", kind.split("-")[0], "--encoder",
+                        enc or "npy", "--ckpt", str(ckpt), "--images", str(args.images),
                         "--batch", str(args.batch), "--threads", str(args.threads),
-                        "--resolution", str(args.resolution), "--generator", args.generator]
-                res = run_json(argv, f"{kind} {enc}")
-                row[f"{kind} {enc}".strip()] = res["images_per_s"]
+                        "--resolution", str(args.resolution), "--generator", args.generator,
+                        "--device", args.device]
+                key = f"{kind} {enc}".strip()
+                if kind == "encode-all":  # one per core, starting together once set up
+                    start = ["--share", str(cores), "--start-at", str(time.time() + 8)]
+                    parts = run_json_parallel([[*argv, *start, "--out", f"{out}/{i}"]
+                                               for i in range(cores)], key)
+                    res = {"images_per_s": sum(p["images_per_s"] for p in parts),
+                           "cpu_ms_per_image": spread([p["cpu_ms_per_image"] for p in parts])[0]}
+                else:
+                    res = run_json([*argv, "--out", str(out)], key)
+                row[key] = res["images_per_s"]
+                row[f"cpu {key}"] = res["cpu_ms_per_image"]
                 if "mb_per_image" in res:
                     row[f"MB {enc}"] = res["mb_per_image"]
                 row["workers"] = res.get("workers", row.get("workers"))
                 _remove(out)
             runs.append(row)
-    cores = next(r["workers"] for r in runs if r.get("workers"))
     for row in runs:
         for enc in RENDERERS:
             if f"render {enc}" in row:
                 limit = min(row["generate"], row[f"encode {enc}"] * cores)
                 row[f"R/limit {enc}"] = row[f"render {enc}"] / limit
+                row[f"R/all {enc}"] = row[f"render {enc}"] / min(row["generate"],
+                                                                row[f"encode-all {enc}"])
     med = {k: spread([r[k] for r in runs if k in r]) for k in runs[0] if k != "workers"}
     base = med.get("encode pillow-default", (None,))[0]
     print(f"\n{args.resolution} px, {args.images} images, batch {args.batch}, {cores} cores, "
@@ -185,13 +237,19 @@ def main() -> None:
         e = med[f"encode {enc}"]
         vs = f"  {e[0] / base:5.1f}x pillow-default" if base else ""
         print(f"  encode {enc:15s} E = {e[0]:8.1f} img/s ({e[1]:.1f}-{e[2]:.1f}), "
-              f"{med[f'MB {enc}'][0]:.2f} MB/image{vs}")
-    print(f"  generate            G = {med['generate'][0]:8.1f} img/s")
+              f"{med[f'MB {enc}'][0]:.2f} MB/image, {med[f'cpu encode {enc}'][0]:.1f} "
+              f"CPU ms/image{vs}")
+    print(f"  generate                G = {med['generate'][0]:8.1f} img/s")
     for enc in RENDERERS:
         if f"render {enc}" in med:
-            r, q = med[f"render {enc}"], med[f"R/limit {enc}"]
-            print(f"  render {enc:12s} R = {r[0]:8.1f} img/s ({r[1]:.1f}-{r[2]:.1f});  "
-                  f"R / min(G, E x {cores}) = {q[0]:.2f} ({q[1]:.2f}-{q[2]:.2f})")
+            a, r = med[f"encode-all {enc}"], med[f"render {enc}"]
+            q, qa = med[f"R/limit {enc}"], med[f"R/all {enc}"]
+            print(f"  encode-all {enc:11s}   = {a[0]:8.1f} img/s ({a[1]:.1f}-{a[2]:.1f}), "
+                  f"{med[f'cpu encode-all {enc}'][0]:.1f} CPU ms/image")
+            print(f"  render {enc:15s} R = {r[0]:8.1f} img/s ({r[1]:.1f}-{r[2]:.1f}), "
+                  f"{med[f'cpu render {enc}'][0]:.1f} CPU ms/image")
+            print(f"    R / min(G, E x {cores}) = {q[0]:.2f} ({q[1]:.2f}-{q[2]:.2f});  "
+                  f"R / min(G, encode-all) = {qa[0]:.2f} ({qa[1]:.2f}-{qa[2]:.2f})")
     print(f"load average after: {loadavg()}  (wall {time.perf_counter() - t0:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "medians": med, "cores": cores,

@@ -17,8 +17,18 @@ Reported: images/s (total images / wall time), per-request latency p50/p99, and 
 triton / onnx and render / onnx. Server and clients share the machine's cores with nothing
 else; contenders alternate order over ``--repeats``.
 
+``--transport`` measures instead how a render's images arrive, the draw half of
+``gantool render`` (``sampling/render.py``): each call reserves a slot of the render's
+``ImageWriter`` (shared memory) and fills it, nothing is encoded. ``draw-onnx``: ONNX Runtime in
+process, its output copied into the slot; ``draw-grpc`` / ``draw-http``: ``TritonGenerator``
+over the wire, the decoded images copied into the slot; ``draw-shm``: ``TritonGenerator`` with
+Triton's system shared memory, the server writing into the slot itself. Reported: images/s,
+MB/s of images, and each Triton transport / draw-onnx. Use a cheap generator (``--ngf 4``) so
+that moving the bytes, not the network, is what costs.
+
     python benchmarks/serving.py                           # 64 px, ngf 64, batch 8, 4 clients
     python benchmarks/serving.py --resolution 256 --batch 4 --json out.json
+    python benchmarks/serving.py --transport --resolution 1024 --ngf 4 --batch 4 --images 96
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from pathlib import Path
 from harness import loadavg, random_checkpoint, run_json, spread
 
 CONTENDERS = ("onnx", "triton", "render")
+TRANSPORTS = ("draw-onnx", "draw-grpc", "draw-http", "draw-shm")
 
 
 def make_export(folder: Path, res: int, ngf: int, batch: int, clients: int) -> Path:
@@ -58,6 +69,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def worker(args) -> dict:
+    if args.worker.startswith("draw-"):
+        return draw(args)
     if args.worker == "onnx":
         from gantool.backends.onnx_backend import OnnxGenerator
 
@@ -91,6 +104,49 @@ def worker(args) -> dict:
             return call
 
         return _loop(None, args, clients=args.clients, factory=call_factory)
+
+
+def draw(args) -> dict:
+    """The draw half of a render into the writer's shared-memory slots (see the module doc)."""
+    from gantool.sampling.images import Encoding
+    from gantool.sampling.writer import ImageWriter
+
+    def run(gen, per_call: int) -> dict:
+        shape = (gen.resolution, gen.resolution, gen.channels)
+        writer = ImageWriter(Path(args.export) / "unused", Encoding("npy"), per_call, shape,
+                             workers=1, parallel="thread")
+        try:
+            def call(seeds):
+                out = writer.reserve(len(seeds))
+                if hasattr(gen, "generate_into"):
+                    gen.generate_into(seeds, 0.5, out)
+                else:
+                    out[:] = gen.generate(seeds, 0.5)
+                writer.commit([], out)  # frees the slot: nothing is written
+                return out
+            res = _loop(call, args, clients=1, per_call=per_call)
+        finally:
+            writer.close()
+        return {**res, "mb_per_s": res["images_per_s"] * np.prod(shape) / 1e6}
+
+    import numpy as np
+
+    if args.worker == "draw-onnx":
+        from gantool.backends.onnx_backend import OnnxGenerator
+
+        return run(OnnxGenerator(args.export), args.batch * args.clients)
+    from gantool.serve.client import TritonGenerator
+    from gantool.serve.server import TritonServer, free_port
+
+    with TritonServer(Path(args.export) / "model_repository", free_port(), free_port()) as s:
+        protocol = "http" if args.worker == "draw-http" else "grpc"
+        url = s.http_url if protocol == "http" else s.grpc_url
+        gen = TritonGenerator(url, protocol, request_batch=args.batch, concurrency=args.clients,
+                              shared_memory="on" if args.worker == "draw-shm" else "off")
+        try:
+            return {**run(gen, gen.batch_size), "transport": gen.transport}
+        finally:
+            gen.close()
 
 
 def _loop(call, args, clients: int, factory=None, per_call: int | None = None) -> dict:
@@ -141,36 +197,45 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--transport", action="store_true",
+                    help="measure how a render's images arrive (draw-* contenders)")
     ap.add_argument("--json")
-    ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=CONTENDERS + TRANSPORTS, help=argparse.SUPPRESS)
     ap.add_argument("--export", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
         return
     print(f"load average before: {loadavg()}")
+    contenders, base = (TRANSPORTS, "draw-onnx") if args.transport else (CONTENDERS, "onnx")
     t0, runs = time.perf_counter(), []
     with tempfile.TemporaryDirectory() as tmp:
         export = make_export(Path(tmp), args.resolution, args.ngf, args.batch, args.clients)
         for r in range(args.repeats):
             row = {}
-            for name in CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]:
+            for name in contenders if r % 2 == 0 else contenders[::-1]:
                 argv = [sys.executable, __file__, "--worker", name, "--export", str(export)]
                 for key in ("batch", "clients", "images", "warmup"):
                     argv += [f"--{key}", str(getattr(args, key))]
                 row[name] = run_json(argv, name)
-            for name in ("triton", "render"):
-                row[f"{name}/onnx"] = row[name]["images_per_s"] / row["onnx"]["images_per_s"]
+            for name in contenders:
+                if name != base:
+                    row[f"{name}/onnx"] = row[name]["images_per_s"] / row[base][
+                        "images_per_s"]
             runs.append(row)
     print(f"{args.resolution} px, ngf {args.ngf}, batch {args.batch}, {args.clients} clients, "
           f"{args.images} images, {args.repeats} repeats (medians, min-max)")
-    for name in CONTENDERS:
+    for name in contenders:
         ips, p50, p99 = (spread([r[name][k] for r in runs])[0]
                          for k in ("images_per_s", "p50_ms", "p99_ms"))
-        print(f"  {name:7s} {ips:9.1f} img/s   latency p50 {p50:8.1f} ms   p99 {p99:8.1f} ms")
-    for name in ("triton", "render"):
-        m, lo, hi = spread([r[f"{name}/onnx"] for r in runs])
-        print(f"  ratio {name}/onnx median {m:.2f}x ({lo:.2f}-{hi:.2f})")
+        mb = (f"  {spread([r[name]['mb_per_s'] for r in runs])[0]:8.1f} MB/s"
+              if "mb_per_s" in runs[0][name] else "")
+        print(f"  {name:9s} {ips:9.1f} img/s{mb}   latency p50 {p50:8.1f} ms   p99 "
+              f"{p99:8.1f} ms")
+    for name in contenders:
+        if name != base:
+            m, lo, hi = spread([r[f"{name}/onnx"] for r in runs])
+            print(f"  ratio {name}/{base} median {m:.2f}x ({lo:.2f}-{hi:.2f})")
     print(f"load average after: {loadavg()}  (wall {time.perf_counter() - t0:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "args": vars(args)}, indent=2))

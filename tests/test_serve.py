@@ -371,6 +371,7 @@ def test_compose_and_kubernetes_manifests_agree_with_the_repository():
     import yaml
 
     from gantool.serve.repository import TRITON_RELEASE
+    from gantool.serve.server import PYTHON_BACKEND_ARGS
 
     root = Path(__file__).resolve().parents[1]
     compose = yaml.safe_load((root / "serve" / "docker-compose.yml").read_text())
@@ -378,6 +379,7 @@ def test_compose_and_kubernetes_manifests_agree_with_the_repository():
     image = f"nvcr.io/nvidia/tritonserver:${{TRITON_RELEASE:-{TRITON_RELEASE}}}-py3"
     assert triton["image"] == image
     assert "--model-repository=/models" in triton["command"]
+    assert set(PYTHON_BACKEND_ARGS) <= set(triton["command"]), "megapixel tensors in the stubs"
     assert any(v.endswith(":/models:ro") for v in triton["volumes"])
     assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
     build = (root / "export" / "build_engine.sh").read_text()
@@ -393,6 +395,7 @@ def test_compose_and_kubernetes_manifests_agree_with_the_repository():
     (container,) = pod["containers"]
     assert container["image"] == f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert set(PYTHON_BACKEND_ARGS) <= set(container["args"])
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}

@@ -14,7 +14,12 @@ BACKENDS = ("torch", "onnx", "trt")
 
 @runtime_checkable
 class Generator(Protocol):
-    """What every backend offers; images for a seed do not depend on the batch they are in."""
+    """What every backend offers; images for a seed do not depend on the batch they are in.
+
+    A backend may also offer ``generate_into(seeds, truncation, out)``, the same images written
+    into a given uint8 (B, H, W, C) array: a render then draws straight into its writer's
+    shared-memory slot and skips a copy (torch, Triton).
+    """
 
     resolution: int
     channels: int

@@ -45,8 +45,7 @@ class TorchGenerator:
 
     @torch.no_grad()
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
-        z = torch.from_numpy(latents(seeds, self.nz, self.prior, truncation)).to(self.device)
-        images = self._replay(z) if self.cuda_graphs else self._images(z.to(self.dtype))
+        images = self._draw(seeds, truncation)
         if images.device.type == "cpu":
             return images.numpy()  # (B, H, W, C) uint8
         # Into an array numpy allocates: it asks for huge pages, which makes the first write to
@@ -54,6 +53,17 @@ class TorchGenerator:
         out = np.empty(tuple(images.shape), np.uint8)
         torch.from_numpy(out).copy_(images)
         return out
+
+    @torch.no_grad()
+    def generate_into(self, seeds: Sequence[int], truncation: float | None,
+                      out: np.ndarray) -> None:
+        """``generate`` into ``out`` (uint8 (B, H, W, C), e.g. a render's shared-memory slot):
+        a GPU copies its images straight there."""
+        torch.from_numpy(out).copy_(self._draw(seeds, truncation))
+
+    def _draw(self, seeds: Sequence[int], truncation: float | None) -> torch.Tensor:
+        z = torch.from_numpy(latents(seeds, self.nz, self.prior, truncation)).to(self.device)
+        return self._replay(z) if self.cuda_graphs else self._images(z.to(self.dtype))
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:
         """z -> uint8 images on the device (a quarter of float32's bytes to copy back)."""

@@ -27,6 +27,14 @@ from pathlib import Path
 
 from gantool.errors import GantoolError
 
+# The python backend hands tensors to its stubs through a shared-memory region that starts at
+# 1 MB and grows by 1 MB by default: a 1024 px batch (3 MB an image) then grows it in dozens of
+# steps. Sized for megapixel batches, render through shared memory ran 0.75x -> 0.90x of
+# in-process ONNX Runtime (benchmarks/serving.py --transport, 1024 px). The deployment files in
+# serve/ pass the same flags.
+PYTHON_BACKEND_ARGS = ("--backend-config=python,shm-default-byte-size=8388608",
+                       "--backend-config=python,shm-growth-byte-size=67108864")
+
 # What Triton says on a machine without a GPU, where nothing needs one: not worth a user's eye.
 CPU_HOST_NOISE = ("CUDA driver version is insufficient", "CudaDriverHelper has not been "
                   "initialized", "pinned memory", "unable to create stream for")
@@ -94,7 +102,8 @@ class TritonServer:
         cmd = [binary, "--model-repository", str(self.repository),
                "--http-address", self.host, "--http-port", str(self.http_port),
                "--grpc-address", self.host, "--grpc-port", str(self.grpc_port),
-               "--exit-on-error=false", "--exit-timeout-secs=10", *backend_args]
+               "--exit-on-error=false", "--exit-timeout-secs=10", *backend_args,
+               *PYTHON_BACKEND_ARGS]
         if self.metrics_port is None:
             cmd.append("--allow-metrics=false")
         else:
