@@ -28,7 +28,8 @@ that moving the bytes, not the network, is what costs.
 
     python benchmarks/serving.py                           # 64 px, ngf 64, batch 8, 4 clients
     python benchmarks/serving.py --resolution 256 --batch 4 --json out.json
-    python benchmarks/serving.py --transport --resolution 1024 --ngf 4 --batch 4 --images 96
+    python benchmarks/serving.py --transport --resolution 1024 --ngf 4 --batch 4 --clients 4 \
+        --max-batch 4 --images 96
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ CONTENDERS = ("onnx", "triton", "render")
 TRANSPORTS = ("draw-onnx", "draw-grpc", "draw-http", "draw-shm")
 
 
-def make_export(folder: Path, res: int, ngf: int, batch: int, clients: int) -> Path:
+def make_export(folder: Path, res: int, ngf: int, batch: int, clients: int,
+                max_batch: int = 0) -> Path:
     """``folder/export`` with model.onnx, export.json and model_repository/."""
     from gantool.export import FORMATS
     from gantool.export.pipeline import export_checkpoint, write_summary
@@ -58,8 +60,8 @@ def make_export(folder: Path, res: int, ngf: int, batch: int, clients: int) -> P
     out = folder / "export"
     result = export_checkpoint(ckpt, out, [FORMATS["onnx"]], log=lambda s: None)
     write_summary(out, result)
-    top = max(batch * clients, batch)  # all clients' requests fit one dynamic batch
-    write_repository(out, "cpu", (1, batch, top))
+    top = max_batch or batch * clients  # default: all clients' requests fit one dynamic batch
+    write_repository(out, "cpu", (1, min(batch, top), top))
     return out
 
 
@@ -194,6 +196,8 @@ def main() -> None:
     ap.add_argument("--ngf", type=int, default=64)
     ap.add_argument("--batch", type=int, default=8, help="seeds per request / per call")
     ap.add_argument("--clients", type=int, default=4, help="concurrent Triton clients")
+    ap.add_argument("--max-batch", type=int, default=0, help="the repository's max_batch_size "
+                    "(default: batch x clients, so the server merges every request in flight)")
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
@@ -210,7 +214,8 @@ def main() -> None:
     contenders, base = (TRANSPORTS, "draw-onnx") if args.transport else (CONTENDERS, "onnx")
     t0, runs = time.perf_counter(), []
     with tempfile.TemporaryDirectory() as tmp:
-        export = make_export(Path(tmp), args.resolution, args.ngf, args.batch, args.clients)
+        export = make_export(Path(tmp), args.resolution, args.ngf, args.batch, args.clients,
+                             args.max_batch)
         for r in range(args.repeats):
             row = {}
             for name in contenders if r % 2 == 0 else contenders[::-1]:

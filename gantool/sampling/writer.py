@@ -1,9 +1,10 @@
 """The output stage of a render: encode and write images on every core, several batches deep.
 
-``ImageWriter.put(seeds, images)`` copies a batch into one of ``depth`` preallocated slots and
-hands its images, in one chunk per worker, to a pool of ``workers`` threads or processes that
-encode them (``Encoding``) and write each file atomically. ``put`` only waits when every slot is
-still being written, so the generator runs ahead by up to ``depth - 1`` batches and memory stays
+``ImageWriter.commit(seeds, images)`` copies a batch into one of ``depth`` preallocated slots
+(or takes it in place: ``reserve`` hands a generator the slot to draw into) and hands its
+images, in one chunk per worker, to a pool of ``workers`` threads or processes that encode
+them (``Encoding``) and write each file atomically. Only taking a slot waits, while every slot
+is still being written, so the generator runs ahead by up to ``depth - 1`` batches and memory stays
 at ``depth`` x batch x image bytes, whatever the number of seeds.
 
 Threads or processes is decided by measurement (``Encoding.holds_gil``): zlib (Pillow's PNG),
@@ -58,7 +59,7 @@ class _Slot:
 
 
 class ImageWriter:
-    """Write ``outdir/seedNNNNNN.<fmt>`` for every image put, with ``manifest.jsonl`` rows
+    """Write ``outdir/seedNNNNNN.<fmt>`` for every image committed, with ``manifest.jsonl`` rows
     ``{"seed", "file", **row}`` for the files that are whole on disk."""
 
     def __init__(self, outdir: Path, encoding: Encoding, batch: int, shape: tuple[int, int, int],
@@ -90,11 +91,6 @@ class ImageWriter:
                                 initializer=_worker_init)
             if parallel == "process" else ThreadPoolExecutor(self.workers))
 
-    @property
-    def bytes_in_flight(self) -> int:
-        """Memory the slots hold: depth x batch x H x W x C."""
-        return self.depth * math.prod(self.slot_shape)
-
     def reserve(self, n: int) -> np.ndarray:
         """A free slot's first ``n`` images (uint8 (n, H, W, C)) for a generator to draw into
         (``generate_into``), saving a copy; waits while every slot is being written."""
@@ -122,10 +118,6 @@ class ImageWriter:
                 _write_chunk, slot.name, self.slot_shape, lo, names, str(self.outdir),
                 self.encoding))
         self._busy.append(slot)
-
-    def put(self, seeds, images: np.ndarray) -> None:
-        """Queue a batch (B <= batch) of uint8 (B, H, W, C) images: ``commit`` with a copy."""
-        self.commit(seeds, images)
 
     def close(self) -> None:
         """Wait for every queued file, list it, and free the workers and slots."""
