@@ -120,16 +120,16 @@ class Clock:
 
 def worker(args) -> dict:
     encoding = _encoding(args.encoder)
-    import torch
-
     from gantool.sampling.images import save_image, seed_filename
     from gantool.sampling.render import render_seeds
     from gantool.system import usable_cpus
 
-    torch.set_num_threads(args.threads)
     if args.generator == "torch":
+        import torch
+
         from gantool.backends import load_backend
 
+        torch.set_num_threads(args.threads)
         gen = load_backend("torch", args.ckpt, device=args.device)
     else:
         gen = InstantGenerator(args.resolution)
@@ -141,7 +141,7 @@ def worker(args) -> dict:
                                                                             "pillow")
         n = max(args.images // (8 if args.encoder.startswith(("pillow", "webp")) else 1), 16)
         n //= args.share
-        time.sleep(max(0.0, args.start_at - time.time()))  # encode-all: start together
+        _barrier(args.barrier, args.share)  # encode-all: start together, once all are set up
         nbytes = 0
         with Clock() as clock:
             for i in range(n):
@@ -162,6 +162,16 @@ def worker(args) -> dict:
     return clock.result(args.images, workers=usable_cpus())
 
 
+def _barrier(folder: str | None, parties: int) -> None:
+    """Wait until ``parties`` workers have reached this point (a file each in ``folder``)."""
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / str(os.getpid())).touch()
+    while len(list(Path(folder).iterdir())) < parties:
+        time.sleep(0.005)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--resolution", type=int, default=1024)
@@ -179,7 +189,7 @@ def main() -> None:
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
-    ap.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--barrier", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -208,7 +218,7 @@ def main() -> None:
                         "--device", args.device]
                 key = f"{kind} {enc}".strip()
                 if kind == "encode-all":  # one per core, starting together once set up
-                    start = ["--share", str(cores), "--start-at", str(time.time() + 8)]
+                    start = ["--share", str(cores), "--barrier", f"{out}-ready"]
                     parts = run_json_parallel([[*argv, *start, "--out", f"{out}/{i}"]
                                                for i in range(cores)], key)
                     res = {"images_per_s": sum(p["images_per_s"] for p in parts),
@@ -221,6 +231,7 @@ def main() -> None:
                     row[f"MB {enc}"] = res["mb_per_image"]
                 row["workers"] = res.get("workers", row.get("workers"))
                 _remove(out)
+                _remove(Path(f"{out}-ready"))
             runs.append(row)
     for row in runs:
         for enc in RENDERERS:

@@ -137,10 +137,16 @@ def test_benchmark_script_runs_tiny(tmp_path):
 @pytest.mark.parametrize("script,args,expect", [
     ("generate.py", ["--cases", "32x2", "--ngf", "4", "--repeats", "2", "--warmup", "1",
                      "--calls", "1", "--threads", "1"], "ratio onnx/torch median"),
-    ("render.py", ["--resolution", "32", "--ngf", "4", "--images", "8", "--batch", "4",
-                   "--repeats", "1", "--threads", "1"], "R / (E x cores)"),
+    ("render.py", ["--resolution", "32", "--images", "16", "--batch", "4", "--repeats", "1",
+                   "--encoders", "pillow-fast,fpng,npy"], "R / min(G, E x"),
+    ("render.py", ["--resolution", "32", "--generator", "torch", "--ngf", "4", "--images", "8",
+                   "--batch", "4", "--repeats", "1", "--threads", "1", "--encoders",
+                   "pillow-fast"], "R / min(G, E x"),
     ("serving.py", ["--resolution", "32", "--ngf", "4", "--batch", "2", "--clients", "2",
                     "--images", "8", "--warmup", "1", "--repeats", "1"], "ratio triton/onnx"),
+    ("serving.py", ["--transport", "--resolution", "32", "--ngf", "4", "--batch", "2",
+                    "--clients", "2", "--max-batch", "2", "--images", "8", "--warmup", "1",
+                    "--repeats", "1"], "ratio draw-shm/draw-onnx"),
 ])
 def test_inference_benchmarks_run_tiny(tmp_path, script, args, expect):
     """Smoke runs at tiny sizes: the scripts work end to end (no timing is asserted)."""

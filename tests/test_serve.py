@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -273,6 +274,44 @@ def test_render_retries_while_the_server_restarts(export_dir, tmp_path):
         assert [(lo, hi) for lo, hi, _ in info.value.failures] == [(0, 3), (4, 7)]
     finally:
         restart.join()
+        second.stop()
+        gen.close()
+
+
+def test_shared_memory_render_carries_on_across_a_server_restart(export_dir, tmp_path):
+    """The restarted server has forgotten the render's registered slots: they are registered
+    again as part of the retries, and every image still arrives through shared memory."""
+    from gantool.sampling.render import render_seeds
+
+    http, grpc = free_port(), free_port()
+    repo = export_dir / "model_repository"
+    first = TritonServer(repo, http, grpc)
+    first.start()
+    second = TritonServer(repo, http, grpc)
+    gen = TritonGenerator(first.grpc_url, request_batch=4, concurrency=2, retries=8,
+                          backoff=0.5, timeout=20)
+    assert gen.transport == "shared memory"
+    out, seeds = tmp_path / "r", list(range(3000))
+
+    def restart():
+        while len(list(out.glob("*.png"))) < 200:
+            time.sleep(0.02)
+        first.stop()
+        second.start()
+
+    thread = threading.Thread(target=restart)
+    try:
+        thread.start()
+        stats = render_seeds(gen, seeds, 0.5, gen.batch_size, out, progress=False)
+        thread.join()
+        assert second.ready(), "the render finished before the restart: give it more seeds"
+        assert stats["written"] == len(seeds) and stats["failed"] == 0
+        some = seeds[::250]
+        assert _close_enough(_folder_images(out, some),
+                             _onnx_images(export_dir, some, 0.5)[..., 0])
+    finally:
+        thread.join()
+        first.stop()
         second.stop()
         gen.close()
 

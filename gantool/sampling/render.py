@@ -3,9 +3,9 @@
 The backend draws batch k+1 while ``ImageWriter`` (``sampling/writer.py``) encodes and writes
 the batches before it on every core, so the slower of the two stages runs flat out and memory
 stays bounded by the writer's slots, whatever the number of seeds. Every file is written
-atomically (temp file and rename), so an interrupted render leaves only whole files; a render
-into a folder that already holds some of the seeds skips them (resume), lists any that an
-interruption left out of ``manifest.jsonl`` and removes its leftover temp files. The manifest
+atomically (``gantool.fileio.atomic_write``), so an interrupted render leaves only whole files;
+a render into a folder that already holds some of the seeds skips them (resume), lists any that
+an interruption left out of ``manifest.jsonl`` and removes leftover temp files. The manifest
 lists seed, truncation, file and backend for every image written.
 """
 

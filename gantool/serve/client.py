@@ -141,7 +141,10 @@ class TritonGenerator:
         if truncation is None:
             truncation = 1.0 if self.prior == "uniform" else PLAIN_NORMAL
         name, offset, size = region
-        self._register(name, size)
+        try:
+            self._register(name, size)
+        except Exception:  # noqa: BLE001 - a server restarting: the requests retry, registering
+            pass
         per_image = out[0].nbytes if len(out) else 0
         parts = [list(p) for p in batched(list(seeds), self.request_batch)]
         starts = np.cumsum([0] + [len(p) for p in parts])
@@ -197,7 +200,11 @@ class TritonGenerator:
                 except Exception:  # noqa: BLE001 - not registered there any more
                     pass
             if name not in self._registered:
-                self._client().register_system_shared_memory(name, "/" + name, size)
+                try:
+                    self._client().register_system_shared_memory(name, "/" + name, size)
+                except Exception as e:  # a timed-out call may have registered it after all
+                    if "already" not in _reason(e).lower():
+                        raise
                 self._registered.add(name)
 
     def _probe_shared_memory(self, client) -> str | None:
