@@ -32,6 +32,22 @@ def _wait_for(predicate, timeout=120.0):
     return False
 
 
+def _writing_into(pid: int, folder) -> bool:
+    """Whether process ``pid`` holds a file open in ``folder`` that has no final name yet."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)) and (target.endswith((" (deleted)", ".tmp"))):
+            return True
+    return False
+
+
 def _all_checkpoints_load(ckpt_dir):
     paths = step_checkpoints(ckpt_dir) + [ckpt_dir / "last.pt"]
     steps = [torch.load(p, weights_only=True)["step"] for p in paths if p.exists()]
@@ -44,8 +60,9 @@ def test_sigkill_anywhere_then_resume(tmp_path):
     ckpts = out / "00001-custom" / "checkpoints"
     p = _popen(*TRAIN, "--steps", STEPS, "--out", out)
     assert _wait_for(lambda: (ckpts / "step-0000003.pt").exists()), p.communicate()
-    # Kill while a checkpoint is being written: its temp file is on disk.
-    caught = _wait_for(lambda: any(ckpts.glob(".step-*.tmp")), timeout=30)
+    # Kill while a checkpoint is being written: the trainer holds it open, unnamed (O_TMPFILE,
+    # "#inode (deleted)" in /proc) or as a temp file.
+    caught = _wait_for(lambda: _writing_into(p.pid, ckpts), timeout=30)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert caught, "the test never saw a checkpoint write in progress"

@@ -10,9 +10,11 @@ at ``depth`` x batch x image bytes, whatever the number of seeds.
 Threads or processes is decided by measurement (``Encoding.holds_gil``): zlib (Pillow's PNG),
 WebP and npy writes release Python's GIL and scale with threads; fpng and Pillow's JPEG hold it,
 so they run in processes that read the slots from shared memory (no pickling of images).
-Processes are spawned, not forked: the parent may hold gRPC channels (a Triton render) or CUDA,
-which a forked child must not inherit; so a script calling this needs the usual
-``if __name__ == "__main__":`` guard. A slot's files are listed in ``manifest.jsonl`` once
+Workers are forked where the platform can (Linux), as torch's DataLoader does: they start in
+milliseconds, and a script, a notebook or ``python -`` calling this needs no
+``if __name__ == "__main__":`` guard. They only encode and write files, so what a fork cannot
+carry (CUDA, gRPC channels, torch's threads) is never touched in them. Elsewhere they are
+spawned, and the guard is needed as usual. A slot's files are listed in ``manifest.jsonl`` once
 all of them are on disk, after one fsync of the folder.
 """
 
@@ -24,6 +26,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import uuid
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -87,7 +90,7 @@ class ImageWriter:
             self._release()
             raise
         self.pool: Executor = (
-            ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+            ProcessPoolExecutor(self.workers, mp_context=_process_context(),
                                 initializer=_worker_init)
             if parallel == "process" else ThreadPoolExecutor(self.workers))
 
@@ -210,6 +213,12 @@ def _check_shared_memory(nbytes: int) -> None:
         raise GantoolError(f"the render needs {nbytes / 2**20:,.0f} MiB of shared memory for its "
                            f"image slots and /dev/shm has {free / 2**20:,.0f} MiB free: lower "
                            "--batch-size, or pass --workers 1 to write from threads")
+
+
+def _process_context():
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if sys.platform == "linux" and "fork" in methods
+                                       else "spawn")
 
 
 def _worker_init() -> None:
