@@ -7,7 +7,7 @@ from torch import nn
 from gantool.config import ModelConfig
 from gantool.errors import ConfigError
 from gantool.models import build_discriminator, build_generator, supported_resolutions
-from gantool.models.layers import resolution_plan
+from gantool.models.layers import fold_batchnorm, resolution_plan
 
 LISTED = [28, 32, 64, 96, 128, 192, 256, 512, 1024]
 
@@ -133,3 +133,28 @@ def test_pooled_discriminator_averages_a_spatial_map():
         logits = d(x)
     assert maps[0].shape == (2, 1, 4, 4)
     assert torch.allclose(logits, maps[0].mean(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "residual"])
+def test_folding_batchnorm_keeps_the_images(arch):
+    """Inference folds each BatchNorm into its (transposed) convolution: exact in eval mode."""
+    import copy
+
+    torch.manual_seed(0)
+    g = build_generator(ModelConfig(resolution=64, channels=3, ngf=16, arch=arch))
+    for m in g.modules():  # statistics far from the identity, as training leaves them
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.2, 3)
+            m.weight.data.uniform_(0.5, 2)
+            m.bias.data.uniform_(-0.5, 0.5)
+    g.eval()
+    folded = fold_batchnorm(copy.deepcopy(g))
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(copy.deepcopy(g).train())
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert left == (0 if arch == "dcgan" else 1), "only the BatchNorm after a Linear stays"
+    z = torch.randn(8, 100)
+    with torch.no_grad():
+        a, b = g(z), folded(z)
+    assert (a - b).abs().max() < 1e-5 and a.std() > 0.05

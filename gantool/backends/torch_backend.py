@@ -1,4 +1,5 @@
-"""PyTorch backend: a checkpoint's generator (EMA weights by default) in eval mode.
+"""PyTorch backend: a checkpoint's generator (EMA weights by default) in eval mode, with each
+BatchNorm folded into the convolution before it (as the ONNX export does).
 
 Options: ``precision`` fp32 | fp16 | bf16 (the network's weights and activations in that type;
 images are rounded from float32 either way), ``compile`` (``torch.compile``), and
@@ -15,6 +16,7 @@ import torch
 
 from gantool.device import pick_device
 from gantool.errors import GantoolError
+from gantool.models.layers import fold_batchnorm
 from gantool.sampling.images import to_uint8_tensor
 from gantool.sampling.latent import latents
 from gantool.train.checkpoint import load_generator
@@ -34,7 +36,7 @@ class TorchGenerator:
             raise GantoolError("--cuda-graphs needs a CUDA device (found none, or --device cpu)")
         self.dtype = PRECISIONS[precision]
         net, cfg = load_generator(path, ema=ema, device=self.device)
-        self.net = net.to(self.dtype)
+        self.net = fold_batchnorm(net).to(self.dtype)  # as exported graphs do: fewer passes
         m = cfg.model
         self.resolution, self.channels, self.nz = m.resolution, m.channels, m.nz
         self.prior = prior or m.prior

@@ -1,4 +1,5 @@
-"""Shared building blocks: the resolution plan and DCGAN weight initialisation."""
+"""Shared building blocks: the resolution plan, DCGAN weight initialisation, and folding
+BatchNorm into convolutions for inference."""
 
 from __future__ import annotations
 
@@ -51,3 +52,24 @@ def dcgan_init(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a (transposed) convolution inside an
+    ``nn.Sequential`` into that convolution (weights scaled, a bias added), the BatchNorm
+    becoming an Identity: what an exported graph does, exact in eval mode up to float rounding.
+    Changes ``net`` in place (call on an eval-mode copy: training needs the BatchNorms)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if net.training:
+        raise ValueError("fold_batchnorm needs a network in eval mode")
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if (isinstance(conv, nn.Conv2d | nn.ConvTranspose2d)
+                    and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
+                    and conv.groups == 1):
+                transpose = isinstance(conv, nn.ConvTranspose2d)
+                seq[i] = fuse_conv_bn_eval(conv, bn, transpose=transpose)
+                seq[i + 1] = nn.Identity()
+    return net
