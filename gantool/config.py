@@ -117,6 +117,10 @@ class TrainConfig:
     guard: bool = True
     guard_patience: int = 200
     guard_min_spread: float = 0.05  # fake batch spread below this fraction of the real one
+    # sample diversity (gantool.metrics.diversity) of seeds 0..63 drawn as samples are, every
+    # diversity_every steps (0 = off), logged; the guard's collapse signal below this value
+    diversity_every: int = 100
+    guard_min_diversity: float = 0.2
     guard_lr_factor: float = 0.5
     guard_max_rollbacks: int = 3
 
@@ -397,7 +401,9 @@ def validate(cfg: RunConfig) -> None:
                    ("train.lr_decay_at", t.lr_decay_at),
                    ("train.guard_max_rollbacks", t.guard_max_rollbacks),
                    ("train.eval_every", t.eval_every),
-                   ("train.guard_min_spread", t.guard_min_spread)]:
+                   ("train.guard_min_spread", t.guard_min_spread),
+                   ("train.diversity_every", t.diversity_every),
+                   ("train.guard_min_diversity", t.guard_min_diversity)]:
         if v < 0:
             raise ConfigError(f"{key} must not be negative, got {v}")
     for key, p in [("model.d_dropout", m.d_dropout), ("model.d_dropout_head", m.d_dropout_head)]:

@@ -1,9 +1,9 @@
 """`gantool report RUN_DIR`: one self-contained HTML page (and its PNG plots) per run.
 
-Plots from ``metrics.jsonl``: the losses, D(x) and D(G(z)), the fake/real batch spread the
-divergence guard watches, the learning rates, and FID/KID where the run evaluated; rollback
-events are drawn as red vertical lines on every plot. Below them, the sample grids over time.
-Images are embedded as base64, so the page can be mailed or archived alone.
+Plots from ``metrics.jsonl``: the losses, D(x) and D(G(z)), the fake/real batch spread and
+sample diversity the divergence guard watches, the learning rates, and FID/KID where the run
+evaluated; rollback events are drawn as red vertical lines on every plot. Below them, the
+sample grids over time. Images are embedded as base64, so the page can be mailed or archived alone.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from gantool.fileio import atomic_write
 PLOTS = (
     ("losses", "loss", [("loss_d", "D loss"), ("loss_g", "G loss")]),
     ("discriminator", "mean sigmoid(D)", [("d_real", "D(x)"), ("d_fake", "D(G(z))")]),
-    ("spread", "fake / real batch spread", [("spread", "spread")]),
+    ("spread", "fake / real", [("spread", "batch spread (G)"),
+                               ("diversity", "sample diversity (as sampled)")]),
     ("learning-rates", "learning rate", [("lr_g", "G"), ("lr_d", "D")]),
 )
 

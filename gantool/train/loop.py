@@ -42,9 +42,10 @@ from gantool.data import ImageSet, load_dataset
 from gantool.device import pick_device
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
+from gantool.metrics.diversity import diversity, nearest_distance
 from gantool.models import build_discriminator, build_generator
 from gantool.sampling.images import save_grid, to_uint8_tensor
-from gantool.sampling.latent import latents
+from gantool.sampling.latent import batched, latents
 from gantool.train import distributed
 from gantool.train.augment import diff_augment
 from gantool.train.checkpoint import (
@@ -152,6 +153,9 @@ class EpochSampler:
         return idx, (self._flips[idx] if self._flips is not None else None)
 
 
+DIVERSITY_SEEDS = 64  # seeds 0..63: the sample diversity the log and the guard watch
+
+
 class Trainer:
     """Owns G, D, G_ema, both optimizers, the AMP scaler and the data for one run."""
 
@@ -208,14 +212,15 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.augment = augment_policy(t.augment)
-        self.guard = (DivergenceGuard(t.guard_patience, t.guard_min_spread, t.loss == "bce")
-                      if t.guard else None)
+        self.guard = (DivergenceGuard(t.guard_patience, t.guard_min_spread, t.loss == "bce",
+                                      t.guard_min_diversity) if t.guard else None)
         self.rollbacks, self.lr_scale = 0, 1.0  # the guard's doing; saved in checkpoints
         self.best: dict | None = None  # {"metric", "value", "step"} of checkpoints/best.pt
         self.step = 0
         self.data = self._load_data()
         self.images = self._place(torch.from_numpy(self.data.images))  # (N, C, R, R) uint8
         self.sampler = EpochSampler(len(self.data), t.batch_size, t.seed, cfg.data.flip)
+        self.real_distance = _real_distance(self.data.images) if t.diversity_every else None
         if world.rank:  # each rank its own z and dropout; rank 0 keeps the single-process stream
             torch.manual_seed(rank_seed(t.seed, 0, world.rank))
 
@@ -447,6 +452,8 @@ class Trainer:
         window_start, window_steps, images_per_s = time.perf_counter(), 0, 0.0
         start_step, t0, ckpt = self.step, time.perf_counter(), None
         good = _cpu_copy(self.state_dict())  # where the divergence guard rolls back to
+        next_diversity = (self.step // t.diversity_every + 1) * t.diversity_every \
+            if t.diversity_every else 0
         main, world = self.world.main, self.world
         with _graceful_stop() as stop, self._progress() as bar:
             task = bar.add_task("train", total=t.steps, completed=self.step, stats="")
@@ -460,6 +467,9 @@ class Trainer:
                     images_per_s = window_steps * t.batch_size / (now - window_start)
                     sums = distributed.mean_over_ranks(sums, world)  # one row, the same on all
                     row = self._log_row(sums, window_steps, images_per_s)
+                    if self.real_distance and self.step >= next_diversity:
+                        row["diversity"] = round(self.sample_diversity(), 4)
+                        next_diversity = (self.step // t.diversity_every + 1) * t.diversity_every
                     if main:
                         with metrics_path.open("a") as f:
                             f.write(json.dumps(row) + "\n")
@@ -470,6 +480,7 @@ class Trainer:
                     sums, window_steps, window_start = {}, 0, now
                     if reason:
                         good = self._roll_back(good, reason, run_dir, bar.console)
+                        next_diversity = self.step + t.diversity_every
                         bar.update(task, completed=self.step)
                         continue
                 if main and (self.step % sample_every == 0 or self.step == t.steps):
@@ -591,6 +602,13 @@ class Trainer:
         g = self.G_ema if self.G_ema is not None else self.G
         return _ModuleGenerator(g, m.nz, m.prior, self.device)
 
+    def sample_diversity(self) -> float:
+        """``gantool.metrics.diversity`` of seeds 0..63, drawn the way sample grids are."""
+        gen, m = self.sampler_generator(), self.cfg.model
+        images = np.concatenate([gen.generate(chunk, m.truncation) for chunk in
+                                 batched(range(DIVERSITY_SEEDS), self.local_batch)])
+        return diversity(images, self.real_distance)
+
     def write_samples(self, run_dir: Path) -> Path:
         """A grid of the fixed seeds 0..sample_grid-1 from G_ema (or G) in eval mode."""
         images = self.sampler_generator().generate(range(self.cfg.train.sample_grid),
@@ -619,6 +637,15 @@ class _ModuleGenerator:
             return to_uint8_tensor(self.net(z.to(self.device))).cpu().numpy()
         finally:
             self.net.train(was_training)
+
+
+def _real_distance(images: np.ndarray) -> float | None:
+    """Nearest-neighbour distance within a fixed subset of the real images (N, C, R, R): what
+    sample diversity is measured against; None for a dataset of one image."""
+    if len(images) < 2:
+        return None
+    pick = np.random.default_rng(0).permutation(len(images))[:DIVERSITY_SEEDS]
+    return nearest_distance(images[np.sort(pick)], channels_last=False) or None
 
 
 def _plain_lr(opt_state: dict) -> dict:

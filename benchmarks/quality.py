@@ -1,0 +1,257 @@
+"""Image quality at equal budget: gantool presets against the canonical pytorch/examples DCGAN,
+by FID along the run.
+
+    python benchmarks/quality.py --data ../shared/data/twemoji-64/twemoji-64.tar \
+        --resolution 64 --width 32 --batch 64 --steps 3000 --checkpoints 6 \
+        --presets colour-small --out runs/quality --json benchmarks/results-quality-64.json
+
+Every contender trains in its own process, one after another, on the same images (decoded by
+gantool's loader) with the same steps, batch and widths (ngf = ndf = ``--width``):
+
+* ``canonical``: ``benchmarks/canonical_dcgan.py`` (the example's networks, init, BCE, Adam 2e-4
+  b1 0.5, one D and one G update per step), data reshuffled every epoch. Sampled the way the
+  example samples: ``netG(noise)`` with the network in training mode, so BatchNorm normalises
+  with the statistics of the batch being drawn (batches of 64).
+* each ``--presets`` name: ``gantool train --preset NAME`` with ``model.ngf/ndf``,
+  ``--batch-size`` and ``--steps`` set as above. Sampled the way gantool samples: the
+  checkpoint's generator through the product's torch backend (EMA weights in eval mode).
+
+Each checkpoint is scored the same way: FID of ``--num`` samples (seeds 0..num-1 through the
+latent contract) against ``--num`` real images (a fixed subset), with gantool's Inception
+features and the same cached real statistics for everyone. ``--variants`` also scores other
+ways of drawing from a gantool checkpoint (diagnosis: which weights, which BatchNorm statistics).
+
+Prints one table, FID per checkpoint per contender and the ratio to ``canonical``; writes
+``--json`` and, with ``--figure``, the final sample grids side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import canonical_dcgan  # noqa: E402
+
+from gantool.data.dataset import load_dataset  # noqa: E402
+from gantool.metrics.evaluate import evaluate  # noqa: E402
+from gantool.sampling.images import save_grid, to_uint8_tensor  # noqa: E402
+from gantool.sampling.latent import latents  # noqa: E402
+
+NZ = 100
+
+
+# ---- the canonical side ------------------------------------------------------------------
+def train_canonical(args: argparse.Namespace, out: Path) -> None:
+    """The example's loop on gantool's decoded images; G's state at every checkpoint step."""
+    torch.manual_seed(args.seed)
+    data = torch.from_numpy(load_dataset(args.data, args.resolution, 3, progress=False).images)
+    netG, netD, optG, optD = canonical_dcgan.build_all(NZ, args.width, args.width, 3,
+                                                      args.resolution)
+    every = args.steps // args.checkpoints
+    out.mkdir(parents=True, exist_ok=True)
+    perm, pos = torch.randperm(len(data)), 0
+    for step in range(1, args.steps + 1):
+        if pos + args.batch > len(data):
+            perm, pos = torch.randperm(len(data)), 0
+        real = data[perm[pos : pos + args.batch]].float().div_(127.5).sub_(1.0)
+        pos += args.batch
+        canonical_dcgan.canonical_step(netG, netD, optG, optD, real, NZ)
+        if step % every == 0:
+            torch.save({"G": netG.state_dict(), "step": step}, out / f"step-{step:07d}.pt")
+
+
+class CanonicalGenerator:
+    """A canonical checkpoint as a gantool Generator: z by the latent contract, the network in
+    training mode (batch statistics), as the example draws its samples."""
+
+    def __init__(self, path: Path, args: argparse.Namespace):
+        self.net = canonical_dcgan.Generator(NZ, args.width, 3, args.resolution)
+        self.net.load_state_dict(torch.load(path, weights_only=True)["G"])
+        self.net.train()
+
+    @torch.no_grad()
+    def generate(self, seeds, truncation) -> np.ndarray:
+        z = torch.from_numpy(latents(list(seeds), NZ, "normal", truncation))
+        return to_uint8_tensor(self.net(z[:, :, None, None])).numpy()
+
+
+# ---- the gantool side --------------------------------------------------------------------
+def parse_contender(spec: str) -> tuple[str, str, list[str]]:
+    """``LABEL=PRESET[:key=value;key=value]`` or ``PRESET`` -> (label, preset, overrides)."""
+    label, _, rest = spec.partition("=") if "=" in spec.split(":")[0] else (spec, "", spec)
+    preset, _, sets = rest.partition(":")
+    return label, preset, [s for s in sets.split(";") if s]
+
+
+def train_gantool(spec: str, args: argparse.Namespace, out: Path) -> None:
+    every = args.steps // args.checkpoints
+    _, preset, sets = parse_contender(spec)
+    cmd = [sys.executable, "-m", "gantool", "train", "--preset", preset, "--data", args.data,
+           "--resolution", str(args.resolution), "--batch-size", str(args.batch),
+           "--steps", str(args.steps), "--checkpoint-every", str(every),
+           "--sample-every", str(every), "--seed", str(args.seed), "--out", str(out),
+           "--no-progress", "--set", f"model.ngf={args.width}", "--set",
+           f"model.ndf={args.width}", "--set", f"train.keep={args.checkpoints + 1}",
+           *sum((["--set", s] for s in [*args.set, *sets]), [])]
+    subprocess.run(cmd, check=True)
+
+
+class VariantGenerator:
+    """A gantool checkpoint drawn another way (``--variants``), for diagnosis:
+
+    * ``g-eval`` / ``g-train``: the raw (non-EMA) G with running / batch BatchNorm statistics;
+    * ``ema-train``: the EMA weights with batch statistics;
+    * ``ema-recal``: the EMA weights with BatchNorm running statistics recomputed for them
+      (over 20 batches of fresh z), then eval mode.
+    """
+
+    def __init__(self, path: Path, variant: str):
+        from gantool.train.checkpoint import load_generator
+
+        self.net, cfg = load_generator(path, ema=variant.startswith("ema"))
+        self.nz, self.prior = cfg.model.nz, cfg.model.prior
+        if variant.endswith("train"):
+            self.net.train()
+        elif variant == "ema-recal":
+            recalibrate_batchnorm(self.net, self.nz, self.prior)
+
+    @torch.no_grad()
+    def generate(self, seeds, truncation) -> np.ndarray:
+        z = torch.from_numpy(latents(list(seeds), self.nz, self.prior, truncation))
+        return to_uint8_tensor(self.net(z)).numpy()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: torch.nn.Module, nz: int, prior: str, batches: int = 20,
+                          batch: int = 64) -> None:
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches
+    net.train()
+    for i in range(batches):
+        seeds = range(10**6 + i * batch, 10**6 + (i + 1) * batch)
+        net(torch.from_numpy(latents(list(seeds), nz, prior, None)))
+    net.eval()
+
+
+def gantool_generator(path: Path, variant: str):
+    if variant == "ema-eval":  # the product's own path
+        from gantool.backends.torch_backend import TorchGenerator
+
+        return TorchGenerator(str(path), device="cpu")
+    return VariantGenerator(path, variant)
+
+
+# ---- scoring -----------------------------------------------------------------------------
+def checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    found = sorted(folder.rglob("step-*.pt"))
+    return [(int(p.stem.split("-")[1]), p) for p in found]
+
+
+def score(name: str, gen, real: np.ndarray, args: argparse.Namespace) -> float:
+    t0 = time.perf_counter()
+    value = evaluate(gen, real, ["fid"], args.num, batch_size=64)["fid"]
+    print(f"  {name}: FID {value:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return value
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--width", type=int, default=32, help="ngf = ndf")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--checkpoints", type=int, default=6, help="evenly spaced, the last at --steps")
+    ap.add_argument("--num", type=int, default=1000, help="generated and real images per FID")
+    ap.add_argument("--presets", default="colour-small", help="comma-separated gantool presets")
+    ap.add_argument("--contender", action="append", default=[],
+                    help="one more gantool contender, LABEL=PRESET:key=value;key=value (a "
+                         "preset with overrides); repeatable")
+    ap.add_argument("--variants", default="ema-eval",
+                    help="ways to draw from gantool checkpoints: ema-eval (the product's), "
+                         "ema-recal, ema-train, g-eval, g-train")
+    ap.add_argument("--set", action="append", default=[], help="passed to every gantool run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/quality")
+    ap.add_argument("--reuse", action="store_true", help="score existing runs, train nothing")
+    ap.add_argument("--json")
+    ap.add_argument("--figure", help="final sample grids (64 seeds) side by side")
+    ap.add_argument("--train-canonical", help=argparse.SUPPRESS)  # the child process
+    args = ap.parse_args()
+    if args.train_canonical:
+        return train_canonical(args, Path(args.train_canonical))
+    out = Path(args.out)
+    names = [p.strip() for p in args.presets.split(",") if p.strip()] + args.contender
+    specs = {parse_contender(p)[0]: p for p in names}
+    presets = list(specs)
+    walls = {}
+    for name in ["canonical", *presets]:
+        folder = out / name
+        if args.reuse and folder.exists():
+            continue
+        t0 = time.perf_counter()
+        if name == "canonical":
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--train-canonical",
+                            str(folder)], check=True)
+        else:
+            train_gantool(specs[name], args, folder)
+        walls[name] = time.perf_counter() - t0
+        print(f"{name}: trained in {walls[name]:.0f} s", flush=True)
+
+    real = load_dataset(args.data, args.resolution, 3, progress=False).images
+    variants = [v.strip() for v in args.variants.split(",")]
+    table: dict[str, dict[int, float]] = {}
+    finals = {}
+    for name in ["canonical", *presets]:
+        kinds = ["canonical"] if name == "canonical" else variants
+        for kind in kinds:
+            label = name if kind in ("canonical", "ema-eval") else f"{name} [{kind}]"
+            cache = out / name / f"fid-{kind}-{args.num}.json"  # scores survive a rerun
+            table[label] = {int(k): v for k, v in (json.loads(cache.read_text()).items()
+                                                    if cache.is_file() else [])}
+            for step, path in checkpoints(out / name):
+                gen = (CanonicalGenerator(path, args) if name == "canonical"
+                       else gantool_generator(path, kind))
+                if step not in table[label]:
+                    table[label][step] = score(f"{label} step {step}", gen, real, args)
+                    cache.write_text(json.dumps(table[label]))
+                finals[label] = gen
+    steps = sorted(table["canonical"])
+    base = table["canonical"]
+    print(f"\n{args.resolution} px, width {args.width}, batch {args.batch}, {args.steps} steps, "
+          f"FID of {args.num} vs {args.num} real; load average "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'contender':<34}" + "".join(f"{s:>9}" for s in steps))
+    for label, row in table.items():
+        print(f"{label:<34}" + "".join(f"{row.get(s, float('nan')):>9.1f}" for s in steps))
+        if label != "canonical":
+            print(f"{'  ratio to canonical':<34}"
+                  + "".join(f"{row.get(s, float('nan')) / base[s]:>9.2f}" for s in steps))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "args": {k: v for k, v in vars(args).items() if k != "train_canonical"},
+            "load_average": os.getloadavg(), "train_wall_s": walls,
+            "fid": {k: {str(s): v for s, v in row.items()} for k, row in table.items()},
+        }, indent=2) + "\n")
+    if args.figure:
+        grids = {k: g.generate(range(64), None) for k, g in finals.items()}
+        sheet = np.concatenate([np.pad(g, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=255)
+                                for g in grids.values()], axis=0)
+        save_grid(sheet, Path(args.figure), nrow=8 * len(grids) // len(grids))
+        print(f"figure ({', '.join(grids)}, top to bottom): {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
