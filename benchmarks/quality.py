@@ -44,7 +44,7 @@ import canonical_dcgan  # noqa: E402
 
 from gantool.data.dataset import load_dataset  # noqa: E402
 from gantool.metrics.evaluate import evaluate  # noqa: E402
-from gantool.sampling.images import save_grid, to_uint8_tensor  # noqa: E402
+from gantool.sampling.images import to_uint8_tensor  # noqa: E402
 from gantool.sampling.latent import latents  # noqa: E402
 
 NZ = 100
@@ -246,12 +246,26 @@ def main() -> None:
             "fid": {k: {str(s): v for s, v in row.items()} for k, row in table.items()},
         }, indent=2) + "\n")
     if args.figure:
-        grids = {k: g.generate(range(64), None) for k, g in finals.items()}
-        sheet = np.concatenate([np.pad(g, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=255)
-                                for g in grids.values()], axis=0)
-        save_grid(sheet, Path(args.figure), nrow=8 * len(grids) // len(grids))
-        print(f"figure ({', '.join(grids)}, top to bottom): {args.figure}")
+        figure({k: g.generate(range(64), None) for k, g in finals.items()}, Path(args.figure),
+               args.steps)
+        print(f"figure: {args.figure}")
 
+
+def figure(grids: dict[str, np.ndarray], path: Path, steps: int) -> None:
+    """Each contender's 64 samples (seeds 0-63) at the last checkpoint, side by side."""
+    from PIL import Image, ImageDraw
+
+    from gantool.sampling.images import make_grid
+
+    tiles = [Image.fromarray(make_grid(g, 8)) for g in grids.values()]
+    w, h = tiles[0].size
+    sheet = Image.new("RGB", (len(tiles) * (w + 12), h + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, tile) in enumerate(zip(grids, tiles)):
+        draw.text((i * (w + 12) + 2, 3), f"{label}, step {steps}", fill="black")
+        sheet.paste(tile, (i * (w + 12), 20))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, optimize=True)
 
 if __name__ == "__main__":
     main()
