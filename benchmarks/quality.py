@@ -46,6 +46,7 @@ from gantool.data.dataset import load_dataset  # noqa: E402
 from gantool.metrics.evaluate import evaluate  # noqa: E402
 from gantool.sampling.images import to_uint8_tensor  # noqa: E402
 from gantool.sampling.latent import latents  # noqa: E402
+from gantool.train.checkpoint import step_of  # noqa: E402
 
 NZ = 100
 
@@ -155,8 +156,8 @@ def gantool_generator(path: Path, variant: str):
 
 # ---- scoring -----------------------------------------------------------------------------
 def checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    found = sorted(folder.rglob("step-*.pt"))
-    return [(int(p.stem.split("-")[1]), p) for p in found]
+    """(step, file) of every step checkpoint under ``folder`` (either side's), oldest first."""
+    return sorted((step_of(p), p) for p in folder.rglob("step-*.pt"))
 
 
 def score(name: str, gen, real: np.ndarray, args: argparse.Namespace) -> float:
