@@ -94,12 +94,27 @@ def parse_contender(spec: str) -> tuple[str, str, list[str]]:
     return label, preset, [s for s in sets.split(";") if s]
 
 
+def budget(spec: str, args: argparse.Namespace) -> tuple[int, int]:
+    """(batch, steps) of a contender: ``--batch`` x ``--steps``, or with ``--own-batch`` a gantool
+    preset's own batch size and as many steps as give the same number of images seen."""
+    if spec == "canonical" or not args.own_batch:
+        return args.batch, args.steps
+    from gantool.config import apply_overrides, parse_set_options, preset_config
+
+    _, preset, sets = parse_contender(spec)
+    cfg = apply_overrides(preset_config(preset), parse_set_options([*args.set, *sets]))
+    batch = cfg.train.batch_size
+    every = round(args.steps * args.batch / args.checkpoints / batch)
+    return batch, every * args.checkpoints
+
+
 def train_gantool(spec: str, args: argparse.Namespace, out: Path) -> None:
-    every = args.steps // args.checkpoints
+    batch, steps = budget(spec, args)
+    every = steps // args.checkpoints
     _, preset, sets = parse_contender(spec)
     cmd = [sys.executable, "-m", "gantool", "train", "--preset", preset, "--data", args.data,
-           "--resolution", str(args.resolution), "--batch-size", str(args.batch),
-           "--steps", str(args.steps), "--checkpoint-every", str(every),
+           "--resolution", str(args.resolution), "--batch-size", str(batch),
+           "--steps", str(steps), "--checkpoint-every", str(every),
            "--sample-every", str(every), "--seed", str(args.seed), "--out", str(out),
            "--no-progress", "--set", f"model.ngf={args.width}", "--set",
            f"model.ndf={args.width}", "--set", f"train.keep={args.checkpoints + 1}",
@@ -184,6 +199,11 @@ def main() -> None:
                     help="ways to draw from gantool checkpoints: ema-eval (the product's), "
                          "ema-recal, ema-train, g-eval, g-train")
     ap.add_argument("--set", action="append", default=[], help="passed to every gantool run")
+    ap.add_argument("--baseline", default="canonical",
+                    help="the contender the ratios divide by: canonical or one of the presets")
+    ap.add_argument("--own-batch", action="store_true",
+                    help="gantool contenders keep their preset's batch size and train for the "
+                         "same number of images (--steps x --batch); columns are images seen")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/quality")
     ap.add_argument("--reuse", action="store_true", help="score existing runs, train nothing")
@@ -195,10 +215,10 @@ def main() -> None:
         return train_canonical(args, Path(args.train_canonical))
     out = Path(args.out)
     names = [p.strip() for p in args.presets.split(",") if p.strip()] + args.contender
-    specs = {parse_contender(p)[0]: p for p in names}
-    presets = list(specs)
+    specs = {parse_contender(p)[0]: p for p in [args.baseline, *names]}
+    contenders = list(specs)  # the baseline first
     walls = {}
-    for name in ["canonical", *presets]:
+    for name in contenders:
         folder = out / name
         if args.reuse and folder.exists():
             continue
@@ -215,7 +235,8 @@ def main() -> None:
     variants = [v.strip() for v in args.variants.split(",")]
     table: dict[str, dict[int, float]] = {}
     finals = {}
-    for name in ["canonical", *presets]:
+    for name in contenders:
+        batch = budget(specs[name], args)[0]
         kinds = ["canonical"] if name == "canonical" else variants
         for kind in kinds:
             label = name if kind in ("canonical", "ema-eval") else f"{name} [{kind}]"
@@ -229,30 +250,34 @@ def main() -> None:
                     table[label][step] = score(f"{label} step {step}", gen, real, args)
                     cache.write_text(json.dumps(table[label]))
                 finals[label] = gen
-    steps = sorted(table["canonical"])
-    base = table["canonical"]
-    print(f"\n{args.resolution} px, width {args.width}, batch {args.batch}, {args.steps} steps, "
-          f"FID of {args.num} vs {args.num} real; load average "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'contender':<34}" + "".join(f"{s:>9}" for s in steps))
+            if args.own_batch:  # columns: thousands of images seen
+                table[label] = {round(s * batch / 1000): v for s, v in table[label].items()}
+    base = table[args.baseline]
+    steps = sorted(base)
+    unit = "k images" if args.own_batch else "step"
+    print(f"\n{args.resolution} px, width {args.width}, "
+          + ("each preset's own batch, " if args.own_batch else f"batch {args.batch}, ")
+          + f"{args.steps * args.batch // 1000}k images, FID of {args.num} vs {args.num} real; "
+          f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{unit:<34}" + "".join(f"{s:>9}" for s in steps))
     for label, row in table.items():
         print(f"{label:<34}" + "".join(f"{row.get(s, float('nan')):>9.1f}" for s in steps))
-        if label != "canonical":
-            print(f"{'  ratio to canonical':<34}"
+        if label != args.baseline:
+            print(f"{'  ratio to ' + args.baseline:<34}"
                   + "".join(f"{row.get(s, float('nan')) / base[s]:>9.2f}" for s in steps))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "args": {k: v for k, v in vars(args).items() if k != "train_canonical"},
-            "load_average": os.getloadavg(), "train_wall_s": walls,
+            "load_average": os.getloadavg(), "train_wall_s": walls, "columns": unit,
             "fid": {k: {str(s): v for s, v in row.items()} for k, row in table.items()},
         }, indent=2) + "\n")
     if args.figure:
         figure({k: g.generate(range(64), None) for k, g in finals.items()}, Path(args.figure),
-               args.steps)
+               f"{steps[-1]}k images" if args.own_batch else f"step {args.steps}")
         print(f"figure: {args.figure}")
 
 
-def figure(grids: dict[str, np.ndarray], path: Path, steps: int) -> None:
+def figure(grids: dict[str, np.ndarray], path: Path, when: str) -> None:
     """Each contender's 64 samples (seeds 0-63) at the last checkpoint, side by side."""
     from PIL import Image, ImageDraw
 
@@ -263,7 +288,7 @@ def figure(grids: dict[str, np.ndarray], path: Path, steps: int) -> None:
     sheet = Image.new("RGB", (len(tiles) * (w + 12), h + 20), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (label, tile) in enumerate(zip(grids, tiles)):
-        draw.text((i * (w + 12) + 2, 3), f"{label}, step {steps}", fill="black")
+        draw.text((i * (w + 12) + 2, 3), f"{label}, {when}", fill="black")
         sheet.paste(tile, (i * (w + 12), 20))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)  # ~4x smaller

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gantool.errors import ConfigError, did_you_mean
-from gantool.sampling.latent import PRIORS
+from gantool.sampling.latent import PRIORS, validate_truncation
 
 LABEL_SMOOTHING = ("hard", "one-sided", "two-sided")
 FITS = ("crop", "pad")
@@ -462,10 +463,10 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{key} must be two numbers in [0, 1), got {list(betas)}")
     if len(d.background) != 3 or not all(0 <= c <= 255 for c in d.background):
         raise ConfigError(f"data.background must be three values 0..255, got {list(d.background)}")
-    if m.truncation is not None:
-        if m.truncation <= 0 or (m.prior == "uniform" and m.truncation > 1):
-            bound = "(0, 1]" if m.prior == "uniform" else "> 0"
-            raise ConfigError(f"model.truncation must be {bound} for the {m.prior} prior")
+    try:
+        validate_truncation(m.truncation, m.prior)
+    except ValueError as e:
+        raise ConfigError(f"model.truncation: {e}") from None
 
 
 def augment_policy(text: str) -> tuple[str, ...]:
@@ -536,19 +537,25 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
                 raise ValueError(f"expected {len(args)} comma-separated values")
             return tuple(_coerce(v, a, key) for v, a in zip(items, args))
         if ftype is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError("expected true or false")
-            return bool(value)
+            text = str(value).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(value, bool) or isinstance(value, (dict, list)):  # YAML `steps: true`
+            raise ValueError(f"expected {'text' if ftype is str else 'a number'}")
         if ftype is int:
-            if isinstance(value, float) and not value.is_integer():
+            text = str(value).replace("_", "")
+            if not text.lstrip("+-").isdigit() and not (
+                    isinstance(value, float) and value.is_integer()):
                 raise ValueError("expected an integer")
-            return int(str(value).replace("_", "")) if isinstance(value, str) else int(value)
+            return int(value) if isinstance(value, float) else int(text)
         if ftype is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # nan would pass every range check below
+                raise ValueError("expected a finite number")
+            return number
         return str(value)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"bad value {value!r} for {key}: {e}") from None

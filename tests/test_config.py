@@ -52,6 +52,17 @@ def test_precedence_preset_then_file_then_flags(tmp_path):
     ({"train.compile_mode": "reduce-overhead"}, "one of default, max-autotune-no-cudagraphs"),
     ({"train.cuda_graphs": True, "train.amp": "fp16"}, "cannot run with train.compile"),
     ({"train.cuda_graphs": True, "train.device": "cpu"}, "or --device cpu"),
+    # values that would pass every range check and fail later, inside training
+    ({"model.truncation": "inf"}, "expected a finite number"),
+    ({"model.truncation": float("nan")}, "expected a finite number"),
+    ({"model.truncation": "1e-9"}, "below the normal prior's minimum"),
+    ({"train.lr_g": "nan"}, "expected a finite number"),
+    ({"train.lr_d": float("inf")}, "expected a finite number"),
+    ({"train.steps": True}, "expected a number"),  # YAML `steps: true`
+    ({"train.steps": "inf"}, "expected an integer"),
+    ({"train.steps": float("inf")}, "expected an integer"),
+    ({"train.compile": 5}, "expected true or false"),
+    ({"name": "x", "data.path": ["a", "b"]}, "expected text"),
 ])
 def test_bad_values_are_clear(over, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,13 +1,15 @@
 """The seed -> z contract, bit for bit."""
 
 import ast
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gantool.sampling import latent
-from gantool.sampling.latent import latents, parse_seeds, validate_truncation
+from gantool.sampling.latent import batched, latents, parse_seeds, validate_truncation
 
 
 def reference_normal(seed, nz, t):
@@ -50,6 +52,34 @@ def test_golden_values_pin_the_stream():
     assert u.tobytes().hex() == "af3f0c3e08bd6bbe8505ebbeb189f7be"
 
 
+# z bytes (nz=8) of seeds 0, 7 and 2**40 as gantool drew them before the truncation minimum:
+# bounding the redraws must not change any image already rendered at an accepted truncation.
+TRUNCATED_GOLDEN = {
+    0.5: ["6cbf003e7f4607be18f2a1bedfd5d63dec0a60befd22b93e3dc1d23e6e45293d",
+          "193da13a2df5983ecc5b8cbe7e02fcbe9ccae8bee5b9b63e2359763d94ccfa3e",
+          "e4a1ad3ee0d380bd029021be81b88d3e508de2be4804efbec45ff3bd0036903c"],
+    0.01: ["638721bc9df2683a1a2f113c94b6a3bbfaf391bb89f0103baf8bc0bb454decbb",
+           "193da13ae266023cf906b6bbcceeb0bbc71df1bb6ff904bb04e9653bd23791bb",
+           "eeb0aa3b861a7abb453aa13ba220d4ba4e931b3cd606a6bb74ebd03b6ec4c93b"],
+}
+
+
+@pytest.mark.parametrize("t", sorted(TRUNCATED_GOLDEN))
+def test_truncated_golden_values(t):
+    z = latents([0, 7, 2**40], 8, "normal", t)
+    assert [row.tobytes().hex() for row in z] == TRUNCATED_GOLDEN[t]
+
+
+@pytest.mark.parametrize("t", [1e-9, 1e-4, latent.MIN_NORMAL_TRUNCATION * 0.99])
+def test_tiny_normal_truncation_is_refused_at_once(t):
+    """Redraws cost ~1/t per value: below the minimum a request would stall whoever serves it."""
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="minimum 0.01"):
+        latents([0, 1, 2, 3], 512, "normal", t)
+    assert time.perf_counter() - start < 1.0
+    latents([0], 4, "uniform", t)  # no redraws there: any t in (0, 1]
+
+
 def test_row_depends_on_its_seed_only():
     batch = latents([9, 3, 7, 3], 32, "normal", 0.7)
     for i, seed in enumerate([9, 3, 7, 3]):
@@ -65,11 +95,27 @@ def test_bad_truncation_or_prior(t, prior):
 
 
 def test_parse_seeds():
-    assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
-    assert parse_seeds(" 5 ") == [5]
-    for bad in ["5-2", "a", "-1", "", "1,,2", "1-b"]:
+    assert list(parse_seeds("0-3,10")) == [0, 1, 2, 3, 10]
+    assert list(parse_seeds(" 5 ")) == [5]
+    for bad in ["5-2", "a", "-1", "", "1,,2", "1-b", ",".join(["1"] * 10_001),
+                f"0-{latent.MAX_SEED}"]:
         with pytest.raises(ValueError):
             parse_seeds(bad)
+
+
+def test_seed_lists_are_lazy():
+    """A hundred billion seeds cost a few bytes until they are drawn, in order, in chunks."""
+    tracemalloc.start()
+    seeds = parse_seeds("0-99999999999,7,3-4")
+    chunks = batched(seeds, 5)
+    first = next(chunks)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100_000
+    assert len(seeds) == 10**11 + 3 and first == [0, 1, 2, 3, 4]
+    assert seeds[-3:] == [7, 3, 4] and seeds[10**11] == 7 and seeds[-1] == 4
+    assert 99_999_999_999 in seeds and 10**11 not in seeds and seeds.count(3) == 2
+    assert list(batched(parse_seeds("0-6"), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 def test_latent_module_is_standalone():
@@ -79,4 +125,4 @@ def test_latent_module_is_standalone():
              for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree)
               if isinstance(n, ast.ImportFrom) and n.module}
-    assert names <= {"numpy", "collections", "__future__"}, names
+    assert names <= {"numpy", "collections", "itertools", "__future__"}, names

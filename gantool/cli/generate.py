@@ -98,6 +98,7 @@ def _sweep(gen, seeds: list[int], text: str, grid: Path | None, outdir: Path | N
 
     from gantool.sampling.images import save_grid
     from gantool.sampling.latent import batched, validate_truncation
+    from gantool.sampling.render import check_grid_size
 
     if grid is None or outdir is not None:
         raise GantoolError("--truncation-sweep writes one grid: pass --grid FILE, not --outdir")
@@ -111,6 +112,7 @@ def _sweep(gen, seeds: list[int], text: str, grid: Path | None, outdir: Path | N
         values.append(t)
     if not values:
         raise GantoolError("--truncation-sweep needs at least one value, e.g. 0.5,1")
+    check_grid_size(len(seeds) * len(values), (gen.resolution, gen.resolution, gen.channels))
     rows = [np.concatenate([gen.generate(chunk, t) for chunk in batched(seeds, batch_size)])
             for t in values]
     save_grid(np.concatenate(rows), grid, ncols=len(seeds))

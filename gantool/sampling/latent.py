@@ -9,18 +9,22 @@ Contract:
 - ``prior="normal"``: z ~ N(0, 1). ``prior="uniform"``: z ~ U(-1, 1) (the Marchesi paper's prior).
 - ``truncation`` t is the largest |z| allowed, for both priors. Uniform: z ~ U(-t, t), 0 < t <= 1.
   Normal (the truncation trick): entries with |z| > t are redrawn, in index order, from the same
-  per-seed generator until none is left. ``None`` means the plain prior.
+  per-seed generator until none is left; t >= ``MIN_NORMAL_TRUNCATION``, because the expected
+  number of draws grows like 1/t (about 125 per value at the minimum, a few milliseconds a seed)
+  and one request at t = 1e-9 would never finish. ``None`` means the plain prior.
 - Values are drawn in float64 and returned as float32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, islice
 
 import numpy as np
 
 PRIORS = ("normal", "uniform")
 MAX_SEED = 2**63 - 1
+MIN_NORMAL_TRUNCATION = 0.01  # every z is within 1% of the prior's mode: one image for all seeds
 
 
 def validate_truncation(truncation: float | None, prior: str) -> None:
@@ -34,6 +38,12 @@ def validate_truncation(truncation: float | None, prior: str) -> None:
     if prior == "uniform" and truncation > 1:
         raise ValueError(
             f"truncation {truncation} is above the uniform prior's bound 1; use a value in (0, 1]"
+        )
+    if prior == "normal" and truncation < MIN_NORMAL_TRUNCATION:
+        raise ValueError(
+            f"truncation {truncation:g} is below the normal prior's minimum "
+            f"{MIN_NORMAL_TRUNCATION:g} (smaller values cost ever more redraws and give the same "
+            "image for every seed); use a value of at least that"
         )
 
 
@@ -65,9 +75,54 @@ def latents(
     return z
 
 
-def parse_seeds(spec: str) -> list[int]:
-    """Parse a seed list such as ``"0-63,100,200-203"`` (ranges inclusive) into a list of ints."""
-    seeds: list[int] = []
+class Seeds(Sequence[int]):
+    """A parsed seed list, held as its ranges: ``0-99999999999`` costs a few bytes, and its seeds
+    are produced only as they are drawn."""
+
+    def __init__(self, ranges: Iterable[range]):
+        self.ranges = tuple(ranges)
+        self._len = sum(r.stop - r.start for r in self.ranges)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[int]:
+        return chain.from_iterable(self.ranges)
+
+    def __contains__(self, seed: object) -> bool:
+        return any(seed in r for r in self.ranges)
+
+    def count(self, seed: object) -> int:
+        return sum(seed in r for r in self.ranges)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):  # each range sliced as a range: no walk to the start
+            start, stop, step = index.indices(self._len)
+            if step != 1:
+                raise ValueError("a seed list slices with step 1 only")
+            out: list[int] = []
+            for r in self.ranges:
+                if stop <= 0:
+                    break
+                out.extend(r[max(start, 0) : stop])
+                start, stop = start - len(r), stop - len(r)
+            return out
+        if index < 0:
+            index += self._len
+        for r in self.ranges:
+            if 0 <= index < len(r):
+                return r[index]
+            index -= len(r)
+        raise IndexError("seed index out of range")
+
+    def __repr__(self) -> str:
+        items = (f"{r.start}" if len(r) == 1 else f"{r.start}-{r.stop - 1}" for r in self.ranges)
+        return f"Seeds({','.join(items)})"
+
+
+def parse_seeds(spec: str) -> Seeds:
+    """Parse a seed list such as ``"0-63,100,200-203"`` (ranges inclusive), lazily."""
+    ranges: list[range] = []
     for part in (p.strip() for p in str(spec).split(",")):
         if not part:
             raise ValueError(f"empty item in seed list {spec!r}; write e.g. 0-63,100")
@@ -84,11 +139,16 @@ def parse_seeds(spec: str) -> list[int]:
             raise ValueError(f"seed range {part!r} runs backwards; write it as {stop}-{start}")
         if stop > MAX_SEED:
             raise ValueError(f"seed {stop} is above the largest seed {MAX_SEED}")
-        seeds.extend(range(start, stop + 1))
+        ranges.append(range(start, stop + 1))
+    seeds = Seeds(ranges)
+    if len(ranges) > 10_000 or seeds._len > MAX_SEED:
+        raise ValueError(f"seed list {spec[:40]!r}... is too long: write it as at most 10,000 "
+                         f"items (ranges count as one) of at most {MAX_SEED} seeds in all")
     return seeds
 
 
-def batched(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
-    """Consecutive chunks of at most ``size`` items."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def batched(items: Iterable[int], size: int) -> Iterator[list[int]]:
+    """Consecutive chunks of at most ``size`` items, taken lazily from any iterable."""
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk

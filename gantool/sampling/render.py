@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from rich.progress import (
 
 from gantool.errors import GantoolError, PartialBatch
 from gantool.sampling.images import Encoding, save_grid, seed_filename
-from gantool.sampling.latent import batched
+from gantool.sampling.latent import Seeds, batched
 from gantool.sampling.writer import MANIFEST, ImageWriter
 
 GRID_MAX_IMAGES = 4096
@@ -55,23 +55,25 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     the missing seeds.
     """
     encoding = encoding or Encoding()
-    todo = list(seeds)
     shape = (generator.resolution, generator.resolution, generator.channels)
     if grid is not None:
-        _check_grid_size(len(todo), shape)
+        check_grid_size(len(seeds), shape)
     row = {"truncation": truncation, "prior": generator.prior, "backend": backend}
+    todo: Iterable[int] = seeds  # drawn lazily: memory does not grow with the seed count
     skipped = 0
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
         _check_manifest(outdir, truncation, generator.prior)
         if grid is None:  # a grid needs every image; otherwise existing files are done
-            done_before = _resume(outdir, encoding.fmt, row)
-            todo = [s for s in todo if seed_filename(s, encoding.fmt) not in done_before]
-            skipped = len(seeds) - len(todo)
+            finished = _resume(outdir, encoding.fmt, row)
+            if finished:
+                skipped = _count_done(seeds, finished)
+                todo = (s for s in seeds if s not in finished)
+    total = len(seeds) - skipped
     console = console or Console(stderr=True)
     keep: list[np.ndarray] | None = [] if grid is not None else None
     writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row)
-              if outdir is not None and todo else None)
+              if outdir is not None and total else None)
     bar = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                    TimeRemainingColumn(), console=console,
@@ -80,7 +82,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     done = failed = 0
     try:
         with bar:
-            task = bar.add_task("generate", total=len(todo), rate="")
+            task = bar.add_task("generate", total=total, rate="")
             for chunk in batched(todo, batch_size):
                 asked = len(chunk)
                 try:
@@ -108,7 +110,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
         save_grid(np.concatenate(keep) if keep else np.zeros((0, 1, 1, 1), np.uint8), grid)
     seconds = time.perf_counter() - t0
     return {"written": writer.written if writer else 0, "skipped": skipped, "failed": failed,
-            "seconds": seconds, "images_per_s": len(todo) / seconds if seconds > 0 else 0.0}
+            "seconds": seconds, "images_per_s": done / seconds if seconds > 0 else 0.0}
 
 
 def _draw(generator, seeds, truncation, writer: ImageWriter | None) -> np.ndarray:
@@ -120,7 +122,8 @@ def _draw(generator, seeds, truncation, writer: ImageWriter | None) -> np.ndarra
     return out
 
 
-def _check_grid_size(count: int, shape: tuple[int, int, int]) -> None:
+def check_grid_size(count: int, shape: tuple[int, int, int]) -> None:
+    """A one-line error when a grid of ``count`` images of ``shape`` would not fit in memory."""
     nbytes = count * int(np.prod(shape))
     if count > GRID_MAX_IMAGES or nbytes > GRID_MAX_BYTES:
         raise GantoolError(
@@ -129,8 +132,15 @@ def _check_grid_size(count: int, shape: tuple[int, int, int]) -> None:
             f"{GRID_MAX_BYTES / 2**30:.0f} GiB); write them with --outdir, and a grid of a few")
 
 
-def _resume(outdir: Path, fmt: str, row: dict) -> set[str]:
-    """The finished files in ``outdir`` (one directory scan). Lists those an interrupted
+def _count_done(seeds: Sequence[int], done: set[int]) -> int:
+    """How many items of ``seeds`` are in ``done``, without walking a long lazy seed list."""
+    if isinstance(seeds, Seeds):
+        return sum(seeds.count(s) for s in done)
+    return sum(s in done for s in seeds)
+
+
+def _resume(outdir: Path, fmt: str, row: dict) -> set[int]:
+    """The seeds whose files ``outdir`` holds (one directory scan). Lists those an interrupted
     render wrote but did not list in the manifest, and removes its stray temp files (those
     older than ``STALE_TMP_S``: a younger one may be another render's write in progress)."""
     pattern = re.compile(rf"seed\d+\.{re.escape(fmt)}")
@@ -154,9 +164,13 @@ def _resume(outdir: Path, fmt: str, row: dict) -> set[str]:
     missing = sorted(present - listed)
     if missing:
         with path.open("a") as f:
-            f.writelines(json.dumps({"seed": int(n[4:].split(".")[0]), "file": n, **row}) + "\n"
+            f.writelines(json.dumps({"seed": _seed_of(n), "file": n, **row}) + "\n"
                          for n in missing)
-    return present
+    return {seed for n in present if seed_filename(seed := _seed_of(n), fmt) == n}
+
+
+def _seed_of(filename: str) -> int:
+    return int(filename[4:].split(".")[0])
 
 
 def _check_manifest(outdir: Path, truncation: float | None, prior: str) -> None:
