@@ -400,6 +400,10 @@ def all_keys() -> list[str]:
 def validate(cfg: RunConfig) -> None:
     """Range and choice checks; raises ConfigError with one readable line."""
     m, d, t = cfg.model, cfg.data, cfg.train
+    if (not cfg.name.strip() or cfg.name in (".", "..") or len(cfg.name) > 100
+            or any(c in cfg.name for c in "/\\\0")):
+        raise ConfigError(f"run name {cfg.name[:100]!r} must be a plain folder name of at most "
+                          "100 characters, without / or \\ (e.g. faces-64-try2)")
     _choice("model.arch", m.arch, ARCHS)
     _choice("model.d_arch", m.d_arch, D_ARCHS)
     _choice("model.prior", m.prior, PRIORS)

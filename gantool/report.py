@@ -116,8 +116,8 @@ def _page(run_dir, rows, evals, rollbacks, figures, grids, config) -> str:
     plots = "".join(f"<h3>{html.escape(n)}</h3>{_img(p, n)}" for n, p in figures)
     shown = grids if len(grids) <= 12 else [grids[round(i * (len(grids) - 1) / 11)]
                                             for i in range(12)]
-    samples = "".join(f"<figure>{_img(g, g.stem, 256)}<figcaption>{g.stem}</figcaption>"
-                      "</figure>" for g in shown)
+    samples = "".join(f"<figure>{_img(g, g.stem, 256)}<figcaption>{html.escape(g.stem)}"
+                      "</figcaption></figure>" for g in shown)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gantool run {html.escape(run_dir.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}

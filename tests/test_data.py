@@ -163,6 +163,48 @@ def test_corrupt_and_truncated_files_are_skipped(tmp_path: Path) -> None:
         assert reason and "\n" not in reason and len(reason) <= 200
 
 
+def test_a_fifo_named_like_an_image_is_passed_over(tmp_path: Path) -> None:
+    """Opening a FIFO blocks until someone writes to it: the scan lists regular files only."""
+    import os
+    import threading
+
+    solid((12, 12), RED).save(tmp_path / "ok.png")
+    os.mkfifo(tmp_path / "x.png")
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(load_dataset(tmp_path, 8, 3)), daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():  # unblock the stuck open before failing
+        with open(tmp_path / "x.png", "wb"):
+            pass
+        pytest.fail("load_dataset blocked on a FIFO")
+    assert len(result[0]) == 1 and not result[0].skipped
+
+
+def test_an_archive_member_that_inflates_to_gigabytes_is_skipped_unread(tmp_path: Path) -> None:
+    """A 300 MiB member (0.3 MiB compressed) is refused by its size, not read into memory."""
+    import tracemalloc
+
+    from gantool.data.dataset import MAX_FILE_BYTES
+
+    zpath = tmp_path / "bomb.zip"
+    solid((10, 10), RED).save(tmp_path / "a.png")
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(tmp_path / "a.png", "a.png")
+        with z.open("huge.png", "w", force_zip64=True) as f:
+            block = bytes(2**20)
+            for _ in range(MAX_FILE_BYTES // 2**20 + 44):
+                f.write(block)
+    assert zpath.stat().st_size < 2 * 2**20
+    tracemalloc.start()
+    s = load_dataset(zpath, 8, 3, workers=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(s) == 1 and [Path(f).name for f, _ in s.skipped] == ["huge.png"]
+    assert "larger than 256 MiB" in s.skipped[0][1]
+    assert peak < 32 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
 def test_all_files_unreadable_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(b"not a png")
     (tmp_path / "b.jpg").write_bytes(b"")

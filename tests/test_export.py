@@ -204,3 +204,48 @@ def test_tensorrt_engine_matches_torch(tmp_path, fp16):
     sidecar = json.loads((tmp_path / "out" / "model.plan.json").read_text())
     assert sidecar["profile"]["z"]["max"] == [8, 16]
     assert ("Half" in sidecar["layer_precisions"]) == fp16 or not fp16
+
+
+def _forge(ckpt, path, change):
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)
+    change(state)
+    torch.save(state, path)
+    return path
+
+
+def _narrow(weights):
+    return {k: v[..., :1] if v.ndim > 1 else v for k, v in weights.items()}
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("noconfig", lambda s: s.pop("config"), "'config' entry is missing"),
+    ("badconfig", lambda s: s.update(config={"model": {"resolution": "x"}}),
+     "its configuration is invalid"),
+    ("shapes", lambda s: s.update(G=_narrow(s["G"]), G_ema=_narrow(s["G_ema"] or s["G"])),
+     "size mismatch for"),
+    ("keys", lambda s: s.update(G_ema={"x": s["G"]["main.0.weight"]}), "Missing key(s)"),
+    ("types", lambda s: s.update(G=[1, 2]), "'G' entry is missing or malformed"),
+])
+def test_forged_checkpoints_are_one_line_errors(tiny_ckpt, tmp_path, name, change, message):
+    """info vouches for a checkpoint only when both weight sets fit its configuration."""
+    path = _forge(tiny_ckpt, tmp_path / f"{name}.pt", change)
+    for args in (["info", path], ["generate", path, "--grid", tmp_path / "g.png"],
+                 ["export", path, "--out", tmp_path / "e"]):
+        r = gantool_cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert message in r.stderr.strip().splitlines()[-1], (args, r.stderr)
+    assert not (tmp_path / "g.png").exists() and not (tmp_path / "e").exists()
+
+
+def test_resume_from_a_forged_checkpoint_is_one_line(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run_dir)
+    newest = sorted((run_dir / "checkpoints").glob("step-*.pt"))[-1]
+    _forge(newest, newest, lambda s: s.update(D={"x": s["G"]["main.0.weight"]}))
+    r = gantool_cli("train", "--resume", run_dir, "--steps", "20", "--no-progress")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "does not fit the run" in r.stderr.strip().splitlines()[-1]

@@ -13,6 +13,8 @@ def test_report_of_a_run_with_a_rollback(tmp_path):
                          "train.guard_lr_factor": 1e-3, "train.checkpoint_every": 4,
                          "train.sample_every": 4})
     run_dir = run(cfg, out=tmp_path, progress=False).run_dir
+    forged = run_dir / "samples" / "step-<img src=x onerror=alert(1)>.png"
+    forged.write_bytes((run_dir / "samples" / "step-0000004.png").read_bytes())
     r = gantool_cli("report", run_dir)
     assert r.returncode == 0, r.stderr
     page = (run_dir / "report" / "index.html").read_text()
@@ -23,6 +25,7 @@ def test_report_of_a_run_with_a_rollback(tmp_path):
     assert "divergence-guard events: 1" in page
     assert "generator collapse" in page or "discriminator wins" in page
     assert "&quot;lr_g&quot;: 1.0" in page  # the run's configuration, escaped
+    assert "<img src=x" not in page and "step-&lt;img src=x onerror=alert(1)&gt;" in page
 
 
 def test_report_needs_a_run_directory(tmp_path):

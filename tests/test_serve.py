@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -101,6 +102,11 @@ def test_repository_configs_parse_and_match_the_onnx_model(export_dir):
     assert (repo / "generator" / "1" / "model.onnx").read_bytes() == \
         (export_dir / "model.onnx").read_bytes()
     assert "gantool serve" in (repo / "README.md").read_text()
+    # readable by a server that runs as another user, as the files in it are
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (repo, repo / "latent", repo / "generator" / "1" / "model.onnx"):
+        assert path.stat().st_mode & 0o777 == (0o777 if path.is_dir() else 0o666) & ~mask
 
 
 def test_gpu_variant_configs_parse_with_the_same_io(export_dir, tmp_path):

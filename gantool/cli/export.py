@@ -95,11 +95,11 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
         raise GantoolError(f"{path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".pt":
-        from gantool.config import RunConfig
-        from gantool.train.checkpoint import load_checkpoint
+        from gantool.train.checkpoint import generator_from_state, load_checkpoint
 
         state = load_checkpoint(path)
-        cfg = RunConfig.from_dict(state["config"])
+        for ema in (False, True):  # both sets of weights must fit: info vouches for the file
+            _, cfg = generator_from_state(state, path, ema)
         m = cfg.model
         rows = {"kind": "gantool checkpoint", "step": state["step"], "run": cfg.name,
                 "resolution": m.resolution, "channels": m.channels, "nz": m.nz,

@@ -29,6 +29,7 @@ from gantool.system import usable_cpus
 __all__ = ["BUILTIN_DATASETS", "ImageSet", "load_dataset"]
 
 PARALLEL_MIN_FILES = 256
+MAX_FILE_BYTES = 256 * 2**20  # one image file; a larger archive member is skipped, unread
 _MAX_CHUNK = 256
 _Skip = tuple[int, str, str]  # (index in source.items, file, reason)
 
@@ -146,12 +147,20 @@ class _ArchiveReader:
             self._members = {m.name: m for m in self._tar.getmembers()}
 
     def __call__(self, name: str) -> bytes:
+        """The member's bytes; OSError for one over ``MAX_FILE_BYTES`` (read no further, so a
+        small archive that inflates to gigabytes costs no memory)."""
         if self._zip is not None:
-            return self._zip.read(name)
-        f = self._tar.extractfile(self._members[name])
+            declared, f = self._zip.getinfo(name).file_size, self._zip.open(name)
+        else:
+            declared, f = self._members[name].size, self._tar.extractfile(self._members[name])
         if f is None:
             raise OSError(f"{name} is not a regular file")
-        return f.read()
+        with f:  # the header's size first, then a capped read in case the header lies
+            data = f.read(MAX_FILE_BYTES + 1) if declared <= MAX_FILE_BYTES else b""
+        if declared > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+            raise OSError(f"larger than {MAX_FILE_BYTES // 2**20} MiB uncompressed: not an "
+                          "image file this loader reads")
+        return data
 
     def close(self) -> None:
         if self._zip is not None:

@@ -69,8 +69,8 @@ def _scan_folder(root: Path) -> list[str]:
         seen.add(real)
         dirnames[:] = [d for d in dirnames if not _hidden(d)]
         rel_dir = Path(dirpath).relative_to(root).as_posix()
-        for f in filenames:
-            if _is_image(f) and not _hidden(f):
+        for f in filenames:  # regular files only: opening a FIFO named x.png would block
+            if _is_image(f) and not _hidden(f) and os.path.isfile(os.path.join(dirpath, f)):
                 found.append(f if rel_dir == "." else f"{rel_dir}/{f}")
     return sorted(found)
 

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from gantool.errors import GantoolError
+from gantool.fileio import UMASK
 from gantool.sampling import latent as latent_module
 
 VARIANTS = ("cpu", "gpu")
@@ -172,6 +173,7 @@ def write_repository(export_dir: Path, variant: str = "cpu",
     }
     target = export_dir / REPOSITORY
     tmp = Path(tempfile.mkdtemp(prefix=f".{REPOSITORY}.", dir=export_dir))
+    tmp.chmod(0o777 & ~UMASK)  # mkdtemp makes 0700: a server running as another user could not
     try:
         for name, config in configs.items():
             (tmp / name / "1").mkdir(parents=True)

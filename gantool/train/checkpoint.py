@@ -67,6 +67,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise GantoolError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise GantoolError(f"{path} is not a gantool checkpoint")
+    for key, kind in [("config", dict), ("G", dict), ("step", int)]:
+        if not isinstance(state.get(key), kind):
+            raise GantoolError(f"{path} is a damaged gantool checkpoint (its {key!r} entry is "
+                               "missing or malformed); use another checkpoint of the run")
     return state
 
 
@@ -101,12 +105,26 @@ def load_generator(path: str | os.PathLike, ema: bool = True, device: str | torc
 
     ``ema=True`` takes the EMA weights when the run kept them.
     """
-    state = load_checkpoint(path, map_location=device)
-    cfg = RunConfig.from_dict(state["config"])
+    g, cfg = generator_from_state(load_checkpoint(path, map_location=device), path, ema)
+    return g.to(device), cfg
+
+
+def generator_from_state(state: dict, path: str | os.PathLike, ema: bool = True):
+    """``load_generator`` for a checkpoint already read: a one-line error when its config or
+    weights do not describe one generator (a forged or damaged file)."""
+    try:
+        cfg = RunConfig.from_dict(state["config"])
+    except GantoolError as e:
+        raise GantoolError(f"{path}: its configuration is invalid ({e})") from None
     g = build_generator(cfg.model)
     weights = state.get("G_ema") if ema and state.get("G_ema") is not None else state["G"]
-    g.load_state_dict(weights)
-    return g.to(device).eval(), cfg
+    try:
+        g.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]  # line 2 names the tensor
+        raise GantoolError(f"{path}: its weights do not fit the generator its configuration "
+                           f"describes ({lines[min(1, len(lines) - 1)].strip()[:160]})") from None
+    return g.eval(), cfg
 
 
 def _link_last(path: Path) -> None:

@@ -249,7 +249,18 @@ class Trainer:
         return images
 
     def load_state(self, state: dict) -> None:
-        """Restore everything a checkpoint holds, so training continues exactly."""
+        """Restore everything a checkpoint holds, so training continues exactly; a one-line
+        error for a damaged or forged one."""
+        try:
+            self._load_state(state)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            why = lines[min(1, len(lines) - 1)].strip()[:160]  # line 2 names the tensor
+            raise GantoolError(f"the checkpoint does not fit the run it names "
+                               f"({type(e).__name__}: {why}); resume from another checkpoint "
+                               "of the run") from None
+
+    def _load_state(self, state: dict) -> None:
         self._graph = None  # the optimizers get new state tensors: capture again
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
