@@ -99,3 +99,27 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     state = torch.load(ckpts / "last.pt", weights_only=True)
     assert 0 < state["step"] < 100_000
     assert os.path.exists(ckpts / f"step-{state['step']:07d}.pt")
+
+
+def test_a_run_folder_trains_in_one_process_at_a_time(tmp_path):
+    """A resume started while the run still trains is refused; after a kill -9 it resumes
+    (the lock dies with its process)."""
+    first = _popen(*TRAIN, "--steps", "100000", "--out", tmp_path)
+    try:
+        assert _wait_for(lambda: list(tmp_path.glob("*/checkpoints/step-*.pt")))
+        run_dir = next(tmp_path.iterdir())
+        second = subprocess.run([sys.executable, "-m", "gantool", "train", "--resume", run_dir,
+                                 "--steps", "100001", "--no-progress"],
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+        assert f"another gantool process (pid {first.pid}) is training in {run_dir}" in \
+            second.stderr.strip().splitlines()[-1]
+        assert first.poll() is None  # the first one trains on
+    finally:
+        first.kill()
+        first.wait()
+    step = _all_checkpoints_load(run_dir / "checkpoints")
+    again = subprocess.run([sys.executable, "-m", "gantool", "train", "--resume", run_dir,
+                            "--steps", str(step + 2), "--no-progress"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr

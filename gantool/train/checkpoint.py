@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +84,7 @@ def resolve_resume(target: str | os.PathLike) -> tuple[Path, dict]:
     """
     target = Path(target)
     if target.is_file():
-        run_dir = target.parent.parent if target.parent.name == "checkpoints" else target.parent
-        return run_dir, load_checkpoint(target)
+        return run_dir_of(target), load_checkpoint(target)
     ckpt_dir = target / "checkpoints"
     if not ckpt_dir.is_dir():
         raise GantoolError(f"{target} is neither a checkpoint nor a run directory "
@@ -98,6 +99,39 @@ def resolve_resume(target: str | os.PathLike) -> tuple[Path, dict]:
             errors.append(str(e))
     detail = f": {errors[0]}" if errors else ""
     raise GantoolError(f"no readable checkpoint in {ckpt_dir}{detail}")
+
+
+def run_dir_of(target: str | os.PathLike) -> Path:
+    """The run directory a ``--resume`` target names: itself, or a checkpoint file's run."""
+    target = Path(target)
+    if not target.is_file():
+        return target
+    return target.parent.parent if target.parent.name == "checkpoints" else target.parent
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for one training process: a second one (a resume started twice) gets
+    a one-line error instead of writing the same steps again. The lock is the kernel's
+    (flock), so it dies with its process: no stale lock after a crash or a kill."""
+    import fcntl
+
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise GantoolError(f"cannot write in {run_dir}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 20).decode(errors="replace").strip() or "?"
+            raise GantoolError(f"another gantool process (pid {pid}) is training in {run_dir}; "
+                               "wait for it to finish or stop it, then resume") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 def load_generator(path: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu"):

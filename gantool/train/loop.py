@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,6 +52,8 @@ from gantool.train.checkpoint import (
     FORMAT,
     atomic_torch_save,
     resolve_resume,
+    run_dir_of,
+    run_lock,
     save_checkpoint,
     step_checkpoints,
     step_of,
@@ -78,9 +80,16 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
 
     On resume the configuration comes from the checkpoint; only the total ``steps`` may change.
     """
-    console = console or Console(stderr=True)
+    with ExitStack() as held:
+        return _run(cfg, out, resume, steps, console or Console(stderr=True), progress, held)
+
+
+def _run(cfg, out, resume, steps, console, progress, held: ExitStack) -> TrainResult:
     state = None
+    world = distributed.from_env()
     if resume is not None:
+        if world.main and run_dir_of(resume).is_dir():  # else resolve_resume says what is wrong
+            held.enter_context(run_lock(run_dir_of(resume)))
         run_dir, state = resolve_resume(resume)
         cfg = RunConfig.from_dict(state["config"])
         if steps is not None:
@@ -96,7 +105,6 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
                                f"{cfg.train.steps}; pass a larger --steps to train further")
     if cfg is None:
         raise ValueError("run() needs a RunConfig or a run to resume")
-    world = distributed.from_env()
     if not world.main:  # one voice: rank 0 reports, the others only train
         console, progress = Console(stderr=True, quiet=True), False
     trainer = Trainer(cfg, console, progress, world)  # nets and data before any file is made
@@ -105,6 +113,7 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
             run_dir = None
             if world.main:
                 run_dir = new_run_dir(Path(out), cfg.name)
+                held.enter_context(run_lock(run_dir))
                 (run_dir / "config.json").write_text(cfg.to_json() + "\n")
             run_dir = distributed.broadcast_object(run_dir, world)
         else:
