@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from gantool.train.checkpoint import step_checkpoints
@@ -123,3 +124,42 @@ def test_a_run_folder_trains_in_one_process_at_a_time(tmp_path):
                             "--steps", str(step + 2), "--no-progress"],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 2 MiB tmpfs (needs root and mount rights; skipped elsewhere)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", disk],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MiB tmpfs here ({r.stderr.strip() or 'mount failed'})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", disk], check=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_whole_files(full_disk, tiny_ckpt):
+    from PIL import Image
+
+    from conftest import gantool_cli
+
+    # training: the first checkpoint (about 6 MiB with ngf 96) does not fit
+    r = gantool_cli("train", *TRAIN, "--steps", "4", "--out", full_disk / "runs")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write") and "No space left on device" in last
+    assert not list(full_disk.glob("runs/*/checkpoints/*.pt"))
+    # rendering: stops at the full disk; every file listed in the manifest is whole
+    out = full_disk / "render"
+    r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-99999", "--outdir", out,
+                    "--no-progress")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: No space left " \
+                                                "on device"
+    listed = [json.loads(line)["file"] for line in (out / "manifest.jsonl").open()]
+    assert listed and len(listed) == len(set(listed))
+    for name in listed:
+        Image.open(out / name).load()  # whole

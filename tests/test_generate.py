@@ -207,3 +207,14 @@ def test_a_hundred_billion_seeds_stream_and_resume(tiny_ckpt, tmp_path):
     before = max(int(n[4:10]) for n in first)
     assert set(range(before + 1)) <= {int(n[4:10]) for n in again}  # gaps filled, in order
     print(f"1e11 seeds: peak RSS {peak / 2**20:.0f} MiB")
+
+
+def test_a_manifest_row_cut_by_a_kill_is_repaired_on_resume(tiny_ckpt, tmp_path):
+    out = tmp_path / "r"
+    assert _render(tiny_ckpt, out, "--seeds", "0-5").returncode == 0
+    manifest = out / "manifest.jsonl"
+    manifest.write_bytes(manifest.read_bytes()[:-20])  # the last row half written
+    r = _render(tiny_ckpt, out, "--seeds", "0-7")
+    assert r.returncode == 0 and "skipped 6 already there" in r.stdout, r.stderr
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert sorted(row["seed"] for row in rows) == list(range(8))

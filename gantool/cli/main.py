@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{e.format_message()} (see '{where} --help')")
     except GantoolError as e:
         _fail(str(e))
+    except OSError as e:  # the machine's limits, not a defect: a full disk, a read-only folder
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        _fail(f"cannot write {e.filename or 'a file'}: {e.strerror}")
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)

@@ -155,8 +155,13 @@ def _resume(outdir: Path, fmt: str, row: dict) -> set[int]:
     listed: set[str] = set()
     path = outdir / MANIFEST
     if path.is_file():
-        with path.open() as f:
+        with path.open("rb+") as f:
+            end = 0
             for line in f:
+                if not line.endswith(b"\n"):  # a row cut by a kill: drop it (listed again below)
+                    f.truncate(end)
+                    break
+                end += len(line)
                 try:
                     listed.add(json.loads(line)["file"])
                 except (json.JSONDecodeError, KeyError, TypeError):

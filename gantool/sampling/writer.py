@@ -158,12 +158,16 @@ class ImageWriter:
         self.written += len(names)
         fsync_dir(self.outdir)
         by_name = {seed_filename(s, self.encoding.fmt): s for s in slot.seeds}
-        try:
-            with (self.outdir / MANIFEST).open("a") as f:
-                f.writelines(json.dumps({"seed": by_name[n], "file": n, **self.row}) + "\n"
-                             for n in names)
-        except OSError as e:
-            raise _user_error(e, self.outdir) from None
+        rows = memoryview("".join(json.dumps({"seed": by_name[n], "file": n, **self.row})
+                                  + "\n" for n in names).encode())
+        with (self.outdir / MANIFEST).open("ab", buffering=0) as f:
+            before = f.seek(0, os.SEEK_END)
+            try:
+                while rows:
+                    rows = rows[f.write(rows):]
+            except OSError as e:  # a full disk: no half line (a rerun lists these files)
+                f.truncate(before)
+                raise _user_error(e, self.outdir) from None
 
     def _allocate(self) -> str:
         """A slot in shared memory (process workers read it; a Triton server on this host can

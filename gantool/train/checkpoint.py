@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,8 +32,15 @@ def step_name(step: int) -> str:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save through a temp file, fsync and rename: never a half-written checkpoint."""
-    with atomic_write(path) as f:
-        torch.save(obj, f)
+    try:
+        with atomic_write(path) as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
+        if isinstance(e, RuntimeError) and shutil.disk_usage(path.parent).free > 2**30:
+            raise
+        why = getattr(e, "strerror", None) or "No space left on device"
+        raise GantoolError(f"cannot write {path}: {why}; the checkpoints before it are "
+                           "intact: free some space and resume") from None
 
 
 def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, keep: int) -> Path:
