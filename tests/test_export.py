@@ -5,6 +5,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +251,65 @@ def test_resume_from_a_forged_checkpoint_is_one_line(tiny_run, tmp_path):
     r = gantool_cli("train", "--resume", run_dir, "--steps", "20", "--no-progress")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "does not fit the run" in r.stderr.strip().splitlines()[-1]
+
+
+def _step_of_export(folder):
+    from gantool.export.onnx import read_metadata
+
+    return read_metadata(folder / "model.onnx")["train_step"]
+
+
+def test_an_export_killed_anywhere_leaves_one_export_or_a_refused_folder(tiny_run, tmp_path):
+    """Re-exporting step 12 over step 8's export and back, killed at random moments: the folder
+    holds step 8's export, or step 12's, whole (the files export.json lists and no others), or is
+    marked unfinished and refused. A re-export without --fp16 drops the old FP16 model."""
+    import random
+    import signal
+
+    ckpts = tiny_run[0] / "checkpoints"
+    out = tmp_path / "export"
+    start = time.perf_counter()
+    assert gantool_cli("export", ckpts / "step-0000008.pt", "--out", out, "--fp16",
+                       "--format", "onnx,triton").returncode == 0
+    took = time.perf_counter() - start  # kills land from early on to past the end
+    rng = random.Random(0)
+    outcomes = []
+    step = 8
+    for _ in range(4):  # each time the other checkpoint over the export there
+        other = ckpts / f"step-{20 - step:07d}.pt"
+        proc = subprocess.Popen([sys.executable, "-m", "gantool", "export", other, "--out",
+                                 out, "--fp16", "--format", "onnx,triton"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.2) * took)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (out / ".export-unfinished").exists():
+            r = gantool_cli("info", out)
+            assert r.returncode == 2 and "interrupted export" in r.stderr
+            outcomes.append("refused")
+            assert gantool_cli("export", other, "--out", out, "--fp16", "--format",
+                               "onnx,triton").returncode == 0
+            step = 20 - step
+            continue
+        listed = json.loads((out / "export.json").read_text())
+        present = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+        assert present == set(listed["files"]) | {"export.json"}, (present, listed["files"])
+        step = _step_of_export(out)
+        assert str(step) == listed["metadata"]["gantool.train_step"] and step in (8, 12)
+        outcomes.append(step)
+    print("outcomes", outcomes)
+    r = gantool_cli("export", ckpts / "step-0000012.pt", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
+    assert _step_of_export(out) == 12
+
+
+def test_a_folder_marked_unfinished_is_refused_by_every_reader(tiny_ckpt, tmp_path):
+    out = tmp_path / "export"
+    assert gantool_cli("export", tiny_ckpt, "--out", out, "--format", "onnx,triton").returncode == 0
+    (out / ".export-unfinished").write_text("")
+    for args in (["info", out], ["info", out / "model.onnx"],
+                 ["generate", out, "--backend", "onnx", "--grid", tmp_path / "g.png"],
+                 ["serve", out / "model_repository"]):
+        r = gantool_cli(*args, timeout=120)
+        assert r.returncode == 2 and "interrupted export" in r.stderr, (args, r.stderr)

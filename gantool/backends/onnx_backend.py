@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from gantool.errors import GantoolError
+from gantool.export.folder import check_finished
 from gantool.export.onnx import read_metadata
 from gantool.sampling.images import to_uint8
 from gantool.sampling.latent import latents
@@ -34,6 +35,7 @@ class OnnxGenerator:
             p = p / ("model_fp16.onnx" if fp16 else "model.onnx")
         if not p.is_file():
             raise GantoolError(f"{p} does not exist; export one with gantool export")
+        check_finished(p)
         meta = read_metadata(p)
         self.path, self.meta = p, meta
         self.resolution, self.channels, self.nz = meta["resolution"], meta["channels"], meta["nz"]

@@ -67,21 +67,24 @@ def export(
         raise GantoolError("--fidelity measures the FP16 model: add --fp16")
     if fidelity == 1:
         raise GantoolError("--fidelity needs at least 2 seeds")
-    nodes = [n.strip() for n in keep_fp32.split(",") if n.strip()]
-    result = export_checkpoint(checkpoint, out, formats, fp16=fp16, output=output, batch=sizes,
-                               keep_fp32=nodes, verify=verify, ema=ema,
-                               workspace_gb=workspace_gb, fidelity_num=fidelity,
-                               log=lambda s: typer.echo(s, err=True))
-    summary = write_summary(out, result)
-    if triton:
-        from gantool.serve.repository import write_repository
+    from gantool.export.folder import staged
 
-        result.files.append(write_repository(out, triton_variant, sizes, triton_instances,
-                                             triton_accelerator, fp16))
-        write_summary(out, result)  # now listing the repository too
+    nodes = [n.strip() for n in keep_fp32.split(",") if n.strip()]
+    with staged(out) as stage:  # the folder changes as a whole, once everything is verified
+        result = export_checkpoint(checkpoint, stage, formats, fp16=fp16, output=output,
+                                   batch=sizes, keep_fp32=nodes, verify=verify, ema=ema,
+                                   workspace_gb=workspace_gb, fidelity_num=fidelity,
+                                   log=lambda s: typer.echo(s, err=True))
+        write_summary(stage, result)
+        if triton:
+            from gantool.serve.repository import write_repository
+
+            result.files.append(write_repository(stage, triton_variant, sizes,
+                                                 triton_instances, triton_accelerator, fp16))
+            write_summary(stage, result)  # now listing the repository too
     for path in result.files:
-        typer.echo(f"wrote {path}")
-    typer.echo(f"summary: {summary}")
+        typer.echo(f"wrote {out / path.name}")
+    typer.echo(f"summary: {out / 'export.json'}")
 
 
 def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an engine "
@@ -89,10 +92,13 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     """Print what a model file says about itself: resolution, latent, prior, provenance."""
     import json
 
+    from gantool.export.folder import check_finished
+
     if path.is_dir():
         path = path / "model.onnx"
     if not path.exists():
         raise GantoolError(f"{path} does not exist")
+    check_finished(path)
     suffix = path.suffix.lower()
     if suffix == ".pt":
         from gantool.train.checkpoint import generator_from_state, load_checkpoint

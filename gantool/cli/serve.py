@@ -25,10 +25,12 @@ def serve(
     timeout: float = typer.Option(120.0, help="Seconds to wait for every model to be ready."),
 ) -> None:
     """Start Triton Inference Server on a gantool model repository; Ctrl-C stops it."""
+    from gantool.export.folder import check_finished
     from gantool.serve.server import TritonServer, is_noise
 
     if not repository.is_dir():
         raise GantoolError(f"{repository} is not a folder; pass EXPORT_DIR/model_repository")
+    check_finished(repository)
 
     def show(line: str) -> None:
         if verbose or (line[:1] in ("E", "W") and not is_noise(line)):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gantool.errors import GantoolError
+from gantool.export.folder import check_finished
 from gantool.fileio import atomic_write
 
 INSTALL_HINT = ("TensorRT engines are built on a machine with an NVIDIA GPU and TensorRT: "
@@ -101,6 +102,7 @@ class EngineRunner:
         if not plan.is_file() or not sidecar.is_file():
             raise GantoolError(f"{plan} and its {sidecar.name} are needed; export with "
                                "gantool export --format engine")
+        check_finished(plan)
         self.meta = {k.removeprefix("gantool."): v
                      for k, v in json.loads(sidecar.read_text())["metadata"].items()}
         logger = self.trt.Logger(self.trt.Logger.WARNING)
