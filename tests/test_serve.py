@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,22 +260,25 @@ def test_failed_seed_ranges_are_reported_and_the_render_carries_on(server, expor
 
 
 def test_render_retries_while_the_server_restarts(export_dir, tmp_path):
+    """With the default retry budget (60 s) a render waits out a server that is down for 15 s
+    and then starts again; a server gone for good fails each request once the budget is spent."""
     http, grpc = free_port(), free_port()
     repo = export_dir / "model_repository"
     first = TritonServer(repo, http, grpc)
     first.start()
-    gen = TritonGenerator(first.grpc_url, request_batch=4, concurrency=2, retries=6,
-                          backoff=0.5, timeout=20)
+    gen = TritonGenerator(first.grpc_url, request_batch=4, concurrency=2, timeout=20)
     first.stop()  # gone: the next requests fail until it is back
     second = TritonServer(repo, http, grpc)
-    restart = threading.Thread(target=second.start)
+    down = time.monotonic()
+    restart = threading.Thread(target=lambda: (time.sleep(15), second.start()))
     try:
         restart.start()
         images = gen.generate(list(range(8)), 0.5)  # retried until the server is back
         restart.join()
+        print(f"server down for {time.monotonic() - down:.1f} s; the render waited it out")
         assert _close_enough(images, _onnx_images(export_dir, list(range(8)), 0.5))
         second.stop()  # down for good: each request gives up after its retries
-        gen.retries, gen.backoff = 1, 0.05
+        gen.retry_for, gen.backoff = 1.0, 0.05
         with pytest.raises(PartialBatch, match="seeds 0-3 failed") as info:
             gen.generate(list(range(8)), 0.5)
         assert [(lo, hi) for lo, hi, _ in info.value.failures] == [(0, 3), (4, 7)]
@@ -320,6 +324,42 @@ def test_shared_memory_render_carries_on_across_a_server_restart(export_dir, tmp
         first.stop()
         second.stop()
         gen.close()
+
+
+def _group(pgid: int) -> list[int]:
+    found = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getpgid(int(d.name)) == pgid:
+                found.append(int(d.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_server_killed_with_9_leaves_no_process_or_shared_memory(export_dir):
+    """kill -9 of tritonserver: its python-backend stubs (here stopped, so that they cannot
+    notice) and their /dev/shm regions are gone once gantool stops the server."""
+    from gantool.serve.server import SHM, _backend_regions
+
+    server = TritonServer(export_dir / "model_repository", free_port(), free_port())
+    before = _backend_regions()
+    server.start()
+    pid = server.process.pid
+    try:
+        stubs = [p for p in _group(pid) if p != pid]
+        assert stubs, "the python backend runs its models in stub processes"
+        for stub in stubs:
+            os.kill(stub, signal.SIGSTOP)
+        os.kill(pid, signal.SIGKILL)
+        code = server.process.wait()
+        assert server.exit_reason(code) == "killed by SIGKILL"
+        left = _backend_regions() - before
+        assert left, "a killed server leaves its regions in /dev/shm"
+    finally:
+        server.stop()
+    assert _group(pid) == []
+    assert not [r for r in left if (SHM / r).exists()]
 
 
 # -- the commands ------------------------------------------------------------------------

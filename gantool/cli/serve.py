@@ -47,8 +47,7 @@ def serve(
         typer.echo(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}; models: "
                    f"{names}. Ctrl-C stops it.", err=True)
         code = server.process.wait()
-        raise GantoolError(f"tritonserver stopped by itself (exit code {code}): "
-                           f"{server.last_error()}")
+        raise GantoolError(f"tritonserver stopped by itself ({server.exit_reason(code)})")
     except KeyboardInterrupt:
         typer.echo("stopping Triton ...", err=True)
     finally:
@@ -82,8 +81,11 @@ def render(
     concurrency: int = typer.Option(4, min=1, help="Requests in flight."),
     workers: int = typer.Option(0, min=0, help=WORKERS_HELP),
     timeout: float = typer.Option(60.0, help="Seconds per request before it counts as failed."),
-    retries: int = typer.Option(4, min=0, help="Retries of a request on transient errors "
-                                "(server unreachable, busy, timed out), with backoff."),
+    retry_for: float = typer.Option(60.0, min=0, help="Seconds a request keeps retrying "
+                                    "transient errors (server unreachable or restarting, "
+                                    "busy, timed out), with backoff."),
+    retries: int | None = typer.Option(None, min=0, help="At most this many retries of a "
+                                       "request (default: as many as --retry-for allows)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Render images for seeds through a running Triton server (gantool serve), to files."""
@@ -98,7 +100,7 @@ def render(
         raise GantoolError(f"--out {out} is a file; pass a folder")
     encoding = image_encoding(format, png_level, quality)
     stats = render_remote(url, seed_list, truncation, out, encoding, protocol,
-                          batch_size, concurrency, workers or None, timeout, retries,
+                          batch_size, concurrency, workers or None, timeout, retry_for, retries,
                           progress=progress, shared_memory=shared_memory)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {stats['written']} image(s) to {out}{skipped} "

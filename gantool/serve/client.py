@@ -8,8 +8,9 @@ host, Triton's system shared memory then carries the images, the server writing 
 images straight into the slot the encoders read, so no image crosses gRPC/HTTP or is copied by
 the client. A server on another host cannot open the region; ``shared_memory="auto"`` finds
 that out once, at the start, and uses the wire. Transient failures (server unreachable,
-overloaded, timed out) are retried with exponential backoff; a request the server refuses (or
-one still failing after the retries) fails only its seed range: ``generate`` then raises
+overloaded, timed out) are retried with exponential backoff for up to ``retry_for`` seconds
+(60 by default: a server restart fits); a request the server refuses (or one still failing
+after that) fails only its seed range: ``generate`` then raises
 ``PartialBatch`` carrying the images that did arrive, so a render writes them and carries on.
 """
 
@@ -38,6 +39,8 @@ _GRPC_ARGS = [("grpc.max_send_message_length", 2**31 - 1),
               ("grpc.use_local_subchannel_pool", 1)]
 PLAIN_NORMAL = float(np.finfo(np.float32).max)  # |z| never exceeds it: no value is redrawn
 SHARED_MEMORY = ("auto", "on", "off")
+RETRY_FOR = 60.0  # seconds a request keeps retrying transient failures: a server restart fits
+MAX_BACKOFF = 4.0  # seconds between two tries at most
 
 
 def client_module(protocol: str):
@@ -59,13 +62,15 @@ class TritonGenerator:
 
     def __init__(self, url: str, protocol: str = "grpc", model: str = "render",
                  request_batch: int = 8, concurrency: int = 4, timeout: float = 60.0,
-                 retries: int = 4, backoff: float = 0.5, shared_memory: str = "auto"):
+                 retry_for: float = RETRY_FOR, retries: int | None = None,
+                 backoff: float = 0.5, shared_memory: str = "auto"):
         if shared_memory not in SHARED_MEMORY:
             raise GantoolError(f"unknown shared-memory mode {shared_memory!r}; choose "
                                f"{', '.join(SHARED_MEMORY)}")
         self.module = client_module(protocol)
         self.url, self.protocol, self.model = url, protocol, model
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.timeout, self.retry_for, self.retries = timeout, retry_for, retries
+        self.backoff = backoff
         self.concurrency = max(1, concurrency)
         self._local = threading.local()
         client = self._client()
@@ -172,7 +177,8 @@ class TritonGenerator:
         if region is not None:
             nbytes = len(seeds) * self.resolution**2 * self.channels
             output.set_shared_memory(region[0], nbytes, region[2])
-        for attempt in range(self.retries + 1):
+        first_failure, attempt = None, 0
+        while True:
             try:
                 result = self._client().infer(self.model, [seed, trunc], outputs=[output],
                                               **self._timeout_arg())
@@ -180,16 +186,19 @@ class TritonGenerator:
             except Exception as e:  # noqa: BLE001 - tritonclient raises several kinds
                 reason = _reason(e)
                 lost = region is not None and "shared memory" in reason.lower()
-                if attempt == self.retries or not (lost or _transient(e, reason)):
+                first_failure = first_failure or time.monotonic()
+                spent = (time.monotonic() - first_failure >= self.retry_for
+                         or (self.retries is not None and attempt >= self.retries))
+                if spent or not (lost or _transient(e, reason)):
                     return reason
-                time.sleep(self.backoff * 2**attempt)
+                time.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF))
+                attempt += 1
                 self._local.client = None  # reconnect: the old channel may be broken
                 if lost:  # a restarted server forgot the region: register it again
                     try:
                         self._register(region[0], region[1], again=True)
                     except Exception:  # noqa: BLE001 - still restarting; the next try says
                         pass
-        return "unreachable"
 
     def _register(self, name: str, size: int, again: bool = False) -> None:
         with self._lock:
@@ -263,7 +272,8 @@ def _transient(e: Exception, reason: str) -> bool:
 
 def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, encoding=None,
            protocol: str = "grpc", request_batch: int = 8, concurrency: int = 4,
-           workers: int | None = None, timeout: float = 60.0, retries: int = 4,
+           workers: int | None = None, timeout: float = 60.0, retry_for: float = RETRY_FOR,
+           retries: int | None = None,
            model: str = "render", progress: bool = True, console=None,
            shared_memory: str = "auto") -> dict:
     """Render ``seeds`` through the Triton server at ``url`` into ``outdir``, named and listed
@@ -276,7 +286,7 @@ def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, enc
     from gantool.sampling.render import render_seeds
 
     generator = TritonGenerator(url, protocol, model, request_batch, concurrency, timeout,
-                                retries, shared_memory=shared_memory)
+                                retry_for, retries, shared_memory=shared_memory)
     try:
         t = truncation if truncation is not None else generator.default_truncation
         try:

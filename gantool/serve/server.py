@@ -63,6 +63,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self._backends: tempfile.TemporaryDirectory | None = None
         self._reader: threading.Thread | None = None
+        self._shm_before: set[str] = set()
 
     @property
     def http_url(self) -> str:
@@ -112,9 +113,13 @@ class TritonServer:
         # Linux ties the death signal to the starting *thread*: only the main thread's lifetime
         # is the process's.
         main = threading.current_thread() is threading.main_thread()
+        self._shm_before = _backend_regions()
+        # Its own process group: the python-backend stubs it forks are stopped with it, even
+        # when tritonserver itself was killed (-9) and they were left to init.
         self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                        preexec_fn=_die_with_parent if main else None)
+                                        preexec_fn=_die_with_parent if main else None,
+                                        process_group=0)
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
         try:
@@ -136,6 +141,9 @@ class TritonServer:
                     process.kill()
                     process.wait()
             code = process.returncode
+            _kill_group(process.pid)  # python-backend stubs left behind, if any
+            for region in _backend_regions() - self._shm_before - _mapped_regions():
+                (SHM / region).unlink(missing_ok=True)  # what a killed server left in /dev/shm
             if self._reader is not None:
                 self._reader.join(5)
         if self._backends is not None:
@@ -189,6 +197,16 @@ class TritonServer:
             if self.log is not None:
                 self.log(line)
 
+    def exit_reason(self, code: int) -> str:
+        """Why the server stopped, in words: a signal by name, else its last error line."""
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"killed by {name}"
+        return f"exit code {code}: {self.last_error()}"
+
     def last_error(self) -> str:
         lines = [ln for ln in self.tail if not is_noise(ln)]
         errors = [ln for ln in lines if ln.startswith("E") or "error" in ln.lower()]
@@ -234,6 +252,43 @@ def _check_port_free(host: str, port: int, flag: str) -> None:
         except OSError:
             raise GantoolError(f"port {port} on {host} is in use; pick another with {flag}") \
                 from None
+
+
+SHM = Path("/dev/shm")
+_REGION_PREFIX = "triton_python_backend_shm_region_"
+
+
+def _backend_regions() -> set[str]:
+    """The python backend's shared-memory regions now in /dev/shm."""
+    try:
+        return {p.name for p in SHM.glob(f"{_REGION_PREFIX}*")}
+    except OSError:
+        return set()
+
+
+def _mapped_regions() -> set[str]:
+    """Those regions some live process still maps (another server's: not ours to remove)."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:
+            continue
+        mapped.update(line.rsplit("/", 1)[-1].removesuffix(" (deleted)")
+                      for line in text.splitlines() if _REGION_PREFIX in line)
+    return mapped
+
+
+def _kill_group(pgid: int, wait: float = 5.0) -> None:
+    """SIGKILL every process left in a process group and wait until they are gone."""
+    deadline = time.monotonic() + wait
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        while time.monotonic() < deadline:
+            os.killpg(pgid, 0)  # raises once the group is empty
+            time.sleep(0.05)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _die_with_parent() -> None:
