@@ -156,9 +156,9 @@ def generator_from_state(state: dict, path: str | os.PathLike, ema: bool = True)
     weights do not describe one generator (a forged or damaged file)."""
     try:
         cfg = RunConfig.from_dict(state["config"])
+        g = build_generator(cfg.model)
     except GantoolError as e:
         raise GantoolError(f"{path}: its configuration is invalid ({e})") from None
-    g = build_generator(cfg.model)
     weights = state.get("G_ema") if ema and state.get("G_ema") is not None else state["G"]
     try:
         g.load_state_dict(weights)

@@ -1,0 +1,445 @@
+"""Replay a hostile-input corpus against the real CLI and print one table: case, expected, got.
+
+    python benchmarks/reliability.py                 # everything (about 10 minutes on 2 cores)
+    python benchmarks/reliability.py --skip kills,triton --json out.json
+
+Every case runs ``gantool ...`` in its own process under a timeout (a hang is a failure, never
+a wait), and is judged by what a user would see: a correct result, or exactly one
+``error: ...`` line with exit code 2 and no traceback. The peak memory of each process
+(VmHWM, sampled every 50 ms) is in the table. Groups:
+
+* ``data``: a folder of good images plus one bad file each (zero bytes, truncated, text, CMYK,
+  16-bit, palette + alpha, 1x1, a 900-megapixel decompression bomb, a symlink loop, a FIFO),
+  archives with ``../`` and absolute member names, and a zip holding a 300 MiB member;
+* ``args``: bad configurations and arguments (non-finite values, booleans as numbers, tiny
+  truncations, a hundred billion seeds, run names with ``/``);
+* ``checkpoints``: forged ones (no config, wrong shapes, wrong types) and one whose pickle would
+  run code (a marker file it would create must not exist);
+* ``kills``: 20 SIGKILLs at random moments of a training run, each followed by a resume: every
+  checkpoint stays readable and the run ends at its last step;
+* ``triton``: a bad request beside good ones, and a server killed mid-render and restarted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+GROUPS = ("data", "args", "checkpoints", "kills", "triton")
+TINY = ["--preset", "fashion-mnist", "--resolution", "28", "--channels", "1", "--ngf", "8",
+        "--ndf", "8", "--batch-size", "2", "--no-progress", "--set", "train.log_every=1"]
+
+
+@dataclass
+class Outcome:
+    code: int | None  # None: killed at the timeout
+    out: str
+    err: str
+    seconds: float
+    peak_mib: float
+
+
+def gantool(*args, timeout: float = 120, cwd: Path | None = None) -> Outcome:
+    """``gantool ARGS`` in a fresh process: its exit code, output, time and peak memory."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gantool", *map(str, args)], stdout=out,
+                                stderr=err, cwd=cwd)
+        code, peak = None, 0.0
+        while time.perf_counter() - start < timeout:
+            peak = max(peak, _vm_hwm(proc.pid))  # wait4's ru_maxrss would count our own pages
+            if proc.poll() is not None:
+                code = proc.returncode
+                break
+            time.sleep(0.05)
+        if code is None:
+            proc.kill()
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return Outcome(code, out.read().decode(errors="replace"),
+                       err.read().decode(errors="replace"), time.perf_counter() - start, peak)
+
+
+def one_line_error(o: Outcome, words: str = "") -> tuple[bool, str]:
+    lines = o.err.strip().splitlines()
+    last = lines[-1] if lines else ""
+    ok = (o.code == 2 and "Traceback" not in o.err and last.startswith("error:")
+          and words in last)
+    return ok, _got(o, last)
+
+
+def success(o: Outcome, words: str = "") -> tuple[bool, str]:
+    ok = o.code == 0 and "Traceback" not in o.err and words in o.out + o.err
+    lines = (o.out + o.err).strip().splitlines() or [""]
+    return ok, _got(o, next((ln for ln in reversed(lines) if words and words in ln), lines[-1]))
+
+
+def _got(o: Outcome, text: str) -> str:
+    if o.code is None:
+        return "HANG (killed at the timeout)"
+    if "Traceback" in o.err:
+        return f"TRACEBACK: {o.err.strip().splitlines()[-1][:90]}"
+    return f"exit {o.code}: {text[:110]}"
+
+
+class Table:
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, group: str, case: str, expected: str, verdict: tuple[bool, str],
+            outcome: Outcome | None = None) -> None:
+        ok, got = verdict
+        row = {"group": group, "case": case, "expected": expected, "got": got, "ok": ok,
+               "seconds": round(outcome.seconds, 1) if outcome else None,
+               "peak_mib": round(outcome.peak_mib) if outcome else None}
+        self.rows.append(row)
+        mark = "ok  " if ok else "FAIL"
+        print(f"{mark} {group:<11} {case:<38} {got}", flush=True)
+
+    def print(self) -> None:
+        print(f"\n{'case':<50} {'expected':<30} {'ok':<4} {'s':>6} {'peak MiB':>9}  got")
+        for r in self.rows:
+            print(f"{r['group'] + ': ' + r['case']:<50} {r['expected']:<30} "
+                  f"{'yes' if r['ok'] else 'NO':<4} {r['seconds'] or 0:>6.1f} "
+                  f"{r['peak_mib'] or 0:>9}  {r['got']}")
+        bad = [r for r in self.rows if not r["ok"]]
+        tracebacks = sum("TRACEBACK" in r["got"] for r in self.rows)
+        hangs = sum("HANG" in r["got"] for r in self.rows)
+        peak = max((r["peak_mib"] or 0 for r in self.rows), default=0)
+        print(f"\n{len(self.rows)} cases: {len(self.rows) - len(bad)} as expected, {len(bad)} "
+              f"not; {tracebacks} tracebacks, {hangs} hangs; largest peak {peak} MiB")
+
+
+# ---- data ---------------------------------------------------------------------------------
+def good_images(folder: Path, n: int = 2) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((28, 28), 60 * (i + 1), np.uint8)).save(folder / f"good{i}.png")
+
+
+def bad_files(folder: Path) -> dict[str, str]:
+    """Write one bad file per case into its own folder beside two good images: case -> how
+    the loader should answer ("skipped" or "used")."""
+    cases = {}
+
+    def make(name, writer, expect):
+        d = folder / name
+        good_images(d)
+        writer(d)
+        cases[name] = expect
+
+    png = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        png, "PNG")
+    make("zero-byte", lambda d: (d / "x.png").write_bytes(b""), "skipped")
+    make("truncated", lambda d: (d / "x.png").write_bytes(png.getvalue()[:300]), "skipped")
+    make("text-as-image", lambda d: (d / "x.jpg").write_text("hello"), "skipped")
+    make("cmyk", lambda d: Image.new("CMYK", (30, 30), (0, 50, 100, 0)).save(d / "x.jpg"),
+         "used")
+    make("16-bit", lambda d: Image.fromarray(np.full((30, 30), 40000, np.uint16)).save(
+        d / "x.png"), "used")
+    make("palette+alpha", lambda d: Image.new("P", (30, 30), 1).save(
+        d / "x.png", transparency=1), "used")
+    make("1x1", lambda d: Image.new("RGB", (1, 1), "red").save(d / "x.png"), "used")
+    make("decompression-bomb", lambda d: Image.new("1", (30000, 30000)).save(d / "x.png"),
+         "skipped")
+    make("symlink-loop", lambda d: (d / "loop").symlink_to(d, target_is_directory=True),
+         "ignored")
+    make("fifo", lambda d: os.mkfifo(d / "x.png"), "ignored")
+    return cases
+
+
+def traversal_archives(folder: Path) -> list[Path]:
+    good = io.BytesIO()
+    Image.fromarray(np.full((28, 28), 90, np.uint8)).save(good, "PNG")
+    data = good.getvalue()
+    zpath, tpath = folder / "traversal.zip", folder / "traversal.tar"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for name in ("a.png", "b.png", "../escape-zip.png", "/tmp/escape-zip-abs.png"):
+            z.writestr(name, data)
+    with tarfile.open(tpath, "w") as t:
+        for name in ("a.png", "b.png", "../escape-tar.png", "/tmp/escape-tar-abs.png"):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return [zpath, tpath]
+
+
+def huge_member_zip(folder: Path) -> Path:
+    path = folder / "huge-member.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(2):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((28, 28), 90 + i, np.uint8)).save(buf, "PNG")
+            z.writestr(f"good{i}.png", buf.getvalue())
+        with z.open("huge.png", "w", force_zip64=True) as f:
+            block = bytes(2**20)
+            for _ in range(1024):  # 1 GiB of zeros, ~1 MiB compressed
+                f.write(block)
+    return path
+
+
+def run_data(table: Table, work: Path) -> None:
+    for name, expect in bad_files(work / "bad").items():
+        o = gantool("train", *TINY, "--data", work / "bad" / name, "--steps", "1", "--out",
+                    work / "runs", "--name", name, timeout=180)
+        if expect == "skipped":
+            verdict = success(o, "skipped 1")
+        else:
+            verdict = success(o, "(3 images)" if expect == "used" else "(2 images)")
+            verdict = (verdict[0] and "skipped" not in o.err, verdict[1])
+        table.add("data", name, f"train; bad file {expect}", verdict, o)
+    for archive in traversal_archives(work):
+        o = gantool("train", *TINY, "--data", archive, "--steps", "1", "--out", work / "runs",
+                    timeout=180)
+        escaped = [p for p in (work.parent / "escape-zip.png", work.parent / "escape-tar.png",
+                               Path("/tmp/escape-zip-abs.png"), Path("/tmp/escape-tar-abs.png"))
+                   if p.exists()]
+        ok, got = success(o)
+        table.add("data", f"traversal {archive.suffix}", "train; nothing written outside",
+                  (ok and not escaped, got + (f"; ESCAPED {escaped}" if escaped else "")), o)
+    o = gantool("train", *TINY, "--data", huge_member_zip(work), "--steps", "1", "--out",
+                work / "runs", timeout=180)
+    ok, got = success(o, "skipped 1")
+    table.add("data", "zip with a 1 GiB member", "member skipped, <1 GiB RSS",
+              (ok and o.peak_mib < 1024, got), o)
+
+
+# ---- arguments and configurations ---------------------------------------------------------
+def run_args(table: Table, work: Path, ckpt: Path) -> None:
+    yaml = work / "bad.yaml"
+    cases = [
+        ("truncation=inf", ["train", *TINY, "--data", "builtin:fashion-mnist", "--set",
+                            "model.truncation=inf"], "finite"),
+        ("truncation=nan", ["train", *TINY, "--data", "builtin:fashion-mnist", "--set",
+                            "model.truncation=nan"], "finite"),
+        ("lr_g=nan", ["train", *TINY, "--data", "builtin:fashion-mnist", "--set",
+                      "train.lr_g=nan"], "finite"),
+        ("YAML steps: true", ["train", *TINY, "--data", "builtin:fashion-mnist", "--config",
+                              yaml], "expected a number"),
+        ("run name a/b", ["train", *TINY, "--data", "builtin:fashion-mnist", "--name",
+                          "../a/b"], "plain folder name"),
+        ("generate t=1e-9", ["generate", ckpt, "--seeds", "0-3", "--truncation", "1e-9",
+                             "--grid", work / "g.png"], "minimum"),
+        ("grid of 1e11 seeds", ["generate", ckpt, "--seeds", "0-99999999999", "--grid",
+                                work / "g.png"], "too large"),
+        ("seeds 9-3", ["generate", ckpt, "--seeds", "9-3", "--grid", work / "g.png"],
+         "backwards"),
+        ("seed above 2**63-1", ["generate", ckpt, "--seeds", "0-99999999999999999999",
+                                "--grid", work / "g.png"], "largest seed"),
+        ("unknown preset", ["train", "--preset", "faces64", "--data", "x"], "did you mean"),
+    ]
+    yaml.write_text("train:\n  steps: true\n")
+    for name, args, words in cases:
+        o = gantool(*args, timeout=60)
+        table.add("args", name, "one-line error", one_line_error(o, words), o)
+    # a hundred billion seeds stream: images appear at once, memory stays flat
+    out = work / "stream"
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "gantool", "generate", ckpt, "--seeds",
+                             "0-99999999999", "--outdir", out, "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while len(list(out.glob("*.png"))) < 200 and time.perf_counter() - start < 120:
+        time.sleep(0.2)
+    peak = _vm_hwm(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    n = len(list(out.glob("*.png")))
+    rows = len((out / "manifest.jsonl").read_text().splitlines())
+    o = Outcome(0, "", err.decode(), time.perf_counter() - start, peak)
+    table.add("args", "generate 1e11 seeds, Ctrl-C", "streams; every file listed",
+              (n >= 200 and rows == n and b"Traceback" not in err,
+               f"{n} images, {rows} manifest rows before Ctrl-C"), o)
+
+
+def _vm_hwm(pid: int) -> float:
+    """A running process's peak resident memory so far, MiB (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+# ---- checkpoints --------------------------------------------------------------------------
+class RunsCode:
+    """Unpickling this would run ``touch MARKER``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def run_checkpoints(table: Table, work: Path, ckpt: Path) -> None:
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)
+    narrow = {k: v[..., :1] if v.ndim > 1 else v for k, v in state["G"].items()}
+    forged = {
+        "no config": {k: v for k, v in state.items() if k != "config"},
+        "wrong shapes": {**state, "G": narrow, "G_ema": narrow},
+        "config not a mapping": {**state, "config": "x"},
+        "bad config values": {**state, "config": {"model": {"resolution": -4}}},
+    }
+    for name, content in forged.items():
+        path = work / f"{name.replace(' ', '-')}.pt"
+        torch.save(content, path)
+        for command in (["info", path], ["generate", path, "--grid", work / "g.png"]):
+            o = gantool(*command, timeout=60)
+            table.add("checkpoints", f"{name}: {command[0]}", "one-line error",
+                      one_line_error(o), o)
+    marker = work / "PWNED"
+    evil = work / "evil.pt"
+    torch.save({"format": "gantool-checkpoint-v1", "config": RunsCode(marker)}, evil)
+    for command in (["info", evil], ["generate", evil, "--grid", work / "g.png"],
+                    ["train", "--resume", evil]):
+        o = gantool(*command, timeout=60)
+        ok, got = one_line_error(o)
+        table.add("checkpoints", f"code in the pickle: {command[0]}", "refused, code not run",
+                  (ok and not marker.exists(), got + ("; CODE RAN" if marker.exists() else "")),
+                  o)
+
+
+# ---- kills --------------------------------------------------------------------------------
+def run_kills(table: Table, work: Path, kills: int = 20) -> None:
+    import torch
+
+    rng = random.Random(0)
+    args = [*TINY, "--data", "builtin:fashion-mnist", "--ngf", "64", "--checkpoint-every", "1",
+            "--set", "train.keep=2", "--sample-every", "1000"]
+    steps = 400
+    proc = subprocess.Popen([sys.executable, "-m", "gantool", "train", *args, "--steps",
+                             str(steps), "--out", work / "kills"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    start, unreadable, resumed = time.perf_counter(), 0, 0
+    run_dir = None
+    for _ in range(kills):
+        time.sleep(rng.uniform(1.0, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        run_dir = run_dir or next((work / "kills").iterdir())
+        for p in (run_dir / "checkpoints").glob("*.pt"):
+            try:
+                torch.load(p, weights_only=True)
+            except Exception:  # noqa: BLE001 - counted
+                unreadable += 1
+        proc = subprocess.Popen([sys.executable, "-m", "gantool", "train", "--resume", run_dir],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        resumed += 1
+    _, err = proc.communicate(timeout=600)
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
+    rows = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    ok = (proc.returncode == 0 and unreadable == 0 and last == steps
+          and rows == sorted(set(rows)))
+    o = Outcome(proc.returncode, "", err.decode(), time.perf_counter() - start, 0)
+    table.add("kills", f"{kills} SIGKILLs + resumes", "readable; ends at the last step",
+              (ok, f"{unreadable} unreadable checkpoints, last step {last}/{steps}, "
+                   f"{len(rows)} metric rows, {'no ' if rows == sorted(set(rows)) else ''}"
+                   "duplicates"), o)
+
+
+# ---- triton -------------------------------------------------------------------------------
+def run_triton(table: Table, work: Path, ckpt: Path) -> None:
+    try:
+        from gantool.serve.server import TritonServer, free_port
+    except ImportError as e:
+        table.add("triton", "all", "skipped", (True, f"no serve extra ({e})"))
+        return
+    export = work / "export"
+    o = gantool("export", ckpt, "--out", export, "--format", "onnx,triton", timeout=300)
+    if o.code != 0:
+        table.add("triton", "export", "exported", success(o), o)
+        return
+    http, grpc = free_port(), free_port()
+    server = TritonServer(export / "model_repository", http, grpc)
+    server.start()
+    try:
+        url = server.grpc_url
+        bad = subprocess.Popen([sys.executable, "-m", "gantool", "render", "--url", url,
+                                "--seeds", "0-7", "--truncation", "1e-9", "--out",
+                                work / "bad-render", "--no-progress"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        o = gantool("render", "--url", url, "--seeds", "0-499", "--out", work / "good-render",
+                    "--no-progress", timeout=300)
+        _, err = bad.communicate(timeout=60)
+        ok, got = success(o, "wrote 500 image(s)")
+        table.add("triton", "good render beside a bad one", "500 images; bad one refused",
+                  (ok and bad.returncode == 2 and b"minimum" in err, got), o)
+        # kill the server mid-render, bring it back 10 s later
+        out = work / "restart-render"
+        proc = subprocess.Popen([sys.executable, "-m", "gantool", "render", "--url", url,
+                                 "--seeds", "0-1999", "--out", out, "--no-progress"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        start = time.perf_counter()
+        while len(list(out.glob("*.png"))) < 100 and time.perf_counter() - start < 120:
+            time.sleep(0.1)
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.stop()
+        time.sleep(10)
+        server = TritonServer(export / "model_repository", http, grpc)
+        server.start()
+        stdout, err = proc.communicate(timeout=600)
+        o = Outcome(proc.returncode, stdout.decode(), err.decode(),
+                    time.perf_counter() - start, 0)
+        n = len(list(out.glob("*.png")))
+        ok, got = success(o, "wrote 2000 image(s)")
+        table.add("triton", "server kill -9 mid-render, 10 s down", "all 2,000 images",
+                  (ok and n == 2000, got), o)
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--skip", default="", help=f"comma-separated groups of {', '.join(GROUPS)}")
+    ap.add_argument("--json", help="write the table here")
+    args = ap.parse_args()
+    skip = {g.strip() for g in args.skip.split(",") if g.strip()}
+    table = Table()
+    with tempfile.TemporaryDirectory(prefix="gantool-reliability-") as tmp:
+        work = Path(tmp) / "work"
+        work.mkdir()
+        o = gantool("train", *TINY, "--data", "builtin:fashion-mnist", "--steps", "4", "--out",
+                    work / "base", timeout=300)
+        assert o.code == 0, o.err
+        ckpt = next((work / "base").glob("*/checkpoints/last.pt"))
+        steps = {"data": lambda: run_data(table, work),
+                 "args": lambda: run_args(table, work, ckpt),
+                 "checkpoints": lambda: run_checkpoints(table, work, ckpt),
+                 "kills": lambda: run_kills(table, work),
+                 "triton": lambda: run_triton(table, work, ckpt)}
+        for group in GROUPS:
+            if group not in skip:
+                steps[group]()
+        shutil.rmtree(work, ignore_errors=True)
+    table.print()
+    if args.json:
+        Path(args.json).write_text(json.dumps({"load_average": os.getloadavg(),
+                                               "rows": table.rows}, indent=2) + "\n")
+    sys.exit(0 if all(r["ok"] for r in table.rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
