@@ -39,6 +39,7 @@ def check_finished(path: str | os.PathLike) -> None:
 @contextmanager
 def staged(out: Path) -> Iterator[Path]:
     """Yield the folder to write an export into; on success swap it into ``out``."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob(f"{_STAGE}*"):  # left by a killed export, unless that one still runs
         if not _alive(old.name.removeprefix(_STAGE).split(".")[0]):
@@ -50,6 +51,8 @@ def staged(out: Path) -> Iterator[Path]:
         _swap(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a failed first export leaves no empty folder
 
 
 def _swap(stage: Path, out: Path) -> None:
