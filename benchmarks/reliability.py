@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -381,12 +382,28 @@ def run_triton(table: Table, work: Path, ckpt: Path) -> None:
                                 "--seeds", "0-7", "--truncation", "1e-9", "--out",
                                 work / "bad-render", "--no-progress"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        o = gantool("render", "--url", url, "--seeds", "0-499", "--out", work / "good-render",
-                    "--no-progress", timeout=300)
         _, err = bad.communicate(timeout=60)
-        ok, got = success(o, "wrote 500 image(s)")
-        table.add("triton", "good render beside a bad one", "500 images; bad one refused",
-                  (ok and bad.returncode == 2 and b"minimum" in err, got), o)
+        table.add("triton", "render --truncation 1e-9", "one-line error", one_line_error(
+            Outcome(bad.returncode, "", err.decode(), 0, 0), "minimum"))
+        # the same request sent raw, past the client's check, again and again beside a render
+        alone = gantool("render", "--url", url, "--seeds", "0-999", "--out",
+                        work / "alone", "--no-progress", timeout=300)
+        stop, refused = threading.Event(), []
+        flood = threading.Thread(target=_bad_requests, args=(url, stop, refused))
+        flood.start()
+        try:
+            beside = gantool("render", "--url", url, "--seeds", "0-999", "--out",
+                             work / "beside", "--no-progress", timeout=300)
+        finally:
+            stop.set()
+            flood.join()
+        rates = [_rate(alone), _rate(beside)]
+        ok, got = success(beside, "wrote 1000 image(s)")
+        table.add("triton", "render beside raw t=1e-9 requests", "1000 images, same rate",
+                  (ok and refused and all(r == "minimum" for r in refused[:50]),
+                   f"{rates[1]:.0f} vs {rates[0]:.0f} images/s alone "
+                   f"({rates[1] / rates[0]:.2f}x); {len(refused)} bad requests refused"),
+                  beside)
         # kill the server mid-render, bring it back 10 s later
         out = work / "restart-render"
         proc = subprocess.Popen([sys.executable, "-m", "gantool", "render", "--url", url,
@@ -409,6 +426,34 @@ def run_triton(table: Table, work: Path, ckpt: Path) -> None:
                   (ok and n == 2000, got), o)
     finally:
         server.stop()
+
+
+def _bad_requests(url: str, stop: threading.Event, refused: list) -> None:
+    """Send t=1e-9 to the server's ``render`` model, 20 requests a second until ``stop``;
+    note how each was refused."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url)
+    seed = grpcclient.InferInput("seed", [4, 1], "INT64")
+    seed.set_data_from_numpy(np.arange(4, dtype=np.int64).reshape(-1, 1))
+    trunc = grpcclient.InferInput("truncation", [4, 1], "FP32")
+    trunc.set_data_from_numpy(np.full((4, 1), 1e-9, np.float32))
+    while not stop.is_set():
+        try:
+            client.infer("render", [seed, trunc], client_timeout=30)
+            refused.append("ANSWERED")
+        except InferenceServerException as e:
+            refused.append("minimum" if "minimum" in str(e) else str(e)[:60])
+        stop.wait(0.05)  # a persistent bad client, not a flood of the machine's two cores
+
+
+def _rate(o: Outcome) -> float:
+    """images/s from a render's closing line."""
+    import re
+
+    m = re.search(r"\(([\d,.]+) images/s", o.out)
+    return float(m.group(1).replace(",", "")) if m else float("nan")
 
 
 def main() -> None:
