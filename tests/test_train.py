@@ -144,3 +144,26 @@ def test_compiled_training_computes_what_eager_training_does(tmp_path):
         for name, value in eager[key].items():
             torch.testing.assert_close(compiled[key][name], value, atol=1e-4, rtol=1e-3,
                                        msg=f"{key}.{name}")
+
+
+def test_a_log_file_gets_status_lines(tmp_path):
+    """stderr redirected (a log file, a cluster job): plain status lines while training, the
+    run folder and the resume command first, not one cut-off bar at the end."""
+    from conftest import gantool_cli
+
+    r = gantool_cli("train", "--data", "builtin:fashion-mnist", "--resolution", "28",
+                    "--channels", "1", "--ngf", "8", "--ndf", "8", "--batch-size", "16",
+                    "--steps", "40", "--sample-every", "20", "--set", "train.log_every=5",
+                    "--progress-every", "0.01", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    run_dir = next(tmp_path.iterdir())
+    assert f"run: {run_dir} (if stopped: gantool train --resume {run_dir})" in lines
+    status = [ln for ln in lines if ln.startswith("train ")]
+    assert len(status) >= 8 and status[-1].startswith("train 40/40  epoch")
+    for key in ("D ", "G ", "D(x) ", "D(G(z)) ", "img/s ", "elapsed ", "eta "):
+        assert key in status[-1], status[-1]
+    assert len(set(status)) == len(status)  # no line twice
+    assert f"step 20 (epoch 0.05): {run_dir}/samples/step-0000020.png" in lines
+    assert any(ln.startswith("train 20/40") for ln in status)
+    assert "━" not in r.stderr  # no bar

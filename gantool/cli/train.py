@@ -56,7 +56,11 @@ def train(
     checkpoint_every: int | None = typer.Option(
         None, help="Steps between checkpoints (0: each epoch)."),
     name: str | None = typer.Option(None, help="Run name (default: the preset's)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="Show progress: a bar in a terminal, else status lines."),
+    progress_every: float = typer.Option(
+        30.0, min=0.0, metavar="SECONDS",
+        help="Seconds between status lines when stderr is not a terminal (a log file, a job)."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List presets and exit."),
 ) -> None:
     """Train a generator: writes runs/NNNNN-NAME/ (config, metrics, sample grids, checkpoints)."""
@@ -74,7 +78,8 @@ def train(
         if extra:
             raise GantoolError(f"--resume continues a run with its own configuration; only "
                                f"--steps may change (got {', '.join(extra)})")
-        _finish(_run(resume=resume, steps=steps, progress=progress))
+        _finish(_run(resume=resume, steps=steps, progress=progress,
+                     progress_every=progress_every))
         return
     cfg = C.preset_config(preset) if preset else C.RunConfig()
     overrides = C.load_config_file(config) if config else {}
@@ -86,7 +91,8 @@ def train(
     if name is not None:
         overrides["name"] = name
     overrides.update(C.parse_set_options(set_))
-    _finish(_run(cfg=C.apply_overrides(cfg, overrides), out=out, progress=progress))
+    _finish(_run(cfg=C.apply_overrides(cfg, overrides), out=out, progress=progress,
+                 progress_every=progress_every))
 
 
 def demo(

@@ -27,14 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 import gantool
 from gantool.config import RunConfig, augment_policy
@@ -44,6 +36,7 @@ from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
 from gantool.metrics.diversity import diversity, nearest_distance
 from gantool.models import build_discriminator, build_generator
+from gantool.progress import PLAIN_EVERY_S, StepProgress
 from gantool.sampling.images import save_grid, to_uint8_tensor
 from gantool.sampling.latent import batched, latents
 from gantool.train import distributed
@@ -75,16 +68,20 @@ class TrainResult:
 
 def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
         resume: str | os.PathLike | None = None, steps: int | None = None,
-        console: Console | None = None, progress: bool = True) -> TrainResult:
+        console: Console | None = None, progress: bool = True,
+        progress_every: float = PLAIN_EVERY_S) -> TrainResult:
     """Start a new run from ``cfg`` under ``out``, or continue the run named by ``resume``.
 
     On resume the configuration comes from the checkpoint; only the total ``steps`` may change.
+    ``progress_every``: seconds between status lines where stderr is not a terminal.
     """
     with ExitStack() as held:
-        return _run(cfg, out, resume, steps, console or Console(stderr=True), progress, held)
+        return _run(cfg, out, resume, steps, console or Console(stderr=True), progress,
+                    progress_every, held)
 
 
-def _run(cfg, out, resume, steps, console, progress, held: ExitStack) -> TrainResult:
+def _run(cfg, out, resume, steps, console, progress, progress_every,
+         held: ExitStack) -> TrainResult:
     state = None
     world = distributed.from_env()
     if resume is not None:
@@ -107,7 +104,7 @@ def _run(cfg, out, resume, steps, console, progress, held: ExitStack) -> TrainRe
         raise ValueError("run() needs a RunConfig or a run to resume")
     if not world.main:  # one voice: rank 0 reports, the others only train
         console, progress = Console(stderr=True, quiet=True), False
-    trainer = Trainer(cfg, console, progress, world)  # nets and data before any file is made
+    trainer = Trainer(cfg, console, progress, world, progress_every)  # before any file
     try:
         if state is None:
             run_dir = None
@@ -115,6 +112,8 @@ def _run(cfg, out, resume, steps, console, progress, held: ExitStack) -> TrainRe
                 run_dir = new_run_dir(Path(out), cfg.name)
                 held.enter_context(run_lock(run_dir))
                 (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+                console.print(f"run: {run_dir} (if stopped: gantool train --resume {run_dir})",
+                              highlight=False, soft_wrap=True)
             run_dir = distributed.broadcast_object(run_dir, world)
         else:
             trainer.load_state(state)
@@ -169,8 +168,9 @@ class Trainer:
     """Owns G, D, G_ema, both optimizers, the AMP scaler and the data for one run."""
 
     def __init__(self, cfg: RunConfig, console: Console, progress: bool = True,
-                 world: distributed.World | None = None):
+                 world: distributed.World | None = None, progress_every: float = PLAIN_EVERY_S):
         self.cfg, self.console, self.show_progress = cfg, console, progress
+        self.progress_every = progress_every
         m, t = cfg.model, cfg.train
         self.world = world = world or distributed.World()
         self.local_batch = distributed.check_batch(t.batch_size, world)
@@ -475,13 +475,15 @@ class Trainer:
         next_diversity = (self.step // t.diversity_every + 1) * t.diversity_every \
             if t.diversity_every else 0
         main, world = self.world.main, self.world
-        with _graceful_stop() as stop, self._progress() as bar:
-            task = bar.add_task("train", total=t.steps, completed=self.step, stats="")
+        bar = StepProgress(self.console, "train", t.steps, self.step, self.show_progress,
+                           self.progress_every, short=("D", "G", "img/s"))
+        with _graceful_stop() as stop, bar:
             while self.step < t.steps and not distributed.any_rank(stop(), world, self.device):
                 logs = self.train_step(self.real_batch(self.step))
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0) + v
                 window_steps += 1
+                bar.advance(self.step)
                 if self.step % t.log_every == 0 or self.step == t.steps:
                     now = time.perf_counter()
                     images_per_s = window_steps * t.batch_size / (now - window_start)
@@ -493,27 +495,29 @@ class Trainer:
                     if main:
                         with metrics_path.open("a") as f:
                             f.write(json.dumps(row) + "\n")
-                    bar.update(task, completed=self.step, stats=(
-                        f"D {row['loss_d']:.3f}  G {row['loss_g']:.3f}  D(x) {row['d_real']:.2f}"
-                        f"  D(G(z)) {row['d_fake']:.2f}  {images_per_s:,.0f} img/s"))
+                    bar.advance(self.step, {
+                        "epoch": f"{self.step / spe:.2f}", "D": f"{row['loss_d']:.3f}",
+                        "G": f"{row['loss_g']:.3f}", "D(x)": f"{row['d_real']:.2f}",
+                        "D(G(z))": f"{row['d_fake']:.2f}", "img/s": f"{images_per_s:,.0f}"})
                     reason = self.guard.observe(row, window_steps) if self.guard else None
                     sums, window_steps, window_start = {}, 0, now
                     if reason:
-                        good = self._roll_back(good, reason, run_dir, bar.console)
+                        good = self._roll_back(good, reason, run_dir, bar)
                         next_diversity = self.step + t.diversity_every
-                        bar.update(task, completed=self.step)
+                        bar.advance(self.step)
                         continue
                 if main and (self.step % sample_every == 0 or self.step == t.steps):
                     grid = self.write_samples(run_dir)
-                    bar.console.print(f"step {self.step} (epoch {self.step / spe:.2f}): {grid}")
+                    bar.print(f"step {self.step} (epoch {self.step / spe:.2f}): {grid}")
                 if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.steps):
                     if main:
-                        self._evaluate(run_dir, bar.console)
+                        self._evaluate(run_dir, bar)
                     self.best = distributed.broadcast_object(self.best, world)
                 if self.step % ckpt_every == 0 or self.step == t.steps:
                     state = self._checkpoint_state(run_dir)
                     if main:
                         ckpt = save_checkpoint(state, run_dir / "checkpoints", t.keep)
+                        bar.mark()
                     if self._healthy(sums):
                         good = _cpu_copy(state)
         interrupted = self.step < t.steps
@@ -550,7 +554,7 @@ class Trainer:
             return True
         return self.guard.healthy and all(bool(torch.isfinite(v)) for v in sums.values())
 
-    def _roll_back(self, good: dict, reason: str, run_dir: Path, console: Console) -> dict:
+    def _roll_back(self, good: dict, reason: str, run_dir: Path, console: StepProgress) -> dict:
         """Return to the last good state, drop what came after it, lower the learning rates;
         raise GantoolError once ``guard_max_rollbacks`` rollbacks did not help."""
         t, ckpt_dir = self.cfg.train, run_dir / "checkpoints"
@@ -586,7 +590,7 @@ class Trainer:
                       f"(rollback {rollbacks} of at most {t.guard_max_rollbacks})")
         return _cpu_copy(state)
 
-    def _evaluate(self, run_dir: Path, console: Console) -> None:
+    def _evaluate(self, run_dir: Path, console: StepProgress) -> None:
         """FID/KID of G_ema (or G) on seeds 0..eval_num-1 against the training images; logs
         an ``eval`` row and keeps ``checkpoints/best.pt`` at the best value so far."""
         from gantool.metrics.evaluate import evaluate
@@ -634,12 +638,6 @@ class Trainer:
         images = self.sampler_generator().generate(range(self.cfg.train.sample_grid),
                                                    self.cfg.model.truncation)
         return save_grid(images, run_dir / "samples" / f"step-{self.step:07d}.png")
-
-    def _progress(self) -> Progress:
-        return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        TextColumn("{task.fields[stats]}"), console=self.console,
-                        disable=not self.show_progress)
 
 
 class _ModuleGenerator:
