@@ -80,11 +80,22 @@ def parse_ints(text: str, flag: str) -> list[int]:
     return values
 
 
+# backend -> (the extra that installs it, the modules it needs: ONNX export needs onnxscript)
+EXTRAS = {"onnx": ("onnx", ("onnxscript", "onnxruntime")), "trt": ("onnx", ("onnxscript",)),
+          "triton": ("serve", ("onnxscript", "onnxruntime", "tritonclient"))}
+
+
 def why_not(c: Contender, cuda: bool, tensorrt: bool) -> str | None:
+    """Why a contender cannot run here (it is then listed as skipped), or None."""
+    import importlib.util
+
     if c.needs_cuda and not cuda:
         return "needs a CUDA GPU"
     if c.needs_tensorrt and not tensorrt:
         return "needs TensorRT"
+    extra, modules = EXTRAS.get(c.backend, ("", ()))
+    if any(importlib.util.find_spec(m) is None for m in modules):
+        return f"needs the {extra} extra: pip install 'gantool[{extra}]'"
     return None
 
 
@@ -103,7 +114,8 @@ def run_bench(checkpoint: Path | None, contenders: list[Contender], resolutions:
     tensorrt = importlib.util.find_spec("tensorrt") is not None
     device = torch.cuda.get_device_name(0) if cuda else _cpu_name()
     with tempfile.TemporaryDirectory(prefix="gantool-bench-") as tmp:
-        models = _prepare(checkpoint, contenders, resolutions, max(batches), ngf, Path(tmp),
+        runnable = [c for c in contenders if not why_not(c, cuda, tensorrt)]
+        models = _prepare(checkpoint, runnable, resolutions, max(batches), ngf, Path(tmp),
                           tensorrt and cuda)
         jobs = []  # (row head, spec or None); spec None: skipped
         for res, (ckpt, export, gflop) in models.items():

@@ -75,3 +75,17 @@ def test_bench_user_errors_are_one_line(tmp_path, args, message):
     r = gantool_cli("bench", *args, cwd=tmp_path)
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bench_without_the_onnx_extra_measures_torch_and_skips_the_rest(tmp_path):
+    """An install without the onnx extra (its modules made unimportable for this interpreter
+    and its workers): the torch figures arrive, onnx is listed as skipped with the install hint."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['onnxscript'] = None\nsys.modules['onnxruntime'] = None\n")
+    r = gantool_cli("bench", "--backend", "torch,onnx", "--resolution", "32", "--ngf", "4",
+                    "--batch", "1", "--warmup", "0", "--calls", "2", "--json",
+                    tmp_path / "b.json", env_extra={"PYTHONPATH": str(tmp_path)}, timeout=600)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    rows = {row["backend"]: row for row in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    assert rows["torch"]["images_per_s"] > 0
+    assert rows["onnx"]["skipped"] == "needs the onnx extra: pip install 'gantool[onnx]'"
