@@ -83,7 +83,9 @@ def test_eval_command_caches_real_statistics(tiny_ckpt, tmp_path, inception):
     assert first.returncode == 0, first.stderr
     assert "FID" in first.stdout and "KID" in first.stdout and "cache" not in first.stdout
     assert len(list((tmp_path / "cache" / "stats").glob("real-*.npz"))) == 1
-    second = gantool_cli(*args, env_extra=env)
+    second = gantool_cli(*[a for a in args if a not in ("--data", "builtin:fashion-mnist")],
+                         env_extra=env)  # the run's own data by default: the same real set
+    assert "data: builtin:fashion-mnist (the run's" in second.stderr
     assert "real statistics from the cache" in second.stdout
     assert first.stdout.splitlines()[1] == second.stdout.splitlines()[1]  # the same FID
     bad = gantool_cli("eval", tiny_ckpt, "--data", "builtin:fashion-mnist", "--metrics", "is")

@@ -37,7 +37,7 @@ class TorchGenerator:
         self.dtype = PRECISIONS[precision]
         net, cfg = load_generator(path, ema=ema, device=self.device)
         self.net = fold_batchnorm(net).to(self.dtype)  # as exported graphs do: fewer passes
-        m = cfg.model
+        m, self.data_path = cfg.model, cfg.data.path  # what it was trained on
         self.resolution, self.channels, self.nz = m.resolution, m.channels, m.nz
         self.prior = prior or m.prior
         self.default_truncation = m.truncation

@@ -13,7 +13,8 @@ from gantool.errors import GantoolError
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="A checkpoint (.pt) or a run directory "
                                       "(its checkpoints/last.pt)."),
-    data: str = typer.Option(..., help="The real images: folder, .zip, .tar, IDX, builtin:..."),
+    data: str | None = typer.Option(None, help="The real images: folder, .zip, .tar, IDX, "
+                                    "builtin:... (default: the run's own training data)."),
     metrics: str = typer.Option("fid,kid", help="Comma-separated: fid, kid."),
     num: int = typer.Option(1000, min=2, help="Images per side (real and generated)."),
     batch_size: int = typer.Option(32, min=1, help="Images per feature-extractor batch."),
@@ -23,7 +24,9 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results here."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Frechet Inception Distance and Kernel Inception Distance (lower is better)."""
+    """Frechet Inception Distance and Kernel Inception Distance (lower is better).
+
+    Example: gantool eval runs/00001-fashion-mnist --num 1000 (real images: the run's data)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -49,6 +52,11 @@ def evaluate(
         validate_truncation(t, gen.prior)
     except ValueError as e:
         raise GantoolError(f"--truncation: {e}") from None
+    if data is None:
+        data = gen.data_path
+        if not data:
+            raise GantoolError(f"{checkpoint} does not record its training data; pass --data")
+        typer.echo(f"data: {data} (the run's; --data picks another)", err=True)
     real = load_dataset(data, gen.resolution, gen.channels, progress=progress)
     from gantool.metrics.evaluate import evaluate as run_eval
 
