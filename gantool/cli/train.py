@@ -147,7 +147,10 @@ def _print_presets() -> None:
                   "overridden with flags or --set)", title_justify="left")
     for row in rows:
         table.add_row(*row.values())
+    table.columns[0].no_wrap = True  # full names, whatever the width: they are what users type
     console = Console()
+    if not console.is_terminal:  # a file or a pipe has no width: do not cut anything
+        console = Console(width=250)
     console.print(table)
     for name in preset_names():
         console.print(f"[bold]{name}[/]: {PRESETS[name]['_about']}", highlight=False)
