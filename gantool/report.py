@@ -1,4 +1,5 @@
-"""`gantool report RUN_DIR`: one self-contained HTML page (and its PNG plots) per run.
+"""`gantool report RUN_DIR`: one self-contained HTML page per run (and, in the run's own
+``report/`` folder, its plots as PNG files).
 
 Plots from ``metrics.jsonl``: the losses, D(x) and D(G(z)), the fake/real batch spread and
 sample diversity the divergence guard watches, the learning rates, and FID/KID where the run
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 from pathlib import Path
 
@@ -42,7 +44,8 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write ``out`` (default ``RUN_DIR/report/index.html``) and its plots beside it."""
+    """Write ``out`` (default ``RUN_DIR/report/index.html``, with its plots beside it as PNG
+    files; a page elsewhere is written alone: everything is embedded in it)."""
     try:
         import matplotlib
     except ImportError:
@@ -53,6 +56,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     rows, events = read_metrics(run_dir)
     if not rows:
         raise GantoolError(f"{run_dir}/metrics.jsonl has no training rows yet")
+    pngs = out is None  # the run's own report folder also gets the plots as files
     out = out or run_dir / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     rollbacks = [e for e in events if e["event"] in ("rollback", "stop")]
@@ -79,11 +83,13 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        png = out.parent / f"{name}.png"
-        with atomic_write(png) as f:
-            fig.savefig(f, format="png")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
         plt.close(fig)
-        figures.append((name, png))
+        if pngs:
+            with atomic_write(out.parent / f"{name}.png") as f:
+                f.write(buf.getvalue())
+        figures.append((name, buf.getvalue()))
     grids = sorted((run_dir / "samples").glob("step-*.png"))
     config = (run_dir / "config.json").read_text() if (run_dir / "config.json").is_file() else ""
     page = _page(run_dir, rows, evals, rollbacks, figures, grids, config)
@@ -92,41 +98,63 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     return out
 
 
-def _img(path: Path, alt: str, width: int | None = None) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    size = f' width="{width}"' if width else ""
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{size}>'
+def _img(png: bytes, alt: str, grid: bool = False) -> str:
+    data = base64.b64encode(png).decode()
+    click = ' class="grid" title="click to enlarge" onclick="this.classList.toggle(\'big\')"' \
+        if grid else ""
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{click}>'
 
 
-def _page(run_dir, rows, evals, rollbacks, figures, grids, config) -> str:
+def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: str) -> list:
+    """The headline numbers: progress, wall time, throughput, device, losses, best metric."""
     last = rows[-1]
-    facts = [f"steps logged: {last['step']:,} (epoch {last.get('epoch', 0):g})",
-             f"last D loss {last.get('loss_d', float('nan')):.3f}, "
-             f"G loss {last.get('loss_g', float('nan')):.3f}",
-             f"divergence-guard events: {len(rollbacks)}"]
+    facts = [f"steps logged: {last['step']:,} (epoch {last.get('epoch', 0):g})"]
+    times = [r["time"] for r in rows if "time" in r]
+    if len(times) > 1:
+        wall = times[-1] - times[0]
+        facts.append(f"wall time between the first and last log row: {wall / 3600:.2f} h")
+    rates = sorted(r["images_per_s"] for r in rows if "images_per_s" in r)
+    if rates:
+        facts.append(f"training images/s: median {rates[len(rates) // 2]:,.0f}")
+    try:
+        train = json.loads(config).get("train", {})
+        facts.append(f"device: {train.get('device', '?')}, precision: {train.get('amp', '?')}")
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    facts.append(f"last D loss {last.get('loss_d', float('nan')):.3f}, "
+                 f"G loss {last.get('loss_g', float('nan')):.3f}")
+    facts.append(f"divergence-guard events: {len(rollbacks)}")
     if evals:
         metric = "fid" if "fid" in evals[0] else "kid"
         best = min(evals, key=lambda e: e[metric])
         facts.append(f"best {metric.upper()} {best[metric]:.4g} at step {best['step']:,} "
                      "(checkpoints/best.pt)")
-    items = "".join(f"<li>{html.escape(f)}</li>" for f in facts)
+    return facts
+
+
+def _page(run_dir, rows, evals, rollbacks, figures, grids, config) -> str:
+    items = "".join(f"<li>{html.escape(f)}</li>" for f in _facts(rows, evals, rollbacks, config))
     events = "".join(
         f"<li>step {e['at_step']:,} -> {e['step']:,}: {html.escape(e['reason'])} "
         f"(lr x{e['lr_scale']:g})</li>" for e in rollbacks) or "<li>none</li>"
     plots = "".join(f"<h3>{html.escape(n)}</h3>{_img(p, n)}" for n, p in figures)
     shown = grids if len(grids) <= 12 else [grids[round(i * (len(grids) - 1) / 11)]
                                             for i in range(12)]
-    samples = "".join(f"<figure>{_img(g, g.stem, 256)}<figcaption>{html.escape(g.stem)}"
-                      "</figcaption></figure>" for g in shown)
+    samples = "".join(f"<figure>{_img(g.read_bytes(), g.stem, grid=True)}<figcaption>"
+                      f"{html.escape(g.stem)}</figcaption></figure>" for g in shown)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gantool run {html.escape(run_dir.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}
-figure{{display:inline-block;margin:4px;text-align:center;font-size:12px}}
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:sans-serif;margin:2em auto;padding:0 1em;max-width:1100px}}
+img{{max-width:100%;height:auto}} img.grid{{width:256px;cursor:zoom-in;image-rendering:pixelated}}
+img.grid.big{{width:100%;cursor:zoom-out}}
+figure{{display:inline-block;margin:4px;text-align:center;font-size:12px;max-width:100%}}
 pre{{background:#f4f4f4;padding:1em;overflow:auto;font-size:12px}}</style></head><body>
 <h1>{html.escape(run_dir.name)}</h1><ul>{items}</ul>
 <h2>Divergence guard</h2><ul>{events}</ul>
 <h2>Curves</h2><p>Red lines: steps where the divergence guard rolled back.</p>{plots}
-<h2>Samples over time</h2><p>The same seeds in every grid, from the EMA generator.</p>{samples}
+<h2>Samples over time</h2><p>The same seeds in every grid, from the EMA generator; click a grid
+to enlarge it.</p>{samples}
 <h2>Configuration</h2><pre>{html.escape(config)}</pre>
 </body></html>
 """

@@ -26,6 +26,15 @@ def test_report_of_a_run_with_a_rollback(tmp_path):
     assert "generator collapse" in page or "discriminator wins" in page
     assert "&quot;lr_g&quot;: 1.0" in page  # the run's configuration, escaped
     assert "<img src=x" not in page and "step-&lt;img src=x onerror=alert(1)&gt;" in page
+    for fact in ("wall time", "training images/s: median", "device: auto"):
+        assert fact in page, fact
+    assert 'onclick="this.classList.toggle' in page and 'name="viewport"' in page
+    # a page written elsewhere stands alone: no plot files beside it
+    elsewhere = tmp_path / "pages" / "run.html"
+    r = gantool_cli("report", run_dir, "--out", elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in elsewhere.parent.iterdir()] == ["run.html"]
+    assert len(re.findall(r'src="data:image/png;base64,', elsewhere.read_text())) == 4 + grids
 
 
 def test_report_needs_a_run_directory(tmp_path):
