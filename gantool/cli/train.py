@@ -22,48 +22,92 @@ FLAG_KEYS = {
 DEMO_STEPS = 600
 
 
+# Help panels of `gantool train`; "preset" marks values whose default comes from the preset.
+RUN, DATA, MODEL, OPTIM, HARDWARE, OUTPUT = "Run", "Data", "Model", "Optimisation", \
+    "Hardware", "Output"
+PRESET = " [dim]\\[default: the preset's][/]"
+
+
+def _opt(default, *names, help: str, panel: str, metavar: str | None = None, **kw):
+    """A train option in its help panel; a None default is the preset's value."""
+    flag = any("/" in n for n in names)  # --x/--no-x: no value to show
+    return typer.Option(default, *names, help=help + (PRESET if default is None else ""),
+                        rich_help_panel=panel, metavar="" if flag else metavar, **kw)
+
+
 def train(
-    preset: str | None = typer.Option(None, help="Named configuration; see --list-presets."),
-    data: str | None = typer.Option(
-        None, help="Image folder, .zip, IDX file/folder, or builtin:fashion-mnist."),
-    out: Path = typer.Option(Path("runs"), help="Parent folder of run directories."),
-    steps: int | None = typer.Option(None, help="Total training steps (also on --resume)."),
-    resolution: int | None = typer.Option(None, help="Square image size, e.g. 28, 64, 1024."),
-    config: Path | None = typer.Option(None, help="JSON or YAML file of option overrides."),
+    preset: str | None = typer.Option(None, help="Named configuration; see --list-presets.",
+                                      metavar="NAME", rich_help_panel=RUN),
+    config: Path | None = typer.Option(None, help="JSON or YAML file of option overrides.",
+                                       metavar="FILE", rich_help_panel=RUN),
+    set_: list[str] = typer.Option([], "--set", help="Override any option: section.field="
+                                   "value (repeatable).", metavar="KEY=VALUE",
+                                   rich_help_panel=RUN),
     resume: str | None = typer.Option(
-        None, help="Run directory or checkpoint to continue exactly where it stopped."),
-    set_: list[str] = typer.Option([], "--set", help="Override any option: section.field=value."),
-    batch_size: int | None = typer.Option(None, help="Images per step."),
-    lr_g: float | None = typer.Option(None, help="Generator learning rate."),
-    lr_d: float | None = typer.Option(None, help="Discriminator learning rate."),
-    labels: str | None = typer.Option(None, help="hard | one-sided | two-sided smoothing."),
-    channels: int | None = typer.Option(None, help="1 (grayscale) or 3 (colour)."),
-    nz: int | None = typer.Option(None, help="Latent size."),
-    ngf: int | None = typer.Option(None, help="Generator width."),
-    ndf: int | None = typer.Option(None, help="Discriminator width."),
-    prior: str | None = typer.Option(None, help="Latent prior: normal | uniform."),
-    fit: str | None = typer.Option(None, help="Resize fit: crop | pad."),
-    flip: bool | None = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips."),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda."),
-    amp: str | None = typer.Option(None, help="auto | off | bf16 | fp16."),
-    compile: bool | None = typer.Option(
-        None, "--compile/--no-compile", help="torch.compile G and D (compiles for a while)."),
-    cuda_graphs: bool | None = typer.Option(
+        None, help="Run directory or checkpoint to continue exactly where it stopped.",
+        metavar="RUN_DIR|CKPT", rich_help_panel=RUN),
+    name: str | None = typer.Option(None, help="Run name (default: the preset's).",
+                                    metavar="NAME", rich_help_panel=RUN),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List presets and exit.",
+                                      metavar="", rich_help_panel=RUN),
+    data: str | None = typer.Option(
+        None, help="Image folder, .zip/.tar, IDX file/folder, or builtin:fashion-mnist.",
+        metavar="PATH", rich_help_panel=DATA),
+    resolution: int | None = _opt(None, help="Square image size, e.g. 28, 64, 1024.",
+                                  panel=DATA, metavar="PX"),
+    channels: int | None = _opt(None, help="1 (grayscale) or 3 (colour).", panel=DATA,
+                                metavar="1|3"),
+    fit: str | None = _opt(None, help="Resize fit.", panel=DATA, metavar="crop|pad"),
+    flip: bool | None = _opt(None, "--flip/--no-flip", help="Random horizontal flips.",
+                             panel=DATA),
+    nz: int | None = _opt(None, help="Latent size.", panel=MODEL, metavar="N"),
+    ngf: int | None = _opt(None, help="Generator width.", panel=MODEL, metavar="N"),
+    ndf: int | None = _opt(None, help="Discriminator width.", panel=MODEL, metavar="N"),
+    prior: str | None = _opt(None, help="Latent prior.", panel=MODEL, metavar="normal|uniform"),
+    steps: int | None = _opt(None, help="Total training steps (also on --resume).", panel=OPTIM,
+                             metavar="N"),
+    batch_size: int | None = _opt(None, help="Images per step.", panel=OPTIM, metavar="N"),
+    lr_g: float | None = _opt(None, help="Generator learning rate.", panel=OPTIM, metavar="LR"),
+    lr_d: float | None = _opt(None, help="Discriminator learning rate.", panel=OPTIM,
+                              metavar="LR"),
+    labels: str | None = _opt(None, help="Label smoothing.", panel=OPTIM,
+                              metavar="hard|one-sided|two-sided"),
+    seed: int | None = _opt(None, help="Run seed (data order, init, noise).", panel=OPTIM,
+                            metavar="N"),
+    device: str | None = _opt(None, help="Where to train.", panel=HARDWARE,
+                              metavar="auto|cpu|cuda"),
+    amp: str | None = _opt(None, help="Mixed precision.", panel=HARDWARE,
+                           metavar="auto|off|bf16|fp16"),
+    compile: bool | None = _opt(None, "--compile/--no-compile",
+                                help="torch.compile G and D (compiles for a while).",
+                                panel=HARDWARE),
+    cuda_graphs: bool | None = _opt(
         None, "--cuda-graphs/--no-cuda-graphs",
-        help="Replay each step as one captured CUDA graph (GPU; fastest for small images)."),
-    seed: int | None = typer.Option(None, help="Run seed (data order, init, noise)."),
-    sample_every: int | None = typer.Option(None, help="Steps between sample grids (0: epoch)."),
-    checkpoint_every: int | None = typer.Option(
-        None, help="Steps between checkpoints (0: each epoch)."),
-    name: str | None = typer.Option(None, help="Run name (default: the preset's)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress",
-                                  help="Show progress: a bar in a terminal, else status lines."),
-    progress_every: float = typer.Option(
-        30.0, min=0.0, metavar="SECONDS",
+        help="Replay each step as one captured CUDA graph (GPU; fastest for small images).",
+        panel=HARDWARE),
+    out: Path = _opt(Path("runs"), help="Parent folder of run directories.", panel=OUTPUT,
+                     metavar="DIR"),
+    sample_every: int | None = _opt(None, help="Steps between sample grids (0: each epoch).",
+                                    panel=OUTPUT, metavar="STEPS"),
+    checkpoint_every: int | None = _opt(None, help="Steps between checkpoints (0: each epoch).",
+                                        panel=OUTPUT, metavar="STEPS"),
+    progress: bool = _opt(True, "--progress/--no-progress",
+                          help="Show progress: a bar in a terminal, else status lines.",
+                          panel=OUTPUT),
+    progress_every: float = _opt(
+        30.0, min=0.0, metavar="SECONDS", panel=OUTPUT,
         help="Seconds between status lines when stderr is not a terminal (a log file, a job)."),
-    list_presets: bool = typer.Option(False, "--list-presets", help="List presets and exit."),
 ) -> None:
-    """Train a generator: writes runs/NNNNN-NAME/ (config, metrics, sample grids, checkpoints)."""
+    """Train a generator: writes runs/NNNNN-NAME/ (config, metrics, sample grids, checkpoints).
+
+    Examples:
+
+      gantool train --preset fashion-mnist --data builtin:fashion-mnist
+
+      gantool train --preset colour-small --data my_images/ --steps 20000 > train.log 2>&1
+
+      gantool train --resume runs/00001-colour-small --steps 30000
+    """
     from gantool import config as C
 
     given = dict(locals())
