@@ -20,16 +20,9 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from gantool.errors import GantoolError, PartialBatch
+from gantool.progress import StepProgress
 from gantool.sampling.images import Encoding, save_grid, seed_filename
 from gantool.sampling.latent import Seeds, batched
 from gantool.sampling.writer import MANIFEST, ImageWriter
@@ -74,15 +67,11 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     keep: list[np.ndarray] | None = [] if grid is not None else None
     writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row)
               if outdir is not None and total else None)
-    bar = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=console,
-                   disable=not progress)
+    bar = StepProgress(console, "generate", total, enabled=progress, short=("img/s",))
     t0 = time.perf_counter()
     done = failed = 0
     try:
         with bar:
-            task = bar.add_task("generate", total=total, rate="")
             for chunk in batched(todo, batch_size):
                 asked = len(chunk)
                 try:
@@ -91,7 +80,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
                     if keep is not None:
                         raise  # a grid needs every image
                     for lo, hi, reason in e.failures:
-                        console.print(f"[red]seeds {lo}-{hi} failed:[/] {reason}")
+                        bar.print(f"[red]seeds {lo}-{hi} failed:[/] {reason}")
                     failed += len(chunk) - len(e.seeds)
                     chunk, images = e.seeds, e.images
                 if keep is not None:
@@ -100,7 +89,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
                     writer.commit(chunk, images)
                 done += asked
                 rate = done / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, completed=done, rate=f"{rate:,.1f} img/s")
+                bar.advance(done, {"img/s": f"{rate:,.1f}"})
             if writer is not None:
                 writer.close()
     finally:
