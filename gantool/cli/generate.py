@@ -22,8 +22,9 @@ def generate(
         None, help="Largest |z| allowed (default: the model's; none = plain prior)."),
     prior: str | None = typer.Option(None, help="normal | uniform (default: the model's)."),
     outdir: Path | None = typer.Option(
-        None, help="Write one seedNNNNNN.<format> per seed here (seeds already there are "
-                   "skipped: an interrupted render resumes); manifest.jsonl lists them."),
+        None, "--out", "--outdir",
+        help="Write one seedNNNNNN.<format> per seed here (seeds already there are skipped: an "
+             "interrupted render resumes); manifest.jsonl lists them."),
     format: str = typer.Option("png", "--format", help="png | jpg | webp | npy."),
     png_level: int | None = typer.Option(None, min=0, max=9, help=PNG_LEVEL_HELP),
     quality: int = typer.Option(95, min=1, max=100, help="jpg/webp quality."),
@@ -49,7 +50,7 @@ def generate(
     from gantool.sampling.render import render_seeds
 
     if outdir is None and grid is None:
-        raise GantoolError("nothing to write: pass --outdir DIR and/or --grid FILE")
+        raise GantoolError("nothing to write: pass --out DIR and/or --grid FILE")
     try:
         seed_list = parse_seeds(seeds)
     except ValueError as e:
@@ -101,7 +102,7 @@ def _sweep(gen, seeds: list[int], text: str, grid: Path | None, outdir: Path | N
     from gantool.sampling.render import check_grid_size
 
     if grid is None or outdir is not None:
-        raise GantoolError("--truncation-sweep writes one grid: pass --grid FILE, not --outdir")
+        raise GantoolError("--truncation-sweep writes one grid: pass --grid FILE, not --out")
     values: list[float | None] = []
     for item in (v.strip() for v in text.split(",") if v.strip()):
         try:

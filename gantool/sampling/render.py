@@ -182,4 +182,4 @@ def _check_manifest(outdir: Path, truncation: float | None, prior: str) -> None:
     if was != (truncation, prior):
         raise GantoolError(f"{outdir} holds images rendered with truncation {was[0]}, prior "
                            f"{was[1]}; render truncation {truncation}, prior {prior} into "
-                           "another --outdir")
+                           "another --out")
