@@ -177,7 +177,7 @@ def _render_until(ckpt, out, seeds: str, files: int) -> tuple[int, float]:
     import time
 
     proc = subprocess.Popen([sys.executable, "-m", "gantool", "generate", str(ckpt), "--seeds",
-                             seeds, "--outdir", str(out), "--no-progress", "--batch-size", "8"],
+                             seeds, "--outdir", str(out), "--no-progress", "--batch-size", "32"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     start = time.perf_counter()
     try:
@@ -191,6 +191,8 @@ def _render_until(ckpt, out, seeds: str, files: int) -> tuple[int, float]:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err, err
+    listed = [json.loads(x)["file"] for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(listed) == sorted(p.name for p in out.glob("*.png"))  # Ctrl-C lists all
     return peak, seconds
 
 

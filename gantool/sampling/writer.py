@@ -59,6 +59,7 @@ class _Slot:
     name: str
     seeds: list[int] = field(default_factory=list)
     futures: list[Future] = field(default_factory=list)
+    listed: bool = False  # its files are in the manifest
 
 
 class ImageWriter:
@@ -99,7 +100,7 @@ class ImageWriter:
         (``generate_into``), saving a copy; waits while every slot is being written."""
         if self._reserved is None:
             if not self._free:
-                self._finish(self._busy.popleft())
+                self._finish_oldest()
             self._reserved = self._free.popleft()
         return _SLOTS[self._reserved][0][:n]
 
@@ -114,19 +115,19 @@ class ImageWriter:
         if not seeds:
             self._free.append(slot.name)
             return
+        self._busy.append(slot)  # busy before any write starts: abort() then lists them
         per = math.ceil(len(seeds) / min(self.workers, len(seeds)))
         for lo in range(0, len(seeds), per):
             names = [seed_filename(s, self.encoding.fmt) for s in seeds[lo : lo + per]]
             slot.futures.append(self.pool.submit(
                 _write_chunk, slot.name, self.slot_shape, lo, names, str(self.outdir),
                 self.encoding))
-        self._busy.append(slot)
 
     def close(self) -> None:
         """Wait for every queued file, list it, and free the workers and slots."""
         try:
             while self._busy:
-                self._finish(self._busy.popleft())
+                self._finish_oldest()
         finally:
             self.abort()
 
@@ -135,18 +136,23 @@ class ImageWriter:
         self.pool.shutdown(wait=True, cancel_futures=True)
         try:
             for slot in self._busy:  # record what did reach the disk
-                self._record(slot, [f for f in slot.futures if f.done() and not f.cancelled()
-                                    and f.exception() is None])
+                if not slot.listed:
+                    self._record(slot, [f for f in slot.futures if f.done()
+                                        and not f.cancelled() and f.exception() is None])
         except GantoolError:
             pass  # the manifest cannot grow (a full disk): a resume lists those files
         finally:
             self._busy.clear()
             self._release()
 
-    def _finish(self, slot: _Slot) -> None:
+    def _finish_oldest(self) -> None:
+        """Wait for the oldest busy slot's files, list them, free the slot. It stays busy until
+        listed, so a Ctrl-C during the wait leaves its files to ``abort`` to list."""
+        slot = self._busy[0]
         wait(slot.futures)
         errors = [f.exception() for f in slot.futures if f.exception() is not None]
         self._record(slot, [f for f in slot.futures if f.exception() is None])
+        self._busy.popleft()
         self._free.append(slot.name)
         if errors:
             raise _user_error(errors[0], self.outdir)
@@ -154,6 +160,7 @@ class ImageWriter:
     def _record(self, slot: _Slot, futures: list[Future]) -> None:
         names = [name for f in futures for name in f.result()]
         if not names:
+            slot.listed = True
             return
         self.written += len(names)
         fsync_dir(self.outdir)
@@ -168,6 +175,7 @@ class ImageWriter:
             except OSError as e:  # a full disk: no half line (a rerun lists these files)
                 f.truncate(before)
                 raise _user_error(e, self.outdir) from None
+        slot.listed = True
 
     def _allocate(self) -> str:
         """A slot in shared memory (process workers read it; a Triton server on this host can
