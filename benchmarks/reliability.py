@@ -335,12 +335,14 @@ def run_kills(table: Table, work: Path, kills: int = 20) -> None:
                              str(steps), "--out", work / "kills"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     start, unreadable, resumed = time.perf_counter(), 0, 0
-    run_dir = None
+    while not list((work / "kills").glob("*/checkpoints/step-*.pt")):  # a run to resume
+        assert proc.poll() is None and time.perf_counter() - start < 300, "training did not start"
+        time.sleep(0.1)
+    run_dir = next((work / "kills").iterdir())
     for _ in range(kills):
         time.sleep(rng.uniform(1.0, 4.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        run_dir = run_dir or next((work / "kills").iterdir())
         for p in (run_dir / "checkpoints").glob("*.pt"):
             try:
                 torch.load(p, weights_only=True)
