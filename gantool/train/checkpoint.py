@@ -163,10 +163,15 @@ def generator_from_state(state: dict, path: str | os.PathLike, ema: bool = True)
     try:
         g.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as e:
-        lines = str(e).strip().splitlines() or [type(e).__name__]  # line 2 names the tensor
         raise GantoolError(f"{path}: its weights do not fit the generator its configuration "
-                           f"describes ({lines[min(1, len(lines) - 1)].strip()[:160]})") from None
+                           f"describes ({load_error(e)})") from None
     return g.eval(), cfg
+
+
+def load_error(e: BaseException) -> str:
+    """The telling line of a failed ``load_state_dict``: its second names the tensor."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return lines[min(1, len(lines) - 1)].strip()[:160]
 
 
 def _link_last(path: Path) -> None:

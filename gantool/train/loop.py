@@ -44,6 +44,7 @@ from gantool.train.augment import diff_augment
 from gantool.train.checkpoint import (
     FORMAT,
     atomic_torch_save,
+    load_error,
     resolve_resume,
     run_dir_of,
     run_lock,
@@ -263,11 +264,9 @@ class Trainer:
         try:
             self._load_state(state)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-            lines = str(e).strip().splitlines() or [type(e).__name__]
-            why = lines[min(1, len(lines) - 1)].strip()[:160]  # line 2 names the tensor
             raise GantoolError(f"the checkpoint does not fit the run it names "
-                               f"({type(e).__name__}: {why}); resume from another checkpoint "
-                               "of the run") from None
+                               f"({type(e).__name__}: {load_error(e)}); resume from another "
+                               "checkpoint of the run") from None
 
     def _load_state(self, state: dict) -> None:
         self._graph = None  # the optimizers get new state tensors: capture again
