@@ -142,7 +142,8 @@ class TritonServer:
                     process.wait()
             code = process.returncode
             _kill_group(process.pid)  # python-backend stubs left behind, if any
-            for region in _backend_regions() - self._shm_before - _mapped_regions():
+            new = _backend_regions() - self._shm_before
+            for region in new - _mapped_regions() if new else ():  # scan /proc only if needed
                 (SHM / region).unlink(missing_ok=True)  # what a killed server left in /dev/shm
             if self._reader is not None:
                 self._reader.join(5)
