@@ -59,8 +59,8 @@ def _onnx_images(export_dir, seeds, truncation):
     return OnnxGenerator(str(export_dir)).generate(seeds, truncation)
 
 
-def _folder_images(folder, seeds):
-    return np.stack([np.asarray(Image.open(folder / f"seed{s:06d}.png")) for s in seeds])
+def _folder_images(folder, seeds, stem="seed"):
+    return np.stack([np.asarray(Image.open(folder / f"{stem}{s:06d}.png")) for s in seeds])
 
 
 def _close_enough(a, b):
@@ -192,6 +192,37 @@ def test_default_truncation_and_plain_prior_match_onnx(server, export_dir):
             assert _close_enough(gen.generate(seeds, t), _onnx_images(export_dir, seeds, t))
     finally:
         gen.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_video_frames_through_the_generator_model(server, export_dir, tmp_path, protocol):
+    """`gantool video --url`: z goes straight to the `generator` model; keyframes are the seeds'
+    images from ONNX Runtime, a uniform walk stays inside the truncation box, and the mp4
+    holds every frame."""
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    walk = ["--url", url, "--protocol", protocol, "--seeds", "0-5", "--grid", "2x1",
+            "--frames-per-seed", "4", "--truncation", "0.4", "--batch-size", "6", "--no-progress"]
+    r = gantool_cli("video", *walk, "--frames-dir", tmp_path / "f")
+    assert r.returncode == 0 and "wrote 12 frame(s)" in r.stdout, r.stderr
+    frames = _folder_images(tmp_path / "f", range(12), "frame")  # (12, 28, 56)
+    seeds = _onnx_images(export_dir, list(range(6)), 0.4)[..., 0]  # walk 0: 0-2, walk 1: 3-5
+    for k in range(3):
+        assert _close_enough(frames[4 * k, :, :28], seeds[k])
+        assert _close_enough(frames[4 * k, :, 28:], seeds[3 + k])
+    rows = [json.loads(line) for line in (tmp_path / "f" / "manifest.jsonl").open()]
+    assert {row["backend"] for row in rows} == {f"triton-{protocol}"}
+    gen = TritonGenerator(url, protocol)
+    try:
+        z = np.linspace(-0.4, 0.4, 5 * gen.nz, dtype=np.float32).reshape(5, gen.nz)
+        onnx = OnnxGenerator(str(export_dir)).generate_z(z)
+        assert _close_enough(gen.generate_z(z), onnx)
+    finally:
+        gen.close()
+    r = gantool_cli("video", *walk, "--out", tmp_path / "w.mp4")
+    assert r.returncode == 0 and "12 frames of 56x28" in r.stdout, r.stderr
+    import imageio_ffmpeg
+
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "w.mp4"))[0] == 12
 
 
 def _infer(url, seeds, truncations, seed_dtype="INT64", seed_shape=None):

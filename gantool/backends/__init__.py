@@ -1,4 +1,5 @@
-"""One Generator protocol for every backend: seeds + truncation in, uint8 images out."""
+"""One Generator protocol for every backend: seeds + truncation (or z itself) in, uint8 images
+out."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ class Generator(Protocol):
 
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
         """uint8 images (B, H, W, C) for ``seeds`` at ``truncation`` (None: the plain prior)."""
+        ...
+
+    def generate_z(self, z: np.ndarray) -> np.ndarray:
+        """uint8 images (B, H, W, C) for latent vectors ``z`` (B, nz) float32: what ``generate``
+        draws once the seeds are turned into z (a latent walk's frames lie between seeds)."""
         ...
 
 

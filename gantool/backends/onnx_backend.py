@@ -55,5 +55,8 @@ class OnnxGenerator:
         return self.session.run(None, {"z": np.ascontiguousarray(z, dtype=np.float32)})[0]
 
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
-        out = self.run(latents(seeds, self.nz, self.prior, truncation))
+        return self.generate_z(latents(seeds, self.nz, self.prior, truncation))
+
+    def generate_z(self, z: np.ndarray) -> np.ndarray:
+        out = self.run(z)
         return out if out.dtype == np.uint8 else to_uint8(out)  # (B, H, W, C) uint8

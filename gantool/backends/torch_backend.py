@@ -45,9 +45,12 @@ class TorchGenerator:
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
 
-    @torch.no_grad()
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
-        images = self._draw(seeds, truncation)
+        return self.generate_z(latents(seeds, self.nz, self.prior, truncation))
+
+    @torch.no_grad()
+    def generate_z(self, z: np.ndarray) -> np.ndarray:
+        images = self._draw(z)
         if images.device.type == "cpu":
             return images.numpy()  # (B, H, W, C) uint8
         # Into an array numpy allocates: it asks for huge pages, which makes the first write to
@@ -61,10 +64,10 @@ class TorchGenerator:
                       out: np.ndarray) -> None:
         """``generate`` into ``out`` (uint8 (B, H, W, C), e.g. a render's shared-memory slot):
         a GPU copies its images straight there."""
-        torch.from_numpy(out).copy_(self._draw(seeds, truncation))
+        torch.from_numpy(out).copy_(self._draw(latents(seeds, self.nz, self.prior, truncation)))
 
-    def _draw(self, seeds: Sequence[int], truncation: float | None) -> torch.Tensor:
-        z = torch.from_numpy(latents(seeds, self.nz, self.prior, truncation)).to(self.device)
+    def _draw(self, z: np.ndarray) -> torch.Tensor:
+        z = torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device)
         return self._replay(z) if self.cuda_graphs else self._images(z.to(self.dtype))
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:

@@ -23,5 +23,8 @@ class TensorRTGenerator:
                                    else float(meta["truncation"]))
 
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
-        out = self.runner.run(latents(seeds, self.nz, self.prior, truncation))
+        return self.generate_z(latents(seeds, self.nz, self.prior, truncation))
+
+    def generate_z(self, z: np.ndarray) -> np.ndarray:
+        out = self.runner.run(np.ascontiguousarray(z, np.float32))
         return out if out.dtype == np.uint8 else to_uint8(out.astype(np.float32))

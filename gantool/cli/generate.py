@@ -45,8 +45,7 @@ def generate(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Draw images for seeds: the same seed and truncation give the same image on every backend."""
-    from gantool.backends import load_backend
-    from gantool.sampling.latent import parse_seeds, validate_truncation
+    from gantool.sampling.latent import parse_seeds
     from gantool.sampling.render import render_seeds
 
     if outdir is None and grid is None:
@@ -55,28 +54,9 @@ def generate(
         seed_list = parse_seeds(seeds)
     except ValueError as e:
         raise GantoolError(f"--seeds: {e}") from None
-    if not checkpoint.exists():
-        raise GantoolError(f"{checkpoint} does not exist")
-    if backend == "torch" and not checkpoint.is_file():
-        raise GantoolError(f"{checkpoint} is a folder; the torch backend takes a checkpoint file")
-    torch_only = {"precision": precision != "fp32", "compile": compile,
-                  "cuda_graphs": cuda_graphs}
-    if backend != "torch" and any(torch_only.values()):
-        used = ", ".join(f"--{k.replace('_', '-')}" for k, v in torch_only.items() if v)
-        raise GantoolError(f"{used}: torch backend options (the {backend} backend's precision "
-                           "is the exported model's)")
-    if backend != "onnx" and fp16:
-        raise GantoolError("--fp16 picks the FP16 model of an ONNX export folder: use it with "
-                           "--backend onnx (torch: --precision fp16)")
-    options = ({"fp16": fp16} if backend == "onnx" else
-               {"precision": precision, "compile": compile, "cuda_graphs": cuda_graphs}
-               if backend == "torch" else {})
-    gen = load_backend(backend, str(checkpoint), device=device, ema=ema, prior=prior, **options)
-    t = truncation if truncation is not None else gen.default_truncation
-    try:
-        validate_truncation(t, gen.prior)
-    except ValueError as e:
-        raise GantoolError(f"--truncation: {e}") from None
+    gen = open_backend(checkpoint, backend, device, ema, prior, fp16, precision, compile,
+                       cuda_graphs)
+    t = resolve_truncation(gen, truncation)
     if grid is not None and grid.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise GantoolError(f"--grid {grid}: use a .png, .jpg or .webp file name")
     if sweep is not None:
@@ -89,6 +69,44 @@ def generate(
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {len(seed_list) - stats['skipped']} image(s) to {where}{skipped} "
                f"({stats['images_per_s']:,.1f} images/s)")
+
+
+def open_backend(model: Path, backend: str, device: str = "auto", ema: bool = True,
+                 prior: str | None = None, fp16: bool = False, precision: str = "fp32",
+                 compile: bool = False, cuda_graphs: bool = False):
+    """The backend named ``backend`` on ``model``, with its options checked: one-line errors
+    for a missing path or an option that backend does not take."""
+    from gantool.backends import load_backend
+
+    if not model.exists():
+        raise GantoolError(f"{model} does not exist")
+    if backend == "torch" and not model.is_file():
+        raise GantoolError(f"{model} is a folder; the torch backend takes a checkpoint file")
+    torch_only = {"precision": precision != "fp32", "compile": compile,
+                  "cuda_graphs": cuda_graphs}
+    if backend != "torch" and any(torch_only.values()):
+        used = ", ".join(f"--{k.replace('_', '-')}" for k, v in torch_only.items() if v)
+        raise GantoolError(f"{used}: torch backend options (the {backend} backend's precision "
+                           "is the exported model's)")
+    if backend != "onnx" and fp16:
+        raise GantoolError("--fp16 picks the FP16 model of an ONNX export folder: use it with "
+                           "--backend onnx (torch: --precision fp16)")
+    options = ({"fp16": fp16} if backend == "onnx" else
+               {"precision": precision, "compile": compile, "cuda_graphs": cuda_graphs}
+               if backend == "torch" else {})
+    return load_backend(backend, str(model), device=device, ema=ema, prior=prior, **options)
+
+
+def resolve_truncation(gen, truncation: float | None) -> float | None:
+    """``truncation``, or the model's default; a one-line error if the prior refuses it."""
+    from gantool.sampling.latent import validate_truncation
+
+    t = truncation if truncation is not None else gen.default_truncation
+    try:
+        validate_truncation(t, gen.prior)
+    except ValueError as e:
+        raise GantoolError(f"--truncation: {e}") from None
+    return t
 
 
 def _sweep(gen, seeds: list[int], text: str, grid: Path | None, outdir: Path | None,

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from gantool import __version__
-from gantool.cli import bench, evaluate, export, generate, serve, train
+from gantool.cli import bench, evaluate, export, generate, serve, train, video
 from gantool.errors import GantoolError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.command("train", no_args_is_help=True)(train.train)
 app.command("demo")(train.demo)
 app.command("generate", no_args_is_help=True)(generate.generate)
+app.command("video", no_args_is_help=True)(video.video)
 app.command("export", no_args_is_help=True)(export.export)
 app.command("info", no_args_is_help=True)(export.info)
 app.command("eval", no_args_is_help=True)(evaluate.evaluate)

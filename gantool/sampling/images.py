@@ -161,6 +161,7 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, ncols: int | None = N
     return save_image(make_grid(images, ncols), path)
 
 
-def seed_filename(seed: int, ext: str = "png") -> str:
-    """The file name of one seed's image, shared by every command that writes images."""
-    return f"seed{seed:06d}.{ext}"
+def seed_filename(seed: int, ext: str = "png", stem: str = "seed") -> str:
+    """The file name of one seed's image (``stem`` "frame": a video frame's), shared by every
+    command that writes images."""
+    return f"{stem}{seed:06d}.{ext}"

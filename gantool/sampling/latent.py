@@ -115,9 +115,13 @@ class Seeds(Sequence[int]):
             index -= len(r)
         raise IndexError("seed index out of range")
 
+    def __str__(self) -> str:
+        """The list as ``parse_seeds`` reads it, e.g. ``0-63,100``."""
+        return ",".join(f"{r.start}" if len(r) == 1 else f"{r.start}-{r.stop - 1}"
+                        for r in self.ranges)
+
     def __repr__(self) -> str:
-        items = (f"{r.start}" if len(r) == 1 else f"{r.start}-{r.stop - 1}" for r in self.ranges)
-        return f"Seeds({','.join(items)})"
+        return f"Seeds({self})"
 
 
 def parse_seeds(spec: str) -> Seeds:

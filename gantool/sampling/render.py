@@ -36,7 +36,8 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
                  outdir: Path | None = None, grid: Path | None = None,
                  encoding: Encoding | None = None, workers: int | None = None,
                  depth: int | None = None, parallel: str = "auto", backend: str = "",
-                 console: Console | None = None, progress: bool = True) -> dict:
+                 console: Console | None = None, progress: bool = True, stem: str = "seed",
+                 identity: dict | None = None, label: str = "generate") -> dict:
     """Write ``outdir/seedNNNNNN.<fmt>`` per seed and/or one ``grid`` image.
 
     ``generator`` is any object with the Generator protocol of ``gantool.backends``;
@@ -46,28 +47,35 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     may fail some seed ranges (``PartialBatch``): they are reported on the console and counted,
     the images that arrived are written, and the render goes on; running it again retries just
     the missing seeds.
+
+    ``stem`` names the files and the manifest's key (``frame``: a video's numbered frames, the
+    "seeds" being frame numbers); ``identity`` adds what else names the images to every
+    manifest row (a walk's seeds), so that a resume into a folder of other images is refused.
+    A generator's ``shape`` (H, W, C), where it has one, is its image size (a grid of walks).
     """
     encoding = encoding or Encoding()
-    shape = (generator.resolution, generator.resolution, generator.channels)
+    shape = getattr(generator, "shape", None) or (
+        generator.resolution, generator.resolution, generator.channels)
     if grid is not None:
         check_grid_size(len(seeds), shape)
-    row = {"truncation": truncation, "prior": generator.prior, "backend": backend}
+    row = {"truncation": truncation, "prior": generator.prior, **(identity or {}),
+           "backend": backend}
     todo: Iterable[int] = seeds  # drawn lazily: memory does not grow with the seed count
     skipped = 0
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
-        _check_manifest(outdir, truncation, generator.prior)
+        _check_manifest(outdir, row)
         if grid is None:  # a grid needs every image; otherwise existing files are done
-            finished = _resume(outdir, encoding.fmt, row)
+            finished = _resume(outdir, encoding.fmt, row, stem)
             if finished:
                 skipped = _count_done(seeds, finished)
                 todo = (s for s in seeds if s not in finished)
     total = len(seeds) - skipped
     console = console or Console(stderr=True)
     keep: list[np.ndarray] | None = [] if grid is not None else None
-    writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row)
+    writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row, stem)
               if outdir is not None and total else None)
-    bar = StepProgress(console, "generate", total, enabled=progress, short=("img/s",))
+    bar = StepProgress(console, label, total, enabled=progress, short=("img/s",))
     t0 = time.perf_counter()
     done = failed = 0
     try:
@@ -128,17 +136,17 @@ def _count_done(seeds: Sequence[int], done: set[int]) -> int:
     return sum(s in done for s in seeds)
 
 
-def _resume(outdir: Path, fmt: str, row: dict) -> set[int]:
+def _resume(outdir: Path, fmt: str, row: dict, stem: str) -> set[int]:
     """The seeds whose files ``outdir`` holds (one directory scan). Lists those an interrupted
     render wrote but did not list in the manifest, and removes its stray temp files (those
     older than ``STALE_TMP_S``: a younger one may be another render's write in progress)."""
-    pattern = re.compile(rf"seed\d+\.{re.escape(fmt)}")
+    pattern = re.compile(rf"{stem}\d+\.{re.escape(fmt)}")
     present: set[str] = set()
     with os.scandir(outdir) as entries:
         for entry in entries:
             if pattern.fullmatch(entry.name):
                 present.add(entry.name)
-            elif (entry.name.startswith(".seed") and entry.name.endswith(".tmp")
+            elif (entry.name.startswith(f".{stem}") and entry.name.endswith(".tmp")
                   and time.time() - entry.stat().st_mtime > STALE_TMP_S):
                 Path(entry.path).unlink(missing_ok=True)  # not a live write of another render
     listed: set[str] = set()
@@ -158,17 +166,18 @@ def _resume(outdir: Path, fmt: str, row: dict) -> set[int]:
     missing = sorted(present - listed)
     if missing:
         with path.open("a") as f:
-            f.writelines(json.dumps({"seed": _seed_of(n), "file": n, **row}) + "\n"
+            f.writelines(json.dumps({stem: _seed_of(n, stem), "file": n, **row}) + "\n"
                          for n in missing)
-    return {seed for n in present if seed_filename(seed := _seed_of(n), fmt) == n}
+    return {seed for n in present if seed_filename(seed := _seed_of(n, stem), fmt, stem) == n}
 
 
-def _seed_of(filename: str) -> int:
-    return int(filename[4:].split(".")[0])
+def _seed_of(filename: str, stem: str) -> int:
+    return int(filename[len(stem):].split(".")[0])
 
 
-def _check_manifest(outdir: Path, truncation: float | None, prior: str) -> None:
-    """Resuming into a folder rendered at another truncation or prior would mix two sets."""
+def _check_manifest(outdir: Path, row: dict) -> None:
+    """Resuming into a folder rendered at another truncation or prior (or another walk) would
+    mix two sets."""
     path = outdir / MANIFEST
     if not path.is_file():
         return
@@ -176,10 +185,13 @@ def _check_manifest(outdir: Path, truncation: float | None, prior: str) -> None:
         first = f.readline()
     try:
         before = json.loads(first)
-        was = (before["truncation"], before["prior"])
-    except (json.JSONDecodeError, KeyError, TypeError):
+        was = {k: before.get(k) for k in row if k != "backend"}
+    except (json.JSONDecodeError, AttributeError):
         return
-    if was != (truncation, prior):
-        raise GantoolError(f"{outdir} holds images rendered with truncation {was[0]}, prior "
-                           f"{was[1]}; render truncation {truncation}, prior {prior} into "
-                           "another --out")
+    now = {k: v for k, v in row.items() if k != "backend"}
+    if json.loads(json.dumps(now)) != was:  # as the manifest holds it (tuples become lists)
+        def say(d):
+            return ", ".join(f"{k} {v}" for k, v in d.items())
+
+        raise GantoolError(f"{outdir} holds images rendered with {say(was)}; render "
+                           f"{say(now)} into another --out")

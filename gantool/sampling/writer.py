@@ -64,15 +64,17 @@ class _Slot:
 
 class ImageWriter:
     """Write ``outdir/seedNNNNNN.<fmt>`` for every image committed, with ``manifest.jsonl`` rows
-    ``{"seed", "file", **row}`` for the files that are whole on disk."""
+    ``{"seed", "file", **row}`` for the files that are whole on disk (``stem`` "frame":
+    ``frameNNNNNN.<fmt>`` and ``{"frame", ...}``)."""
 
     def __init__(self, outdir: Path, encoding: Encoding, batch: int, shape: tuple[int, int, int],
                  workers: int | None = None, depth: int | None = None, parallel: str = "auto",
-                 row: dict | None = None):
+                 row: dict | None = None, stem: str = "seed"):
         if parallel not in PARALLEL:
             raise GantoolError(f"unknown parallel mode {parallel!r}; choose "
                                f"{', '.join(PARALLEL)}")
         self.outdir, self.encoding, self.row = Path(outdir), encoding, row or {}
+        self.stem = stem
         self.workers = workers or usable_cpus()
         self.depth = depth or default_depth(batch, self.workers)
         self.slot_shape = (batch, *shape)
@@ -118,7 +120,7 @@ class ImageWriter:
         self._busy.append(slot)  # busy before any write starts: abort() then lists them
         per = math.ceil(len(seeds) / min(self.workers, len(seeds)))
         for lo in range(0, len(seeds), per):
-            names = [seed_filename(s, self.encoding.fmt) for s in seeds[lo : lo + per]]
+            names = [seed_filename(s, self.encoding.fmt, self.stem) for s in seeds[lo : lo + per]]
             slot.futures.append(self.pool.submit(
                 _write_chunk, slot.name, self.slot_shape, lo, names, str(self.outdir),
                 self.encoding))
@@ -164,8 +166,8 @@ class ImageWriter:
             return
         self.written += len(names)
         fsync_dir(self.outdir)
-        by_name = {seed_filename(s, self.encoding.fmt): s for s in slot.seeds}
-        rows = memoryview("".join(json.dumps({"seed": by_name[n], "file": n, **self.row})
+        by_name = {seed_filename(s, self.encoding.fmt, self.stem): s for s in slot.seeds}
+        rows = memoryview("".join(json.dumps({self.stem: by_name[n], "file": n, **self.row})
                                   + "\n" for n in names).encode())
         with (self.outdir / MANIFEST).open("ab", buffering=0) as f:
             before = f.seek(0, os.SEEK_END)

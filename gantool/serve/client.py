@@ -92,6 +92,8 @@ class TritonGenerator:
         self.default_truncation = None if t == "none" else float(t)
         self.max_batch = int(render.get("max_batch_size", 0)) or request_batch
         self.request_batch = max(1, min(request_batch, self.max_batch))
+        generator = int(self._config(client, "generator").get("max_batch_size", 0))
+        self.z_batch = max(1, min(request_batch, generator or request_batch))
         self.pool = ThreadPoolExecutor(self.concurrency)
         self._lock = threading.Lock()
         self._registered: set[str] = set()
@@ -124,7 +126,8 @@ class TritonGenerator:
         if truncation is None:  # the plain prior, as the latent model accepts it
             truncation = 1.0 if self.prior == "uniform" else PLAIN_NORMAL
         parts = [list(p) for p in batched(list(seeds), self.request_batch)]
-        results = list(self.pool.map(lambda p: self._infer(p, truncation), parts))
+        results = list(self.pool.map(lambda p: self._infer(self._seed_inputs(p, truncation)),
+                                     parts))
         ok = [(p, r) for p, r in zip(parts, results) if not isinstance(r, str)]
         failures = [(p[0], p[-1], r) for p, r in zip(parts, results) if isinstance(r, str)]
         empty = np.zeros((0, self.resolution, self.resolution, self.channels), np.uint8)
@@ -154,7 +157,7 @@ class TritonGenerator:
         parts = [list(p) for p in batched(list(seeds), self.request_batch)]
         starts = np.cumsum([0] + [len(p) for p in parts])
         results = list(self.pool.map(
-            lambda i: self._infer(parts[i], truncation,
+            lambda i: self._infer(self._seed_inputs(parts[i], truncation),
                                   (name, size, offset + int(starts[i]) * per_image)),
             range(len(parts))))
         failures = [(p[0], p[-1], r) for p, r in zip(parts, results) if r is not None]
@@ -164,23 +167,45 @@ class TritonGenerator:
                 out[:0].copy())
             raise PartialBatch([s for i in ok for s in parts[i]], images, failures)
 
-    def _infer(self, seeds: list[int], truncation: float,
-               region: tuple[str, int, int] | None = None) -> np.ndarray | str | None:
-        """Images for one request (None when ``region`` (name, size, offset) got them), or the
-        reason it failed (after retries if transient)."""
+    def generate_z(self, z: np.ndarray) -> np.ndarray:
+        """uint8 images (B, H, W, C) for ``z`` (B, nz) from the ``generator`` model, which the
+        ``render`` ensemble feeds after its ``latent`` step; a request still failing after the
+        retries is a one-line error (z has no seed ranges to report)."""
+        z = np.ascontiguousarray(z, np.float32)
+        parts = [z[i : i + self.z_batch] for i in range(0, len(z), self.z_batch)]
+        results = list(self.pool.map(lambda p: self._infer({"z": p}, model="generator"), parts))
+        for part, result in zip(parts, results):
+            if isinstance(result, str):
+                raise GantoolError(f"Triton at {self.url} failed {len(part)} latent vector(s): "
+                                   f"{result}")
+        empty = np.zeros((0, self.resolution, self.resolution, self.channels), np.uint8)
+        return np.concatenate(results) if results else empty
+
+    def _seed_inputs(self, seeds: list[int], truncation: float) -> dict[str, np.ndarray]:
+        """The ``render`` ensemble's inputs for ``seeds``."""
+        return {"seed": np.asarray(seeds, dtype=np.int64).reshape(-1, 1),
+                "truncation": np.full((len(seeds), 1), truncation, dtype=np.float32)}
+
+    def _infer(self, inputs: dict[str, np.ndarray], region: tuple[str, int, int] | None = None,
+               model: str | None = None) -> np.ndarray | str | None:
+        """``image`` of one request to ``model`` (the render ensemble by default), None when
+        ``region`` (name, size, offset) got the images, or the reason it failed (after retries
+        if transient)."""
         m = self.module
-        seed = m.InferInput("seed", [len(seeds), 1], "INT64")
-        seed.set_data_from_numpy(np.asarray(seeds, dtype=np.int64).reshape(-1, 1))
-        trunc = m.InferInput("truncation", [len(seeds), 1], "FP32")
-        trunc.set_data_from_numpy(np.full((len(seeds), 1), truncation, dtype=np.float32))
+        tensors = []
+        for name, array in inputs.items():
+            tensors.append(m.InferInput(name, list(array.shape),
+                                        "INT64" if array.dtype == np.int64 else "FP32"))
+            tensors[-1].set_data_from_numpy(array)
         output = m.InferRequestedOutput("image")
         if region is not None:
-            nbytes = len(seeds) * self.resolution**2 * self.channels
+            n = len(next(iter(inputs.values())))
+            nbytes = n * self.resolution**2 * self.channels
             output.set_shared_memory(region[0], nbytes, region[2])
         first_failure, attempt = None, 0
         while True:
             try:
-                result = self._client().infer(self.model, [seed, trunc], outputs=[output],
+                result = self._client().infer(model or self.model, tensors, outputs=[output],
                                               **self._timeout_arg())
                 return None if region is not None else result.as_numpy("image")
             except Exception as e:  # noqa: BLE001 - tritonclient raises several kinds

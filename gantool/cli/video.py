@@ -1,0 +1,161 @@
+"""`gantool video`: a latent walk through seeds, as a video, an animation or numbered frames."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from gantool.cli.generate import image_encoding, open_backend, resolve_truncation
+from gantool.errors import GantoolError
+
+SOURCE, WALK, OUTPUT, ENCODING, BACKEND = "Source", "Walk", "Output", "Encoding", "Backend"
+
+
+def video(
+    model: Path | None = typer.Argument(
+        None, metavar="[MODEL]", show_default=False,
+        help="A checkpoint (.pt), an export folder or .onnx file (--backend onnx), a .plan "
+             "(--backend trt); none with --url."),
+    url: str | None = typer.Option(
+        None, metavar="HOST:PORT", rich_help_panel=SOURCE,
+        help="Draw the frames on a running Triton server (gantool serve) instead of MODEL."),
+    protocol: str = typer.Option("grpc", metavar="grpc|http", rich_help_panel=SOURCE,
+                                 help="With --url: the port's protocol."),
+    seeds: str = typer.Option("0-7", metavar="SEEDS", rich_help_panel=WALK,
+                              help="Keyframe seeds, in order, e.g. 0-7 or 3,14,15."),
+    frames_per_seed: int = typer.Option(60, min=1, metavar="N", rich_help_panel=WALK,
+                                        help="Frames from one keyframe to the next."),
+    truncation: float | None = typer.Option(
+        None, metavar="T", rich_help_panel=WALK,
+        help="Largest |z| allowed (default: the model's), as in gantool generate."),
+    grid: str = typer.Option(
+        "1x1", metavar="COLSxROWS", rich_help_panel=WALK,
+        help="Several walks side by side; the seeds are shared out in order (0-31 with 4x2: "
+             "8 walks of 4 keyframes)."),
+    loop: bool = typer.Option(True, "--loop/--no-loop", rich_help_panel=WALK,
+                              help="Walk back to the first seed, so the video loops."),
+    out: Path | None = typer.Option(
+        None, "--out", metavar="FILE", rich_help_panel=OUTPUT,
+        help=".mp4, .mkv, .mov, .webm (FFmpeg: the video extra) or an animated .gif/.webp "
+             "(short loops)."),
+    frames_dir: Path | None = typer.Option(
+        None, "--frames-dir", metavar="DIR", rich_help_panel=OUTPUT,
+        help="Write frameNNNNNN.<format> files here instead (atomic; a rerun resumes)."),
+    fps: float = typer.Option(30.0, min=1.0, max=240.0, metavar="FPS", rich_help_panel=OUTPUT,
+                              help="Frames per second."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", rich_help_panel=OUTPUT,
+                                  help="Show progress (frames/s)."),
+    codec: str | None = typer.Option(
+        None, metavar="NAME", rich_help_panel=ENCODING,
+        help="FFmpeg encoder, e.g. libx264, libx265, libvpx-vp9, h264_nvenc (default: libx264; "
+             "libvpx-vp9 for .webm)."),
+    crf: int = typer.Option(18, min=0, max=63, metavar="0-63", rich_help_panel=ENCODING,
+                            help="Constant quality of x264/x265/VP9/AV1 (lower: better, "
+                                 "larger)."),
+    bitrate: str | None = typer.Option(None, metavar="RATE", rich_help_panel=ENCODING,
+                                       help="A fixed bitrate instead of --crf, e.g. 16M."),
+    format: str = typer.Option("png", "--format", metavar="png|jpg|webp|npy",
+                               rich_help_panel=ENCODING, help="With --frames-dir: image format."),
+    backend: str = typer.Option("torch", metavar="torch|onnx|trt", rich_help_panel=BACKEND,
+                                help="Inference backend for MODEL."),
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda", rich_help_panel=BACKEND,
+                               help="Where MODEL runs."),
+    batch_size: int = typer.Option(32, min=1, metavar="N", rich_help_panel=BACKEND,
+                                   help="Images per forward pass (frames x walks)."),
+    precision: str = typer.Option("fp32", metavar="fp32|fp16|bf16", rich_help_panel=BACKEND,
+                                  help="torch: the network's precision."),
+    fp16: bool = typer.Option(False, "--fp16", rich_help_panel=BACKEND,
+                              help="onnx: model_fp16.onnx of an export folder."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", rich_help_panel=BACKEND,
+                             help="torch: the EMA weights if present."),
+) -> None:
+    """Render a smooth walk through the latent space: keyframes are the seeds' own images (frame
+    0 is what gantool generate draws for the first seed), spherical paths between them for the
+    normal prior, straight ones for the uniform prior.
+
+    Examples:
+
+      gantool video runs/00001-fashion-mnist/best.pt --seeds 0-7 --truncation 0.5 --out walk.mp4
+
+      gantool video best.pt --seeds 0-31 --grid 4x2 --frames-per-seed 30 --out loop.gif
+
+      gantool video export/faces --backend onnx --frames-dir frames/ --format jpg
+
+      gantool video --url localhost:8001 --seeds 0-15 --out walk.mp4
+    """
+    from gantool.sampling.latent import parse_seeds
+    from gantool.sampling.video import WalkFrames, check_video_path, write_video
+    from gantool.sampling.walk import make_walk
+
+    if (out is None) == (frames_dir is None):
+        raise GantoolError("pass either --out FILE (a video or animation) or --frames-dir DIR")
+    if (model is None) == (url is None):
+        raise GantoolError("pass a MODEL, or --url of a Triton server (not both)")
+    if out is not None:
+        check_video_path(out)
+    encoding = image_encoding(format, None, 95) if frames_dir is not None else None
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as e:
+        raise GantoolError(f"--seeds: {e}") from None
+    cols, rows = _grid(grid)
+    gen = (_triton(url, protocol) if url is not None else
+           open_backend(model, backend, device, ema, None, fp16, precision))
+    try:
+        t = resolve_truncation(gen, truncation)
+        try:
+            walk = make_walk(seed_list, cols * rows, frames_per_seed, gen.nz, gen.prior, t, loop)
+        except ValueError as e:
+            raise GantoolError(f"--seeds: {e}") from None
+        source = WalkFrames(gen, walk, cols)
+        used = f"triton-{protocol}" if url is not None else backend
+        if out is not None:
+            stats = write_video(source, out, fps, codec, crf, bitrate, batch_size, progress)
+            h, w, _ = source.shape
+            typer.echo(f"wrote {out}: {stats['frames']} frames of {w}x{h} at {fps:g} fps "
+                       f"({stats['frames'] / fps:.1f} s; {stats['frames_per_s']:,.1f} frames/s "
+                       f"on {used})")
+        else:
+            _frames(source, frames_dir, encoding, seeds, grid, loop, frames_per_seed, t,
+                    batch_size, used, progress, fps)
+    finally:
+        if hasattr(gen, "close"):
+            gen.close()
+
+
+def _frames(source, folder: Path, encoding, seeds: str, grid: str, loop: bool,
+            frames_per_seed: int, truncation, batch_size: int, backend: str, progress: bool,
+            fps: float) -> None:
+    """The walk's frames as numbered files, through the render pipeline (atomic, resumable)."""
+    from gantool.sampling.latent import Seeds, parse_seeds
+    from gantool.sampling.render import render_seeds
+
+    if folder.exists() and not folder.is_dir():
+        raise GantoolError(f"--frames-dir {folder} is a file; pass a folder")
+    walk = {"seeds": str(parse_seeds(seeds)), "grid": grid.lower(), "loop": loop,
+            "frames_per_seed": frames_per_seed}
+    stats = render_seeds(source, Seeds([range(source.frames)]), truncation,
+                         max(1, batch_size // source.walk.cells), folder, encoding=encoding,
+                         backend=backend, progress=progress, stem="frame",
+                         identity={"walk": walk}, label="video")
+    skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
+    typer.echo(f"wrote {source.frames - stats['skipped']} frame(s) to {folder}{skipped} "
+               f"({stats['images_per_s']:,.1f} frames/s)")
+    if encoding.fmt != "npy":
+        typer.echo(f"to encode them: ffmpeg -framerate {fps:g} -i {folder}/frame%06d."
+                   f"{encoding.fmt} -pix_fmt yuv420p walk.mp4")
+
+
+def _grid(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise GantoolError(f"--grid {text!r}: write COLSxROWS, e.g. 4x2")
+    return int(match[1]), int(match[2])
+
+
+def _triton(url: str, protocol: str):
+    from gantool.serve.client import TritonGenerator
+
+    return TritonGenerator(url, protocol)
