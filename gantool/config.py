@@ -112,6 +112,7 @@ class TrainConfig:
     # Divergence guard (gantool.train.guard): on a non-finite loss, or a collapse signal held
     # for guard_patience steps, roll back to the last good checkpoint, multiply both learning
     # rates by guard_lr_factor, and stop with an error after guard_max_rollbacks rollbacks.
+    tensorboard: bool = False  # also log to RUN/tensorboard (the tensorboard extra)
     eval_every: int = 0  # steps between FID/KID evaluations (metrics extra); 0 = off
     eval_metric: str = "fid"  # fid | kid: what picks checkpoints/best.pt
     eval_num: int = 1000  # generated (and real) images per evaluation

@@ -167,3 +167,55 @@ def test_a_log_file_gets_status_lines(tmp_path):
     assert f"step 20 (epoch 0.05): {run_dir}/samples/step-0000020.png" in lines
     assert any(ln.startswith("train 20/40") for ln in status)
     assert "━" not in r.stderr  # no bar
+
+
+def test_tensorboard_events_read_back_and_a_resume_replaces_what_came_after(tmp_path):
+    """train.tensorboard: scalars, sample grids and the configuration, read back with
+    TensorBoard's own reader. A resume from an older checkpoint (what a crash leaves) drops the
+    later events, as it drops the later metrics rows: no step twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gantool.train.checkpoint import step_of
+
+    cfg = tiny_config(**{"train.steps": 12, "train.checkpoint_every": 4,
+                         "train.sample_every": 6, "train.tensorboard": True,
+                         "train.diversity_every": 4})
+    result = run(cfg, out=tmp_path, progress=False)
+    ckpts = result.run_dir / "checkpoints"
+    for path in step_checkpoints(ckpts):  # as if killed after step 10's row, before step 12
+        if step_of(path) > 8:
+            path.unlink()
+    (ckpts / "last.pt").unlink()
+    run(resume=result.run_dir, steps=12, progress=False)
+
+    events = EventAccumulator(str(result.run_dir / "tensorboard"),
+                              size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("loss/d", "loss/g", "D/real", "D/fake", "lr/g", "lr/d", "spread",
+                "images_per_s", "diversity"):
+        assert tag in tags["scalars"], tags["scalars"]
+    loss_d = events.Scalars("loss/d")
+    assert [e.step for e in loss_d] == [2, 4, 6, 8, 10, 12], "no step twice after the resume"
+    rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in loss_d] == pytest.approx([r["loss_d"] for r in rows], rel=1e-6)
+    assert [e.step for e in events.Scalars("diversity")] == [4, 8, 12]
+    grids = events.Images("samples")
+    assert [g.step for g in grids] == [6, 12]
+    from PIL import Image
+
+    png = Image.open(result.run_dir / "samples" / "step-0000012.png")
+    assert (grids[-1].width, grids[-1].height) == png.size
+    text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert '"tensorboard": true' in text
+
+
+def test_tensorboard_without_the_extra_is_one_line_and_no_run_folder(tmp_path):
+    from conftest import gantool_cli
+
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['tensorboard'] = None\n")
+    r = gantool_cli("train", "--data", "builtin:fashion-mnist", "--resolution", "28",
+                    "--channels", "1", "--steps", "2", "--tensorboard", "--out", tmp_path / "runs",
+                    env_extra={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 2 and "pip install 'gantool[tensorboard]'" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()

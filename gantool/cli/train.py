@@ -17,6 +17,7 @@ FLAG_KEYS = {
     "seed": "train.seed", "sample_every": "train.sample_every",
     "checkpoint_every": "train.checkpoint_every", "fit": "data.fit", "flip": "data.flip",
     "compile": "train.compile", "cuda_graphs": "train.cuda_graphs",
+    "tensorboard": "train.tensorboard",
 }
 
 DEMO_STEPS = 600
@@ -91,6 +92,10 @@ def train(
                                     panel=OUTPUT, metavar="STEPS"),
     checkpoint_every: int | None = _opt(None, help="Steps between checkpoints (0: each epoch).",
                                         panel=OUTPUT, metavar="STEPS"),
+    tensorboard: bool | None = _opt(
+        None, "--tensorboard/--no-tensorboard", panel=OUTPUT,
+        help="Also log scalars, sample grids and the configuration for TensorBoard in "
+             "RUN/tensorboard (the tensorboard extra); view with: tensorboard --logdir runs."),
     progress: bool = _opt(True, "--progress/--no-progress",
                           help="Show progress: a bar in a terminal, else status lines.",
                           panel=OUTPUT),

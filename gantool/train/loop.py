@@ -12,15 +12,13 @@ checkpoints, evaluations).
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 import re
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,11 +31,10 @@ from gantool.config import RunConfig, augment_policy
 from gantool.data import ImageSet, load_dataset
 from gantool.device import pick_device
 from gantool.errors import GantoolError
-from gantool.fileio import atomic_write
 from gantool.metrics.diversity import diversity, nearest_distance
 from gantool.models import build_discriminator, build_generator
 from gantool.progress import PLAIN_EVERY_S, StepProgress
-from gantool.sampling.images import save_grid, to_uint8_tensor
+from gantool.sampling.images import make_grid, save_image, to_uint8_tensor
 from gantool.sampling.latent import batched, latents
 from gantool.train import distributed
 from gantool.train.augment import diff_augment
@@ -54,6 +51,7 @@ from gantool.train.checkpoint import (
 )
 from gantool.train.guard import DivergenceGuard
 from gantool.train.losses import LOSSES, gradient_penalty
+from gantool.train.runlog import RunLog, tensorboard_writer_class
 
 RUN_RE = re.compile(r"^(\d{5})-")
 
@@ -103,6 +101,8 @@ def _run(cfg, out, resume, steps, console, progress, progress_every,
                                f"{cfg.train.steps}; pass a larger --steps to train further")
     if cfg is None:
         raise ValueError("run() needs a RunConfig or a run to resume")
+    if cfg.train.tensorboard and world.main:
+        tensorboard_writer_class()  # a missing extra is one line before any file is made
     if not world.main:  # one voice: rank 0 reports, the others only train
         console, progress = Console(stderr=True, quiet=True), False
     trainer = Trainer(cfg, console, progress, world, progress_every)  # before any file
@@ -116,12 +116,16 @@ def _run(cfg, out, resume, steps, console, progress, progress_every,
                 console.print(f"run: {run_dir} (if stopped: gantool train --resume {run_dir})",
                               highlight=False, soft_wrap=True)
             run_dir = distributed.broadcast_object(run_dir, world)
+            log = held.enter_context(closing(RunLog(run_dir, world.main,
+                                                    cfg.train.tensorboard)))
+            log.text("config", f"```\n{cfg.to_json()}\n```")
         else:
             trainer.load_state(state)
-            if world.main:
-                _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+            log = held.enter_context(closing(RunLog(run_dir, world.main,
+                                                    cfg.train.tensorboard)))
+            log.truncate(trainer.step)
             console.print(f"resuming {run_dir} at step {trainer.step}")
-        return trainer.fit(run_dir)
+        return trainer.fit(run_dir, log)
     finally:
         distributed.shutdown(world)
 
@@ -461,12 +465,13 @@ class Trainer:
         torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
 
     # ---- the loop ----------------------------------------------------------------------------
-    def fit(self, run_dir: Path) -> TrainResult:
+    def fit(self, run_dir: Path, log: RunLog | None = None) -> TrainResult:
+        """Train to ``train.steps``, recording into ``log`` (default: metrics.jsonl only)."""
         t = self.cfg.train
         spe = self.sampler.steps_per_epoch
         sample_every = t.sample_every or spe
         ckpt_every = t.checkpoint_every or spe
-        metrics_path = run_dir / "metrics.jsonl"
+        self.log = log = log or RunLog(run_dir, self.world.main)
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps, images_per_s = time.perf_counter(), 0, 0.0
         start_step, t0, ckpt = self.step, time.perf_counter(), None
@@ -491,9 +496,7 @@ class Trainer:
                     if self.real_distance and self.step >= next_diversity:
                         row["diversity"] = round(self.sample_diversity(), 4)
                         next_diversity = (self.step // t.diversity_every + 1) * t.diversity_every
-                    if main:
-                        with metrics_path.open("a") as f:
-                            f.write(json.dumps(row) + "\n")
+                    log.write(row)
                     bar.advance(self.step, {
                         "epoch": f"{self.step / spe:.2f}", "D": f"{row['loss_d']:.3f}",
                         "G": f"{row['loss_g']:.3f}", "D(x)": f"{row['d_real']:.2f}",
@@ -537,11 +540,8 @@ class Trainer:
         state["rng"]["ranks"] = distributed.gather(state["rng"]["torch"], self.world)
         prints = distributed.gather(distributed.fingerprint(
             *(m for m in (self.G, self.D, self.G_ema) if m is not None)), self.world)
-        if self.world.main:
-            row = {"step": self.step, "event": "replicas", "world": self.world.size,
-                   "sha256": prints, "time": round(time.time(), 3)}
-            with (run_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        self.log.write({"step": self.step, "event": "replicas", "world": self.world.size,
+                        "sha256": prints, "time": round(time.time(), 3)})
         if len(set(prints)) > 1:
             raise GantoolError(f"the {self.world.size} processes hold different networks at "
                                f"step {self.step}: a data-parallel bug; please report it")
@@ -564,7 +564,7 @@ class Trainer:
             for path in step_checkpoints(ckpt_dir):
                 if step_of(path) > self.step:
                     path.unlink(missing_ok=True)  # from the abandoned trajectory
-            _truncate_metrics(run_dir / "metrics.jsonl", self.step)
+        self.log.truncate(self.step)
         given_up = rollbacks > t.guard_max_rollbacks
         self.rollbacks = rollbacks
         self.lr_scale = lr_scale if given_up else lr_scale * t.guard_lr_factor
@@ -575,9 +575,8 @@ class Trainer:
                  "lr_scale": self.lr_scale, "time": round(time.time(), 3)}
         state = self._checkpoint_state(run_dir)
         path = ckpt_dir / "last.pt"
+        self.log.write(event)
         if main:
-            with (run_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(event) + "\n")
             path = save_checkpoint(state, ckpt_dir, t.keep)
         if given_up:
             raise GantoolError(
@@ -598,10 +597,8 @@ class Trainer:
         result = evaluate(self.sampler_generator(), self.data.images, [t.eval_metric],
                           t.eval_num, truncation=m.truncation, device=str(self.device))
         value = result[t.eval_metric]
-        row = {"step": self.step, "event": "eval", t.eval_metric: value, "num": t.eval_num,
-               "time": round(time.time(), 3)}
-        with (run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        self.log.write({"step": self.step, "event": "eval", t.eval_metric: value,
+                        "num": t.eval_num, "time": round(time.time(), 3)})
         better = self.best is None or value < self.best["value"]
         if better:
             self.best = {"metric": t.eval_metric, "value": value, "step": self.step}
@@ -636,7 +633,9 @@ class Trainer:
         """A grid of the fixed seeds 0..sample_grid-1 from G_ema (or G) in eval mode."""
         images = self.sampler_generator().generate(range(self.cfg.train.sample_grid),
                                                    self.cfg.model.truncation)
-        return save_grid(images, run_dir / "samples" / f"step-{self.step:07d}.png")
+        grid = make_grid(images)
+        self.log.image("samples", grid, self.step)
+        return save_image(grid, run_dir / "samples" / f"step-{self.step:07d}.png")
 
 
 class _ModuleGenerator:
@@ -723,20 +722,3 @@ def _graceful_stop() -> Iterator:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows past the resumed step (written after the checkpoint, before a crash)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and _row_step(line) <= step]
-    with atomic_write(path) as f:
-        f.write("".join(line + "\n" for line in keep).encode())
-
-
-def _row_step(line: str) -> float:
-    try:
-        return json.loads(line).get("step", math.inf)
-    except json.JSONDecodeError:
-        return math.inf  # a torn last line from a crash
