@@ -67,7 +67,7 @@ def test_bench_runs_contenders_writes_json_and_compares(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--backend", "onnxx"], "unknown backend 'onnxx' (did you mean 'onnx'?)"),
-    (["--batch", "0,8"], "--batch expects positive integers"),
+    (["--batch", "0,8"], "--batch-sizes expects positive integers"),
     (["missing.pt"], "pass a gantool checkpoint (.pt) that exists"),
     (["--compare", "nope.json"], "cannot read it as bench JSON"),
 ])

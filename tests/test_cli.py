@@ -67,3 +67,41 @@ def test_help_and_presets():
     assert r.returncode == 0
     for name in preset_names():  # every name whole in the table, as users type it
         assert f"│ {name} " in r.stdout, name
+
+
+def test_every_commands_help_has_an_example_and_no_python_type_names():
+    """Each command's --help shows at least one example and names values as words (choices,
+    FILE, SEEDS, ...): no <str>, <int>, <bool>, <path>, <list[str]> beside any option."""
+    from gantool.cli.main import app
+
+    names = [c.name for c in app.registered_commands]
+    assert len(names) >= 11 and "video" in names
+    for name in [None, *names]:
+        r = gantool_cli(*([name] if name else []), "--help", env_extra={"COLUMNS": "120"})
+        assert r.returncode == 0, (name, r.stderr)
+        types = r"<(str|int|float|bool|path|int range|float range|list\[\w+\]|tuple[^>]*)>"
+        assert not re.search(types, r.stdout), (name, r.stdout)
+        if name:
+            assert re.search(r"Examples?:", r.stdout), name
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["generate", "{ckpt}", "--backend", "tensorflow", "--grid", "{tmp}/g.png"],
+     "'tensorflow' is not one of 'torch', 'onnx', 'trt'"),
+    (["video", "{ckpt}", "--protocol", "udp", "--out", "{tmp}/w.mp4"], "is not one of 'grpc'"),
+])
+def test_fixed_choices_are_refused_in_one_line(cases, argv, message):
+    tmp, ckpt = cases
+    r = gantool_cli(*[a.format(tmp=tmp, ckpt=ckpt) for a in argv])
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_old_option_spellings_still_work(tmp_path):
+    """Renamed for one name per concept (export --formats and --batch-profile, bench
+    --batch-sizes, generate --out); scripts using the old names keep working."""
+    for new, old in (("--formats", "--format"), ("--batch-profile", "--batch")):
+        r = gantool_cli("export", "--help", env_extra={"COLUMNS": "200"})
+        assert f"{new},{old}" in r.stdout.replace(" ", ""), r.stdout
+    r = gantool_cli("bench", "--help", env_extra={"COLUMNS": "200"})
+    assert "--batch-sizes,--batch" in r.stdout.replace(" ", "")

@@ -131,7 +131,7 @@ def test_torch_compile_matches_eager(tiny_ckpt):
     (["--cuda-graphs", "--device", "cpu"], "needs a CUDA device"),
     (["--backend", "onnx", "--precision", "bf16"], "torch backend options"),
     (["--fp16"], "--backend onnx"),
-    (["--precision", "fp64"], "unknown precision"),
+    (["--precision", "fp64"], "'fp64' is not one of 'fp32', 'fp16', 'bf16'"),
 ])
 def test_backend_option_errors(tiny_ckpt, tmp_path, args, message):
     r = gantool_cli("generate", tiny_ckpt, "--grid", tmp_path / "g.png", *args)

@@ -143,7 +143,7 @@ def test_config_parser_rejects_what_triton_would(export_dir):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--triton-variant", "tpu"], "unknown Triton variant 'tpu'"),
+    (["--triton-variant", "tpu"], "'tpu' is not one of 'cpu', 'gpu'"),
     (["--triton-accelerator", "tensorrt"], "applies to the gpu variant"),
     (["--output", "float"], "serves uint8 images"),
     (["--triton-instances", "0"], "at least 1"),
@@ -458,7 +458,7 @@ def test_serve_and_render_user_errors_are_one_line(server, export_dir, tmp_path)
         (gantool_cli("render", "--url", server.grpc_url, "--out", tmp_path / "file"),
          "is a file"),
         (gantool_cli("render", "--url", server.grpc_url, "--protocol", "udp", "--out",
-                     tmp_path / "d"), "unknown protocol"),
+                     tmp_path / "d"), "'udp' is not one of 'grpc', 'http'"),
     ]
     for r, message in cases:
         assert r.returncode == 2 and message in r.stderr, r.stderr

@@ -11,6 +11,7 @@ import numpy as np
 from gantool.errors import GantoolError
 
 BACKENDS = ("torch", "onnx", "trt")
+PRECISIONS = ("fp32", "fp16", "bf16")  # the torch backend's network precisions
 
 
 @runtime_checkable

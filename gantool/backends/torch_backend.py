@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from gantool.backends import PRECISIONS
 from gantool.device import pick_device
 from gantool.errors import GantoolError
 from gantool.models.layers import fold_batchnorm
@@ -21,7 +22,7 @@ from gantool.sampling.images import to_uint8_tensor
 from gantool.sampling.latent import latents
 from gantool.train.checkpoint import load_generator
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 
 
 class TorchGenerator:
@@ -34,7 +35,7 @@ class TorchGenerator:
         self.device = pick_device(device)
         if cuda_graphs and self.device.type != "cuda":
             raise GantoolError("--cuda-graphs needs a CUDA device (found none, or --device cpu)")
-        self.dtype = PRECISIONS[precision]
+        self.dtype = DTYPES[precision]
         net, cfg = load_generator(path, ema=ema, device=self.device)
         self.net = fold_batchnorm(net).to(self.dtype)  # as exported graphs do: fewer passes
         m, self.data_path = cfg.model, cfg.data.path  # what it was trained on

@@ -17,7 +17,8 @@ def bench(
     backend: str = typer.Option("torch,onnx", help="Contenders, comma-separated: torch, "
                                 "torch-bf16, torch-fp16, torch-fp16-graphs, torch-fp16-compile, "
                                 "torch-compile, onnx, onnx-fp16, trt, triton."),
-    batch: str = typer.Option("1,8,32", help="Batch sizes, comma-separated."),
+    batch: str = typer.Option("1,8,32", "--batch-sizes", "--batch", metavar="N,N,...",
+                              help="Batch sizes, comma-separated."),
     resolution: str = typer.Option("64", help="Resolutions of the random generators (ignored "
                                    "with a checkpoint)."),
     ngf: int = typer.Option(64, min=1, help="Width of the random generators."),
@@ -30,12 +31,19 @@ def bench(
     compare: Path | None = typer.Option(None, "--compare", help="A earlier --json file: show "
                                         "images/s ratios against it."),
 ) -> None:
-    """Images/s, latency p50/p99, peak memory and roofline fraction per backend and batch."""
+    """Images/s, latency p50/p99, peak memory and roofline fraction per backend and batch.
+
+    Examples:
+
+      gantool bench runs/00001-fashion-mnist/checkpoints/last.pt --backend torch,onnx
+
+      gantool bench --resolution 256,1024 --backend torch,torch-fp16 --batch-sizes 1,8,32
+    """
     from gantool.bench import compare as add_ratios
     from gantool.bench import parse_contenders, parse_ints, run_bench
 
     contenders = parse_contenders(backend)
-    batches = parse_ints(batch, "--batch")
+    batches = parse_ints(batch, "--batch-sizes")
     resolutions = parse_ints(resolution, "--resolution")
     if checkpoint is not None and (checkpoint.suffix != ".pt" or not checkpoint.is_file()):
         raise GantoolError(f"{checkpoint}: pass a gantool checkpoint (.pt) that exists")

@@ -20,7 +20,7 @@ def evaluate(
     batch_size: int = typer.Option(32, min=1, help="Images per feature-extractor batch."),
     truncation: float | None = typer.Option(None, help="Sampling truncation (default: the "
                                             "model's)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda[:N]", help="Where it runs."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results here."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -81,7 +81,14 @@ def evaluate(
 def report(run_dir: Path = typer.Argument(..., help="A run directory (runs/NNNNN-name)."),
            out: Path | None = typer.Option(None, help="HTML file (default: "
                                            "RUN_DIR/report/index.html)")) -> None:
-    """Write a self-contained HTML page of a run: curves, guard events, samples over time."""
+    """Write a self-contained HTML page of a run: curves, guard events, samples over time.
+
+    Examples:
+
+      gantool report runs/00001-fashion-mnist
+
+      gantool report runs/00001-fashion-mnist --out fashion.html   (one file, nothing else)
+    """
     from gantool.report import write_report
 
     if not run_dir.is_dir():

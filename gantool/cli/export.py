@@ -6,20 +6,24 @@ from pathlib import Path
 
 import typer
 
+from gantool.cli.choices import Accelerator, TritonVariant
 from gantool.errors import GantoolError
+
+TRITON = "Triton (--formats triton)"
 
 
 def export(
     checkpoint: Path = typer.Argument(..., help="A gantool checkpoint (.pt)."),
     out: Path = typer.Option(..., help="Output folder (created if missing)."),
-    format: str = typer.Option("onnx", "--format", "-f",
+    format: str = typer.Option("onnx", "--formats", "--format", "-f", metavar="FORMATS",
                                help="Comma-separated: onnx, engine (TensorRT), triton (a "
                                "Triton model repository)."),
     fp16: bool = typer.Option(False, "--fp16", help="Also an FP16 ONNX model; FP16 engine."),
     output: str = typer.Option("uint8", help="Model output: uint8 (B,H,W,C) images, or the "
                                "float (B,C,H,W) tensor in [-1, 1]."),
-    batch: str = typer.Option("1,8,64", help="Batch range min,opt,max: the engine profile; "
-                              "Triton's max_batch_size and preferred batches."),
+    batch: str = typer.Option("1,8,64", "--batch-profile", "--batch", metavar="MIN,OPT,MAX",
+                              help="Batch range: the engine profile; Triton's max_batch_size "
+                              "and preferred batches."),
     keep_fp32: str = typer.Option("", help="ONNX node names to keep in float32 with --fp16 "
                                   "(named by a failed fp16 verification)."),
     workspace_gb: float = typer.Option(4.0, help="TensorRT builder workspace limit, GiB."),
@@ -29,16 +33,25 @@ def export(
     fidelity: int = typer.Option(0, min=0, help="With --fp16: KID and FID between PyTorch's "
                                  "and the FP16 model's images on this many seeds (needs the "
                                  "metrics extra)."),
-    triton_variant: str = typer.Option("cpu", help="triton: cpu (python backend running ONNX "
-                                       "Runtime; runs anywhere) or gpu (TensorRT plan if "
-                                       "built, else ONNX Runtime on the GPU)."),
-    triton_instances: int = typer.Option(1, help="triton: generator instances (per GPU)."),
-    triton_accelerator: str = typer.Option("none", help="triton gpu variant with ONNX: none "
-                                           "| tensorrt (ONNX Runtime's TensorRT FP16 "
-                                           "accelerator)."),
+    triton_variant: TritonVariant = typer.Option(
+        "cpu", rich_help_panel=TRITON, help="cpu: python backend running ONNX Runtime, runs "
+        "anywhere; gpu: the TensorRT plan if built, else ONNX Runtime on the GPU."),
+    triton_instances: int = typer.Option(1, rich_help_panel=TRITON, metavar="N",
+                                         help="Generator instances (per GPU)."),
+    triton_accelerator: Accelerator = typer.Option(
+        "none", rich_help_panel=TRITON, help="The gpu variant with ONNX: tensorrt is ONNX "
+        "Runtime's TensorRT FP16 accelerator."),
 ) -> None:
-    """Export a generator to ONNX (float32, and FP16 with --fp16), TensorRT and a Triton model
-    repository, verified."""
+    """Export a generator to ONNX, FP16 ONNX, TensorRT and a Triton repository, verified.
+
+    Examples:
+
+      gantool export runs/00001-fashion-mnist/checkpoints/best.pt --fp16 --out export/fmnist
+
+      gantool export best.pt --formats onnx,triton --batch-profile 1,8,32 --out export/fmnist
+
+      gantool export best.pt --fp16 --formats onnx,engine,triton --triton-variant gpu --out e/
+    """
     from gantool.export import parse_formats
     from gantool.export.onnx import OUTPUTS
 
@@ -50,7 +63,8 @@ def export(
     except ValueError:
         sizes = ()
     if len(sizes) != 3:
-        raise GantoolError(f"--batch expects min,opt,max (e.g. 1,8,64), got {batch!r}")
+        raise GantoolError(f"--batch-profile expects min,opt,max (e.g. 1,8,64), got "
+                           f"{batch!r}")
     triton = any(f.name == "triton" for f in formats)
     if triton:
         from gantool.serve.repository import check_options
@@ -89,7 +103,10 @@ def export(
 
 def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an engine "
                                      "(.plan, read from its .plan.json) or an export folder.")):
-    """Print what a model file says about itself: resolution, latent, prior, provenance."""
+    """Print what a model file says about itself: resolution, latent, prior, provenance.
+
+    Examples: gantool info runs/00001-fashion-mnist/checkpoints/best.pt; gantool info export/fmnist
+    """
     import json
 
     from gantool.export.folder import check_finished

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from gantool.cli.choices import Backend, ImageFormat, Precision, Prior
 from gantool.errors import GantoolError
 
 PNG_LEVEL_HELP = ("PNG zlib level 0-9 through Pillow (9: smallest files, slowest). Default: the "
@@ -20,31 +21,41 @@ def generate(
     seeds: str = typer.Option("0-63", help="Seeds, e.g. 0-63,100 (ranges inclusive)."),
     truncation: float | None = typer.Option(
         None, help="Largest |z| allowed (default: the model's; none = plain prior)."),
-    prior: str | None = typer.Option(None, help="normal | uniform (default: the model's)."),
+    prior: Prior | None = typer.Option(None, help="The latent prior (default: the model's)."),
     outdir: Path | None = typer.Option(
         None, "--out", "--outdir",
         help="Write one seedNNNNNN.<format> per seed here (seeds already there are skipped: an "
              "interrupted render resumes); manifest.jsonl lists them."),
-    format: str = typer.Option("png", "--format", help="png | jpg | webp | npy."),
+    format: ImageFormat = typer.Option("png", "--format", case_sensitive=False,
+                                       help="Image file format."),
     png_level: int | None = typer.Option(None, min=0, max=9, help=PNG_LEVEL_HELP),
     quality: int = typer.Option(95, min=1, max=100, help="jpg/webp quality."),
     workers: int = typer.Option(0, min=0, help=WORKERS_HELP),
     grid: Path | None = typer.Option(None, help="Write all images as one grid to this file."),
     batch_size: int = typer.Option(32, min=1, help="Seeds per forward pass."),
-    backend: str = typer.Option("torch", help="Inference backend: torch | onnx | trt."),
+    backend: Backend = typer.Option("torch", help="Inference backend."),
     fp16: bool = typer.Option(False, "--fp16", help="onnx: model_fp16.onnx of an export folder."),
-    precision: str = typer.Option("fp32", help="torch: fp32 | fp16 | bf16."),
+    precision: Precision = typer.Option("fp32", help="torch: the network's precision."),
     compile: bool = typer.Option(False, "--compile", help="torch: torch.compile the generator."),
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs",
                                      help="torch on CUDA: replay captured CUDA graphs."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda[:N]", help="Where it runs."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights if present."),
     sweep: str | None = typer.Option(
         None, "--truncation-sweep", help="With --grid: one row per truncation value, e.g. "
         "0.25,0.5,0.75,1 (the same seeds in every row; 'none' for the plain prior)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Draw images for seeds: the same seed and truncation give the same image on every backend."""
+    """Draw images for seeds: the same seed and truncation give the same image on every backend.
+
+    Examples:
+
+      gantool generate runs/00001-fashion-mnist/checkpoints/best.pt --seeds 0-63 --grid grid.png
+
+      gantool generate export/fmnist --backend onnx --seeds 0-99999 --out renders/ --format jpg
+
+      gantool generate best.pt --seeds 0-7 --truncation-sweep 0.25,0.5,1,none --grid sweep.png
+    """
     from gantool.sampling.latent import parse_seeds
     from gantool.sampling.render import render_seeds
 

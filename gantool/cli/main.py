@@ -15,7 +15,7 @@ app = typer.Typer(
     name="gantool",
     help="Train DCGAN-family image generators; measure, export, serve (Triton) and benchmark them.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -44,14 +44,50 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Train DCGAN-family image generators; measure, export, serve (Triton) and benchmark them."""
 
 
+def command():
+    """The app as a command whose help names values as words: no metavar for a flag, the
+    choices for a fixed set (a ``Literal``: shell completion offers them), the upper-case name
+    for anything else, never a Python type."""
+    root = typer.main.get_command(app)
+    for cmd in [root, *getattr(root, "commands", {}).values()]:
+        _plain_help_option(cmd)
+        for param in cmd.params:
+            if param.param_type_name == "argument":  # its name says it; no type beside it
+                param.display_type_rich = lambda ctx: ""
+            if param.metavar is not None:
+                continue
+            described = getattr(param, "type_descriptor", None)
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif described is not None and described.is_choice:
+                param.metavar = "|".join(map(str, described.choices))
+            else:
+                param.metavar = param.name.upper()
+    return root
+
+
+def _plain_help_option(cmd) -> None:
+    """``--help`` is made when help is drawn: give it no metavar either."""
+    make = cmd.get_help_option
+
+    def get_help_option(ctx):
+        option = make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    cmd.get_help_option = get_help_option
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console script: run the app, turning user errors into one line on stderr and exit 2."""
     try:
-        code = app(args=argv, standalone_mode=False, prog_name="gantool")
+        code = command().main(args=argv, standalone_mode=False, prog_name="gantool")
     except typer.TyperException as e:  # bad flags or values, as parsed by Typer
         ctx = getattr(e, "ctx", None)
         where = ctx.command_path if ctx else "gantool"
-        _fail(f"{e.format_message()} (see '{where} --help')")
+        message = e.format_message().replace("Value error, ", "")  # Typer's choice wording
+        _fail(f"{message} (see '{where} --help')")
     except GantoolError as e:
         _fail(str(e))
     except OSError as e:  # the machine's limits, not a defect: a full disk, a read-only folder

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from gantool.cli.choices import ImageFormat, Protocol, SharedMemory
 from gantool.cli.generate import PNG_LEVEL_HELP, WORKERS_HELP, image_encoding
 from gantool.errors import GantoolError
 
@@ -24,7 +25,14 @@ def serve(
                                  "default only its warnings and errors)."),
     timeout: float = typer.Option(120.0, help="Seconds to wait for every model to be ready."),
 ) -> None:
-    """Start Triton Inference Server on a gantool model repository; Ctrl-C stops it."""
+    """Start Triton Inference Server on a gantool model repository; Ctrl-C stops it.
+
+    Examples:
+
+      gantool serve export/fmnist/model_repository
+
+      gantool serve export/fmnist/model_repository --host 0.0.0.0 --metrics-port 8002
+    """
     from gantool.export.folder import check_finished
     from gantool.serve.server import TritonServer, is_noise
 
@@ -68,12 +76,13 @@ def render(
                                             "model's)."),
     out: Path = typer.Option(..., "--out", "--outdir", help="Folder for seedNNNNNN.<format> "
                              "files and manifest.jsonl (seeds already there are skipped)."),
-    protocol: str = typer.Option("grpc", help="grpc | http."),
-    shared_memory: str = typer.Option(
-        "auto", help="auto | on | off: Triton writes the images into this host's shared memory "
+    protocol: Protocol = typer.Option("grpc", help="The port's protocol."),
+    shared_memory: SharedMemory = typer.Option(
+        "auto", help="Triton writes the images into this host's shared memory "
         "(no image crosses the network stack); auto falls back to the wire for a server on "
         "another host."),
-    format: str = typer.Option("png", "--format", help="png | jpg | webp | npy."),
+    format: ImageFormat = typer.Option("png", "--format", case_sensitive=False,
+                                       help="Image file format."),
     png_level: int | None = typer.Option(None, min=0, max=9, help=PNG_LEVEL_HELP),
     quality: int = typer.Option(95, min=1, max=100, help="jpg/webp quality."),
     batch_size: int = typer.Option(8, min=1, help="Seeds per request (capped at the model's "
@@ -88,7 +97,14 @@ def render(
                                        "request (default: as many as --retry-for allows)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Render images for seeds through a running Triton server (gantool serve), to files."""
+    """Render images for seeds through a running Triton server (gantool serve), to files.
+
+    Examples:
+
+      gantool render --url localhost:8001 --seeds 0-99999 --truncation 0.5 --out renders/
+
+      gantool render --url gpu-box:8000 --protocol http --seeds 0-999 --out renders/ --format jpg
+    """
     from gantool.sampling.latent import parse_seeds
     from gantool.serve.client import render as render_remote
 

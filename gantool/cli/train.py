@@ -149,7 +149,9 @@ def demo(
     steps: int = typer.Option(DEMO_STEPS, help="Training steps."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train a small Fashion-MNIST generator on the bundled sample and write a sample grid."""
+    """Train a small Fashion-MNIST generator on the bundled sample and write a sample grid.
+
+    Example: gantool demo --out runs (a few minutes on 2 CPU cores)."""
     from gantool import config as C
 
     cfg = C.apply_overrides(C.preset_config("fashion-mnist"), {

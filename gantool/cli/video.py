@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from gantool.cli.choices import Backend, ImageFormat, Precision, Protocol
 from gantool.cli.generate import image_encoding, open_backend, resolve_truncation
 from gantool.errors import GantoolError
 
@@ -15,13 +16,13 @@ SOURCE, WALK, OUTPUT, ENCODING, BACKEND = "Source", "Walk", "Output", "Encoding"
 
 def video(
     model: Path | None = typer.Argument(
-        None, metavar="[MODEL]", show_default=False,
+        None, metavar="MODEL", show_default=False,
         help="A checkpoint (.pt), an export folder or .onnx file (--backend onnx), a .plan "
              "(--backend trt); none with --url."),
     url: str | None = typer.Option(
         None, metavar="HOST:PORT", rich_help_panel=SOURCE,
         help="Draw the frames on a running Triton server (gantool serve) instead of MODEL."),
-    protocol: str = typer.Option("grpc", metavar="grpc|http", rich_help_panel=SOURCE,
+    protocol: Protocol = typer.Option("grpc", rich_help_panel=SOURCE,
                                  help="With --url: the port's protocol."),
     seeds: str = typer.Option("0-7", metavar="SEEDS", rich_help_panel=WALK,
                               help="Keyframe seeds, in order, e.g. 0-7 or 3,14,15."),
@@ -56,24 +57,26 @@ def video(
                                  "larger)."),
     bitrate: str | None = typer.Option(None, metavar="RATE", rich_help_panel=ENCODING,
                                        help="A fixed bitrate instead of --crf, e.g. 16M."),
-    format: str = typer.Option("png", "--format", metavar="png|jpg|webp|npy",
-                               rich_help_panel=ENCODING, help="With --frames-dir: image format."),
-    backend: str = typer.Option("torch", metavar="torch|onnx|trt", rich_help_panel=BACKEND,
+    format: ImageFormat = typer.Option("png", "--format", case_sensitive=False,
+                                       rich_help_panel=ENCODING,
+                                       help="With --frames-dir: image format."),
+    backend: Backend = typer.Option("torch", rich_help_panel=BACKEND,
                                 help="Inference backend for MODEL."),
-    device: str = typer.Option("auto", metavar="auto|cpu|cuda", rich_help_panel=BACKEND,
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda[:N]", rich_help_panel=BACKEND,
                                help="Where MODEL runs."),
     batch_size: int = typer.Option(32, min=1, metavar="N", rich_help_panel=BACKEND,
                                    help="Images per forward pass (frames x walks)."),
-    precision: str = typer.Option("fp32", metavar="fp32|fp16|bf16", rich_help_panel=BACKEND,
+    precision: Precision = typer.Option("fp32", rich_help_panel=BACKEND,
                                   help="torch: the network's precision."),
     fp16: bool = typer.Option(False, "--fp16", rich_help_panel=BACKEND,
                               help="onnx: model_fp16.onnx of an export folder."),
     ema: bool = typer.Option(True, "--ema/--no-ema", rich_help_panel=BACKEND,
                              help="torch: the EMA weights if present."),
 ) -> None:
-    """Render a smooth walk through the latent space: keyframes are the seeds' own images (frame
-    0 is what gantool generate draws for the first seed), spherical paths between them for the
-    normal prior, straight ones for the uniform prior.
+    """A smooth walk through the latent space, as a video, an animation or numbered frames.
+
+    Keyframes are the seeds' own images (frame 0 is what gantool generate draws for the first
+    seed); between them the path is spherical for the normal prior, straight for the uniform.
 
     Examples:
 

@@ -1,0 +1,22 @@
+"""Fixed sets of option values as ``Literal`` types: Typer makes them choices, which ``--help``
+lists, a typo is refused by, and shell completion offers. Each set is defined once, where its
+code lives; this module only names them for the commands (light imports: no torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from gantool.backends import BACKENDS, PRECISIONS
+from gantool.sampling.images import IMAGE_FORMATS
+from gantool.sampling.latent import PRIORS
+from gantool.serve.client import PROTOCOLS, SHARED_MEMORY
+from gantool.serve.repository import ACCELERATORS, VARIANTS
+
+Backend = Literal[BACKENDS]
+Precision = Literal[PRECISIONS]
+ImageFormat = Literal[IMAGE_FORMATS]
+Prior = Literal[PRIORS]
+Protocol = Literal[PROTOCOLS]
+SharedMemory = Literal[SHARED_MEMORY]
+TritonVariant = Literal[VARIANTS]
+Accelerator = Literal[ACCELERATORS]
