@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -28,13 +29,13 @@ def evaluate(
 
     Example: gantool eval runs/00001-fashion-mnist --num 1000 (real images: the run's data)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from gantool.backends import load_backend
+    from gantool.cli.generate import resolve_truncation
     from gantool.data import load_dataset
     from gantool.device import pick_device
     from gantool.metrics.evaluate import METRICS
-    from gantool.sampling.latent import validate_truncation
+    from gantool.progress import StepProgress
 
     chosen = [m.strip().lower() for m in metrics.split(",") if m.strip()]
     bad = [m for m in chosen if m not in METRICS]
@@ -47,11 +48,7 @@ def evaluate(
         raise GantoolError(f"checkpoint {checkpoint} does not exist")
     dev = pick_device(device)
     gen = load_backend("torch", str(checkpoint), device=str(dev))
-    t = truncation if truncation is not None else gen.default_truncation
-    try:
-        validate_truncation(t, gen.prior)
-    except ValueError as e:
-        raise GantoolError(f"--truncation: {e}") from None
+    t = resolve_truncation(gen, truncation)
     if data is None:
         data = gen.data_path
         if not data:
@@ -60,12 +57,18 @@ def evaluate(
     real = load_dataset(data, gen.resolution, gen.channels, progress=progress)
     from gantool.metrics.evaluate import evaluate as run_eval
 
-    bar = Progress(TextColumn("[bold]features"), BarColumn(), MofNCompleteColumn(),
-                   console=Console(stderr=True), disable=not progress)
+    done = [0]  # images through the feature extractor, real (unless cached) and generated
+
+    def advance(n: int) -> None:
+        done[0] += n
+        bar.advance(done[0], {"img/s": f"{done[0] / (time.perf_counter() - t0):,.1f}"})
+
+    bar = StepProgress(Console(stderr=True), "eval", num + min(num, len(real)),
+                       enabled=progress, short=("img/s",))
+    t0 = time.perf_counter()
     with bar:
-        task = bar.add_task("features", total=2 * min(num, len(real)))
         result = run_eval(gen, real.images, chosen, num, batch_size, t, str(dev),
-                          on_batch=lambda n: bar.advance(task, n))
+                          on_batch=advance)
     note = " (real statistics from the cache)" if result["real_cached"] else ""
     typer.echo(f"{result['num_fake']} generated vs {result['num_real']} real images{note}, "
                f"{result['images_per_s']:.1f} images/s")
