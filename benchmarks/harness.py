@@ -72,7 +72,7 @@ def random_checkpoint(folder, resolution: int, ngf: int):
     """``gantool.bench.random_checkpoint`` (a DCGAN generator with random weights: speed does
     not depend on them) -> (path, RunConfig, generator in eval mode)."""
     from gantool.bench import random_checkpoint as make
-    from gantool.train.checkpoint import load_generator
+    from gantool.models.checkpoint import load_generator
 
     path = make(Path(folder), resolution, ngf)
     g, cfg = load_generator(path)

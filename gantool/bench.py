@@ -178,7 +178,7 @@ def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, eng
 
     from gantool.export import FORMATS
     from gantool.export.pipeline import export_checkpoint, write_summary
-    from gantool.train.checkpoint import load_generator
+    from gantool.models.checkpoint import load_generator
 
     needs = {c.backend for c in contenders}
     fp16 = any(c.name == "onnx-fp16" for c in contenders)
@@ -217,13 +217,16 @@ def random_checkpoint(folder: Path, resolution: int, ngf: int) -> Path:
 
     from gantool.config import ModelConfig, RunConfig
     from gantool.models import build_generator
-    from gantool.train.checkpoint import save_checkpoint
+    from gantool.models.checkpoint import FORMAT, atomic_torch_save
 
     cfg = RunConfig(name="bench", model=ModelConfig(resolution=resolution, ngf=ngf, channels=3))
     torch.manual_seed(0)
     g = build_generator(cfg.model).eval()
-    return save_checkpoint({"config": cfg.to_dict(), "step": 0, "G": g.state_dict(),
-                            "G_ema": None}, folder, keep=1)
+    path = Path(folder) / f"random-{resolution}px-ngf{ngf}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"format": FORMAT, "config": cfg.to_dict(), "step": 0,
+                       "G": g.state_dict(), "G_ema": None}, path)
+    return path
 
 
 def flops_per_image(generator, nz: int) -> float:

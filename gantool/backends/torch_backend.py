@@ -17,10 +17,10 @@ import torch
 from gantool.backends import PRECISIONS
 from gantool.device import pick_device
 from gantool.errors import GantoolError
+from gantool.models.checkpoint import load_generator
 from gantool.models.layers import fold_batchnorm
 from gantool.sampling.images import to_uint8_tensor
 from gantool.sampling.latent import latents
-from gantool.train.checkpoint import load_generator
 
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 

@@ -118,7 +118,7 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     check_finished(path)
     suffix = path.suffix.lower()
     if suffix == ".pt":
-        from gantool.train.checkpoint import generator_from_state, load_checkpoint
+        from gantool.models.checkpoint import generator_from_state, load_checkpoint
 
         state = load_checkpoint(path)
         for ema in (False, True):  # both sets of weights must fit: info vouches for the file

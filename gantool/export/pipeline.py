@@ -19,8 +19,8 @@ from gantool.export.fp16 import FP16_MAX, convert_fp16, fp16_overflows
 from gantool.export.onnx import export_onnx, save_model
 from gantool.export.verify import Check, compare
 from gantool.fileio import atomic_write
+from gantool.models.checkpoint import load_checkpoint, load_generator
 from gantool.sampling.latent import latents
-from gantool.train.checkpoint import load_checkpoint, load_generator
 
 VERIFY_SEEDS = tuple(range(8))
 

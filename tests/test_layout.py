@@ -1,0 +1,62 @@
+"""The code's shape: inference never imports training, and checkpoints written by earlier
+versions still load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conftest import gantool_cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OLD = FIXTURES / "checkpoint-5afadd2.pt"  # made by commit 5afadd2 (tiny 28 px, nz 8, 4 steps)
+
+INFERENCE = ["gantool.backends", "gantool.backends.torch_backend",
+             "gantool.backends.onnx_backend", "gantool.export", "gantool.export.pipeline",
+             "gantool.export.folder", "gantool.serve", "gantool.serve.client",
+             "gantool.serve.server", "gantool.serve.repository", "gantool.bench",
+             "gantool.sampling.render", "gantool.sampling.video", "gantool.sampling.walk",
+             "gantool.models.checkpoint"]
+
+
+def test_inference_never_imports_training():
+    code = ("import importlib, json, sys\n"
+            f"for name in {INFERENCE!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('gantool.'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    loaded = json.loads(out)
+    assert "gantool.backends.torch_backend" in loaded
+    assert not [m for m in loaded if m.startswith(("gantool.train", "gantool.cli"))], loaded
+
+
+def test_drawing_from_a_checkpoint_does_not_import_training(tmp_path):
+    code = ("import sys\nfrom gantool.backends import load_backend\n"
+            f"g = load_backend('torch', {str(OLD)!r})\ng.generate([0, 1], 0.8)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('gantool.train')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_checkpoint_of_an_earlier_version_loads_draws_and_resumes(tmp_path):
+    from gantool.backends import load_backend
+
+    images = load_backend("torch", str(OLD)).generate([0, 1, 2, 3], 0.8)
+    before = np.load(FIXTURES / "checkpoint-5afadd2-seeds-0-3.npy")  # drawn by 5afadd2
+    assert images.shape == before.shape == (4, 28, 28, 1)
+    assert np.abs(images.astype(int) - before.astype(int)).max() <= 1
+    r = gantool_cli("info", OLD)
+    assert r.returncode == 0 and "gantool checkpoint" in r.stdout and "nz" in r.stdout, r.stderr
+    run_dir = tmp_path / "00001-fixture"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step-0000004.pt").write_bytes(OLD.read_bytes())
+    r = gantool_cli("train", "--resume", run_dir, "--steps", "6", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 6
