@@ -6,13 +6,18 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gantool-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 demo: $(STAMP)
 	$(BIN)/gantool demo --out runs
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The edit loop: everything but the modules marked slow (Triton, export, crash and torchrun
+# runs, the quality and benchmark runs); the full suite above is what CI runs.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check gantool tests benchmarks scripts

@@ -13,6 +13,8 @@ from gantool.models import build_generator
 
 from conftest import gantool_cli
 
+pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
+
 
 def test_flops_per_image_matches_a_count_by_hand():
     g = build_generator(ModelConfig(resolution=32, ngf=4, channels=3)).eval()

@@ -20,6 +20,8 @@ from torch import nn
 from gantool.config import ModelConfig
 from gantool.models import build_discriminator, build_generator
 
+pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -115,7 +117,6 @@ def test_canonical_module_does_not_import_gantool():
     assert names and not [n for n in names if n.split(".")[0] == "gantool"]
 
 
-@pytest.mark.slow
 def test_benchmark_script_runs_tiny(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -12,6 +12,8 @@ import torch
 
 from gantool.train.checkpoint import step_checkpoints
 
+pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
+
 STEPS = 40
 # Wide enough that a checkpoint (G, D, G_ema, two Adams) takes a while to write.
 TRAIN = ["--data", "builtin:fashion-mnist", "--resolution", "28", "--channels", "1", "--ngf", "96",

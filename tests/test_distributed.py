@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from gantool.config import RunConfig
@@ -12,6 +13,8 @@ from gantool.models import build_discriminator, build_generator
 from gantool.train.distributed import fingerprint
 
 from conftest import gantool_cli, torchrun
+
+pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
 
 TINY_FLAGS = ["--data", "builtin:fashion-mnist", "--resolution", "28", "--channels", "1",
               "--ngf", "8", "--ndf", "8", "--device", "cpu", "--no-progress"]

@@ -28,6 +28,8 @@ from gantool.train.checkpoint import save_checkpoint
 
 from conftest import gantool_cli
 
+pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
+
 ONNX = [FORMATS["onnx"]]
 
 

@@ -21,6 +21,8 @@ from gantool.train.loop import run
 from conftest import FASHION_MNIST, TWEMOJI_TAR
 from garments import GarmentJudge
 
+pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 QUALITY_MARGIN = 0.9  # colour-small's FID over the canonical one, at most, at 400 steps
 
@@ -52,7 +54,6 @@ def test_one_epoch_draws_garments(tmp_path):
     assert np.isfinite(after["frechet"])
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not TWEMOJI_TAR.exists(), reason="needs ../shared/data/twemoji-64")
 def test_colour_preset_beats_the_canonical_dcgan(tmp_path):
     """``benchmarks/quality.py`` for real, short: the colour-small preset and the canonical

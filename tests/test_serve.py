@@ -28,6 +28,8 @@ from gantool.serve.server import TritonServer, free_port
 
 from conftest import gantool_cli, tiny_config
 
+pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
+
 BATCH = (1, 4, 16)
 
 
