@@ -30,10 +30,10 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("dcgan", "residual")  # generator: Radford's DCGAN, Xin's residual generator
 D_ARCHS = ("dcgan", "pooled")  # discriminator: DCGAN, Xin's (last layer twice, average pool)
-LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")
+LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")  # gantool.train.losses implements each
 EXTRA_UPDATES = ("both", "d", "g")
-AUGMENTS = ("color", "translation", "cutout")
-EVAL_METRICS = ("fid", "kid")  # DiffAugment transforms (gantool.train.augment)
+AUGMENTS = ("color", "translation", "cutout")  # DiffAugment transforms (gantool.train.augment)
+EVAL_METRICS = ("fid", "kid")  # gantool.metrics
 
 
 def _table_text(table: dict[int, int]) -> str:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from gantool.config import FITS
 from gantool.data.sources import BUILTIN_DATASETS, Source, read_idx_images, resolve_source
-from gantool.data.transforms import FITS, fit_resize, prepare
+from gantool.data.transforms import fit_resize, prepare
 from gantool.errors import DataError
 from gantool.system import usable_cpus
 

@@ -20,7 +20,6 @@ import math
 import numpy as np
 from PIL import Image, ImageOps
 
-FITS = ("crop", "pad")
 RESAMPLE = Image.Resampling.LANCZOS
 REDUCING_GAP = 3.0
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gantool.config import EVAL_METRICS
 from gantool.metrics.fid import (
     CacheKey,
     FeatureStats,
@@ -19,7 +20,7 @@ from gantool.metrics.fid import (
 from gantool.metrics.inception import InceptionFeatures, extractor_id
 from gantool.sampling.latent import batched
 
-METRICS = ("fid", "kid")
+METRICS = EVAL_METRICS  # what gantool eval and train.eval_metric accept
 
 
 def real_stats(images: np.ndarray, extract: InceptionFeatures, batch_size: int,

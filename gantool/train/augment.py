@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gantool.config import AUGMENTS
+
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
     """Apply ``policy`` to x (B, C, H, W) in [-1, 1], each image with its own random draw."""
@@ -57,4 +59,5 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-_AUGMENTS = {"color": _color, "translation": _translation, "cutout": _cutout}
+# train.augment name (the config's list, in its order) -> transform
+_AUGMENTS = dict(zip(AUGMENTS, (_color, _translation, _cutout), strict=True))

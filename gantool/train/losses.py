@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gantool.config import LOSSES as LOSS_NAMES
+
 # (real target, fake target) for the discriminator; the generator always aims at real (1).
 # Hinge has no targets and ignores them.
 LABEL_TARGETS = {"hard": (1.0, 0.0), "one-sided": (0.9, 0.0), "two-sided": (0.9, 0.1)}
@@ -62,9 +64,7 @@ def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
-LOSSES = {
-    "bce": (d_loss_bce, g_loss_bce),
-    "lsgan": (d_loss_lsgan, g_loss_lsgan),
-    "hinge": (d_loss_hinge, g_loss_hinge),
-    "wgan-gp": (d_loss_wgan, g_loss_wgan),
-}
+# train.loss name (the config's list, in its order) -> (D loss, G loss)
+LOSSES = dict(zip(LOSS_NAMES, ((d_loss_bce, g_loss_bce), (d_loss_lsgan, g_loss_lsgan),
+                               (d_loss_hinge, g_loss_hinge), (d_loss_wgan, g_loss_wgan)),
+                  strict=True))
