@@ -78,7 +78,7 @@ def test_onnx_matches_torch_with_a_dynamic_batch(tmp_path, res, arch, output):
             assert got.dtype == np.uint8
             diff = np.abs(got.astype(int) - to_uint8(ref).astype(int))
             assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
-    meta = read_metadata(path)
+    meta = read_metadata(path).as_dict()
     assert (meta["resolution"], meta["channels"], meta["nz"], meta["prior"]) == (
         res, cfg.model.channels, 16, "normal")
     assert meta["truncation"] is None and meta["output"] == output and meta["train_step"] == 7
@@ -105,7 +105,7 @@ def test_fp16_model_rounds_weights_and_keeps_io_types(tmp_path):
         if init.name in w32 and w32[init.name].size > 1:
             assert np.array_equal(onnx.numpy_helper.to_array(init),
                                   w32[init.name].astype(np.float16))
-    assert read_metadata(tmp_path / "out" / "model_fp16.onnx")["truncation"] == 0.5
+    assert read_metadata(tmp_path / "out" / "model_fp16.onnx").truncation == 0.5
 
 
 def test_fp16_overflow_names_the_node_and_keep_fp32_fixes_it(tmp_path):
@@ -262,7 +262,7 @@ def test_resume_from_a_forged_checkpoint_is_one_line(tiny_run, tmp_path):
 def _step_of_export(folder):
     from gantool.export.onnx import read_metadata
 
-    return read_metadata(folder / "model.onnx")["train_step"]
+    return read_metadata(folder / "model.onnx").train_step
 
 
 def test_an_export_killed_anywhere_leaves_one_export_or_a_refused_folder(tiny_run, tmp_path):

@@ -36,10 +36,10 @@ class OnnxGenerator:
         if not p.is_file():
             raise GantoolError(f"{p} does not exist; export one with gantool export")
         check_finished(p)
-        meta = read_metadata(p)
-        self.path, self.meta = p, meta
-        self.resolution, self.channels, self.nz = meta["resolution"], meta["channels"], meta["nz"]
-        self.prior, self.default_truncation = prior or meta["prior"], meta["truncation"]
+        info = read_metadata(p)
+        self.path, self.info = p, info
+        self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
+        self.prior, self.default_truncation = prior or info.prior, info.truncation
         cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if device == "cuda" and not cuda:
             raise GantoolError("--device cuda: this ONNX Runtime has no CUDA provider; "

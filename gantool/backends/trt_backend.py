@@ -16,11 +16,9 @@ class TensorRTGenerator:
 
     def __init__(self, path: str, prior: str | None = None, **_):
         self.runner = EngineRunner(path)
-        meta = self.runner.meta
-        self.resolution, self.channels = int(meta["resolution"]), int(meta["channels"])
-        self.nz, self.prior = int(meta["nz"]), prior or meta["prior"]
-        self.default_truncation = (None if meta["truncation"] == "none"
-                                   else float(meta["truncation"]))
+        info = self.runner.info
+        self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
+        self.prior, self.default_truncation = prior or info.prior, info.truncation
 
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
         return self.generate_z(latents(seeds, self.nz, self.prior, truncation))

@@ -110,6 +110,7 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     import json
 
     from gantool.export.folder import check_finished
+    from gantool.model_info import ModelInfo
 
     if path.is_dir():
         path = path / "model.onnx"
@@ -135,7 +136,7 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
 
         from gantool.export.onnx import read_metadata
 
-        rows = {"kind": "ONNX model", **read_metadata(path)}
+        rows = {"kind": "ONNX model", **read_metadata(path).as_dict()}
         model = onnx.load(str(path), load_external_data=False)
         rows["inputs"] = ", ".join(_io(v) for v in model.graph.input)
         rows["outputs"] = ", ".join(_io(v) for v in model.graph.output)
@@ -145,8 +146,8 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
         if not sidecar.is_file():
             raise GantoolError(f"{sidecar} is missing: a bare plan carries no metadata")
         data = json.loads(sidecar.read_text())
-        rows = {"kind": "TensorRT plan", **{k.removeprefix("gantool."): v
-                                           for k, v in data.pop("metadata").items()}, **data}
+        info = ModelInfo.from_metadata(data.pop("metadata"), str(sidecar))
+        rows = {"kind": "TensorRT plan", **info.as_dict(), **data}
     else:
         raise GantoolError(f"{path}: expected a .pt checkpoint, a .onnx model, a .plan engine "
                            "or an export folder")

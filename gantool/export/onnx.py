@@ -9,13 +9,10 @@ The uint8 arithmetic is ``gantool.sampling.images.to_uint8``'s: round-half-even 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -24,13 +21,14 @@ import gantool
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
+from gantool.model_info import PREFIX, ModelInfo
 from gantool.sampling.images import to_uint8_tensor
 
 OUTPUTS = ("uint8", "float")
 OPSET = 18
 MAX_BATCH = 65_536
 KEEP_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)  # module paths, for overflow reports
-METADATA_PREFIX = "gantool."
+METADATA_PREFIX = PREFIX
 
 
 class UInt8Images(nn.Module):
@@ -46,16 +44,7 @@ class UInt8Images(nn.Module):
 
 def model_metadata(cfg: RunConfig, output: str, step: int | None = None) -> dict[str, str]:
     """What a deployed model needs to know about itself, as ONNX metadata strings."""
-    m = cfg.model
-    config_json = json.dumps(cfg.to_dict(), sort_keys=True)
-    meta = {
-        "resolution": m.resolution, "channels": m.channels, "nz": m.nz, "prior": m.prior,
-        "truncation": "none" if m.truncation is None else m.truncation,
-        "output": output, "arch": m.arch, "gantool_version": gantool.__version__,
-        "config_sha256": hashlib.sha256(config_json.encode()).hexdigest(),
-        "train_step": "" if step is None else step,
-    }
-    return {METADATA_PREFIX + k: str(v) for k, v in meta.items()}
+    return ModelInfo.from_config(cfg, output, step).to_metadata()
 
 
 def export_onnx(generator: nn.Module, cfg: RunConfig, output: str = "uint8",
@@ -110,25 +99,16 @@ def save_model(model, path: Path) -> None:
         f.write(data)
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """gantool's metadata of an ONNX file, typed: resolution, channels, nz, prior, ..."""
+def read_metadata(path: str | Path) -> ModelInfo:
+    """gantool's description of the model in an ONNX file."""
     import onnx
 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - any parse error means "not an ONNX file"
         raise GantoolError(f"cannot read {path} as ONNX: {str(e).splitlines()[0]}") from None
-    raw = {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
-           if p.key.startswith(METADATA_PREFIX)}
-    if "nz" not in raw:
-        raise GantoolError(f"{path} is an ONNX model without gantool metadata; export it with "
-                           "gantool export")
-    meta: dict[str, Any] = dict(raw)
-    for key in ("resolution", "channels", "nz"):
-        meta[key] = int(raw[key])
-    meta["truncation"] = None if raw["truncation"] == "none" else float(raw["truncation"])
-    meta["train_step"] = int(raw["train_step"]) if raw.get("train_step") else None
-    return meta
+    raw = {p.key: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+    return ModelInfo.from_metadata(raw, f"{path} (an ONNX model)")
 
 
 @contextlib.contextmanager

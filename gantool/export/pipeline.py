@@ -19,6 +19,7 @@ from gantool.export.fp16 import FP16_MAX, convert_fp16, fp16_overflows
 from gantool.export.onnx import export_onnx, save_model
 from gantool.export.verify import Check, compare
 from gantool.fileio import atomic_write
+from gantool.model_info import ModelInfo
 from gantool.models.checkpoint import load_checkpoint, load_generator
 from gantool.sampling.latent import latents
 
@@ -152,11 +153,11 @@ def _check_batch(batch: tuple[int, int, int]) -> None:
 def write_summary(out: Path, result: ExportResult) -> Path:
     """``out/export.json``: files written and the verification numbers."""
     path = out / "export.json"
-    meta = {k.removeprefix("gantool."): v for k, v in result.metadata.items()}
+    info = ModelInfo.from_metadata(result.metadata)
     text = json.dumps({
         "files": [p.name for p in result.files],
         "fp16_fidelity": result.fidelity,
-        "model": {k: int(meta[k]) for k in ("resolution", "channels", "nz")},
+        "model": {k: getattr(info, k) for k in ("resolution", "channels", "nz")},
         "metadata": result.metadata,
         "checks": [{k: (None if isinstance(v, float) and v == float("inf") else v)
                     for k, v in c.__dict__.items()} for c in result.checks],

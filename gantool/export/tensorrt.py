@@ -21,6 +21,7 @@ import numpy as np
 from gantool.errors import GantoolError
 from gantool.export.folder import check_finished
 from gantool.fileio import atomic_write
+from gantool.model_info import ModelInfo
 
 INSTALL_HINT = ("TensorRT engines are built on a machine with an NVIDIA GPU and TensorRT: "
                 "pip install 'gantool[tensorrt]' there, or build from model_fp16.onnx with "
@@ -103,8 +104,8 @@ class EngineRunner:
             raise GantoolError(f"{plan} and its {sidecar.name} are needed; export with "
                                "gantool export --format engine")
         check_finished(plan)
-        self.meta = {k.removeprefix("gantool."): v
-                     for k, v in json.loads(sidecar.read_text())["metadata"].items()}
+        self.info = ModelInfo.from_metadata(json.loads(sidecar.read_text())["metadata"],
+                                            str(sidecar))
         logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.engine = self.trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from gantool.errors import GantoolError
 from gantool.fileio import UMASK
+from gantool.model_info import ModelInfo
 from gantool.sampling import latent as latent_module
 
 VARIANTS = ("cpu", "gpu")
@@ -151,11 +152,10 @@ def write_repository(export_dir: Path, variant: str = "cpu",
     """``export_dir/model_repository`` for the models ``gantool export`` wrote into
     ``export_dir`` (its ``export.json`` says what they are). Returns the repository path."""
     summary = _summary(export_dir)
-    meta = {k.removeprefix("gantool."): v for k, v in summary["metadata"].items()}
-    check_options(variant, instances, accelerator, meta.get("output"))
-    nz, res, ch = (summary["model"][k] for k in ("nz", "resolution", "channels"))
-    image, hi = [res, res, ch], batch[2]
-    truncation = None if meta["truncation"] == "none" else float(meta["truncation"])
+    info = ModelInfo.from_metadata(summary["metadata"], str(export_dir / "export.json"))
+    check_options(variant, instances, accelerator, info.output)
+    nz, truncation = info.nz, info.truncation
+    image, hi = [info.resolution, info.resolution, info.channels], batch[2]
     if variant == "cpu":
         source, kind = export_dir / "model.onnx", "python"
     elif (export_dir / "model.plan").is_file() and accelerator == "none":
@@ -166,7 +166,7 @@ def write_repository(export_dir: Path, variant: str = "cpu",
     if not source.is_file():
         raise GantoolError(f"{source} is missing; run gantool export again")
     configs = {
-        "latent": latent_config(nz, meta["prior"], truncation, hi, delay_us),
+        "latent": latent_config(nz, info.prior, truncation, hi, delay_us),
         "generator": generator_config(kind, nz, image, batch, instances, delay_us,
                                       source.name, accelerator),
         "render": render_config(image, hi),
@@ -183,11 +183,11 @@ def write_repository(export_dir: Path, variant: str = "cpu",
         shutil.copyfile(source, tmp / "generator" / "1" / source.name)
         if kind == "python":
             shutil.copyfile(TEMPLATES / "generator_model.py", tmp / "generator" / "1" / "model.py")
-        (tmp / "README.md").write_text(_readme(variant, kind, nz, image, hi, meta["prior"],
+        (tmp / "README.md").write_text(_readme(variant, kind, nz, image, hi, info.prior,
                                                truncation))
         (tmp / "gantool.json").write_text(json.dumps(
             {"variant": variant, "generator": kind, "batch": list(batch), "nz": nz,
-             "image": image, "prior": meta["prior"], "truncation": truncation,
+             "image": image, "prior": info.prior, "truncation": truncation,
              "metadata": summary["metadata"]}, indent=2) + "\n")
         old = None
         if target.exists():

@@ -1,0 +1,69 @@
+"""What a deployed model says about itself, as one typed value.
+
+``ModelInfo`` is written and read the same way everywhere a model leaves PyTorch: the ONNX
+file's metadata, the TensorRT plan's ``.plan.json`` sidecar, ``export.json`` and the Triton
+repository's ``gantool.json``, all as the string map ``to_metadata`` makes (keys prefixed
+``gantool.``, "none" for no truncation, "" for no training step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+from gantool.errors import GantoolError
+
+PREFIX = "gantool."
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    resolution: int
+    channels: int
+    nz: int
+    prior: str
+    truncation: float | None  # the default sampling truncation; None: the plain prior
+    output: str = "uint8"  # uint8 (B, H, W, C) images, or float (B, C, H, W) in [-1, 1]
+    arch: str = "dcgan"
+    gantool_version: str = ""
+    config_sha256: str = ""  # of the training configuration (provenance)
+    train_step: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg, output: str = "uint8", step: int | None = None) -> ModelInfo:
+        """The description of the generator ``cfg`` (a RunConfig) trains."""
+        import gantool
+
+        m = cfg.model
+        config_json = json.dumps(cfg.to_dict(), sort_keys=True)
+        return cls(m.resolution, m.channels, m.nz, m.prior, m.truncation, output, m.arch,
+                   gantool.__version__, hashlib.sha256(config_json.encode()).hexdigest(), step)
+
+    def to_metadata(self) -> dict[str, str]:
+        values = asdict(self)
+        values["truncation"] = "none" if self.truncation is None else self.truncation
+        values["train_step"] = "" if self.train_step is None else self.train_step
+        return {PREFIX + k: str(v) for k, v in values.items()}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str = "the model") -> ModelInfo:
+        """Read ``to_metadata``'s map back (keys with or without the prefix); a one-line error
+        when it does not describe a gantool model."""
+        raw = {k.removeprefix(PREFIX): v for k, v in meta.items()}
+        try:
+            values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+            for key in ("resolution", "channels", "nz"):
+                values[key] = int(values[key])
+            t = values["truncation"]
+            values["truncation"] = None if t in ("none", None) else float(t)
+            step = values.get("train_step")
+            values["train_step"] = int(step) if step not in ("", None) else None
+            return cls(**values)
+        except (KeyError, ValueError, TypeError):
+            raise GantoolError(f"{source} carries no gantool model description (resolution, "
+                               "channels, nz, prior, truncation); export it with gantool "
+                               "export") from None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
