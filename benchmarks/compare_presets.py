@@ -46,7 +46,8 @@ def train(preset: str, args: argparse.Namespace) -> dict:
     return {"preset": preset, "run_dir": run_dir, "batch": batch,
             "images": batch * args.steps, "wall_s": wall, "median_images_per_s":
             rates[len(rates) // 2], "d_real": logs[-1]["d_real"], "d_fake": logs[-1]["d_fake"],
-            "spread": logs[-1]["spread"], "rollbacks": sum(1 for r in rows if "event" in r)}
+            "spread": logs[-1]["spread"],
+            "rollbacks": sum(r.get("event") == "rollback" for r in rows)}
 
 
 def figure(results: list[dict], path: Path) -> None:

@@ -61,6 +61,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     rollbacks = [e for e in events if e["event"] in ("rollback", "stop")]
     evals = [e for e in events if e["event"] == "eval"]
+    start = _read_json(run_dir / "session.json")
     plots = list(PLOTS)
     for metric in ("fid", "kid"):
         if any(metric in e for e in evals):
@@ -92,10 +93,18 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         figures.append((name, buf.getvalue()))
     grids = sorted((run_dir / "samples").glob("step-*.png"))
     config = (run_dir / "config.json").read_text() if (run_dir / "config.json").is_file() else ""
-    page = _page(run_dir, rows, evals, rollbacks, figures, grids, config)
+    page = _page(run_dir, rows, evals, rollbacks, figures, grids, config, start)
     with atomic_write(out) as f:
         f.write(page.encode())
     return out
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _img(png: bytes, alt: str, grid: bool = False) -> str:
@@ -105,7 +114,8 @@ def _img(png: bytes, alt: str, grid: bool = False) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{click}>'
 
 
-def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: str) -> list:
+def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: str,
+           start: dict | None = None) -> list:
     """The headline numbers: progress, wall time, throughput, device, losses, best metric."""
     last = rows[-1]
     facts = [f"steps logged: {last['step']:,} (epoch {last.get('epoch', 0):g})"]
@@ -116,11 +126,16 @@ def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: s
     rates = sorted(r["images_per_s"] for r in rows if "images_per_s" in r)
     if rates:
         facts.append(f"training images/s: median {rates[len(rates) // 2]:,.0f}")
-    try:
-        train = json.loads(config).get("train", {})
-        facts.append(f"device: {train.get('device', '?')}, precision: {train.get('amp', '?')}")
-    except (json.JSONDecodeError, AttributeError):
-        pass
+    if start is not None:  # what the latest training session ran on
+        facts.append(f"device: {start.get('device', '?')}, precision: "
+                     f"{start.get('precision', '?')}, processes: {start.get('processes', 1)}")
+    else:  # a run from before session.json: as configured
+        try:
+            train = json.loads(config).get("train", {})
+            facts.append(f"device: {train.get('device', '?')} (configured), amp: "
+                         f"{train.get('amp', '?')}")
+        except (json.JSONDecodeError, AttributeError):
+            pass
     facts.append(f"last D loss {last.get('loss_d', float('nan')):.3f}, "
                  f"G loss {last.get('loss_g', float('nan')):.3f}")
     facts.append(f"divergence-guard events: {len(rollbacks)}")
@@ -132,8 +147,9 @@ def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: s
     return facts
 
 
-def _page(run_dir, rows, evals, rollbacks, figures, grids, config) -> str:
-    items = "".join(f"<li>{html.escape(f)}</li>" for f in _facts(rows, evals, rollbacks, config))
+def _page(run_dir, rows, evals, rollbacks, figures, grids, config, start=None) -> str:
+    items = "".join(f"<li>{html.escape(f)}</li>" for f in _facts(rows, evals, rollbacks, config,
+                                                                  start))
     events = "".join(
         f"<li>step {e['at_step']:,} -> {e['step']:,}: {html.escape(e['reason'])} "
         f"(lr x{e['lr_scale']:g})</li>" for e in rollbacks) or "<li>none</li>"

@@ -26,7 +26,7 @@ def test_report_of_a_run_with_a_rollback(tmp_path):
     assert "generator collapse" in page or "discriminator wins" in page
     assert "&quot;lr_g&quot;: 1.0" in page  # the run's configuration, escaped
     assert "<img src=x" not in page and "step-&lt;img src=x onerror=alert(1)&gt;" in page
-    for fact in ("wall time", "training images/s: median", "device: auto"):
+    for fact in ("wall time", "training images/s: median", "device: cpu, precision: float32"):
         assert fact in page, fact
     assert 'onclick="this.classList.toggle' in page and 'name="viewport"' in page
     # a page written elsewhere stands alone: no plot files beside it

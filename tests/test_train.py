@@ -24,6 +24,9 @@ def test_run_directory_layout(tiny_run):
         assert all(isinstance(r[key], float) for r in rows), key
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
         "step-0000006.png", "step-0000012.png"]
+    session = json.loads((run_dir / "session.json").read_text())
+    assert (session["device"], session["precision"], session["processes"]) == (
+        "cpu", "float32", 1)
     ckpts = run_dir / "checkpoints"
     # keep=2: the two newest step checkpoints plus last.pt
     assert [p.name for p in step_checkpoints(ckpts)] == ["step-0000012.pt", "step-0000008.pt"]

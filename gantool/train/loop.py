@@ -12,6 +12,7 @@ checkpoints, evaluations).
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import signal
@@ -31,6 +32,7 @@ from gantool.config import RunConfig, augment_policy
 from gantool.data import ImageSet, load_dataset
 from gantool.device import pick_device
 from gantool.errors import GantoolError
+from gantool.fileio import atomic_write
 from gantool.metrics.diversity import diversity, nearest_distance
 from gantool.models import build_discriminator, build_generator
 from gantool.progress import PLAIN_EVERY_S, StepProgress
@@ -54,6 +56,7 @@ from gantool.train.losses import LOSSES, gradient_penalty
 from gantool.train.runlog import RunLog, tensorboard_writer_class
 
 RUN_RE = re.compile(r"^(\d{5})-")
+SESSION = "session.json"  # the latest training session's device, precision, versions
 
 
 @dataclass(frozen=True)
@@ -472,6 +475,8 @@ class Trainer:
         sample_every = t.sample_every or spe
         ckpt_every = t.checkpoint_every or spe
         self.log = log = log or RunLog(run_dir, self.world.main)
+        if self.world.main:
+            self._write_session(run_dir)
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps, images_per_s = time.perf_counter(), 0, 0.0
         start_step, t0, ckpt = self.step, time.perf_counter(), None
@@ -530,6 +535,15 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) * t.batch_size / elapsed if elapsed > 0 else 0.0
         return TrainResult(run_dir, self.step, interrupted, ckpt, rate)
+
+    def _write_session(self, run_dir: Path) -> None:
+        """``RUN/session.json``: what this training session runs on (the report's header)."""
+        session = {"device": str(self.device), "processes": self.world.size,
+                   "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
+                   "gantool_version": gantool.__version__, "torch_version": torch.__version__,
+                   "from_step": self.step, "started": round(time.time(), 3)}
+        with atomic_write(run_dir / SESSION) as f:
+            f.write((json.dumps(session, indent=2) + "\n").encode())
 
     def _checkpoint_state(self, run_dir: Path) -> dict:
         """``state_dict`` plus, with several processes, every rank's RNG state; checks (and
