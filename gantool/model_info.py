@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from gantool.errors import GantoolError
 
 PREFIX = "gantool."
+OUTPUTS = ("uint8", "float")  # what an exported graph returns
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def test_cli_export_info_and_onnx_generate_match_torch(tiny_ckpt, tmp_path):
     (["--format", "onxx"], "did you mean 'onnx'"),
     (["--format", "onnx", "--batch", "8,1,64"], "1 <= min <= opt <= max"),
     (["--format", "onnx", "--batch", "8"], "min,opt,max"),
-    (["--format", "onnx", "--output", "png"], "uint8 or float"),
+    (["--format", "onnx", "--output", "png"], "'png' is not one of 'uint8', 'float'"),
     (["--format", "engine"], "TensorRT"),
 ])
 def test_cli_export_errors_are_one_line(tiny_ckpt, tmp_path, args, message):

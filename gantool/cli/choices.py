@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 from gantool.backends import BACKENDS, PRECISIONS
+from gantool.model_info import OUTPUTS
 from gantool.sampling.images import IMAGE_FORMATS
 from gantool.sampling.latent import PRIORS
 from gantool.serve.client import PROTOCOLS, SHARED_MEMORY
@@ -20,3 +21,4 @@ Protocol = Literal[PROTOCOLS]
 SharedMemory = Literal[SHARED_MEMORY]
 TritonVariant = Literal[VARIANTS]
 Accelerator = Literal[ACCELERATORS]
+ExportOutput = Literal[OUTPUTS]

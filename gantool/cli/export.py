@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gantool.cli.choices import Accelerator, TritonVariant
+from gantool.cli.choices import Accelerator, ExportOutput, TritonVariant
 from gantool.errors import GantoolError
 
 TRITON = "Triton (--formats triton)"
@@ -14,25 +14,27 @@ TRITON = "Triton (--formats triton)"
 
 def export(
     checkpoint: Path = typer.Argument(..., help="A gantool checkpoint (.pt)."),
-    out: Path = typer.Option(..., help="Output folder (created if missing)."),
+    out: Path = typer.Option(..., metavar="DIR", help="Output folder (created if missing)."),
     format: str = typer.Option("onnx", "--formats", "--format", "-f", metavar="FORMATS",
                                help="Comma-separated: onnx, engine (TensorRT), triton (a "
                                "Triton model repository)."),
     fp16: bool = typer.Option(False, "--fp16", help="Also an FP16 ONNX model; FP16 engine."),
-    output: str = typer.Option("uint8", help="Model output: uint8 (B,H,W,C) images, or the "
-                               "float (B,C,H,W) tensor in [-1, 1]."),
+    output: ExportOutput = typer.Option("uint8", help="Model output: uint8 (B,H,W,C) images, or "
+                                        "the float (B,C,H,W) tensor in [-1, 1]."),
     batch: str = typer.Option("1,8,64", "--batch-profile", "--batch", metavar="MIN,OPT,MAX",
                               help="Batch range: the engine profile; Triton's max_batch_size "
                               "and preferred batches."),
-    keep_fp32: str = typer.Option("", help="ONNX node names to keep in float32 with --fp16 "
-                                  "(named by a failed fp16 verification)."),
-    workspace_gb: float = typer.Option(4.0, help="TensorRT builder workspace limit, GiB."),
+    keep_fp32: str = typer.Option("", metavar="NODES",
+                                  help="ONNX node names to keep in float32 with --fp16 (named "
+                                  "by a failed fp16 verification)."),
+    workspace_gb: float = typer.Option(4.0, metavar="GIB",
+                                       help="TensorRT builder workspace limit, GiB."),
     verify: bool = typer.Option(True, "--verify/--no-verify",
                                 help="Check every artifact against PyTorch on fixed seeds."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights if present."),
-    fidelity: int = typer.Option(0, min=0, help="With --fp16: KID and FID between PyTorch's "
-                                 "and the FP16 model's images on this many seeds (needs the "
-                                 "metrics extra)."),
+    fidelity: int = typer.Option(0, min=0, metavar="SEEDS",
+                                 help="With --fp16: KID and FID between PyTorch's and the FP16 "
+                                 "model's images on this many seeds (needs the metrics extra)."),
     triton_variant: TritonVariant = typer.Option(
         "cpu", rich_help_panel=TRITON, help="cpu: python backend running ONNX Runtime, runs "
         "anywhere; gpu: the TensorRT plan if built, else ONNX Runtime on the GPU."),
@@ -53,11 +55,8 @@ def export(
       gantool export best.pt --fp16 --formats onnx,engine,triton --triton-variant gpu --out e/
     """
     from gantool.export import parse_formats
-    from gantool.export.onnx import OUTPUTS
 
     formats = parse_formats(format)
-    if output not in OUTPUTS:
-        raise GantoolError(f"--output must be uint8 or float, got {output!r}")
     try:
         sizes = tuple(int(b) for b in batch.split(","))
     except ValueError:

@@ -21,10 +21,9 @@ import gantool
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
-from gantool.model_info import PREFIX, ModelInfo
+from gantool.model_info import OUTPUTS, PREFIX, ModelInfo  # noqa: F401 - OUTPUTS: its choices
 from gantool.sampling.images import to_uint8_tensor
 
-OUTPUTS = ("uint8", "float")
 OPSET = 18
 MAX_BATCH = 65_536
 KEEP_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)  # module paths, for overflow reports
