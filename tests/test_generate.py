@@ -129,7 +129,8 @@ def test_torch_compile_matches_eager(tiny_ckpt):
 
 @pytest.mark.parametrize("args,message", [
     (["--cuda-graphs", "--device", "cpu"], "needs a CUDA device"),
-    (["--backend", "onnx", "--precision", "bf16"], "torch backend options"),
+    (["--backend", "onnx", "--precision", "bf16"], "--precision is an option of the torch "
+                                                    "backend (--backend torch)"),
     (["--fp16"], "--backend onnx"),
     (["--precision", "fp64"], "'fp64' is not one of 'fp32', 'fp16', 'bf16'"),
 ])

@@ -12,6 +12,14 @@ from gantool.errors import GantoolError
 
 BACKENDS = ("torch", "onnx", "trt")
 PRECISIONS = ("fp32", "fp16", "bf16")  # the torch backend's network precisions
+# Every backend option and its default, and the options each backend takes: an option left at
+# its default is not asked for; one asked of a backend that does not take it is a one-line
+# error, in one place (``load_backend``), whoever calls it.
+OPTION_DEFAULTS = {"device": "auto", "prior": None, "ema": True, "precision": "fp32",
+                   "compile": False, "cuda_graphs": False, "fp16": False, "threads": 0}
+OPTIONS = {"torch": ("device", "prior", "ema", "precision", "compile", "cuda_graphs"),
+           "onnx": ("device", "prior", "fp16", "threads"),
+           "trt": ("prior",)}
 
 
 @runtime_checkable
@@ -40,7 +48,8 @@ class Generator(Protocol):
 
 
 def load_backend(name: str, path: str, **options) -> Generator:
-    """Open ``path`` with the backend called ``name``."""
+    """Open ``path`` with the backend called ``name``; ``options`` as in ``OPTIONS``."""
+    options = check_options(name, options)
     if name == "torch":
         from gantool.backends.torch_backend import TorchGenerator
 
@@ -54,3 +63,19 @@ def load_backend(name: str, path: str, **options) -> Generator:
 
         return TensorRTGenerator(path, **options)
     raise GantoolError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+
+
+def check_options(name: str, options: dict) -> dict:
+    """The ``options`` asked for (those not at their defaults); a one-line error for one that
+    backend ``name`` does not take, naming the backend that does."""
+    if name not in OPTIONS:
+        raise GantoolError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+    asked = {k: v for k, v in options.items() if v != OPTION_DEFAULTS.get(k, object())}
+    for key in asked:
+        if key not in OPTIONS[name]:
+            flag = "--" + key.replace("_", "-")
+            owners = [b for b in BACKENDS if key in OPTIONS[b]]
+            takes = ", ".join("--" + k.replace("_", "-") for k in OPTIONS[name])
+            raise GantoolError(f"{flag} is an option of the {' and '.join(owners)} backend "
+                               f"(--backend {owners[0]}); the {name} backend takes {takes}")
+    return asked

@@ -85,27 +85,18 @@ def generate(
 def open_backend(model: Path, backend: str, device: str = "auto", ema: bool = True,
                  prior: str | None = None, fp16: bool = False, precision: str = "fp32",
                  compile: bool = False, cuda_graphs: bool = False):
-    """The backend named ``backend`` on ``model``, with its options checked: one-line errors
-    for a missing path or an option that backend does not take."""
-    from gantool.backends import load_backend
+    """The backend named ``backend`` on ``model``: one-line errors for a missing path, or an
+    option that backend does not take (``gantool.backends.OPTIONS``)."""
+    from gantool.backends import check_options, load_backend
 
+    options = check_options(backend, {
+        "device": device, "ema": ema, "prior": prior, "fp16": fp16, "precision": precision,
+        "compile": compile, "cuda_graphs": cuda_graphs})  # before the model is opened
     if not model.exists():
         raise GantoolError(f"{model} does not exist")
     if backend == "torch" and not model.is_file():
         raise GantoolError(f"{model} is a folder; the torch backend takes a checkpoint file")
-    torch_only = {"precision": precision != "fp32", "compile": compile,
-                  "cuda_graphs": cuda_graphs}
-    if backend != "torch" and any(torch_only.values()):
-        used = ", ".join(f"--{k.replace('_', '-')}" for k, v in torch_only.items() if v)
-        raise GantoolError(f"{used}: torch backend options (the {backend} backend's precision "
-                           "is the exported model's)")
-    if backend != "onnx" and fp16:
-        raise GantoolError("--fp16 picks the FP16 model of an ONNX export folder: use it with "
-                           "--backend onnx (torch: --precision fp16)")
-    options = ({"fp16": fp16} if backend == "onnx" else
-               {"precision": precision, "compile": compile, "cuda_graphs": cuda_graphs}
-               if backend == "torch" else {})
-    return load_backend(backend, str(model), device=device, ema=ema, prior=prior, **options)
+    return load_backend(backend, str(model), **options)
 
 
 def resolve_truncation(gen, truncation: float | None) -> float | None:
