@@ -162,6 +162,9 @@ def test_cli_export_info_and_onnx_generate_match_torch(tiny_ckpt, tmp_path):
     (["--format", "onnx", "--batch", "8,1,64"], "1 <= min <= opt <= max"),
     (["--format", "onnx", "--batch", "8"], "min,opt,max"),
     (["--format", "onnx", "--output", "png"], "'png' is not one of 'uint8', 'float'"),
+    (["--formats", "onnx", "--triton-variant", "gpu"],
+     "--triton-variant is an option of the triton format: add it to --formats"),
+    (["--formats", "onnx", "--workspace-gb", "8"], "--workspace-gb is an option of the engine"),
     (["--format", "engine"], "TensorRT"),
 ])
 def test_cli_export_errors_are_one_line(tiny_ckpt, tmp_path, args, message):

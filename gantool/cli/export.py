@@ -54,9 +54,12 @@ def export(
 
       gantool export best.pt --fp16 --formats onnx,engine,triton --triton-variant gpu --out e/
     """
-    from gantool.export import parse_formats
+    from gantool.export import check_format_options, parse_formats
 
     formats = parse_formats(format)
+    check_format_options(formats, {
+        "workspace_gb": workspace_gb, "triton_variant": triton_variant,
+        "triton_instances": triton_instances, "triton_accelerator": triton_accelerator})
     try:
         sizes = tuple(int(b) for b in batch.split(","))
     except ValueError:
