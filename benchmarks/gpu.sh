@@ -89,11 +89,11 @@ EOF
             --json "$out/train1024.json"
         ;;
     gen1024)
-        step gen1024 240 "$py" -m gantool bench --resolution 1024 --batch 1,8,32 \
+        step gen1024 240 "$py" -m gantool bench --resolution 1024 --batch-sizes 1,8,32 \
             --backend torch,torch-bf16,torch-fp16,torch-fp16-graphs --json "$out/bench1024.json"
         ;;
     gen1024-compile)
-        step gen1024-compile 180 "$py" -m gantool bench --resolution 1024 --batch 32 \
+        step gen1024-compile 180 "$py" -m gantool bench --resolution 1024 --batch-sizes 32 \
             --backend torch-compile,torch-fp16-compile --json "$out/bench1024-compile.json"
         ;;
     render1024)
