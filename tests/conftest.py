@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,15 @@ def gantool_cli(*args: str, timeout: float = 300, env_extra: dict | None = None,
     env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "gantool", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, **kwargs)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# Popen arguments for a child the test will Ctrl-C: a shell that starts jobs in the background
+# (``make test &``, nohup) passes SIGINT on as ignored, and Python then keeps ignoring it.
+CTRL_C_ABLE = {"preexec_fn": _default_sigint}
 
 
 def torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -12,6 +12,8 @@ import torch
 
 from gantool.train.checkpoint import step_checkpoints
 
+from conftest import CTRL_C_ABLE
+
 pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
 
 STEPS = 40
@@ -23,7 +25,8 @@ TRAIN = ["--data", "builtin:fashion-mnist", "--resolution", "28", "--channels", 
 
 def _popen(*args):
     return subprocess.Popen([sys.executable, "-m", "gantool", "train", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **CTRL_C_ABLE)
 
 
 def _wait_for(predicate, timeout=120.0):

@@ -11,7 +11,7 @@ from PIL import Image
 from gantool.backends import Generator, load_backend
 from gantool.cli.main import main
 
-from conftest import gantool_cli
+from conftest import CTRL_C_ABLE, gantool_cli
 
 
 def _generate(ckpt, outdir, *extra):
@@ -179,7 +179,8 @@ def _render_until(ckpt, out, seeds: str, files: int) -> tuple[int, float]:
 
     proc = subprocess.Popen([sys.executable, "-m", "gantool", "generate", str(ckpt), "--seeds",
                              seeds, "--outdir", str(out), "--no-progress", "--batch-size", "32"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **CTRL_C_ABLE)
     start = time.perf_counter()
     try:
         while len(list(out.glob("*.png"))) < files:
@@ -190,7 +191,11 @@ def _render_until(ckpt, out, seeds: str, files: int) -> tuple[int, float]:
         peak = _peak_rss(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:  # never leave a render of 1e11 seeds running
+            if proc.poll() is None:
+                proc.kill()
     assert "Traceback" not in err, err
     listed = [json.loads(x)["file"] for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(listed) == sorted(p.name for p in out.glob("*.png"))  # Ctrl-C lists all

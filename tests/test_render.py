@@ -20,7 +20,7 @@ from gantool.errors import GantoolError
 from gantool.sampling.images import Encoding, fast_png, save_image
 from gantool.sampling.render import render_seeds
 
-from conftest import gantool_cli
+from conftest import CTRL_C_ABLE, gantool_cli
 from patterns import PatternGenerator
 
 TESTS = Path(__file__).resolve().parent
@@ -191,13 +191,17 @@ def test_ctrl_c_leaves_whole_listed_files_and_no_shared_memory(tmp_path, paralle
     before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(TESTS)})
-    assert proc.stdout.readline().strip() == "started"
-    deadline = time.time() + 60
-    while len(list(out.glob("*.png"))) < 40 and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+                            env={**os.environ, "PYTHONPATH": str(TESTS)}, **CTRL_C_ABLE)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        deadline = time.time() + 60
+        while len(list(out.glob("*.png"))) < 40 and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     files = sorted(p.name for p in out.glob("*.png"))
     rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]

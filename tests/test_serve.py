@@ -26,7 +26,7 @@ from gantool.serve.client import TritonGenerator
 from gantool.serve.repository import generator_config, parse_pbtxt, to_pbtxt, write_repository
 from gantool.serve.server import TritonServer, free_port
 
-from conftest import gantool_cli, tiny_config
+from conftest import CTRL_C_ABLE, gantool_cli, tiny_config
 
 pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
 
@@ -407,7 +407,7 @@ def test_serve_command_starts_serves_and_stops_on_ctrl_c(export_dir, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "gantool", "serve", export_dir / "model_repository",
          "--http-port", str(http), "--grpc-port", str(grpc)],
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True, **CTRL_C_ABLE)
     lines = []
     try:
         for line in process.stderr:
