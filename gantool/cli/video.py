@@ -121,7 +121,7 @@ def video(
                        f"({stats['frames'] / fps:.1f} s; {stats['frames_per_s']:,.1f} frames/s "
                        f"on {used})")
         else:
-            _frames(source, frames_dir, encoding, seeds, grid, loop, frames_per_seed, t,
+            _frames(source, frames_dir, encoding, str(seed_list), grid, loop, frames_per_seed, t,
                     batch_size, used, progress, fps)
     finally:
         if hasattr(gen, "close"):
@@ -132,12 +132,12 @@ def _frames(source, folder: Path, encoding, seeds: str, grid: str, loop: bool,
             frames_per_seed: int, truncation, batch_size: int, backend: str, progress: bool,
             fps: float) -> None:
     """The walk's frames as numbered files, through the render pipeline (atomic, resumable)."""
-    from gantool.sampling.latent import Seeds, parse_seeds
+    from gantool.sampling.latent import Seeds
     from gantool.sampling.render import render_seeds
 
     if folder.exists() and not folder.is_dir():
         raise GantoolError(f"--frames-dir {folder} is a file; pass a folder")
-    walk = {"seeds": str(parse_seeds(seeds)), "grid": grid.lower(), "loop": loop,
+    walk = {"seeds": seeds, "grid": grid.lower(), "loop": loop,
             "frames_per_seed": frames_per_seed}
     stats = render_seeds(source, Seeds([range(source.frames)]), truncation,
                          max(1, batch_size // source.walk.cells), folder, encoding=encoding,
