@@ -14,8 +14,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The edit loop: everything but the modules marked slow (Triton, export, crash and torchrun
-# runs, the quality and benchmark runs); the full suite above is what CI runs.
+# The edit loop: everything but the tests marked slow (Triton, export, crash and torchrun
+# runs, the quality and benchmark runs, FID, megapixel presets, long renders); the full suite
+# above is what CI runs.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -182,6 +182,51 @@ def score(name: str, gen, real: np.ndarray, args: argparse.Namespace) -> float:
     return value
 
 
+def train_all(specs: dict[str, str], args: argparse.Namespace, out: Path) -> dict[str, float]:
+    """Train every contender in turn (each in its own process); wall seconds per contender."""
+    walls = {}
+    for name in specs:
+        folder = out / name
+        if args.reuse and folder.exists():
+            continue
+        t0 = time.perf_counter()
+        if name == "canonical":
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--train-canonical",
+                            str(folder)], check=True)
+        else:
+            train_gantool(specs[name], args, folder)
+        walls[name] = time.perf_counter() - t0
+        print(f"{name}: trained in {walls[name]:.0f} s", flush=True)
+    return walls
+
+
+def score_all(specs: dict[str, str], args: argparse.Namespace,
+              out: Path) -> tuple[dict[str, dict[int, float]], dict]:
+    """FID of every checkpoint of every contender (and ``--variants``), cached beside the runs;
+    the table and each row's last generator."""
+    real = load_dataset(args.data, args.resolution, 3, progress=False).images
+    variants = [v.strip() for v in args.variants.split(",")]
+    table: dict[str, dict[int, float]] = {}
+    finals = {}
+    for name in specs:
+        batch = budget(specs[name], args)[0]
+        for kind in ["canonical"] if name == "canonical" else variants:
+            label = name if kind in ("canonical", "ema-eval") else f"{name} [{kind}]"
+            cache = out / name / f"fid-{kind}-{args.num}.json"  # scores survive a rerun
+            table[label] = {int(k): v for k, v in (json.loads(cache.read_text()).items()
+                                                    if cache.is_file() else [])}
+            for step, path in checkpoints(out / name):
+                gen = (CanonicalGenerator(path, args) if name == "canonical"
+                       else gantool_generator(path, kind))
+                if step not in table[label]:
+                    table[label][step] = score(f"{label} step {step}", gen, real, args)
+                    cache.write_text(json.dumps(table[label]))
+                finals[label] = gen
+            if args.own_batch:  # columns: thousands of images seen
+                table[label] = {round(s * batch / 1000): v for s, v in table[label].items()}
+    return table, finals
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
@@ -215,43 +260,9 @@ def main() -> None:
         return train_canonical(args, Path(args.train_canonical))
     out = Path(args.out)
     names = [p.strip() for p in args.presets.split(",") if p.strip()] + args.contender
-    specs = {parse_contender(p)[0]: p for p in [args.baseline, *names]}
-    contenders = list(specs)  # the baseline first
-    walls = {}
-    for name in contenders:
-        folder = out / name
-        if args.reuse and folder.exists():
-            continue
-        t0 = time.perf_counter()
-        if name == "canonical":
-            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--train-canonical",
-                            str(folder)], check=True)
-        else:
-            train_gantool(specs[name], args, folder)
-        walls[name] = time.perf_counter() - t0
-        print(f"{name}: trained in {walls[name]:.0f} s", flush=True)
-
-    real = load_dataset(args.data, args.resolution, 3, progress=False).images
-    variants = [v.strip() for v in args.variants.split(",")]
-    table: dict[str, dict[int, float]] = {}
-    finals = {}
-    for name in contenders:
-        batch = budget(specs[name], args)[0]
-        kinds = ["canonical"] if name == "canonical" else variants
-        for kind in kinds:
-            label = name if kind in ("canonical", "ema-eval") else f"{name} [{kind}]"
-            cache = out / name / f"fid-{kind}-{args.num}.json"  # scores survive a rerun
-            table[label] = {int(k): v for k, v in (json.loads(cache.read_text()).items()
-                                                    if cache.is_file() else [])}
-            for step, path in checkpoints(out / name):
-                gen = (CanonicalGenerator(path, args) if name == "canonical"
-                       else gantool_generator(path, kind))
-                if step not in table[label]:
-                    table[label][step] = score(f"{label} step {step}", gen, real, args)
-                    cache.write_text(json.dumps(table[label]))
-                finals[label] = gen
-            if args.own_batch:  # columns: thousands of images seen
-                table[label] = {round(s * batch / 1000): v for s, v in table[label].items()}
+    specs = {parse_contender(p)[0]: p for p in [args.baseline, *names]}  # the baseline first
+    walls = train_all(specs, args, out)
+    table, finals = score_all(specs, args, out)
     base = table[args.baseline]
     steps = sorted(base)
     unit = "k images" if args.own_batch else "step"

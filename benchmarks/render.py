@@ -172,6 +172,57 @@ def _barrier(folder: str | None, parties: int) -> None:
         time.sleep(0.005)
 
 
+def measure(args: argparse.Namespace, contenders: list[tuple[str, str]],
+            cores: int) -> list[dict]:
+    """Every contender once per repeat, each in its own process(es), alternating the order;
+    then each repeat's render/limit ratios."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = (random_checkpoint(Path(tmp) / "ckpt", args.resolution, args.ngf)[0]
+                if args.generator == "torch" else "")
+        for r in range(args.repeats):
+            row = {}
+            for kind, enc in contenders if r % 2 == 0 else contenders[::-1]:
+                out = Path(tmp) / f"{kind}-{enc}-{r}"
+                row.update(contender(args, kind, enc, ckpt, out, cores, row))
+                _remove(out)
+                _remove(Path(f"{out}-ready"))
+            runs.append(row)
+    for row in runs:
+        for enc in RENDERERS:
+            if f"render {enc}" in row:
+                limit = min(row["generate"], row[f"encode {enc}"] * cores)
+                row[f"R/limit {enc}"] = row[f"render {enc}"] / limit
+                row[f"R/all {enc}"] = row[f"render {enc}"] / min(row["generate"],
+                                                                row[f"encode-all {enc}"])
+    return runs
+
+
+def contender(args: argparse.Namespace, kind: str, enc: str, ckpt, out: Path, cores: int,
+              row: dict) -> dict:
+    """One contender's run: images/s, CPU ms per image, MB per image and workers."""
+    argv = [sys.executable, __file__, "--worker", kind.split("-")[0], "--encoder",
+            enc or "npy", "--ckpt", str(ckpt), "--images", str(args.images),
+            "--batch", str(args.batch), "--threads", str(args.threads),
+            "--resolution", str(args.resolution), "--generator", args.generator,
+            "--device", args.device]
+    key, got = f"{kind} {enc}".strip(), {}
+    if kind == "encode-all":  # one per core, starting together once set up
+        start = ["--share", str(cores), "--barrier", f"{out}-ready"]
+        parts = run_json_parallel([[*argv, *start, "--out", f"{out}/{i}"]
+                                   for i in range(cores)], key)
+        res = {"images_per_s": sum(p["images_per_s"] for p in parts),
+               "cpu_ms_per_image": spread([p["cpu_ms_per_image"] for p in parts])[0]}
+    else:
+        res = run_json([*argv, "--out", str(out)], key)
+    got[key] = res["images_per_s"]
+    got[f"cpu {key}"] = res["cpu_ms_per_image"]
+    if "mb_per_image" in res:
+        got[f"MB {enc}"] = res["mb_per_image"]
+    got["workers"] = res.get("workers", row.get("workers"))
+    return got
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--resolution", type=int, default=1024)
@@ -203,43 +254,8 @@ def main() -> None:
     print("images: " + ("Twemoji, upscaled, noise sigma 4" if TWEMOJI.is_file() else
                         "smooth random fields (no shared/data/twemoji-64 here)")
           if args.generator == "instant" else f"DCGAN ngf {args.ngf}, random weights")
-    t0, runs = time.perf_counter(), []
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = (random_checkpoint(Path(tmp) / "ckpt", args.resolution, args.ngf)[0]
-                if args.generator == "torch" else "")
-        for r in range(args.repeats):
-            row = {}
-            for kind, enc in contenders if r % 2 == 0 else contenders[::-1]:
-                out = Path(tmp) / f"{kind}-{enc}-{r}"
-                argv = [sys.executable, __file__, "--worker", kind.split("-")[0], "--encoder",
-                        enc or "npy", "--ckpt", str(ckpt), "--images", str(args.images),
-                        "--batch", str(args.batch), "--threads", str(args.threads),
-                        "--resolution", str(args.resolution), "--generator", args.generator,
-                        "--device", args.device]
-                key = f"{kind} {enc}".strip()
-                if kind == "encode-all":  # one per core, starting together once set up
-                    start = ["--share", str(cores), "--barrier", f"{out}-ready"]
-                    parts = run_json_parallel([[*argv, *start, "--out", f"{out}/{i}"]
-                                               for i in range(cores)], key)
-                    res = {"images_per_s": sum(p["images_per_s"] for p in parts),
-                           "cpu_ms_per_image": spread([p["cpu_ms_per_image"] for p in parts])[0]}
-                else:
-                    res = run_json([*argv, "--out", str(out)], key)
-                row[key] = res["images_per_s"]
-                row[f"cpu {key}"] = res["cpu_ms_per_image"]
-                if "mb_per_image" in res:
-                    row[f"MB {enc}"] = res["mb_per_image"]
-                row["workers"] = res.get("workers", row.get("workers"))
-                _remove(out)
-                _remove(Path(f"{out}-ready"))
-            runs.append(row)
-    for row in runs:
-        for enc in RENDERERS:
-            if f"render {enc}" in row:
-                limit = min(row["generate"], row[f"encode {enc}"] * cores)
-                row[f"R/limit {enc}"] = row[f"render {enc}"] / limit
-                row[f"R/all {enc}"] = row[f"render {enc}"] / min(row["generate"],
-                                                                row[f"encode-all {enc}"])
+    t0 = time.perf_counter()
+    runs = measure(args, contenders, cores)
     med = {k: spread([r[k] for r in runs if k in r]) for k in runs[0] if k != "workers"}
     base = med.get("encode pillow-default", (None,))[0]
     print(f"\n{args.resolution} px, {args.images} images, batch {args.batch}, {cores} cores, "

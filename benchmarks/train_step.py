@@ -112,7 +112,7 @@ def _gantool_trainer(args):
     from rich.console import Console
 
     from gantool.config import RunConfig, apply_overrides, parse_set_options
-    from gantool.train.loop import Trainer
+    from gantool.train.trainer import Trainer
 
     cfg = apply_overrides(RunConfig(), {
         "model.resolution": args.resolution, "model.channels": args.channels,
@@ -142,8 +142,8 @@ def worker_gantool(args) -> dict:
 
     times, logs = _time_steps(torch, args.device, step, args.warmup, args.steps)
     result = {"step_s": times, **{k: float(v) for k, v in logs.items()},
-              "dataset_images": len(trainer.data), "amp": str(trainer.amp_dtype or "off"),
-              "channels_last": trainer.channels_last}
+              "dataset_images": len(trainer.data), "amp": str(trainer.hw.amp_dtype or "off"),
+              "channels_last": trainer.hw.channels_last}
     if args.profile:
         result["profile"] = _profile(torch, args.device, step, args.profile)
     if args.assemble_batches:

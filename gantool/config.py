@@ -398,53 +398,51 @@ def all_keys() -> list[str]:
     return [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
 
 
+CHOICES = {"model.arch": ARCHS, "model.d_arch": D_ARCHS, "model.prior": PRIORS,
+           "data.fit": FITS, "train.labels": LABEL_SMOOTHING, "train.loss": LOSSES,
+           "train.extra_update": EXTRA_UPDATES, "train.eval_metric": EVAL_METRICS,
+           "train.amp": AMP_MODES, "train.compile_mode": COMPILE_MODES, "train.device": DEVICES}
+AT_LEAST_ONE = ("model.nz", "model.ngf", "model.ndf", "model.max_channels", "model.res_blocks",
+                "train.steps", "train.batch_size", "train.log_every", "train.lr_gamma_every",
+                "train.keep", "train.guard_patience")
+NOT_NEGATIVE = ("train.sample_every", "train.sample_grid", "train.checkpoint_every",
+                "train.seed", "train.extra_update_every", "train.lr_decay_at",
+                "train.guard_max_rollbacks", "train.eval_every", "train.guard_min_spread",
+                "train.diversity_every", "train.guard_min_diversity", "train.gp_weight")
+FRACTIONS = ("model.d_dropout", "model.d_dropout_head", "train.ema_decay")  # in [0, 1)
+
+
 def validate(cfg: RunConfig) -> None:
     """Range and choice checks; raises ConfigError with one readable line."""
-    m, d, t = cfg.model, cfg.data, cfg.train
     if (not cfg.name.strip() or cfg.name in (".", "..") or len(cfg.name) > 100
             or any(c in cfg.name for c in "/\\\0")):
         raise ConfigError(f"run name {cfg.name[:100]!r} must be a plain folder name of at most "
                           "100 characters, without / or \\ (e.g. faces-64-try2)")
-    _choice("model.arch", m.arch, ARCHS)
-    _choice("model.d_arch", m.d_arch, D_ARCHS)
-    _choice("model.prior", m.prior, PRIORS)
-    _choice("data.fit", d.fit, FITS)
-    _choice("train.labels", t.labels, LABEL_SMOOTHING)
-    _choice("train.loss", t.loss, LOSSES)
-    _choice("train.extra_update", t.extra_update, EXTRA_UPDATES)
-    _choice("train.eval_metric", t.eval_metric, EVAL_METRICS)
-    _choice("train.amp", t.amp, AMP_MODES)
-    _choice("train.compile_mode", t.compile_mode, COMPILE_MODES)
-    _choice("train.device", t.device, DEVICES)
-    if m.channels not in (1, 3):
-        raise ConfigError(f"model.channels must be 1 or 3, got {m.channels}")
-    for key, v in [("model.nz", m.nz), ("model.ngf", m.ngf), ("model.ndf", m.ndf),
-                   ("model.max_channels", m.max_channels), ("model.res_blocks", m.res_blocks),
-                   ("train.steps", t.steps),
-                   ("train.batch_size", t.batch_size), ("train.log_every", t.log_every),
-                   ("train.lr_gamma_every", t.lr_gamma_every), ("train.keep", t.keep),
-                   ("train.guard_patience", t.guard_patience)]:
-        if v < 1:
-            raise ConfigError(f"{key} must be at least 1, got {v}")
-    for key, v in [("train.sample_every", t.sample_every), ("train.sample_grid", t.sample_grid),
-                   ("train.checkpoint_every", t.checkpoint_every), ("train.seed", t.seed),
-                   ("train.extra_update_every", t.extra_update_every),
-                   ("train.lr_decay_at", t.lr_decay_at),
-                   ("train.guard_max_rollbacks", t.guard_max_rollbacks),
-                   ("train.eval_every", t.eval_every),
-                   ("train.guard_min_spread", t.guard_min_spread),
-                   ("train.diversity_every", t.diversity_every),
-                   ("train.guard_min_diversity", t.guard_min_diversity)]:
-        if v < 0:
-            raise ConfigError(f"{key} must not be negative, got {v}")
-    for key, p in [("model.d_dropout", m.d_dropout), ("model.d_dropout_head", m.d_dropout_head)]:
-        if not 0 <= p < 1:
-            raise ConfigError(f"{key} must be in [0, 1), got {p}")
+    for key, choices in CHOICES.items():
+        _choice(key, _get(cfg, key), choices)
+    if cfg.model.channels not in (1, 3):
+        raise ConfigError(f"model.channels must be 1 or 3, got {cfg.model.channels}")
+    for keys, ok, must in ((AT_LEAST_ONE, lambda v: v >= 1, "be at least 1"),
+                           (NOT_NEGATIVE, lambda v: v >= 0, "not be negative"),
+                           (FRACTIONS, lambda v: 0 <= v < 1, "be in [0, 1)")):
+        for key in keys:
+            if not ok(_get(cfg, key)):
+                raise ConfigError(f"{key} must {must}, got {_get(cfg, key)}")
+    _validate_train(cfg.train)
+    background = cfg.data.background
+    if len(background) != 3 or not all(0 <= c <= 255 for c in background):
+        raise ConfigError(f"data.background must be three values 0..255, got {list(background)}")
+    try:
+        validate_truncation(cfg.model.truncation, cfg.model.prior)
+    except ValueError as e:
+        raise ConfigError(f"model.truncation: {e}") from None
+
+
+def _validate_train(t: TrainConfig) -> None:
+    """The training section's checks that are more than a range."""
     if any(r < 1 or b < 1 for r, b in t.batch_sizes.items()):
         raise ConfigError(f"train.batch_sizes must map resolutions to batch sizes >= 1, got "
                           f"{_table_text(t.batch_sizes)}")
-    if not 0 <= t.ema_decay < 1:
-        raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if t.eval_num < 2:
         raise ConfigError(f"train.eval_num must be at least 2, got {t.eval_num}")
     if not 0 < t.guard_lr_factor <= 1:
@@ -457,8 +455,6 @@ def validate(cfg: RunConfig) -> None:
     if t.compile and t.loss == "wgan-gp":
         raise ConfigError("train.compile cannot run wgan-gp: torch.compile has no double "
                           "backward for its gradient penalty; use another loss or compile off")
-    if t.gp_weight < 0:
-        raise ConfigError(f"train.gp_weight must not be negative, got {t.gp_weight}")
     augment_policy(t.augment)
     if min(t.lr_g, t.lr_d, t.lr_gamma, t.lr_decay_factor) <= 0:
         raise ConfigError("learning rates, train.lr_gamma and train.lr_decay_factor must be "
@@ -466,12 +462,11 @@ def validate(cfg: RunConfig) -> None:
     for key, betas in [("train.betas_g", t.betas_g), ("train.betas_d", t.betas_d)]:
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"{key} must be two numbers in [0, 1), got {list(betas)}")
-    if len(d.background) != 3 or not all(0 <= c <= 255 for c in d.background):
-        raise ConfigError(f"data.background must be three values 0..255, got {list(d.background)}")
-    try:
-        validate_truncation(m.truncation, m.prior)
-    except ValueError as e:
-        raise ConfigError(f"model.truncation: {e}") from None
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)
 
 
 def augment_policy(text: str) -> tuple[str, ...]:
@@ -541,26 +536,31 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
             if len(items) != len(args):
                 raise ValueError(f"expected {len(args)} comma-separated values")
             return tuple(_coerce(v, a, key) for v, a in zip(items, args))
-        if ftype is bool:
-            text = str(value).lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if isinstance(value, bool) or isinstance(value, (dict, list)):  # YAML `steps: true`
-            raise ValueError(f"expected {'text' if ftype is str else 'a number'}")
-        if ftype is int:
-            text = str(value).replace("_", "")
-            if not text.lstrip("+-").isdigit() and not (
-                    isinstance(value, float) and value.is_integer()):
-                raise ValueError("expected an integer")
-            return int(value) if isinstance(value, float) else int(text)
-        if ftype is float:
-            number = float(value)
-            if not math.isfinite(number):  # nan would pass every range check below
-                raise ValueError("expected a finite number")
-            return number
-        return str(value)
+        return _scalar(value, ftype)
     except (ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"bad value {value!r} for {key}: {e}") from None
+
+
+def _scalar(value: Any, ftype: type) -> Any:
+    """``value`` as a bool, int, float or str; ValueError says what was expected."""
+    if ftype is bool:
+        text = str(value).lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(value, bool) or isinstance(value, (dict, list)):  # YAML `steps: true`
+        raise ValueError(f"expected {'text' if ftype is str else 'a number'}")
+    if ftype is int:
+        text = str(value).replace("_", "")
+        if not text.lstrip("+-").isdigit() and not (
+                isinstance(value, float) and value.is_integer()):
+            raise ValueError("expected an integer")
+        return int(value) if isinstance(value, float) else int(text)
+    if ftype is float:
+        number = float(value)
+        if not math.isfinite(number):  # nan would pass every range check below
+            raise ValueError("expected a finite number")
+        return number
+    return str(value)

@@ -7,7 +7,7 @@ from rich.console import Console
 from gantool.config import AUGMENTS, augment_policy
 from gantool.errors import ConfigError
 from gantool.train.augment import _AUGMENTS, diff_augment
-from gantool.train.loop import Trainer
+from gantool.train.trainer import Trainer
 
 from conftest import tiny_config
 
@@ -66,7 +66,8 @@ def test_discriminator_sees_augmented_real_and_fake(policy):
     cfg = tiny_config(**{"train.augment": policy, "train.steps": 1})
     trainer = Trainer(cfg, console=Console(quiet=True), progress=False)
     seen = []
-    trainer.D.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    trainer.update.D.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].detach().clone()))
     real = trainer.real_batch(0)
     trainer.train_step(real)
     assert torch.equal(seen[0], real) == (policy == "")

@@ -69,6 +69,7 @@ def test_help_and_presets():
         assert f"│ {name} " in r.stdout, name
 
 
+@pytest.mark.slow
 def test_every_commands_help_has_an_example_and_no_python_type_names():
     """Each command's --help shows at least one example and names values as words (choices,
     FILE, SEEDS, ...): no <str>, <int>, <bool>, <path>, <list[str]> beside any option."""

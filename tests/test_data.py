@@ -275,6 +275,7 @@ def test_bad_tar(tmp_path: Path) -> None:
 TWEMOJI_TAR = Path(__file__).parents[2] / "shared/data/twemoji-64/twemoji-64.tar"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TWEMOJI_TAR.is_file(), reason="needs ../shared/data/twemoji-64")
 def test_twemoji_tar_in_parallel_workers() -> None:
     s = load_dataset(TWEMOJI_TAR, 32, 3, background=(255, 255, 255), workers=2)

@@ -12,7 +12,8 @@ from rich.console import Console
 from gantool.data import load_dataset
 from gantool.metrics.diversity import diversity, nearest_distance
 from gantool.train.guard import DivergenceGuard
-from gantool.train.loop import Trainer, batch_spread
+from gantool.train.trainer import Trainer
+from gantool.train.update import batch_spread
 
 from conftest import TWEMOJI_TAR, tiny_config
 
@@ -60,6 +61,7 @@ def test_guard_watches_diversity_only_once_the_run_was_varied():
     assert g.observe(healthy, 10) is None, "the old value is not reused after a rollback"
 
 
+@pytest.mark.slow
 def test_a_run_forced_into_collapse_is_rolled_back_on_diversity(tmp_path):
     """From step 100 on, G is forced (by a forward hook) to draw only 4 pictures for all the z
     of a batch: the batch spread stays healthy, the sample diversity collapses, and the guard
@@ -80,7 +82,7 @@ def test_a_run_forced_into_collapse_is_rolled_back_on_diversity(tmp_path):
 
     spreads = []
 
-    trainer.G.register_forward_hook(collapse)
+    trainer.update.G.register_forward_hook(collapse)
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     assert trainer.fit(run_dir).step == 160

@@ -69,6 +69,7 @@ def _render(ckpt, outdir, *extra):
     return gantool_cli("generate", ckpt, "--outdir", outdir, "--no-progress", *extra)
 
 
+@pytest.mark.slow
 def test_render_resumes_and_keeps_a_manifest(tiny_ckpt, tmp_path):
     out = tmp_path / "r"
     assert _render(tiny_ckpt, out, "--seeds", "0-9").returncode == 0
@@ -101,6 +102,7 @@ def test_render_formats(tiny_ckpt, tmp_path, fmt):
             assert np.abs(got.astype(int) - png.astype(int)).mean() < 8  # lossy, quality 95
 
 
+@pytest.mark.slow
 def test_encoding_threads_do_not_change_the_bytes(tiny_ckpt, tmp_path):
     for workers in ("1", "3"):
         r = _render(tiny_ckpt, tmp_path / workers, "--seeds", "0-20", "--batch-size", "5",
@@ -120,6 +122,7 @@ def test_torch_precisions_stay_close_to_fp32(tiny_ckpt):
         assert psnr(got, ref) >= 30, precision
 
 
+@pytest.mark.slow
 def test_torch_compile_matches_eager(tiny_ckpt):
     seeds = list(range(4))
     eager = load_backend("torch", str(tiny_ckpt)).generate(seeds, 0.8)
@@ -140,6 +143,7 @@ def test_backend_option_errors(tiny_ckpt, tmp_path, args, message):
     assert not (tmp_path / "g.png").exists()
 
 
+@pytest.mark.slow
 def test_truncation_sweep_grid(tiny_ckpt, tmp_path):
     r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-4", "--grid", tmp_path / "s.png",
                     "--prior", "uniform", "--truncation-sweep", "0.25,0.5,1", "--no-progress")
@@ -202,6 +206,7 @@ def _render_until(ckpt, out, seeds: str, files: int) -> tuple[int, float]:
     return peak, seconds
 
 
+@pytest.mark.slow
 def test_a_hundred_billion_seeds_stream_and_resume(tiny_ckpt, tmp_path):
     """Seeds are drawn lazily: a render of 1e11 seeds starts at once, in bounded memory, and
     resumes after the files already there without walking the list."""
@@ -217,6 +222,7 @@ def test_a_hundred_billion_seeds_stream_and_resume(tiny_ckpt, tmp_path):
     print(f"1e11 seeds: peak RSS {peak / 2**20:.0f} MiB")
 
 
+@pytest.mark.slow
 def test_a_manifest_row_cut_by_a_kill_is_repaired_on_resume(tiny_ckpt, tmp_path):
     out = tmp_path / "r"
     assert _render(tiny_ckpt, out, "--seeds", "0-5").returncode == 0

@@ -17,7 +17,8 @@ from rich.console import Console
 from gantool.backends import load_backend
 from gantool.export.verify import psnr
 from gantool.train.checkpoint import load_checkpoint
-from gantool.train.loop import Trainer, run
+from gantool.train.loop import run
+from gantool.train.trainer import Trainer
 
 from conftest import gantool_cli, tiny_config, torchrun
 
@@ -53,11 +54,11 @@ def test_gpu_precisions_stay_close_to_cpu_fp32(tiny_ckpt):
 def test_cuda_defaults_are_mixed_precision_and_channels_last():
     trainer = Trainer(tiny_config(**{"train.device": "cuda"}), Console(quiet=True), False)
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    assert trainer.amp_dtype == expected and trainer.channels_last
-    conv = trainer.G.main[3].weight
+    assert trainer.hw.amp_dtype == expected and trainer.hw.channels_last
+    conv = trainer.update.G.main[3].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
-    assert trainer.images.device.type == "cuda", "a small dataset lives on the GPU"
-    assert trainer.opt_G.defaults["fused"] and trainer.opt_D.defaults["fused"]
+    assert trainer.real_batch.images.device.type == "cuda", "a small dataset lives on the GPU"
+    assert trainer.update.opt_G.defaults["fused"] and trainer.update.opt_D.defaults["fused"]
 
 
 def _max_difference(a: dict, b: dict) -> float:

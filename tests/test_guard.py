@@ -64,6 +64,7 @@ def test_rollback_lowers_the_learning_rate_and_the_run_finishes(tmp_path):
     assert last["step"] == 20 and last["lr_g"] == pytest.approx(1e-3)
 
 
+@pytest.mark.slow
 def test_guard_stops_after_max_rollbacks_with_a_clear_message(tmp_path):
     r = gantool_cli("train", "--data", "builtin:fashion-mnist", "--resolution", "28",
                     "--channels", "1", "--ngf", "8", "--ndf", "8", "--batch-size", "16",

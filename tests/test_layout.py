@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import gantool_cli
 
@@ -44,6 +45,7 @@ def test_drawing_from_a_checkpoint_does_not_import_training(tmp_path):
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_an_earlier_version_loads_draws_and_resumes(tmp_path):
     from gantool.backends import load_backend
 

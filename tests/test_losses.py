@@ -50,6 +50,7 @@ def _adam_steps(ckpt, opt):
     return [int(s["step"]) for s in load_checkpoint(ckpt)[opt]["state"].values()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nets,g_updates,d_updates", [("both", 9, 9), ("d", 6, 9), ("g", 9, 6)])
 def test_extra_update_every_n_steps(tmp_path, nets, g_updates, d_updates):
     cfg = tiny_config(**{"train.steps": 6, "train.extra_update_every": 2,
@@ -69,3 +70,13 @@ def test_loss_option_changes_training(tmp_path, loss):
     a = load_checkpoint(base.run_dir / "checkpoints" / "last.pt")["G"]
     b = load_checkpoint(other.run_dir / "checkpoints" / "last.pt")["G"]
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_marchesis_extra_update_is_a_phase_of_the_step():
+    from gantool.config import preset_config
+    from gantool.train.update import phases
+
+    main, extra = phases(preset_config("marchesi-1024").train)
+    assert (main.every, main.update_d, main.update_g, main.logged) == (1, True, True, True)
+    assert (extra.every, extra.update_d, extra.update_g, extra.logged) == (50, True, True, False)
+    assert phases(tiny_config().train) == (main,)

@@ -58,6 +58,7 @@ def inception():
     return InceptionFeatures()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TWEMOJI_TAR.is_file(), reason="needs ../shared/data/twemoji-64")
 def test_fid_and_kid_tell_datasets_apart(inception):
     from gantool.data import load_dataset
@@ -75,6 +76,7 @@ def test_fid_and_kid_tell_datasets_apart(inception):
     assert k_same < 0.2 * k_diff, (k_same, k_diff)
 
 
+@pytest.mark.slow
 def test_eval_command_caches_real_statistics(tiny_ckpt, tmp_path, inception):
     env = {"GANTOOL_CACHE": str(tmp_path / "cache")}
     args = ("eval", tiny_ckpt, "--data", "builtin:fashion-mnist", "--num", "12",
@@ -92,6 +94,7 @@ def test_eval_command_caches_real_statistics(tiny_ckpt, tmp_path, inception):
     assert bad.returncode == 2 and "choose from fid, kid" in bad.stderr
 
 
+@pytest.mark.slow
 def test_training_evaluates_and_keeps_the_best_checkpoint(tmp_path, inception, monkeypatch):
     import json
 
@@ -115,6 +118,7 @@ def test_training_evaluates_and_keeps_the_best_checkpoint(tmp_path, inception, m
     assert last["best"]["step"] == best_row["step"]  # carried on for a resumed run
 
 
+@pytest.mark.slow
 def test_export_reports_fp16_fidelity(tiny_ckpt, tmp_path, inception):
     import json
 

@@ -83,7 +83,10 @@ def colour_folder(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+# the 512-1024 px ones take seconds each on CPU even this narrow: the full tier runs them
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if preset_config(n).model.resolution >= 512 else n
+    for n in PRESETS])
 def test_every_preset_trains_a_few_real_steps(name, tmp_path, colour_folder):
     base = preset_config(name)
     data = "builtin:fashion-mnist" if base.model.channels == 1 else str(colour_folder)

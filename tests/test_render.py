@@ -127,6 +127,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_a_large_render_holds_a_bounded_number_of_images(tmp_path):
     """5,000 images of 512 px are 3.9 GB; a render holds a few slots of 16 of them (50 MB)."""
     script = tmp_path / "peak.py"

@@ -2,11 +2,14 @@
 
 import re
 
+import pytest
+
 from gantool.train.loop import run
 
 from conftest import gantool_cli, tiny_config
 
 
+@pytest.mark.slow
 def test_report_of_a_run_with_a_rollback(tmp_path):
     cfg = tiny_config(**{"train.steps": 12, "train.lr_g": 1.0, "train.lr_d": 1.0,
                          "train.log_every": 2, "train.guard_patience": 4,

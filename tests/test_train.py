@@ -7,8 +7,9 @@ import torch
 
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
+from gantool.train.batches import EpochOrder
 from gantool.train.checkpoint import load_checkpoint, load_generator, step_checkpoints
-from gantool.train.loop import EpochSampler, run
+from gantool.train.loop import run
 from gantool.train.losses import LABEL_TARGETS, d_loss_bce
 
 from conftest import tiny_config
@@ -111,11 +112,11 @@ def test_label_smoothing_changes_targets():
 
 
 def test_epoch_sampler_is_a_permutation_per_epoch():
-    s = EpochSampler(10, 3, seed=1, flip=True)
+    s = EpochOrder(10, 3, seed=1, flip=True)
     epoch0 = torch.cat([s.batch(i)[0] for i in range(3)])
     assert len(set(epoch0.tolist())) == 9  # drop-last, no repeats
     assert not torch.equal(epoch0, torch.cat([s.batch(i)[0] for i in range(3, 6)]))
-    assert torch.equal(s.batch(4)[0], EpochSampler(10, 3, seed=1, flip=True).batch(4)[0])
+    assert torch.equal(s.batch(4)[0], EpochOrder(10, 3, seed=1, flip=True).batch(4)[0])
 
 
 def test_dataset_smaller_than_batch_is_an_error(tmp_path):
@@ -129,6 +130,7 @@ def test_training_moves_the_discriminator_off_chance(tiny_run):
     assert rows[-1]["d_real"] > rows[-1]["d_fake"]  # D learned to tell real from fake
 
 
+@pytest.mark.slow
 def test_compiled_training_computes_what_eager_training_does(tmp_path):
     """train.compile (torch.compile of G and D): same losses and weights as eager, to float
     tolerance, and checkpoints a plain generator loads."""
@@ -149,6 +151,7 @@ def test_compiled_training_computes_what_eager_training_does(tmp_path):
                                        msg=f"{key}.{name}")
 
 
+@pytest.mark.slow
 def test_a_log_file_gets_status_lines(tmp_path):
     """stderr redirected (a log file, a cluster job): plain status lines while training, the
     run folder and the resume command first, not one cut-off bar at the end."""

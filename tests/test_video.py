@@ -103,6 +103,7 @@ def onnx_dir(tiny_ckpt, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_every_keyframe_is_generates_image_byte_for_byte(tiny_ckpt, onnx_dir, tmp_path, backend):
     model = tiny_ckpt if backend == "torch" else onnx_dir
@@ -162,6 +163,7 @@ def test_gif_and_webp_loops(tiny_ckpt, tmp_path):
             assert sum(durations) == 12 * 100, durations
 
 
+@pytest.mark.slow
 def test_frames_dir_resumes_and_refuses_another_walk(tiny_ckpt, tmp_path):
     args = [tiny_ckpt, "--seeds", "0-5", "--frames-per-seed", "4", "--grid", "2x1"]
     _video(*args, "--frames-dir", tmp_path / "whole")

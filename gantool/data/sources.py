@@ -117,12 +117,7 @@ def builtin_path(name: str) -> Path:
 def resolve_source(path: str | os.PathLike) -> Source:
     """Classify ``path`` and list what it holds, in a deterministic (sorted) order."""
     if isinstance(path, str) and path.startswith("builtin:"):
-        name = path[len("builtin:") :]
-        files = _idx_files_in(builtin_path(name))
-        if not files:
-            raise DataError(f"the builtin sample {name} has no IDX files; reinstall gantool")
-        return Source("idx", files[0].parent, tuple(str(f) for f in files), f"builtin:{name}")
-
+        return _builtin_source(path[len("builtin:") :])
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(
@@ -130,26 +125,14 @@ def resolve_source(path: str | os.PathLike) -> Source:
             "an IDX file (*-images-idx3-ubyte[.gz]) or builtin:fashion-mnist"
         )
     if p.is_dir():
-        images = _scan_folder(p)
-        if images:
-            return Source("folder", p, tuple(images), f"folder {p}")
-        idx = _idx_files_in(p)
-        if len(idx) == 1:
-            return Source("idx", p, (str(idx[0]),), f"IDX {idx[0]}")
-        if idx:
-            label = f"IDX {p}: {' + '.join(f.name for f in idx)}"
-            return Source("idx", p, tuple(str(f) for f in idx), label)
-        raise DataError(f"no images ({_EXTS}) found under {p}; add image files or IDX files")
+        return _folder_source(p)
     if zipfile.is_zipfile(p):
         try:
             with zipfile.ZipFile(p) as z:
                 names = [i.filename for i in z.infolist() if not i.is_dir()]
         except (zipfile.BadZipFile, OSError) as e:
             raise DataError(f"{p} is not a readable zip archive ({e}); check the file") from e
-        images = sorted(n for n in names if _is_image(n) and not _hidden(n))
-        if not images:
-            raise DataError(f"no images ({_EXTS}) found under {p}; add image files to the archive")
-        return Source("zip", p, tuple(images), f"zip {p}")
+        return _archive_source("zip", p, names)
     if p.suffix.lower() == ".zip":
         raise DataError(f"{p} is not a readable zip archive; check the file")
     if "idx3" in p.name.lower() or _peek_idx_magic(p) == IDX_IMAGES_MAGIC:
@@ -161,14 +144,40 @@ def resolve_source(path: str | os.PathLike) -> Source:
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise DataError(f"{p} is not a readable tar archive ({why}); check the file") from None
-        images = sorted(n for n in names if _is_image(n) and not _hidden(n))
-        if not images:
-            raise DataError(f"no images ({_EXTS}) found under {p}; add image files to the archive")
-        return Source("tar", p, tuple(images), f"tar {p}")
+        return _archive_source("tar", p, names)
     raise DataError(
         f"{p} is not a folder, a .zip or .tar of images or an IDX image file "
         "(*-images-idx3-ubyte[.gz]); put single images in a folder"
     )
+
+
+def _builtin_source(name: str) -> Source:
+    files = _idx_files_in(builtin_path(name))
+    if not files:
+        raise DataError(f"the builtin sample {name} has no IDX files; reinstall gantool")
+    return Source("idx", files[0].parent, tuple(str(f) for f in files), f"builtin:{name}")
+
+
+def _folder_source(p: Path) -> Source:
+    """A folder of images (any depth), or of IDX files."""
+    images = _scan_folder(p)
+    if images:
+        return Source("folder", p, tuple(images), f"folder {p}")
+    idx = _idx_files_in(p)
+    if len(idx) == 1:
+        return Source("idx", p, (str(idx[0]),), f"IDX {idx[0]}")
+    if idx:
+        label = f"IDX {p}: {' + '.join(f.name for f in idx)}"
+        return Source("idx", p, tuple(str(f) for f in idx), label)
+    raise DataError(f"no images ({_EXTS}) found under {p}; add image files or IDX files")
+
+
+def _archive_source(kind: str, p: Path, names: list[str]) -> Source:
+    """A zip or tar archive's image members (hidden ones left out), sorted."""
+    images = sorted(n for n in names if _is_image(n) and not _hidden(n))
+    if not images:
+        raise DataError(f"no images ({_EXTS}) found under {p}; add image files to the archive")
+    return Source(kind, p, tuple(images), f"{kind} {p}")
 
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")

@@ -60,16 +60,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
         check_grid_size(len(seeds), shape)
     row = {"truncation": truncation, "prior": generator.prior, **(identity or {}),
            "backend": backend}
-    todo: Iterable[int] = seeds  # drawn lazily: memory does not grow with the seed count
-    skipped = 0
-    if outdir is not None:
-        outdir.mkdir(parents=True, exist_ok=True)
-        _check_manifest(outdir, row)
-        if grid is None:  # a grid needs every image; otherwise existing files are done
-            finished = _resume(outdir, encoding.fmt, row, stem)
-            if finished:
-                skipped = _count_done(seeds, finished)
-                todo = (s for s in seeds if s not in finished)
+    todo, skipped = _todo(seeds, outdir, grid is None, encoding.fmt, row, stem)
     total = len(seeds) - skipped
     console = console or Console(stderr=True)
     keep: list[np.ndarray] | None = [] if grid is not None else None
@@ -108,6 +99,21 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     seconds = time.perf_counter() - t0
     return {"written": writer.written if writer else 0, "skipped": skipped, "failed": failed,
             "seconds": seconds, "images_per_s": done / seconds if seconds > 0 else 0.0}
+
+
+def _todo(seeds: Sequence[int], outdir: Path | None, resume: bool, fmt: str, row: dict,
+          stem: str) -> tuple[Iterable[int], int]:
+    """The seeds still to draw (lazily: memory does not grow with the seed count) and how many
+    ``outdir`` already holds; refuses a folder of other images. ``resume``: whether existing
+    files count as done (not for a grid, which needs every image)."""
+    if outdir is None:
+        return seeds, 0
+    outdir.mkdir(parents=True, exist_ok=True)
+    _check_manifest(outdir, row)
+    finished = _resume(outdir, fmt, row, stem) if resume else set()
+    if not finished:
+        return seeds, 0
+    return (s for s in seeds if s not in finished), _count_done(seeds, finished)
 
 
 def _draw(generator, seeds, truncation, writer: ImageWriter | None) -> np.ndarray:

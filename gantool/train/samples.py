@@ -1,0 +1,48 @@
+"""What a run draws from itself while it trains: sample grids, and the sample diversity the
+log and the divergence guard watch. Both draw G_ema (or G) in eval mode, by the latent
+contract, as a user will draw the checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gantool.metrics.diversity import diversity, nearest_distance
+from gantool.sampling.images import to_uint8_tensor
+from gantool.sampling.latent import batched, latents
+
+DIVERSITY_SEEDS = 64  # seeds 0..63: the sample diversity the log and the guard watch
+
+
+class NetworkGenerator:
+    """The Generator protocol over a network being trained: eval mode while it draws."""
+
+    def __init__(self, net: torch.nn.Module, nz: int, prior: str, device: torch.device):
+        self.net, self.nz, self.prior, self.device = net, nz, prior, device
+
+    @torch.no_grad()
+    def generate(self, seeds, truncation) -> np.ndarray:
+        z = torch.from_numpy(latents(list(seeds), self.nz, self.prior, truncation))
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            return to_uint8_tensor(self.net(z.to(self.device))).cpu().numpy()
+        finally:
+            self.net.train(was_training)
+
+
+def sample_diversity(gen: NetworkGenerator, truncation: float | None, batch: int,
+                     real_distance: float) -> float:
+    """``gantool.metrics.diversity`` of seeds 0..63, drawn ``batch`` at a time."""
+    images = np.concatenate([gen.generate(chunk, truncation) for chunk in
+                             batched(range(DIVERSITY_SEEDS), batch)])
+    return diversity(images, real_distance)
+
+
+def real_distance(images: np.ndarray) -> float | None:
+    """Nearest-neighbour distance within a fixed subset of the real images (N, C, R, R): what
+    sample diversity is measured against; None for a dataset of one image."""
+    if len(images) < 2:
+        return None
+    pick = np.random.default_rng(0).permutation(len(images))[:DIVERSITY_SEEDS]
+    return nearest_distance(images[np.sort(pick)], channels_last=False) or None

@@ -1,0 +1,353 @@
+"""One run's training: the update, its data, and the schedule around the steps (metrics rows,
+sample grids, evaluations, checkpoints, the divergence guard's rollbacks).
+
+Everything random in a step is reproducible from the run's seed and the step number (the data
+order is a per-epoch permutation; z and dropout come from the global torch RNG, saved in every
+checkpoint), so ``--resume`` continues exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+import gantool
+from gantool.config import RunConfig
+from gantool.data import ImageSet, load_dataset
+from gantool.errors import GantoolError
+from gantool.fileio import atomic_write
+from gantool.progress import PLAIN_EVERY_S, StepProgress
+from gantool.sampling.images import make_grid, save_image
+from gantool.train import distributed
+from gantool.train.batches import EpochOrder, RealBatches
+from gantool.train.checkpoint import (
+    FORMAT,
+    atomic_torch_save,
+    load_error,
+    save_checkpoint,
+    step_checkpoints,
+    step_of,
+)
+from gantool.train.guard import DivergenceGuard
+from gantool.train.hardware import setup_hardware
+from gantool.train.runlog import RunLog
+from gantool.train.samples import NetworkGenerator, real_distance, sample_diversity
+from gantool.train.state import (
+    capture,
+    cpu_copy,
+    gather_replicas,
+    rank_seed,
+    restore,
+    restore_rng,
+)
+from gantool.train.update import GanUpdate
+
+SESSION = "session.json"  # the latest training session's device, precision, versions
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    step: int
+    interrupted: bool
+    checkpoint: Path | None
+    images_per_s: float
+
+
+class _Window:
+    """The step logs summed since the last metrics row."""
+
+    def __init__(self):
+        self.reset(time.perf_counter())
+
+    def add(self, logs: dict[str, torch.Tensor]) -> None:
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0) + v
+        self.steps += 1
+
+    def reset(self, now: float) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps, self.start = 0, now
+
+
+class Trainer:
+    """One run's training: the update (nets, optimizers), its data, and the schedule around
+    the steps (metrics rows, sample grids, evaluations, checkpoints, the divergence guard)."""
+
+    def __init__(self, cfg: RunConfig, console: Console, progress: bool = True,
+                 world: distributed.World | None = None, progress_every: float = PLAIN_EVERY_S):
+        self.cfg, self.console, self.show_progress = cfg, console, progress
+        self.progress_every = progress_every
+        t = cfg.train
+        self.world = world = world or distributed.World()
+        self.hw = setup_hardware(t, world)
+        self.update = GanUpdate(cfg, self.hw, world)
+        self.guard = (DivergenceGuard(t.guard_patience, t.guard_min_spread, t.loss == "bce",
+                                      t.guard_min_diversity) if t.guard else None)
+        self.rollbacks, self.lr_scale = 0, 1.0  # the guard's doing; saved in checkpoints
+        self.best: dict | None = None  # {"metric", "value", "step"} of checkpoints/best.pt
+        self.step = 0
+        self.data = self._load_data()
+        self.order = EpochOrder(len(self.data), t.batch_size, t.seed, cfg.data.flip)
+        self.real_batch = RealBatches(self.data.images, self.order, world, self.hw)
+        self.real_distance = real_distance(self.data.images) if t.diversity_every else None
+        if world.rank:  # each rank its own z and dropout; rank 0 keeps the single-process stream
+            torch.manual_seed(rank_seed(t.seed, 0, world.rank))
+
+    def _load_data(self) -> ImageSet:
+        m, d = self.cfg.model, self.cfg.data
+        if not d.path:
+            raise GantoolError("no training data: pass --data PATH (a folder, a .zip, IDX files, "
+                               "or builtin:fashion-mnist)")
+        data = load_dataset(d.path, m.resolution, m.channels, d.fit, tuple(d.background),
+                            progress=self.show_progress)
+        if data.skipped:
+            first, why = data.skipped[0]
+            self.console.print(f"[yellow]skipped {len(data.skipped)} unreadable file(s)[/] "
+                               f"(first: {first}: {why})")
+        self.console.print(f"data: {data.source}")
+        return data
+
+    # ---- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return capture(self.cfg, self.update, self.step, self.order.steps_per_epoch,
+                       {"rollbacks": self.rollbacks, "lr_scale": self.lr_scale}, self.best)
+
+    def load_state(self, state: dict) -> None:
+        """Restore everything a checkpoint holds, so training continues exactly; a one-line
+        error for a damaged or forged one."""
+        try:
+            restore(self.update, state)
+            self.step = int(state["step"])
+            guard = state.get("guard") or {}
+            self.rollbacks = int(guard.get("rollbacks", 0))
+            self.lr_scale = guard.get("lr_scale", 1.0)
+            self.best = state.get("best")
+            restore_rng(state["rng"], self.world, self.cfg.train.seed, self.step,
+                        self.hw.device)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise GantoolError(f"the checkpoint does not fit the run it names "
+                               f"({type(e).__name__}: {load_error(e)}); resume from another "
+                               "checkpoint of the run") from None
+
+    def _checkpoint_state(self) -> dict:
+        """``state_dict`` plus, with several processes, every rank's RNG state (checking that
+        all ranks hold the same networks and optimizers)."""
+        state = self.state_dict()
+        if self.world.enabled:
+            gather_replicas(state, self.update, self.world, self.step, self.log)
+        return state
+
+    def _save(self, state: dict) -> None:
+        if self.world.main:
+            self.ckpt = save_checkpoint(state, self.run_dir / "checkpoints", self.cfg.train.keep)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step of the update's phases on ``real``."""
+        logs = self.update.step(real, self.step, self.lr_scale)
+        self.step += 1
+        return logs
+
+    def fit(self, run_dir: Path, log: RunLog | None = None) -> TrainResult:
+        """Train to ``train.steps``, recording into ``log`` (default: metrics.jsonl only)."""
+        t = self.cfg.train
+        self.run_dir, self.log, self.ckpt = run_dir, log or RunLog(run_dir, self.world.main), None
+        if self.world.main:
+            self._write_session()
+        start_step, t0 = self.step, time.perf_counter()
+        self._good = cpu_copy(self.state_dict())  # where the divergence guard rolls back to
+        self._next_diversity = _next(self.step, t.diversity_every)
+        window = _Window()
+        bar = StepProgress(self.console, "train", t.steps, self.step, self.show_progress,
+                           self.progress_every, short=("D", "G", "img/s"))
+        with _graceful_stop() as stop, bar:
+            while self.step < t.steps and not distributed.any_rank(stop(), self.world,
+                                                                   self.hw.device):
+                window.add(self.train_step(self.real_batch(self.step)))
+                bar.advance(self.step)
+                if self._due(t.log_every) and self._log_window(window, bar):
+                    continue  # rolled back
+                self._scheduled(window, bar)
+        interrupted = self.step < t.steps
+        if interrupted and self.step > start_step:
+            self._save(self._checkpoint_state())
+        elapsed = time.perf_counter() - t0
+        rate = (self.step - start_step) * t.batch_size / elapsed if elapsed > 0 else 0.0
+        return TrainResult(run_dir, self.step, interrupted, self.ckpt, rate)
+
+    def _due(self, every: int) -> bool:
+        return self.step % every == 0 or self.step == self.cfg.train.steps
+
+    def _log_window(self, window: _Window, bar: StepProgress) -> bool:
+        """Write the window's metrics row and let the guard judge it; True if it rolled back."""
+        t = self.cfg.train
+        now = time.perf_counter()
+        images_per_s = window.steps * t.batch_size / (now - window.start)
+        sums = distributed.mean_over_ranks(window.sums, self.world)  # one row, the same on all
+        row = self._log_row(sums, window.steps, images_per_s)
+        if self.real_distance and self.step >= self._next_diversity:
+            row["diversity"] = round(self.sample_diversity(), 4)
+            self._next_diversity = _next(self.step, t.diversity_every)
+        self.log.write(row)
+        bar.advance(self.step, {
+            "epoch": f"{self.step / self.order.steps_per_epoch:.2f}", "D": f"{row['loss_d']:.3f}",
+            "G": f"{row['loss_g']:.3f}", "D(x)": f"{row['d_real']:.2f}",
+            "D(G(z))": f"{row['d_fake']:.2f}", "img/s": f"{images_per_s:,.0f}"})
+        reason = self.guard.observe(row, window.steps) if self.guard else None
+        window.reset(now)
+        if not reason:
+            return False
+        self._good = self._roll_back(self._good, reason, bar)
+        self._next_diversity = self.step + t.diversity_every
+        bar.advance(self.step)
+        return True
+
+    def _scheduled(self, window: _Window, bar: StepProgress) -> None:
+        """The sample grid, evaluation and checkpoint due at this step."""
+        t, main, spe = self.cfg.train, self.world.main, self.order.steps_per_epoch
+        if main and self._due(t.sample_every or spe):
+            grid = self.write_samples()
+            bar.print(f"step {self.step} (epoch {self.step / spe:.2f}): {grid}")
+        if t.eval_every and self._due(t.eval_every):
+            if main:
+                self._evaluate(bar)
+            self.best = distributed.broadcast_object(self.best, self.world)
+        if self._due(t.checkpoint_every or spe):
+            state = self._checkpoint_state()
+            self._save(state)
+            if main:
+                bar.mark()
+            if self._healthy(window.sums):
+                self._good = cpu_copy(state)
+
+    def _log_row(self, sums: dict, n: int, images_per_s: float) -> dict:
+        row = {"step": self.step, "epoch": round(self.step / self.order.steps_per_epoch, 4)}
+        row.update({k: float(v) / n for k, v in sums.items()})
+        row.update(lr_g=float(self.update.opt_G.param_groups[0]["lr"]),
+                   lr_d=float(self.update.opt_D.param_groups[0]["lr"]),
+                   images_per_s=round(images_per_s, 2), time=round(time.time(), 3))
+        return row
+
+    def _write_session(self) -> None:
+        """``RUN/session.json``: what this training session runs on (the report's header)."""
+        session = {"device": str(self.hw.device), "processes": self.world.size,
+                   "precision": str(self.hw.amp_dtype or torch.float32).removeprefix("torch."),
+                   "gantool_version": gantool.__version__, "torch_version": torch.__version__,
+                   "from_step": self.step, "started": round(time.time(), 3)}
+        with atomic_write(self.run_dir / SESSION) as f:
+            f.write((json.dumps(session, indent=2) + "\n").encode())
+
+    # ---- the divergence guard ----------------------------------------------------------------
+    def _healthy(self, sums: dict[str, torch.Tensor]) -> bool:
+        """Whether the state right now is one the guard may roll back to."""
+        if self.guard is None:
+            return True
+        return self.guard.healthy and all(bool(torch.isfinite(v)) for v in sums.values())
+
+    def _roll_back(self, good: dict, reason: str, console: StepProgress) -> dict:
+        """Return to the last good state, drop what came after it, lower the learning rates;
+        raise GantoolError once ``guard_max_rollbacks`` rollbacks did not help."""
+        t, ckpt_dir = self.cfg.train, self.run_dir / "checkpoints"
+        at_step, rollbacks, lr_scale = self.step, self.rollbacks + 1, self.lr_scale
+        self.load_state(good)
+        if self.world.main:
+            for path in step_checkpoints(ckpt_dir):
+                if step_of(path) > self.step:
+                    path.unlink(missing_ok=True)  # from the abandoned trajectory
+        self.log.truncate(self.step)
+        given_up = rollbacks > t.guard_max_rollbacks
+        self.rollbacks = rollbacks
+        self.lr_scale = lr_scale if given_up else lr_scale * t.guard_lr_factor
+        # not the same z/dropout again
+        torch.manual_seed(rank_seed(t.seed + 7919 * rollbacks, self.step, self.world.rank))
+        event = {"step": self.step, "event": "rollback" if not given_up else "stop",
+                 "reason": reason, "at_step": at_step, "rollbacks": rollbacks,
+                 "lr_scale": self.lr_scale, "time": round(time.time(), 3)}
+        state = self._checkpoint_state()
+        self.log.write(event)
+        self.ckpt = ckpt_dir / "last.pt"
+        self._save(state)
+        if given_up:
+            raise GantoolError(
+                f"training diverged {rollbacks} times (last: {reason} at step {at_step}); "
+                f"stopped. The last good checkpoint is {self.ckpt}: lower --lr-g/--lr-d, try "
+                "another --seed, or raise --set train.guard_max_rollbacks")
+        console.print(f"[yellow]divergence guard:[/] {reason} at step {at_step}; rolled back to "
+                      f"step {self.step}, learning rates x{self.lr_scale:g} "
+                      f"(rollback {rollbacks} of at most {t.guard_max_rollbacks})")
+        return cpu_copy(state)
+
+    # ---- what the run draws from itself ------------------------------------------------------
+    def sample_source(self) -> NetworkGenerator:
+        """G_ema (or G) as a Generator: what sample grids and evaluations draw from."""
+        m, up = self.cfg.model, self.update
+        net = up.G_ema if up.G_ema is not None else up.G
+        return NetworkGenerator(net, m.nz, m.prior, self.hw.device)
+
+    def sample_diversity(self) -> float:
+        return sample_diversity(self.sample_source(), self.cfg.model.truncation,
+                                self.hw.local_batch, self.real_distance)
+
+    def write_samples(self) -> Path:
+        """A grid of the fixed seeds 0..sample_grid-1 from G_ema (or G) in eval mode."""
+        images = self.sample_source().generate(range(self.cfg.train.sample_grid),
+                                               self.cfg.model.truncation)
+        grid = make_grid(images)
+        self.log.image("samples", grid, self.step)
+        return save_image(grid, self.run_dir / "samples" / f"step-{self.step:07d}.png")
+
+    def _evaluate(self, console: StepProgress) -> None:
+        """FID/KID of G_ema (or G) on seeds 0..eval_num-1 against the training images; logs
+        an ``eval`` row and keeps ``checkpoints/best.pt`` at the best value so far."""
+        from gantool.metrics.evaluate import evaluate
+
+        t, m = self.cfg.train, self.cfg.model
+        result = evaluate(self.sample_source(), self.data.images, [t.eval_metric],
+                          t.eval_num, truncation=m.truncation, device=str(self.hw.device))
+        value = result[t.eval_metric]
+        self.log.write({"step": self.step, "event": "eval", t.eval_metric: value,
+                        "num": t.eval_num, "time": round(time.time(), 3)})
+        better = self.best is None or value < self.best["value"]
+        if better:
+            self.best = {"metric": t.eval_metric, "value": value, "step": self.step}
+            atomic_torch_save({"format": FORMAT, **self.state_dict()},
+                              self.run_dir / "checkpoints" / "best.pt")
+        console.print(f"step {self.step}: {t.eval_metric.upper()} {value:.4g}"
+                      + (" (best so far: checkpoints/best.pt)" if better else
+                         f" (best {self.best['value']:.4g} at step {self.best['step']})"))
+
+
+def _next(step: int, every: int) -> int:
+    """The first multiple of ``every`` after ``step`` (0 when never)."""
+    return (step // every + 1) * every if every else 0
+
+
+@contextmanager
+def _graceful_stop() -> Iterator:
+    """First Ctrl-C (or SIGTERM) asks the loop to stop at the next step; a second one aborts."""
+    requested = {"flag": False}
+
+    def handler(signum, frame):
+        if requested["flag"]:
+            raise KeyboardInterrupt
+        requested["flag"] = True
+
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    else:
+        old = {}
+    try:
+        yield lambda: requested["flag"]
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -1,0 +1,167 @@
+"""The GAN update: G, D, G_ema, both optimizers and the AMP scaler, and one training step as a
+list of phases.
+
+A phase is one alternating update (D on real and fake, then G through D) that runs every
+``every`` steps. Every run has the ``main`` phase (every step, its losses are the ones logged);
+Marchesi et al.'s stabiliser is a second phase, ``extra``, every ``train.extra_update_every``
+steps on the same real batch with fresh z, training both nets or only one
+(``train.extra_update``). After the phases: replicas share BatchNorm buffers, and G_ema moves.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from gantool.config import RunConfig, TrainConfig, augment_policy
+from gantool.models import build_discriminator, build_generator
+from gantool.train import distributed
+from gantool.train.augment import diff_augment
+from gantool.train.graphs import CapturedUpdate
+from gantool.train.hardware import Hardware
+from gantool.train.losses import LOSSES, gradient_penalty
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    every: int  # runs before step s+1 when (s + 1) % every == 0
+    update_d: bool
+    update_g: bool
+    logged: bool = False  # its losses and D outputs are the step's logs
+    graphed: bool = False  # replayed from a captured CUDA graph (train.cuda_graphs)
+
+
+def phases(t: TrainConfig) -> tuple[Phase, ...]:
+    main = Phase("main", 1, True, True, logged=True, graphed=t.cuda_graphs)
+    if not t.extra_update_every:
+        return (main,)
+    return (main, Phase("extra", t.extra_update_every, t.extra_update in ("both", "d"),
+                        t.extra_update in ("both", "g")))
+
+
+class GanUpdate:
+    """The networks and optimizers of a run, and the step that trains them."""
+
+    def __init__(self, cfg: RunConfig, hw: Hardware, world: distributed.World):
+        m, t = cfg.model, cfg.train
+        self.cfg, self.hw, self.world = cfg, hw, world
+        torch.manual_seed(t.seed)  # weights, then z and dropout, all follow the run's seed
+        self.G = build_generator(m).to(hw.device, memory_format=hw.memory_format)
+        self.D = build_discriminator(m).to(hw.device, memory_format=hw.memory_format)
+        if t.sync_bn:  # same parameters and state_dict keys: checkpoints stay interchangeable
+            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            self.D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
+        distributed.broadcast_module(self.G, world)  # identical replicas from the start
+        distributed.broadcast_module(self.D, world)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema_decay else None
+        if t.compile:  # after the EMA copy, which must not share G's compiled forward
+            self.G.compile(mode=t.compile_mode)
+            self.D.compile(mode=t.compile_mode)
+        fused = hw.device.type == "cuda"  # one kernel per step for all of a net's tensors
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas_g,
+                                      fused=fused, capturable=t.cuda_graphs)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas_d,
+                                      fused=fused, capturable=t.cuda_graphs)
+        self.scaler = torch.amp.GradScaler(hw.device.type,
+                                           enabled=hw.amp_dtype == torch.float16)
+        self.augment = augment_policy(t.augment)
+        self.phases = phases(t)
+        self.captured = CapturedUpdate(self) if t.cuda_graphs else None
+
+    def step(self, real: torch.Tensor, step: int, lr_scale: float) -> dict[str, torch.Tensor]:
+        """Train on ``real`` as step ``step`` (0-based) of the run; the logged phase's values."""
+        self.set_lr(step, lr_scale)
+        logs: dict[str, torch.Tensor] = {}
+        for phase in self.phases:
+            if (step + 1) % phase.every:
+                continue
+            out = (self.captured(real) if phase.graphed
+                   else self.update(real, phase.update_d, phase.update_g))
+            logs = out if phase.logged else logs
+        distributed.broadcast_module(self.G, self.world, buffers_only=True)
+        distributed.broadcast_module(self.D, self.world, buffers_only=True)
+        self.update_ema(step)
+        return logs
+
+    def update(self, real: torch.Tensor, update_d: bool, update_g: bool) -> dict:
+        """One alternating update: D on ``real`` and fresh fakes, then G through D."""
+        t = self.cfg.train
+        d_loss, g_loss = LOSSES[t.loss]
+        autocast = torch.autocast(self.hw.device.type, self.hw.amp_dtype,
+                                  enabled=self.hw.amp_dtype is not None,
+                                  cache_enabled=not t.cuda_graphs)  # graphs need it off
+        logs: dict[str, torch.Tensor] = {}
+        z = self.sample_z(real.shape[0])
+        with autocast, torch.set_grad_enabled(update_g):
+            fake = self.G(z)  # (B, C, R, R)
+        if update_d:
+            self.D.requires_grad_(True)
+            with autocast:
+                real_in, fake_in = self.d_input(real), self.d_input(fake.detach())
+                real_logits = self.D(real_in)
+                fake_logits = self.D(fake_in)
+                loss_d = d_loss(real_logits.float(), fake_logits.float(), t.labels)
+            if t.loss == "wgan-gp":
+                loss_d = loss_d + t.gp_weight * gradient_penalty(self.D, real_in, fake_in)
+            self._optimize(loss_d, self.D, self.opt_D)
+            logs.update(loss_d=loss_d.detach(),
+                        d_real=torch.sigmoid(real_logits.detach().float()).mean(),
+                        d_fake=torch.sigmoid(fake_logits.detach().float()).mean(),
+                        spread=batch_spread(fake.detach()) / batch_spread(real).clamp_min(1e-8))
+        if update_g:
+            # D's weights need no gradients here, only the path through D to G does.
+            self.D.requires_grad_(False)
+            with autocast:
+                loss_g = g_loss(self.D(self.d_input(fake)).float())
+            self._optimize(loss_g, self.G, self.opt_G)
+            logs["loss_g"] = loss_g.detach()
+        self.scaler.update()
+        return logs
+
+    def _optimize(self, loss: torch.Tensor, net: torch.nn.Module, opt) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        distributed.average_gradients(net, self.world)
+        self.scaler.step(opt)
+
+    def sample_z(self, n: int) -> torch.Tensor:
+        nz = self.cfg.model.nz
+        if self.cfg.model.prior == "uniform":
+            return torch.rand(n, nz, device=self.hw.device).mul_(2).sub_(1)
+        return torch.randn(n, nz, device=self.hw.device)
+
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees of a real or fake batch: DiffAugment'ed when the run asks for it."""
+        return diff_augment(x, self.augment) if self.augment else x
+
+    def set_lr(self, step: int, lr_scale: float) -> None:
+        """The learning rates of ``step``: schedule (gamma, step decay) times the guard's scale."""
+        t = self.cfg.train
+        step_decay = t.lr_decay_at and step >= t.lr_decay_at
+        factor = lr_scale * t.lr_gamma ** (step / t.lr_gamma_every)
+        factor *= t.lr_decay_factor if step_decay else 1.0
+        for opt, lr in ((self.opt_G, t.lr_g), (self.opt_D, t.lr_d)):
+            for group in opt.param_groups:
+                if isinstance(group["lr"], torch.Tensor):  # read by a captured step
+                    group["lr"].fill_(lr * factor)
+                else:
+                    group["lr"] = lr * factor
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        if self.G_ema is None:
+            return
+        decay = min(self.cfg.train.ema_decay, (1 + step) / (10 + step))  # warm-up
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1 - decay)
+        torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
+
+    def networks(self) -> list[torch.nn.Module]:
+        return [m for m in (self.G, self.D, self.G_ema) if m is not None]
+
+
+def batch_spread(x: torch.Tensor) -> torch.Tensor:
+    """How different the images of a batch are: per-pixel std across the batch, averaged."""
+    return x.float().std(dim=0).mean()
