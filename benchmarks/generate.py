@@ -27,10 +27,12 @@ CONTENDERS = ("torch", "onnx")
 
 def make_models(res: int, folder: Path, ngf: int) -> tuple[Path, Path]:
     from gantool.export.onnx import export_onnx, save_model
+    from gantool.model_info import ModelInfo
 
-    ckpt, cfg, g = random_checkpoint(folder / f"ckpt{res}", res, ngf)
+    ckpt, stored = random_checkpoint(folder / f"ckpt{res}", res, ngf)
     onnx_path = folder / f"model{res}.onnx"
-    save_model(export_onnx(g, cfg, "uint8"), onnx_path)
+    save_model(export_onnx(stored.net, ModelInfo.from_model(stored.model, stored.config)),
+               onnx_path)
     return ckpt, onnx_path
 
 

@@ -70,10 +70,9 @@ def loadavg() -> list[float] | None:
 
 def random_checkpoint(folder, resolution: int, ngf: int):
     """``gantool.bench.random_checkpoint`` (a DCGAN generator with random weights: speed does
-    not depend on them) -> (path, RunConfig, generator in eval mode)."""
+    not depend on them) -> (path, its StoredGenerator)."""
     from gantool.bench import random_checkpoint as make
     from gantool.models.checkpoint import load_generator
 
     path = make(Path(folder), resolution, ngf)
-    g, cfg = load_generator(path)
-    return path, cfg, g.eval()
+    return path, load_generator(path)

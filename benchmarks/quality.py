@@ -132,10 +132,10 @@ class VariantGenerator:
     """
 
     def __init__(self, path: Path, variant: str):
-        from gantool.train.checkpoint import load_generator
+        from gantool.models.checkpoint import load_generator
 
-        self.net, cfg = load_generator(path, ema=variant.startswith("ema"))
-        self.nz, self.prior = cfg.model.nz, cfg.model.prior
+        self.net, m, _, _ = load_generator(path, ema=variant.startswith("ema"))
+        self.nz, self.prior = m.nz, m.prior
         if variant.endswith("train"):
             self.net.train()
         elif variant == "ema-recal":

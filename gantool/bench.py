@@ -189,9 +189,9 @@ def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, eng
             ckpt = checkpoint
         else:
             ckpt = random_checkpoint(folder / "ckpt", res, ngf)
-        g, cfg = load_generator(ckpt)
-        res = cfg.model.resolution
-        gflop = flops_per_image(g, cfg.model.nz) / 1e9
+        g, m, _, _ = load_generator(ckpt)
+        res = m.resolution
+        gflop = flops_per_image(g, m.nz) / 1e9
         export = folder / "export"
         if needs & {"onnx", "trt", "triton"}:
             formats = [FORMATS["onnx"]] + ([FORMATS["engine"]] if "trt" in needs and engine

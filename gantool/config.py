@@ -418,24 +418,55 @@ def validate(cfg: RunConfig) -> None:
             or any(c in cfg.name for c in "/\\\0")):
         raise ConfigError(f"run name {cfg.name[:100]!r} must be a plain folder name of at most "
                           "100 characters, without / or \\ (e.g. faces-64-try2)")
-    for key, choices in CHOICES.items():
-        _choice(key, _get(cfg, key), choices)
-    if cfg.model.channels not in (1, 3):
-        raise ConfigError(f"model.channels must be 1 or 3, got {cfg.model.channels}")
-    for keys, ok, must in ((AT_LEAST_ONE, lambda v: v >= 1, "be at least 1"),
-                           (NOT_NEGATIVE, lambda v: v >= 0, "not be negative"),
-                           (FRACTIONS, lambda v: 0 <= v < 1, "be in [0, 1)")):
-        for key in keys:
-            if not ok(_get(cfg, key)):
-                raise ConfigError(f"{key} must {must}, got {_get(cfg, key)}")
+    _check_fields(cfg, ("data", "train"))
+    validate_model(cfg.model)
     _validate_train(cfg.train)
     background = cfg.data.background
     if len(background) != 3 or not all(0 <= c <= 255 for c in background):
         raise ConfigError(f"data.background must be three values 0..255, got {list(background)}")
+
+
+def validate_model(m: ModelConfig) -> None:
+    """The model section's checks alone (what drawing from a checkpoint needs)."""
+    _check_fields(RunConfig(model=m), ("model",))
+    if m.channels not in (1, 3):
+        raise ConfigError(f"model.channels must be 1 or 3, got {m.channels}")
     try:
-        validate_truncation(cfg.model.truncation, cfg.model.prior)
+        validate_truncation(m.truncation, m.prior)
     except ValueError as e:
         raise ConfigError(f"model.truncation: {e}") from None
+
+
+def model_config(stored: dict[str, Any]) -> ModelConfig:
+    """The ``model`` section of a stored configuration (a checkpoint's), read and checked on its
+    own: drawing from a checkpoint does not depend on the training options of the version
+    that wrote it. ConfigError for a missing section or an unknown or bad model field."""
+    section = stored.get("model") if isinstance(stored, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError("the configuration has no model section")
+    types_ = _field_types(ModelConfig)
+    for key in section:
+        if key not in types_:
+            raise ConfigError(f"unknown option 'model.{key}' (a newer gantool's model?)")
+    m = ModelConfig(**{k: _coerce(v, types_[k], f"model.{k}") for k, v in section.items()})
+    validate_model(m)
+    return m
+
+
+def _check_fields(cfg: RunConfig, sections: tuple[str, ...]) -> None:
+    """The table-driven checks (choices, ranges) of the keys in ``sections``."""
+    def ours(key: str) -> bool:
+        return key.partition(".")[0] in sections
+
+    for key, choices in CHOICES.items():
+        if ours(key):
+            _choice(key, _get(cfg, key), choices)
+    for keys, ok, must in ((AT_LEAST_ONE, lambda v: v >= 1, "be at least 1"),
+                           (NOT_NEGATIVE, lambda v: v >= 0, "not be negative"),
+                           (FRACTIONS, lambda v: 0 <= v < 1, "be in [0, 1)")):
+        for key in filter(ours, keys):
+            if not ok(_get(cfg, key)):
+                raise ConfigError(f"{key} must {must}, got {_get(cfg, key)}")
 
 
 def _validate_train(t: TrainConfig) -> None:

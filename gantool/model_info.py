@@ -32,12 +32,13 @@ class ModelInfo:
     train_step: int | None = None
 
     @classmethod
-    def from_config(cls, cfg, output: str = "uint8", step: int | None = None) -> ModelInfo:
-        """The description of the generator ``cfg`` (a RunConfig) trains."""
+    def from_model(cls, m, config: dict, output: str = "uint8",
+                   step: int | None = None) -> ModelInfo:
+        """The description of the generator ``m`` (a ModelConfig) describes, trained by the run
+        whose stored configuration is ``config``."""
         import gantool
 
-        m = cfg.model
-        config_json = json.dumps(cfg.to_dict(), sort_keys=True)
+        config_json = json.dumps(config, sort_keys=True)
         return cls(m.resolution, m.channels, m.nz, m.prior, m.truncation, output, m.arch,
                    gantool.__version__, hashlib.sha256(config_json.encode()).hexdigest(), step)
 

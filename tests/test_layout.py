@@ -62,3 +62,24 @@ def test_a_checkpoint_of_an_earlier_version_loads_draws_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 6
+
+
+def test_drawing_reads_only_the_checkpoints_model_section(tiny_ckpt, tmp_path):
+    import torch
+
+    from gantool.backends import load_backend
+    from gantool.errors import GantoolError
+
+    state = torch.load(tiny_ckpt, weights_only=True)
+    state["config"]["train"]["an_option_of_another_version"] = 1
+    state["config"]["train"]["lr_g"] = "fast"
+    path = tmp_path / "other-version.pt"
+    torch.save(state, path)
+    want = load_backend("torch", str(tiny_ckpt)).generate([0, 1], None)
+    assert np.array_equal(load_backend("torch", str(path)).generate([0, 1], None), want)
+    r = gantool_cli("info", path)
+    assert r.returncode == 0 and "nz" in r.stdout, r.stderr
+    state["config"]["model"]["nz"] = 0
+    torch.save(state, path)
+    with pytest.raises(GantoolError, match="model.nz must be at least 1"):
+        load_backend("torch", str(path))

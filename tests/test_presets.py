@@ -101,9 +101,9 @@ def test_every_preset_trains_a_few_real_steps(name, tmp_path, colour_folder):
         assert kept["model"][key] == getattr(base.model, key)
     for key in ("loss", "labels", "lr_g", "lr_d", "augment", "extra_update_every"):
         assert kept["train"][key] == getattr(base.train, key)
-    g, cfg = load_generator(result.run_dir / "checkpoints" / "last.pt")
+    g, m, _, _ = load_generator(result.run_dir / "checkpoints" / "last.pt")
     with torch.no_grad():
-        x = g(torch.zeros(1, cfg.model.nz))
+        x = g(torch.zeros(1, m.nz))
     r = base.model.resolution
     assert x.shape == (1, base.model.channels, r, r) and torch.isfinite(x).all()
 

@@ -39,8 +39,8 @@ def test_checkpoint_is_full_state_and_weights_only(tiny_ckpt):
     for key in ("config", "step", "epoch", "G", "D", "G_ema", "opt_G", "opt_D", "scaler", "rng"):
         assert key in state, key
     assert state["step"] == 12
-    g, cfg = load_generator(tiny_ckpt)
-    assert not g.training and cfg.model.ngf == 8
+    g, m, config, step = load_generator(tiny_ckpt)
+    assert not g.training and m.ngf == 8 and config["model"]["ngf"] == 8 and step == 12
     ema = load_generator(tiny_ckpt, ema=True)[0].state_dict()
     raw = load_generator(tiny_ckpt, ema=False)[0].state_dict()
     assert any(not torch.equal(ema[k], raw[k]) for k in ema)

@@ -36,9 +36,9 @@ class TorchGenerator:
         if cuda_graphs and self.device.type != "cuda":
             raise GantoolError("--cuda-graphs needs a CUDA device (found none, or --device cpu)")
         self.dtype = DTYPES[precision]
-        net, cfg = load_generator(path, ema=ema, device=self.device)
+        net, m, config, _ = load_generator(path, ema=ema, device=self.device)
         self.net = fold_batchnorm(net).to(self.dtype)  # as exported graphs do: fewer passes
-        m, self.data_path = cfg.model, cfg.data.path  # what it was trained on
+        self.data_path = (config.get("data") or {}).get("path")  # what it was trained on
         self.resolution, self.channels, self.nz = m.resolution, m.channels, m.nz
         self.prior = prior or m.prior
         self.default_truncation = m.truncation

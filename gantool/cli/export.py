@@ -125,9 +125,9 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
 
         state = load_checkpoint(path)
         for ema in (False, True):  # both sets of weights must fit: info vouches for the file
-            _, cfg = generator_from_state(state, path, ema)
-        m = cfg.model
-        rows = {"kind": "gantool checkpoint", "step": state["step"], "run": cfg.name,
+            m = generator_from_state(state, path, ema).model
+        rows = {"kind": "gantool checkpoint", "step": state["step"],
+                "run": state["config"].get("name"),
                 "resolution": m.resolution, "channels": m.channels, "nz": m.nz,
                 "arch": f"{m.arch} / {m.d_arch}", "prior": m.prior, "truncation": m.truncation,
                 "ema": state.get("G_ema") is not None,

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 import gantool
-from gantool.config import RunConfig
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
 from gantool.model_info import OUTPUTS, PREFIX, ModelInfo  # noqa: F401 - OUTPUTS: its choices
@@ -41,19 +40,14 @@ class UInt8Images(nn.Module):
         return to_uint8_tensor(self.generator(z))  # from (B, C, H, W) in [-1, 1]
 
 
-def model_metadata(cfg: RunConfig, output: str, step: int | None = None) -> dict[str, str]:
-    """What a deployed model needs to know about itself, as ONNX metadata strings."""
-    return ModelInfo.from_config(cfg, output, step).to_metadata()
-
-
-def export_onnx(generator: nn.Module, cfg: RunConfig, output: str = "uint8",
-                step: int | None = None):
-    """``generator`` (eval mode) as an onnx.ModelProto with gantool's metadata (not yet saved:
-    see ``save_model``)."""
+def export_onnx(generator: nn.Module, info: ModelInfo):
+    """``generator`` (eval mode) as an onnx.ModelProto with ``info`` as its metadata (not yet
+    saved: see ``save_model``); ``info.output`` says what the graph returns."""
+    output = info.output
     if output not in OUTPUTS:
         raise GantoolError(f"unknown output {output!r}; choose {' or '.join(OUTPUTS)}")
     net = (UInt8Images(generator) if output == "uint8" else generator).eval()
-    z = torch.zeros(2, cfg.model.nz)
+    z = torch.zeros(2, info.nz)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with _quiet():
         program = torch.onnx.export(
@@ -65,7 +59,7 @@ def export_onnx(generator: nn.Module, cfg: RunConfig, output: str = "uint8",
         keep = [p for p in node.metadata_props if p.key in KEEP_NODE_METADATA]
         del node.metadata_props[:]
         node.metadata_props.extend(keep)
-    set_metadata(model, model_metadata(cfg, output, step))
+    set_metadata(model, info.to_metadata())
     model.producer_name, model.producer_version = "gantool", gantool.__version__
     return model
 

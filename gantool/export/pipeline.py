@@ -20,7 +20,7 @@ from gantool.export.onnx import export_onnx, save_model
 from gantool.export.verify import Check, compare
 from gantool.fileio import atomic_write
 from gantool.model_info import ModelInfo
-from gantool.models.checkpoint import load_checkpoint, load_generator
+from gantool.models.checkpoint import load_generator
 from gantool.sampling.latent import latents
 
 VERIFY_SEEDS = tuple(range(8))
@@ -46,14 +46,12 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
         from gantool.export.tensorrt import require_tensorrt
 
         require_tensorrt()  # before any slow work: a clear error on machines without it
-    generator, cfg = load_generator(checkpoint, ema=ema)
-    step = int(load_checkpoint(checkpoint)["step"])
-    m = cfg.model
+    generator, m, config, step = load_generator(checkpoint, ema=ema)
     z = latents(VERIFY_SEEDS, m.nz, m.prior, m.truncation)  # (8, nz) float32
     with torch.no_grad():
         reference = generator(torch.from_numpy(z)).numpy()  # (8, C, H, W)
     result = ExportResult()
-    model = export_onnx(generator, cfg, output, step)
+    model = export_onnx(generator, ModelInfo.from_model(m, config, output, step))
     result.metadata = _sidecar(model)
     if verify:
         result.checks.append(_verified(compare("model.onnx", "fp32", reference,
@@ -78,7 +76,7 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
         save_model(fp16_model, out / "model_fp16.onnx")
         result.files.append(out / "model_fp16.onnx")
         if fidelity_num:
-            result.fidelity = fp16_fidelity(generator, fp16_model, cfg, fidelity_num)
+            result.fidelity = fp16_fidelity(generator, fp16_model, m, fidelity_num)
             log(f"model_fp16.onnx fidelity on {fidelity_num} seeds: KID(torch fp32, fp16) "
                 f"{result.fidelity['kid']:.2e} +- {result.fidelity['kid_std']:.1e}, FID "
                 f"{result.fidelity['fid']:.3f}")
@@ -98,7 +96,7 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
     return result
 
 
-def fp16_fidelity(generator, fp16_model, cfg, num: int, batch: int = 32) -> dict:
+def fp16_fidelity(generator, fp16_model, m, num: int, batch: int = 32) -> dict:
     """KID and FID between the PyTorch float32 images and the FP16 model's, seeds 0..num-1 at
     the model's default truncation: what FP16 costs in the metric users judge models by."""
     from gantool.metrics.fid import collect, fid, kid
@@ -106,7 +104,6 @@ def fp16_fidelity(generator, fp16_model, cfg, num: int, batch: int = 32) -> dict
     from gantool.sampling.images import to_uint8
     from gantool.sampling.latent import batched
 
-    m = cfg.model
     extract = InceptionFeatures()
     chunks = [latents(c, m.nz, m.prior, m.truncation) for c in batched(list(range(num)), batch)]
 

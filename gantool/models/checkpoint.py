@@ -2,7 +2,9 @@
 
 A checkpoint is a plain dict of tensors and primitives (``torch.load(weights_only=True)`` opens
 it) that carries its own config, so ``load_generator(path)`` rebuilds the network with no flags.
-Writing a run's checkpoints (rotation, last.pt, resume) is ``gantool.train.checkpoint``'s.
+Only the config's model section is read (``gantool.config.model_config``): the training options
+of the version that wrote a checkpoint do not matter to drawing from it. Writing a run's
+checkpoints (rotation, last.pt, resume) is ``gantool.train.checkpoint``'s.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-from gantool.config import RunConfig
+from gantool.config import ModelConfig, model_config
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
 from gantool.models import build_generator
@@ -53,21 +55,32 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def load_generator(path: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu"):
-    """Rebuild the generator stored in a checkpoint, in eval mode -> (module, RunConfig).
+class StoredGenerator(NamedTuple):
+    """A checkpoint's generator, in eval mode, and what it says about itself."""
+
+    net: torch.nn.Module
+    model: ModelConfig
+    config: dict  # the run's whole stored configuration, as written (provenance, name, data)
+    step: int
+
+
+def load_generator(path: str | os.PathLike, ema: bool = True,
+                   device: str | torch.device = "cpu") -> StoredGenerator:
+    """Rebuild the generator stored in a checkpoint, in eval mode on ``device``.
 
     ``ema=True`` takes the EMA weights when the run kept them.
     """
-    g, cfg = generator_from_state(load_checkpoint(path, map_location=device), path, ema)
-    return g.to(device), cfg
+    stored = generator_from_state(load_checkpoint(path, map_location=device), path, ema)
+    return stored._replace(net=stored.net.to(device))
 
 
-def generator_from_state(state: dict, path: str | os.PathLike, ema: bool = True):
-    """``load_generator`` for a checkpoint already read: a one-line error when its config or
-    weights do not describe one generator (a forged or damaged file)."""
+def generator_from_state(state: dict, path: str | os.PathLike,
+                         ema: bool = True) -> StoredGenerator:
+    """``load_generator`` for a checkpoint already read: a one-line error when its model
+    section or weights do not describe one generator (a forged or damaged file)."""
     try:
-        cfg = RunConfig.from_dict(state["config"])
-        g = build_generator(cfg.model)
+        model = model_config(state["config"])
+        g = build_generator(model)
     except GantoolError as e:
         raise GantoolError(f"{path}: its configuration is invalid ({e})") from None
     weights = state.get("G_ema") if ema and state.get("G_ema") is not None else state["G"]
@@ -76,7 +89,7 @@ def generator_from_state(state: dict, path: str | os.PathLike, ema: bool = True)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise GantoolError(f"{path}: its weights do not fit the generator its configuration "
                            f"describes ({load_error(e)})") from None
-    return g.eval(), cfg
+    return StoredGenerator(g.eval(), model, state["config"], int(state["step"]))
 
 
 def load_error(e: BaseException) -> str:
