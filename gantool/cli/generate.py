@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from gantool.cli import options
 from gantool.cli.choices import Backend, ImageFormat, Precision, Prior
 from gantool.errors import GantoolError
 
@@ -33,14 +34,14 @@ def generate(
     workers: int = typer.Option(0, min=0, help=WORKERS_HELP),
     grid: Path | None = typer.Option(None, help="Write all images as one grid to this file."),
     batch_size: int = typer.Option(32, min=1, help="Seeds per forward pass."),
-    backend: Backend = typer.Option("torch", help="Inference backend."),
-    fp16: bool = typer.Option(False, "--fp16", help="onnx: model_fp16.onnx of an export folder."),
-    precision: Precision = typer.Option("fp32", help="torch: the network's precision."),
+    backend: Backend = options.backend(),
+    fp16: bool = options.fp16(),
+    precision: Precision = options.precision(),
     compile: bool = typer.Option(False, "--compile", help="torch: torch.compile the generator."),
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs",
                                      help="torch on CUDA: replay captured CUDA graphs."),
-    device: str = typer.Option("auto", metavar="auto|cpu|cuda[:N]", help="Where it runs."),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights if present."),
+    device: str = options.device(),
+    ema: bool = options.ema(),
     sweep: str | None = typer.Option(
         None, "--truncation-sweep", help="With --grid: one row per truncation value, e.g. "
         "0.25,0.5,0.75,1 (the same seeds in every row; 'none' for the plain prior)."),

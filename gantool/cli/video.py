@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from gantool.cli import options
 from gantool.cli.choices import Backend, ImageFormat, Precision, Protocol
 from gantool.cli.generate import image_encoding, open_backend, resolve_truncation
 from gantool.errors import GantoolError
@@ -60,18 +61,13 @@ def video(
     format: ImageFormat = typer.Option("png", "--format", case_sensitive=False,
                                        rich_help_panel=ENCODING,
                                        help="With --frames-dir: image format."),
-    backend: Backend = typer.Option("torch", rich_help_panel=BACKEND,
-                                    help="Inference backend for MODEL."),
-    device: str = typer.Option("auto", metavar="auto|cpu|cuda[:N]", rich_help_panel=BACKEND,
-                               help="Where MODEL runs."),
+    backend: Backend = options.backend(BACKEND),
+    device: str = options.device(BACKEND),
     batch_size: int = typer.Option(32, min=1, metavar="N", rich_help_panel=BACKEND,
                                    help="Images per forward pass (frames x walks)."),
-    precision: Precision = typer.Option("fp32", rich_help_panel=BACKEND,
-                                        help="torch: the network's precision."),
-    fp16: bool = typer.Option(False, "--fp16", rich_help_panel=BACKEND,
-                              help="onnx: model_fp16.onnx of an export folder."),
-    ema: bool = typer.Option(True, "--ema/--no-ema", rich_help_panel=BACKEND,
-                             help="torch: the EMA weights if present."),
+    precision: Precision = options.precision(BACKEND),
+    fp16: bool = options.fp16(BACKEND),
+    ema: bool = options.ema(BACKEND),
 ) -> None:
     """A smooth walk through the latent space, as a video, an animation or numbered frames.
 

@@ -1,0 +1,30 @@
+"""Options that several commands declare alike (generate, video): one declaration each, so
+their names, defaults and help read the same everywhere. ``panel``: the help panel to show
+them in (none: the command's main list)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def backend(panel: str | None = None):
+    return typer.Option("torch", rich_help_panel=panel, help="Inference backend.")
+
+
+def device(panel: str | None = None):
+    return typer.Option("auto", metavar="auto|cpu|cuda[:N]", rich_help_panel=panel,
+                        help="Where the model runs.")
+
+
+def precision(panel: str | None = None):
+    return typer.Option("fp32", rich_help_panel=panel, help="torch: the network's precision.")
+
+
+def fp16(panel: str | None = None):
+    return typer.Option(False, "--fp16", rich_help_panel=panel,
+                        help="onnx: model_fp16.onnx of an export folder.")
+
+
+def ema(panel: str | None = None):
+    return typer.Option(True, "--ema/--no-ema", rich_help_panel=panel,
+                        help="torch: the EMA weights if present.")
