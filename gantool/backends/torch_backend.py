@@ -38,7 +38,8 @@ class TorchGenerator:
         self.dtype = DTYPES[precision]
         net, m, config, _ = load_generator(path, ema=ema, device=self.device)
         self.net = fold_batchnorm(net).to(self.dtype)  # as exported graphs do: fewer passes
-        self.data_path = (config.get("data") or {}).get("path")  # what it was trained on
+        data = config.get("data")
+        self.data_path = data.get("path") if isinstance(data, dict) else None  # trained on
         self.resolution, self.channels, self.nz = m.resolution, m.channels, m.nz
         self.prior = prior or m.prior
         self.default_truncation = m.truncation
