@@ -94,18 +94,88 @@ def parse_contender(spec: str) -> tuple[str, str, list[str]]:
     return label, preset, [s for s in sets.split(";") if s]
 
 
-def budget(spec: str, args: argparse.Namespace) -> tuple[int, int]:
-    """(batch, steps) of a contender: ``--batch`` x ``--steps``, or with ``--own-batch`` a gantool
-    preset's own batch size and as many steps as give the same number of images seen."""
-    if spec == "canonical" or not args.own_batch:
-        return args.batch, args.steps
+def contender_config(spec: str, args: argparse.Namespace):
+    """The RunConfig a gantool contender trains with (widths ``--width`` unless it sets its own)."""
     from gantool.config import apply_overrides, parse_set_options, preset_config
 
     _, preset, sets = parse_contender(spec)
-    cfg = apply_overrides(preset_config(preset), parse_set_options([*args.set, *sets]))
-    batch = cfg.train.batch_size
-    every = round(args.steps * args.batch / args.checkpoints / batch)
+    widths = [f"model.ngf={args.width}", f"model.ndf={args.width}"]
+    return apply_overrides(preset_config(preset), {
+        "model.resolution": args.resolution, "train.device": "cpu",
+        **parse_set_options([*widths, *args.set, *sets])})
+
+
+def budget(spec: str, args: argparse.Namespace) -> tuple[int, int]:
+    """(batch, steps) of a contender: ``--batch`` x ``--steps``; with ``--own-batch`` a gantool
+    preset's own batch size and as many steps as give the same number of images seen; with
+    ``--equal-time`` its own batch and as many steps as fit in the time the baseline takes for
+    ``--steps`` (by the step times ``step_times`` measured)."""
+    if spec == "canonical" or not (args.own_batch or args.equal_time):
+        return args.batch, args.steps
+    batch = contender_config(spec, args).train.batch_size
+    if args.equal_time:
+        times = step_times(args)
+        ratio = times[parse_contender(args.baseline)[0]] / times[parse_contender(spec)[0]]
+        every = int(args.steps * ratio / args.checkpoints)
+    else:
+        every = round(args.steps * args.batch / args.checkpoints / batch)
     return batch, every * args.checkpoints
+
+
+def time_steps(spec: str, args: argparse.Namespace, repeats: int = 5, steps: int = 4) -> float:
+    """Median seconds of one training step of a contender, in this process: the canonical
+    example's step, or gantool's whole update (both nets, every phase) at its own batch."""
+    torch.manual_seed(0)
+    if spec == "canonical":
+        nets = canonical_dcgan.build_all(NZ, args.width, args.width, 3, args.resolution)
+        real = torch.rand(args.batch, 3, args.resolution, args.resolution) * 2 - 1
+
+        def step(s: int) -> None:
+            canonical_dcgan.canonical_step(*nets, real, NZ)
+    else:
+        from gantool.train import distributed
+        from gantool.train.hardware import setup_hardware
+        from gantool.train.update import GanUpdate
+
+        cfg = contender_config(spec, args)
+        world = distributed.World()
+        update = GanUpdate(cfg, setup_hardware(cfg.train, world), world)
+        real = torch.rand(cfg.train.batch_size, 3, args.resolution, args.resolution) * 2 - 1
+
+        def step(s: int) -> None:
+            update.step(real, s, 1.0)
+    step(0)  # warm-up
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        for s in range(steps):
+            step(1 + r * steps + s)
+        times.append((time.perf_counter() - t0) / steps)
+    return float(np.median(times))
+
+
+def step_times(args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per step of every contender, each timed in its own process, one after another
+    (cached in OUT/step-times.json: the budget of a rerun stays the same)."""
+    cache = Path(args.out) / "step-times.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    times = {}
+    for spec in contender_specs(args).values():
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--time-step", spec],
+                             check=True, capture_output=True, text=True).stdout
+        times[parse_contender(spec)[0]] = float(out.split()[-1])
+        print(f"{parse_contender(spec)[0]}: {times[parse_contender(spec)[0]]:.3f} s/step "
+              f"(load average {os.getloadavg()[0]:.2f})", flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(times, indent=2) + "\n")
+    return times
+
+
+def contender_specs(args: argparse.Namespace) -> dict[str, str]:
+    """label -> contender spec, the baseline first."""
+    names = [p.strip() for p in args.presets.split(",") if p.strip()] + args.contender
+    return {parse_contender(p)[0]: p for p in [args.baseline, *names]}
 
 
 def train_gantool(spec: str, args: argparse.Namespace, out: Path) -> None:
@@ -114,6 +184,7 @@ def train_gantool(spec: str, args: argparse.Namespace, out: Path) -> None:
     _, preset, sets = parse_contender(spec)
     cmd = [sys.executable, "-m", "gantool", "train", "--preset", preset, "--data", args.data,
            "--resolution", str(args.resolution), "--batch-size", str(batch),
+           "--device", "cpu",
            "--steps", str(steps), "--checkpoint-every", str(every),
            "--sample-every", str(every), "--seed", str(args.seed), "--out", str(out),
            "--no-progress", "--set", f"model.ngf={args.width}", "--set",
@@ -224,6 +295,9 @@ def score_all(specs: dict[str, str], args: argparse.Namespace,
                 finals[label] = gen
             if args.own_batch:  # columns: thousands of images seen
                 table[label] = {round(s * batch / 1000): v for s, v in table[label].items()}
+            if args.equal_time:  # columns: the share of the wall-clock budget, in percent
+                steps = budget(specs[name], args)[1]
+                table[label] = {round(100 * s / steps): v for s, v in table[label].items()}
     return table, finals
 
 
@@ -249,25 +323,36 @@ def main() -> None:
     ap.add_argument("--own-batch", action="store_true",
                     help="gantool contenders keep their preset's batch size and train for the "
                          "same number of images (--steps x --batch); columns are images seen")
+    ap.add_argument("--equal-time", action="store_true",
+                    help="every contender trains for the wall-clock time the baseline takes for "
+                         "--steps (by step times measured first, each in its own process), at "
+                         "its own batch size; columns are percent of that budget")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/quality")
-    ap.add_argument("--reuse", action="store_true", help="score existing runs, train nothing")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the runs already in --out; train only the missing ones")
+    ap.add_argument("--train-only", action="store_true", help="train, do not score")
     ap.add_argument("--json")
     ap.add_argument("--figure", help="final sample grids (64 seeds) side by side")
-    ap.add_argument("--train-canonical", help=argparse.SUPPRESS)  # the child process
+    ap.add_argument("--train-canonical", help=argparse.SUPPRESS)  # the child processes
+    ap.add_argument("--time-step", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.train_canonical:
         return train_canonical(args, Path(args.train_canonical))
+    if args.time_step:
+        return print(time_steps(args.time_step, args))
     out = Path(args.out)
-    names = [p.strip() for p in args.presets.split(",") if p.strip()] + args.contender
-    specs = {parse_contender(p)[0]: p for p in [args.baseline, *names]}  # the baseline first
+    specs = contender_specs(args)
     walls = train_all(specs, args, out)
+    if args.train_only:
+        return
     table, finals = score_all(specs, args, out)
     base = table[args.baseline]
     steps = sorted(base)
-    unit = "k images" if args.own_batch else "step"
+    unit = "k images" if args.own_batch else "% of time" if args.equal_time else "step"
     print(f"\n{args.resolution} px, width {args.width}, "
-          + ("each preset's own batch, " if args.own_batch else f"batch {args.batch}, ")
+          + ("each preset's own batch, " if args.own_batch or args.equal_time
+             else f"batch {args.batch}, ")
           + f"{args.steps * args.batch // 1000}k images, FID of {args.num} vs {args.num} real; "
           f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{unit:<34}" + "".join(f"{s:>9}" for s in steps))

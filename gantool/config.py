@@ -28,8 +28,10 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 # an H100, torch 2.11); train.cuda_graphs graphs the whole step instead.
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
-ARCHS = ("dcgan", "residual")  # generator: Radford's DCGAN, Xin's residual generator
-D_ARCHS = ("dcgan", "pooled")  # discriminator: DCGAN, Xin's (last layer twice, average pool)
+# generator: Radford's DCGAN, Xin's residual generator, a FastGAN-style few-shot generator
+ARCHS = ("dcgan", "residual", "fastgan")
+# discriminator: DCGAN, Xin's (last layer twice, average pool), FastGAN's self-supervised one
+D_ARCHS = ("dcgan", "pooled", "fastgan")
 LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")  # gantool.train.losses implements each
 EXTRA_UPDATES = ("both", "d", "g")
 AUGMENTS = ("color", "translation", "cutout")  # DiffAugment transforms (gantool.train.augment)
@@ -44,8 +46,8 @@ def _table_text(table: dict[int, int]) -> str:
 class ModelConfig:
     """The generator/discriminator pair and the latent prior it was trained with."""
 
-    arch: str = "dcgan"  # generator: dcgan | residual
-    d_arch: str = "dcgan"  # discriminator: dcgan | pooled
+    arch: str = "dcgan"  # generator: dcgan | residual | fastgan
+    d_arch: str = "dcgan"  # discriminator: dcgan | pooled | fastgan
     res_blocks: int = 9  # residual blocks of the residual generator
     resolution: int = 64
     channels: int = 3
@@ -81,7 +83,7 @@ class TrainConfig:
     # batch_size itself is given (the nearest listed resolution at or above; past the end, the
     # largest listed). Marchesi: 128 images a step at 192 px down to 6 at 1024 px.
     batch_sizes: dict[int, int] = field(default_factory=dict)
-    loss: str = "bce"  # bce (non-saturating) | lsgan | hinge | wgan-gp
+    loss: str = "bce"  # bce (non-saturating) | lsgan | hinge | wgan-gp; hinge with a fastgan D
     gp_weight: float = 10.0  # gradient-penalty weight (lambda) of wgan-gp
     augment: str = ""  # DiffAugment policy for D's inputs: comma list of color,translation,cutout
     labels: str = "hard"  # hard | one-sided (real 0.9) | two-sided (real 0.9, fake 0.1)
@@ -264,6 +266,58 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.sample_every": 500,
         "train.checkpoint_every": 1000,
     },
+    # FastGAN (Liu et al. 2021), gantool/models/fastgan.py. few-shot: gantool's recipe for
+    # 1k-10k images at 64-256 px, at widths a CPU trains; the FID comparison at equal wall-clock
+    # is benchmarks/quality.py (README "Few-shot generator").
+    "few-shot": {
+        "_about": "1k-10k images at 64-256 px (use --resolution): FastGAN-style G (GLU "
+                  "upsampling, skip-layer excitation) and self-supervised D, hinge, DiffAugment "
+                  "translation+color, EMA, flips, batch 8, narrow for CPUs (ngf = ndf = 16)",
+        "model.arch": "fastgan",
+        "model.d_arch": "fastgan",
+        "model.resolution": 64,
+        "model.channels": 3,
+        "model.nz": 256,
+        "model.ngf": 16,
+        "model.ndf": 16,
+        "model.max_channels": 1024,
+        "model.d_spectral_norm": True,
+        "train.loss": "hinge",
+        "train.batch_size": 8,  # the paper's; more steps in the same time on a CPU
+        "train.lr_g": 2e-4,
+        "train.lr_d": 2e-4,
+        "train.augment": "translation,color",
+        "train.ema_decay": 0.999,
+        "data.flip": True,
+        "train.steps": 10_000,
+        "train.sample_every": 500,
+        "train.checkpoint_every": 1000,
+    },
+    # The paper's 1024 px configuration: ngf = ndf = 64 (1024 channels at 4x4), nz 256, batch 8,
+    # Adam 2e-4 b1 0.5, hinge, DiffAugment color+translation, EMA 0.999, 50k iterations.
+    "few-shot-1024": {
+        "_about": "FastGAN's 1024 px configuration for ~1k images on one GPU: ngf = ndf = 64, "
+                  "nz 256, batch 8, lr 2e-4, hinge, DiffAugment, EMA 0.999, 50k steps",
+        "model.arch": "fastgan",
+        "model.d_arch": "fastgan",
+        "model.resolution": 1024,
+        "model.channels": 3,
+        "model.nz": 256,
+        "model.ngf": 64,
+        "model.ndf": 64,
+        "model.max_channels": 1024,
+        "model.d_spectral_norm": True,
+        "train.loss": "hinge",
+        "train.batch_size": 8,
+        "train.lr_g": 2e-4,
+        "train.lr_d": 2e-4,
+        "train.augment": "translation,color",
+        "train.ema_decay": 0.999,
+        "data.flip": True,
+        "train.steps": 50_000,
+        "train.sample_every": 1000,
+        "train.checkpoint_every": 5000,
+    },
 }
 
 # Marchesi 2017, "Megapixel size image creation using GANs": DCGAN from 192 to 1024 px on under
@@ -364,6 +418,9 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         ftype = _field_types(SECTIONS[section])[fname]
         sections[section][fname] = _coerce(value, ftype, key)
     given = {_resolve_key(k) for k in overrides if k != "name"}
+    if (("model", "d_arch") in given and sections["model"]["d_arch"] == "fastgan"
+            and ("train", "loss") not in given and sections["train"]["loss"] == "bce"):
+        sections["train"]["loss"] = "hinge"  # the loss a fastgan D is made for, unless named
     table = sections["train"]["batch_sizes"]
     if table and ("train", "batch_size") not in given:
         sections["train"]["batch_size"] = batch_for(table, sections["model"]["resolution"])

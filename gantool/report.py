@@ -19,7 +19,8 @@ from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
 
 PLOTS = (
-    ("losses", "loss", [("loss_d", "D loss"), ("loss_g", "G loss")]),
+    ("losses", "loss", [("loss_d", "D loss"), ("loss_g", "G loss"),
+                         ("loss_recon", "D reconstruction")]),
     ("discriminator", "mean sigmoid(D)", [("d_real", "D(x)"), ("d_fake", "D(G(z))")]),
     ("spread", "fake / real", [("spread", "batch spread (G)"),
                                ("diversity", "sample diversity (as sampled)")]),

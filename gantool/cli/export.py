@@ -105,7 +105,8 @@ def export(
 
 def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an engine "
                                      "(.plan, read from its .plan.json) or an export folder.")):
-    """Print what a model file says about itself: resolution, latent, prior, provenance.
+    """Print what a model file says about itself: resolution, latent, prior, provenance, and
+    for a checkpoint the generator's size and multiply-adds per image.
 
     Examples: gantool info runs/00001-fashion-mnist/checkpoints/best.pt; gantool info export/fmnist
     """
@@ -122,14 +123,19 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     suffix = path.suffix.lower()
     if suffix == ".pt":
         from gantool.models.checkpoint import generator_from_state, load_checkpoint
+        from gantool.models.layers import generator_cost
 
         state = load_checkpoint(path)
         for ema in (False, True):  # both sets of weights must fit: info vouches for the file
-            m = generator_from_state(state, path, ema).model
+            net, m, _, _ = generator_from_state(state, path, ema)
+        params, macs = generator_cost(net, m.nz)
         rows = {"kind": "gantool checkpoint", "step": state["step"],
                 "run": state["config"].get("name"),
                 "resolution": m.resolution, "channels": m.channels, "nz": m.nz,
-                "arch": f"{m.arch} / {m.d_arch}", "prior": m.prior, "truncation": m.truncation,
+                "arch": f"{m.arch} / {m.d_arch}",
+                "generator": f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3g} G "
+                             "multiply-adds per image",
+                "prior": m.prior, "truncation": m.truncation,
                 "ema": state.get("G_ema") is not None,
                 "gantool_version": state.get("gantool_version")}
     elif suffix == ".onnx":

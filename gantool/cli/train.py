@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -21,6 +22,23 @@ FLAG_KEYS = {
 }
 
 DEMO_STEPS = 600
+OUT_OF_TIME = 75  # exit code when --max-time stopped training: EX_TEMPFAIL, "run me again"
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                      r"(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """"90m", "11h30m", "1d2h", "45s" or Slurm's "H:MM:SS" / "MM:SS" -> seconds (> 0)."""
+    text = text.strip().lower()
+    seconds = None
+    if ":" in text and all(p.isdigit() for p in text.split(":")) and text.count(":") <= 2:
+        seconds = sum(int(p) * 60**i for i, p in enumerate(reversed(text.split(":"))))
+    elif text and (m := DURATION.fullmatch(text)):
+        seconds = sum(float(v or 0) * unit for v, unit in zip(m.groups(), (86400, 3600, 60, 1)))
+    if not seconds:
+        raise GantoolError(f"--max-time: cannot read {text!r} as a time budget; write e.g. "
+                           "90m, 11h30m, 45s or 11:30:00")
+    return seconds
 
 
 # Help panels of `gantool train`; "preset" marks values whose default comes from the preset.
@@ -102,6 +120,10 @@ def train(
     progress_every: float = _opt(
         30.0, min=0.0, metavar="SECONDS", panel=OUTPUT,
         help="Seconds between status lines when stderr is not a terminal (a log file, a job)."),
+    max_time: str | None = typer.Option(
+        None, metavar="TIME", rich_help_panel=RUN,
+        help="Time budget of this session, e.g. 90m, 11h30m or 11:30:00 (also on --resume): "
+             f"stop at the first step past it with a checkpoint; exit code {OUT_OF_TIME}."),
 ) -> None:
     """Train a generator: writes runs/NNNNN-NAME/ (config, metrics, sample grids, checkpoints).
 
@@ -112,6 +134,8 @@ def train(
       gantool train --preset colour-small --data my_images/ --steps 20000 > train.log 2>&1
 
       gantool train --resume runs/00001-colour-small --steps 30000
+
+      gantool train --preset few-shot --data my_images/ --resolution 128 --max-time 11h30m
     """
     from gantool import config as C
 
@@ -119,6 +143,7 @@ def train(
     if list_presets:
         _print_presets()
         return
+    seconds = parse_duration(max_time) if max_time is not None else None
     flags = {key: v for flag, key in FLAG_KEYS.items()
              if (v := given[flag]) is not None and flag != "steps"}
     if resume is not None:
@@ -126,9 +151,9 @@ def train(
                                  if given[k] is not None] + (["--set"] if set_ else [])
         if extra:
             raise GantoolError(f"--resume continues a run with its own configuration; only "
-                               f"--steps may change (got {', '.join(extra)})")
+                               f"--steps and --max-time may change (got {', '.join(extra)})")
         _finish(_run(resume=resume, steps=steps, progress=progress,
-                     progress_every=progress_every))
+                     progress_every=progress_every, max_time=seconds))
         return
     cfg = C.preset_config(preset) if preset else C.RunConfig()
     overrides = C.load_config_file(config) if config else {}
@@ -141,7 +166,7 @@ def train(
         overrides["name"] = name
     overrides.update(C.parse_set_options(set_))
     _finish(_run(cfg=C.apply_overrides(cfg, overrides), out=out, progress=progress,
-                 progress_every=progress_every))
+                 progress_every=progress_every, max_time=seconds))
 
 
 def demo(
@@ -174,10 +199,11 @@ def _finish(result) -> None:
     if result.interrupted:
         saved = (f"checkpoint: {result.checkpoint}" if result.checkpoint
                  else "no step finished since the last checkpoint")
+        why = "time budget (--max-time) reached" if result.out_of_time else "interrupted"
         if not quiet:
-            typer.echo(f"interrupted at step {result.step}; {saved}\n"
+            typer.echo(f"{why} at step {result.step}; {saved}\n"
                        f"continue with: gantool train --resume {result.run_dir}", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(OUT_OF_TIME if result.out_of_time else 130)
     if quiet:
         return
     typer.echo(f"trained {result.step} steps ({result.images_per_s:,.0f} images/s) in "

@@ -6,6 +6,7 @@ from torch import nn
 
 from gantool.config import ModelConfig
 from gantool.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from gantool.models.fastgan import FastGANDiscriminator, FastGANGenerator
 from gantool.models.layers import resolution_plan, supported_resolutions
 from gantool.models.residual import ResidualGenerator
 
@@ -19,13 +20,19 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "residual":
         return ResidualGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels,
                                  cfg.res_blocks)
+    if cfg.arch == "fastgan":
+        return FastGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels)
     raise ValueError(f"unknown architecture {cfg.arch!r}")
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
-    """The discriminator described by ``cfg``: image (B, C, R, R) -> logit (B,)."""
+    """The discriminator described by ``cfg``: image (B, C, R, R) -> logits (B,), or patch
+    logits (B, N) for fastgan (every loss averages over them)."""
     if cfg.d_arch in ("dcgan", "pooled"):
         return DCGANDiscriminator(cfg.resolution, cfg.channels, cfg.ndf, cfg.max_channels,
                                   cfg.d_dropout, cfg.d_mbstd, cfg.d_spectral_norm,
                                   pooled=cfg.d_arch == "pooled", head_dropout=cfg.d_dropout_head)
+    if cfg.d_arch == "fastgan":
+        return FastGANDiscriminator(cfg.resolution, cfg.channels, cfg.ndf, cfg.max_channels,
+                                    cfg.d_spectral_norm)
     raise ValueError(f"unknown discriminator architecture {cfg.d_arch!r}")

@@ -73,3 +73,18 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
                 seq[i] = fuse_conv_bn_eval(conv, bn, transpose=transpose)
                 seq[i + 1] = nn.Identity()
     return net
+
+
+def generator_cost(net: nn.Module, nz: int) -> tuple[int, int]:
+    """(parameters, multiply-adds per image) of a generator, counted on a weightless copy on
+    torch's meta device (no memory, no compute: a 1024 px model costs milliseconds)."""
+    import copy
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in net.parameters())
+    meta = copy.deepcopy(net).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(torch.zeros(1, nz, device="meta"))
+    return params, counter.get_total_flops() // 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from contextlib import ExitStack, closing
 from dataclasses import replace
 from pathlib import Path
@@ -37,18 +38,21 @@ RUN_RE = re.compile(r"^(\d{5})-")
 def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
         resume: str | os.PathLike | None = None, steps: int | None = None,
         console: Console | None = None, progress: bool = True,
-        progress_every: float = PLAIN_EVERY_S) -> TrainResult:
+        progress_every: float = PLAIN_EVERY_S, max_time: float | None = None) -> TrainResult:
     """Start a new run from ``cfg`` under ``out``, or continue the run named by ``resume``.
 
     On resume the configuration comes from the checkpoint; only the total ``steps`` may change.
     ``progress_every``: seconds between status lines where stderr is not a terminal.
+    ``max_time``: this session's time budget in seconds (a job's wall-time limit): training
+    stops at the first step past it with a checkpoint (``TrainResult.out_of_time``).
     """
+    deadline = time.perf_counter() + max_time if max_time else float("inf")  # from the start
     with ExitStack() as held:
         return _run(cfg, out, resume, steps, console or Console(stderr=True), progress,
-                    progress_every, held)
+                    progress_every, deadline, held)
 
 
-def _run(cfg, out, resume, steps, console, progress, progress_every,
+def _run(cfg, out, resume, steps, console, progress, progress_every, deadline: float,
          held: ExitStack) -> TrainResult:
     state = None
     world = distributed.from_env()
@@ -94,7 +98,7 @@ def _run(cfg, out, resume, steps, console, progress, progress_every,
                                                     cfg.train.tensorboard)))
             log.truncate(trainer.step)
             console.print(f"resuming {run_dir} at step {trainer.step}")
-        return trainer.fit(run_dir, log)
+        return trainer.fit(run_dir, log, deadline)
     finally:
         distributed.shutdown(world)
 

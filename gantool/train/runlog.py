@@ -28,9 +28,9 @@ from gantool.fileio import atomic_write
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 # metrics.jsonl field -> TensorBoard tag; other numeric fields keep their name
-TAGS = {"loss_d": "loss/d", "loss_g": "loss/g", "d_real": "D/real", "d_fake": "D/fake",
-        "lr_g": "lr/g", "lr_d": "lr/d", "rollbacks": "guard/rollbacks",
-        "lr_scale": "guard/lr_scale"}
+TAGS = {"loss_d": "loss/d", "loss_g": "loss/g", "loss_recon": "loss/recon",
+        "d_real": "D/real", "d_fake": "D/fake", "lr_g": "lr/g", "lr_d": "lr/d",
+        "rollbacks": "guard/rollbacks", "lr_scale": "guard/lr_scale"}
 NOT_SCALARS = ("step", "time", "at_step", "num", "world")
 
 

@@ -61,6 +61,7 @@ class TrainResult:
     interrupted: bool
     checkpoint: Path | None
     images_per_s: float
+    out_of_time: bool = False  # stopped by the session's time budget (``max_time``)
 
 
 class _Window:
@@ -158,21 +159,25 @@ class Trainer:
         self.step += 1
         return logs
 
-    def fit(self, run_dir: Path, log: RunLog | None = None) -> TrainResult:
-        """Train to ``train.steps``, recording into ``log`` (default: metrics.jsonl only)."""
+    def fit(self, run_dir: Path, log: RunLog | None = None,
+            deadline: float = float("inf")) -> TrainResult:
+        """Train to ``train.steps``, recording into ``log`` (default: metrics.jsonl only).
+
+        ``deadline``: a ``time.perf_counter()`` value (the session's time budget): training
+        stops at the first step past it, with a checkpoint, as a Ctrl-C does."""
         t = self.cfg.train
         self.run_dir, self.log, self.ckpt = run_dir, log or RunLog(run_dir, self.world.main), None
-        if self.world.main:
-            self._write_session()
         start_step, t0 = self.step, time.perf_counter()
+        if self.world.main:
+            self._write_session(deadline - t0 if deadline < float("inf") else None)
         self._good = cpu_copy(self.state_dict())  # where the divergence guard rolls back to
         self._next_diversity = _next(self.step, t.diversity_every)
         window = _Window()
         bar = StepProgress(self.console, "train", t.steps, self.step, self.show_progress,
                            self.progress_every, short=("D", "G", "img/s"))
         with _graceful_stop() as stop, bar:
-            while self.step < t.steps and not distributed.any_rank(stop(), self.world,
-                                                                   self.hw.device):
+            while self.step < t.steps and not distributed.any_rank(
+                    stop() or time.perf_counter() >= deadline, self.world, self.hw.device):
                 window.add(self.train_step(self.real_batch(self.step)))
                 bar.advance(self.step)
                 if self._due(t.log_every) and self._log_window(window, bar):
@@ -183,7 +188,8 @@ class Trainer:
             self._save(self._checkpoint_state())
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) * t.batch_size / elapsed if elapsed > 0 else 0.0
-        return TrainResult(run_dir, self.step, interrupted, self.ckpt, rate)
+        return TrainResult(run_dir, self.step, interrupted, self.ckpt, rate,
+                           out_of_time=interrupted and time.perf_counter() >= deadline)
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.cfg.train.steps
@@ -238,12 +244,13 @@ class Trainer:
                    images_per_s=round(images_per_s, 2), time=round(time.time(), 3))
         return row
 
-    def _write_session(self) -> None:
+    def _write_session(self, time_left: float | None) -> None:
         """``RUN/session.json``: what this training session runs on (the report's header)."""
         session = {"device": str(self.hw.device), "processes": self.world.size,
                    "precision": str(self.hw.amp_dtype or torch.float32).removeprefix("torch."),
                    "gantool_version": gantool.__version__, "torch_version": torch.__version__,
-                   "from_step": self.step, "started": round(time.time(), 3)}
+                   "from_step": self.step, "started": round(time.time(), 3),
+                   "time_left_s": None if time_left is None else round(time_left, 1)}
         with atomic_write(self.run_dir / SESSION) as f:
             f.write((json.dumps(session, indent=2) + "\n").encode())
 

@@ -6,6 +6,8 @@ A phase is one alternating update (D on real and fake, then G through D) that ru
 Marchesi et al.'s stabiliser is a second phase, ``extra``, every ``train.extra_update_every``
 steps on the same real batch with fresh z, training both nets or only one
 (``train.extra_update``). After the phases: replicas share BatchNorm buffers, and G_ema moves.
+A fastgan D also learns to redraw the real images it sees: its self-supervised loss is added to
+D's and logged as ``loss_recon`` beside the adversarial ``loss_d``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class GanUpdate:
         self.scaler = torch.amp.GradScaler(hw.device.type,
                                            enabled=hw.amp_dtype == torch.float16)
         self.augment = augment_policy(t.augment)
+        self.reconstructs = m.d_arch == "fastgan"  # D's self-supervised loss on real images
         self.phases = phases(t)
         self.captured = CapturedUpdate(self) if t.cuda_graphs else None
 
@@ -101,12 +104,16 @@ class GanUpdate:
             self.D.requires_grad_(True)
             with autocast:
                 real_in, fake_in = self.d_input(real), self.d_input(fake.detach())
-                real_logits = self.D(real_in)
+                if self.reconstructs:
+                    real_logits, recon = self.D(real_in, reconstruct=True)
+                    logs["loss_recon"] = recon.detach()
+                else:
+                    real_logits, recon = self.D(real_in), 0.0
                 fake_logits = self.D(fake_in)
                 loss_d = d_loss(real_logits.float(), fake_logits.float(), t.labels)
             if t.loss == "wgan-gp":
                 loss_d = loss_d + t.gp_weight * gradient_penalty(self.D, real_in, fake_in)
-            self._optimize(loss_d, self.D, self.opt_D)
+            self._optimize(loss_d + recon, self.D, self.opt_D)
             logs.update(loss_d=loss_d.detach(),
                         d_real=torch.sigmoid(real_logits.detach().float()).mean(),
                         d_fake=torch.sigmoid(fake_logits.detach().float()).mean(),

@@ -1,0 +1,167 @@
+"""The FastGAN-style few-shot generator and discriminator: shapes, the latent contract (no
+noise: an image is a function of its z), the self-supervised decoders, training and exact
+resume, the time budget, export and every backend drawing the same image."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gantool.config import ModelConfig, apply_overrides, preset_config
+from gantool.errors import ConfigError
+from gantool.models import build_discriminator, build_generator
+from gantool.models.checkpoint import load_checkpoint
+from gantool.models.fastgan import Excitation
+from gantool.models.layers import fold_batchnorm, generator_cost
+from gantool.sampling.latent import latents
+from gantool.train.loop import run
+
+from conftest import gantool_cli, tiny_config
+
+FAST = {"model.arch": "fastgan", "model.d_arch": "fastgan", "model.resolution": 48,
+        "model.ngf": 4, "model.ndf": 4, "model.nz": 16, "model.d_spectral_norm": True,
+        "train.batch_size": 4, "train.augment": "translation,color", "train.ema_decay": 0.99}
+
+
+def tiny(res: int, channels: int = 3) -> ModelConfig:
+    return ModelConfig(arch="fastgan", d_arch="fastgan", resolution=res, channels=channels,
+                       nz=16, ngf=2, ndf=2, max_channels=16, d_spectral_norm=True)
+
+
+@pytest.mark.parametrize("res,channels", [(48, 1), (64, 3), (128, 3), (256, 3), (1024, 3)])
+def test_shapes_logits_and_reconstruction(res, channels):
+    m = tiny(res, channels)
+    g, d = build_generator(m).eval(), build_discriminator(m)
+    with torch.no_grad():
+        x = g(torch.randn(2, 16))
+    assert x.shape == (2, channels, res, res) and x.abs().max() <= 1
+    base = 3 if res == 48 else 4
+    logits, recon = d(x, reconstruct=True)
+    assert logits.shape == (2, 2 * (base + 1) ** 2)  # the big and the small branch's patches
+    assert recon.ndim == 0 and recon > 0
+    assert torch.equal(d.eval()(x), d(x, reconstruct=True)[0])
+    sle = [k for k, v in g.named_modules() if isinstance(v, Excitation)]
+    levels = {64: 1, 128: 2, 256: 3, 1024: 5}.get(res, 1)  # level i - 4 excites level i
+    assert len(sle) == levels
+
+
+def test_too_small_a_resolution_is_one_line():
+    with pytest.raises(ConfigError, match="fastgan needs at least 4 doublings.*32 px is too "
+                                          "small.*smallest: 48, 64, 80, 112"):
+        build_generator(ModelConfig(arch="fastgan", resolution=32))
+
+
+def test_an_image_depends_on_its_z_alone_and_folds_like_the_export():
+    """No noise inside forward: the same z gives the same image in any batch, and folding
+    BatchNorm (what the torch backend and the ONNX export do) keeps it."""
+    g = build_generator(tiny(64))
+    g.train()
+    with torch.no_grad():
+        for _ in range(3):  # running statistics that are not the identity
+            g(torch.randn(8, 16))
+    g.eval()
+    z = torch.from_numpy(latents([0, 1, 2, 3, 4], 16, "normal", None))
+    with torch.no_grad():
+        batch, alone, again = g(z), g(z[3:4]), g(z)
+        folded = fold_batchnorm(g)(z)
+    assert torch.equal(batch, again)
+    assert torch.allclose(batch[3:4], alone, atol=1e-6)
+    assert torch.allclose(batch, folded, atol=1e-5)
+    assert not [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_the_decoders_learn_to_redraw_real_images():
+    """D's self-supervised loss is a real objective: trained on it alone, the reconstruction
+    error of a fixed batch falls."""
+    torch.manual_seed(0)
+    d = build_discriminator(tiny(64))
+    opt = torch.optim.Adam(d.parameters(), lr=2e-3)
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    x = torch.nn.functional.avg_pool2d(x, 8).repeat_interleave(8, -1).repeat_interleave(8, -2)
+    losses = []
+    for _ in range(40):
+        loss = d(x, reconstruct=True)[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_presets_and_the_hinge_default():
+    few, big = preset_config("few-shot"), preset_config("few-shot-1024")
+    assert (few.model.arch, few.model.d_arch, few.train.loss) == ("fastgan", "fastgan", "hinge")
+    assert big.model.resolution == 1024 and big.model.ngf == 64 and big.train.batch_size == 8
+    cfg = apply_overrides(preset_config("colour-small"), {"model.d_arch": "fastgan"})
+    assert cfg.train.loss == "hinge"  # the loss a fastgan D is made for
+    cfg = apply_overrides(preset_config("colour-small"),
+                          {"model.d_arch": "fastgan", "train.loss": "bce"})
+    assert cfg.train.loss == "bce"  # unless named
+
+
+def test_cost_counts_multiply_adds():
+    params, macs = generator_cost(build_generator(tiny(64)), 16)
+    assert params == sum(p.numel() for p in build_generator(tiny(64)).parameters())
+    big = generator_cost(build_generator(preset_config("few-shot-1024").model), 256)
+    marchesi = generator_cost(build_generator(preset_config("marchesi-1024").model), 100)
+    assert 1e10 < big[1] < marchesi[1]  # FastGAN at 1024 px: about half Marchesi's DCGAN
+    assert 0 < macs < big[1]
+
+
+def test_training_logs_reconstruction_and_resumes_exactly(tmp_path):
+    over = {**FAST, "train.checkpoint_every": 2, "data.flip": True}
+    straight = run(tiny_config(**over, **{"train.steps": 4}), out=tmp_path / "a", progress=False)
+    first = run(tiny_config(**over, **{"train.steps": 2}), out=tmp_path / "b", progress=False)
+    resumed = run(resume=first.run_dir, steps=4, progress=False)
+    a = load_checkpoint(straight.run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    for net in ("G", "D", "G_ema"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs"
+    rows = [json.loads(x) for x in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_recon"] > 0 and np.isfinite(r["loss_d"]) for r in rows if "loss_d" in r)
+    assert a["config"]["train"]["loss"] == "hinge"
+
+
+def test_max_time_stops_with_a_checkpoint_and_a_resume_command(tmp_path):
+    args = ["train", "--data", "builtin:fashion-mnist", "--resolution", "28", "--channels", "1",
+            "--ngf", "4", "--ndf", "4", "--batch-size", "8", "--steps", "100000",
+            "--checkpoint-every", "100000", "--sample-every", "100000", "--out", tmp_path,
+            "--no-progress"]
+    r = gantool_cli(*args, "--max-time", "8s")
+    assert r.returncode == 75, r.stderr
+    run_dir = next(tmp_path.iterdir())
+    assert "time budget (--max-time) reached at step" in r.stderr
+    assert f"continue with: gantool train --resume {run_dir}" in r.stderr
+    step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    assert 0 < step < 100000
+    r = gantool_cli("train", "--resume", run_dir, "--max-time", "0:05", "--no-progress")
+    assert r.returncode == 75 and f"resuming {run_dir} at step {step}" in r.stderr
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] > step
+    bad = gantool_cli(*args, "--max-time", "90")
+    assert bad.returncode == 2 and "error: --max-time: cannot read '90'" in bad.stderr
+    assert len(list(tmp_path.iterdir())) == 1  # the refused run wrote nothing
+
+
+@pytest.mark.slow
+def test_export_fp16_and_every_cpu_backend_draw_the_same_image(tmp_path):
+    """A trained fastgan checkpoint: `gantool info` shows its cost; `export --fp16` verifies
+    ONNX and FP16 ONNX; torch and ONNX Runtime draw the same bytes for a seed."""
+    from gantool.backends import load_backend
+
+    result = run(tiny_config(**FAST, **{"train.steps": 2}), out=tmp_path / "runs",
+                 progress=False)
+    ckpt = result.run_dir / "checkpoints" / "last.pt"
+    info = gantool_cli("info", ckpt)
+    assert info.returncode == 0 and "fastgan / fastgan" in info.stdout
+    assert "multiply-adds per image" in info.stdout
+    out = tmp_path / "export"
+    r = gantool_cli("export", ckpt, "--fp16", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "model.onnx (fp32, 8 images): identical" in r.stdout + r.stderr
+    torch_img = load_backend("torch", str(ckpt), device="cpu").generate([5, 6], 0.7)
+    onnx_img = load_backend("onnx", str(out)).generate([5, 6], 0.7)
+    fp16_img = load_backend("onnx", str(out), fp16=True).generate([5, 6], 0.7)
+    assert np.array_equal(torch_img, onnx_img)
+    assert np.abs(fp16_img.astype(int) - torch_img.astype(int)).max() <= 4
