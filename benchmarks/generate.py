@@ -9,6 +9,11 @@ gives median images/s and the median of per-repeat ratios onnx / torch.
 
     python benchmarks/generate.py                       # 64 px batch 16 and 256 px batch 4
     python benchmarks/generate.py --cases 64x16 --repeats 3 --json out.json
+    python benchmarks/generate.py --presets marchesi-1024,few-shot-1024 --cases 1024x2
+
+With ``--presets`` each preset's own generator (arch and widths) is measured instead, and the
+table adds its multiply-adds per image and each backend's images/s relative to the first
+preset's.
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ from harness import loadavg, random_checkpoint, run_json, spread, time_calls
 CONTENDERS = ("torch", "onnx")
 
 
-def make_models(res: int, folder: Path, ngf: int) -> tuple[Path, Path]:
+def make_models(res: int, folder: Path, ngf: int,
+                preset: str | None) -> tuple[Path, Path, int]:
+    """(checkpoint, ONNX model, multiply-adds per image) of a random generator."""
     from gantool.export.onnx import export_onnx, save_model
     from gantool.model_info import ModelInfo
+    from gantool.models.layers import generator_cost
 
-    ckpt, stored = random_checkpoint(folder / f"ckpt{res}", res, ngf)
-    onnx_path = folder / f"model{res}.onnx"
+    ckpt, stored = random_checkpoint(folder / f"ckpt{res}", res, ngf, preset)
+    onnx_path = folder / f"model{res}-{preset or ngf}.onnx"
     save_model(export_onnx(stored.net, ModelInfo.from_model(stored.model, stored.config)),
                onnx_path)
-    return ckpt, onnx_path
+    return ckpt, onnx_path, generator_cost(stored.net, stored.model.nz)[1]
 
 
 def worker(args) -> dict:
@@ -54,6 +62,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default="64x16,256x4", help="RESxBATCH, comma-separated")
     ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--presets", default="",
+                    help="comma-separated presets whose generators to measure (default: a DCGAN "
+                         "of width --ngf)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--calls", type=int, default=10)
@@ -69,10 +80,11 @@ def main() -> None:
         return
     print(f"load average before: {loadavg()}")
     t0, table = time.perf_counter(), []
+    presets = [p for p in args.presets.split(",") if p] or [None]
     with tempfile.TemporaryDirectory() as tmp:
-        for case in args.cases.split(","):
+        for preset, case in [(p, c) for c in args.cases.split(",") for p in presets]:
             res, batch = map(int, case.split("x"))
-            ckpt, onnx_path = make_models(res, Path(tmp), args.ngf)
+            ckpt, onnx_path, macs = make_models(res, Path(tmp), args.ngf, preset)
             runs = []
             for r in range(args.repeats):
                 order = CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]
@@ -85,10 +97,16 @@ def main() -> None:
                     row[name] = run_json(argv, name)["images_per_s"]
                 row["ratio"] = row["onnx"] / row["torch"]
                 runs.append(row)
-            result = {"resolution": res, "batch": batch, "runs": runs}
+            result = {"resolution": res, "batch": batch, "preset": preset,
+                      "multiply_adds": macs, "runs": runs}
             for key in (*CONTENDERS, "ratio"):
                 result[key] = spread([row[key] for row in runs])
             table.append(result)
+            first = next(r for r in table if r["resolution"] == res and r["batch"] == batch)
+            if preset:
+                print(f"{preset:<16} {macs / 1e9:6.2f} G multiply-adds/image; vs "
+                      f"{first['preset']}: torch x{result['torch'][0] / first['torch'][0]:.2f}, "
+                      f"onnx x{result['onnx'][0] / first['onnx'][0]:.2f}")
             print(f"{res:>5} px batch {batch:>3}: torch {result['torch'][0]:8.1f} img/s  "
                   f"onnx {result['onnx'][0]:8.1f} img/s  ratio onnx/torch median "
                   f"{result['ratio'][0]:.2f}x (min {result['ratio'][1]:.2f}, max "

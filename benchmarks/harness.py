@@ -68,11 +68,11 @@ def loadavg() -> list[float] | None:
         return None
 
 
-def random_checkpoint(folder, resolution: int, ngf: int):
+def random_checkpoint(folder, resolution: int, ngf: int, preset: str | None = None):
     """``gantool.bench.random_checkpoint`` (a DCGAN generator with random weights: speed does
     not depend on them) -> (path, its StoredGenerator)."""
     from gantool.bench import random_checkpoint as make
     from gantool.models.checkpoint import load_generator
 
-    path = make(Path(folder), resolution, ngf)
+    path = make(Path(folder), resolution, ngf, preset)
     return path, load_generator(path)

@@ -210,19 +210,23 @@ def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, eng
     return models
 
 
-def random_checkpoint(folder: Path, resolution: int, ngf: int) -> Path:
-    """A checkpoint of a DCGAN generator (3 channels) with random weights, for measuring speed
-    (which does not depend on the weights)."""
+def random_checkpoint(folder: Path, resolution: int, ngf: int, preset: str | None = None) -> Path:
+    """A checkpoint of a DCGAN generator (3 channels), or of a preset's generator at its own
+    widths, with random weights, for measuring speed (which does not depend on the weights)."""
     import torch
 
-    from gantool.config import ModelConfig, RunConfig
+    from gantool.config import ModelConfig, RunConfig, apply_overrides, preset_config
     from gantool.models import build_generator
     from gantool.models.checkpoint import FORMAT, atomic_torch_save
 
-    cfg = RunConfig(name="bench", model=ModelConfig(resolution=resolution, ngf=ngf, channels=3))
+    if preset:
+        cfg = apply_overrides(preset_config(preset), {"model.resolution": resolution})
+    else:
+        cfg = RunConfig(name="bench", model=ModelConfig(resolution=resolution, ngf=ngf,
+                                                        channels=3))
     torch.manual_seed(0)
     g = build_generator(cfg.model).eval()
-    path = Path(folder) / f"random-{resolution}px-ngf{ngf}.pt"
+    path = Path(folder) / f"random-{resolution}px-{preset or f'ngf{ngf}'}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"format": FORMAT, "config": cfg.to_dict(), "step": 0,
                        "G": g.state_dict(), "G_ema": None}, path)
@@ -230,16 +234,10 @@ def random_checkpoint(folder: Path, resolution: int, ngf: int) -> Path:
 
 
 def flops_per_image(generator, nz: int) -> float:
-    """FLOPs of one image through ``generator`` (2 per multiply-add; convolutions, transposed
-    convolutions and matmuls, which is where nearly all of a generator's work is)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of one image through ``generator`` (2 per multiply-add: ``generator_cost``)."""
+    from gantool.models.layers import generator_cost
 
-    device = next(generator.parameters()).device
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        generator.eval()(torch.zeros(1, nz, device=device))
-    return float(counter.get_total_flops())
+    return 2.0 * generator_cost(generator, nz)[1]
 
 
 def _worker(spec: dict) -> dict:

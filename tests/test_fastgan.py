@@ -165,3 +165,30 @@ def test_export_fp16_and_every_cpu_backend_draw_the_same_image(tmp_path):
     fp16_img = load_backend("onnx", str(out), fp16=True).generate([5, 6], 0.7)
     assert np.array_equal(torch_img, onnx_img)
     assert np.abs(fp16_img.astype(int) - torch_img.astype(int)).max() <= 4
+
+
+@pytest.mark.slow
+def test_triton_renders_the_images_torch_draws(tmp_path):
+    """A fastgan model through a real Triton server (gRPC, shared memory): the same images as
+    the torch backend for the same seeds and truncation."""
+    from PIL import Image
+
+    from gantool.backends import load_backend
+    from gantool.serve.server import TritonServer, free_port
+
+    result = run(tiny_config(**FAST, **{"train.steps": 2}), out=tmp_path / "runs",
+                 progress=False)
+    ckpt = result.run_dir / "checkpoints" / "last.pt"
+    out = tmp_path / "export"
+    r = gantool_cli("export", ckpt, "--formats", "onnx,triton", "--out", out)
+    assert r.returncode == 0, r.stderr
+    with TritonServer(out / "model_repository", free_port(), free_port()) as server:
+        r = gantool_cli("render", "--url", server.grpc_url, "--seeds", "0-9", "--truncation",
+                        "0.7", "--out", tmp_path / "r", "--shared-memory", "on",
+                        "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rendered = np.stack([np.asarray(Image.open(tmp_path / "r" / f"seed{s:06d}.png"))
+                         for s in range(10)])
+    drawn = load_backend("torch", str(ckpt), device="cpu").generate(list(range(10)), 0.7)
+    diff = np.abs(rendered.reshape(drawn.shape).astype(int) - drawn.astype(int))  # grey: no C
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
