@@ -19,7 +19,8 @@ gantool's loader) with the same steps, batch and widths (ngf = ndf = ``--width``
 Each checkpoint is scored the same way: FID of ``--num`` samples (seeds 0..num-1 through the
 latent contract) against ``--num`` real images (a fixed subset), with gantool's Inception
 features and the same cached real statistics for everyone. ``--variants`` also scores other
-ways of drawing from a gantool checkpoint (diagnosis: which weights, which BatchNorm statistics).
+ways of drawing from a gantool checkpoint, at the last checkpoint (diagnosis: which weights,
+which BatchNorm statistics).
 
 Prints one table, FID per checkpoint per contender and the ratio to ``canonical``; writes
 ``--json`` and, with ``--figure``, the final sample grids side by side.
@@ -286,7 +287,10 @@ def score_all(specs: dict[str, str], args: argparse.Namespace,
             cache = out / name / f"fid-{kind}-{args.num}.json"  # scores survive a rerun
             table[label] = {int(k): v for k, v in (json.loads(cache.read_text()).items()
                                                     if cache.is_file() else [])}
-            for step, path in checkpoints(out / name):
+            found = checkpoints(out / name)
+            for step, path in found:
+                if kind not in ("canonical", "ema-eval") and step != found[-1][0]:
+                    continue  # other ways of drawing: scored on the last checkpoint only
                 gen = (CanonicalGenerator(path, args) if name == "canonical"
                        else gantool_generator(path, kind))
                 if step not in table[label]:

@@ -213,15 +213,20 @@ class FastGANDiscriminator(nn.Module):
         """MSE of the three decoders' drawings against the real image (and a random quarter)."""
         target = F.interpolate(x, size=self.rec_size, mode="bilinear", align_corners=False,
                                antialias=True)
-        part = int(torch.randint(4, ()))  # one quarter per batch, from the run's torch RNG
-        f2 = feats[2]
-        half = f2.shape[-1] // 2
-        rows, cols = divmod(part, 2)
-        quarter = f2[..., rows * half:(rows + 1) * half, cols * half:(cols + 1) * half]
         big = F.interpolate(x, size=2 * self.rec_size, mode="bilinear", align_corners=False,
                             antialias=True)
-        r = self.rec_size
-        part_target = big[..., rows * r:(rows + 1) * r, cols * r:(cols + 1) * r]
+        # one quarter per batch, from the run's torch RNG, picked on the device (no host sync,
+        # so a captured CUDA graph replays it)
+        part = torch.randint(4, (1,), device=x.device)
+        quarter = _quarters(feats[2]).index_select(0, part)[0]  # (B, w2, base, base)
+        part_target = _quarters(big).index_select(0, part)[0]  # (B, C, rec, rec)
         return (F.mse_loss(self.decode_whole(feats[1]).float(), target.float())
                 + F.mse_loss(self.decode_part(quarter).float(), part_target.float())
                 + F.mse_loss(self.decode_small(s).float(), target.float()))
+
+
+def _quarters(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, 2h, 2w) -> its four quarters (4, B, C, h, w): top left, top right, bottom left,
+    bottom right."""
+    top, bottom = x.chunk(2, dim=-2)
+    return torch.stack([*top.chunk(2, dim=-1), *bottom.chunk(2, dim=-1)])
