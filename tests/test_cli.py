@@ -27,7 +27,7 @@ ERRORS = [
     (["train", "--preset", "fashion-mnist", "--config", "{tmp}/bad.yaml"], "cannot parse"),
     (["train", "--data", "builtin:fashion-mnist", "--cuda-graphs", "--device", "cpu"],
      "train.cuda_graphs captures plain eager steps on a CUDA device"),
-    (["train", "--resume", "{tmp}", "--lr-g", "1"], "only --steps may change"),
+    (["train", "--resume", "{tmp}", "--lr-g", "1"], "only --steps and --max-time may change"),
     (["train", "--resume", "{tmp}/empty"], "neither a checkpoint nor a run directory"),
     (["generate", "{ckpt}", "--seeds", "9-2", "--grid", "{tmp}/g.png"], "runs backwards"),
     (["generate", "{ckpt}", "--seeds", "x", "--grid", "{tmp}/g.png"], "bad seed item"),

@@ -49,7 +49,7 @@ def test_presets_hold_the_papers_values(name, expected):
 def test_small_data_presets_augment_by_default():
     for name in preset_names():
         augmented = bool(preset_config(name).train.augment)
-        small = name.startswith("marchesi-") or name == "colour-small"  # meant for under 5k
+        small = name.startswith(("marchesi-", "few-shot")) or name == "colour-small"  # < 10k
         assert augmented == small, name
 
 
