@@ -232,3 +232,21 @@ def test_eval_mode_ema_draws_garments_as_well_as_batch_statistics(tmp_path):
     print(f"eval mode {eval_mode}\ntrain mode {train_mode}")
     assert eval_mode["classes"] >= 5, eval_mode  # a model that draws garments, not noise
     assert eval_mode["frechet"] <= 1.1 * train_mode["frechet"], (eval_mode, train_mode)
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_fastgan_pair_and_keep_identical_replicas(tmp_path):
+    """torchrun: gradients (the decoders' included) averaged, BatchNorm buffers shared, so the
+    replica check at each checkpoint finds the ranks bit-identical."""
+    from conftest import torchrun
+
+    sets = sum((["--set", f"{k}={v}"] for k, v in FAST.items() if k != "train.batch_size"), [])
+    r = torchrun(2, "train", "--data", "builtin:fashion-mnist", "--channels", "1", *sets,
+                 "--batch-size", "8", "--steps", "4", "--checkpoint-every", "2",
+                 "--sample-every", "4", "--out", tmp_path, "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    replicas = [row for row in rows if row.get("event") == "replicas"]
+    assert [row["step"] for row in replicas] == [2, 4]
+    assert all(row["world"] == 2 and len(set(row["sha256"])) == 1 for row in replicas)
