@@ -373,7 +373,8 @@ def main() -> None:
         }, indent=2) + "\n")
     if args.figure:
         figure({k: g.generate(range(64), None) for k, g in finals.items()}, Path(args.figure),
-               f"{steps[-1]}k images" if args.own_batch else f"step {args.steps}")
+               f"{steps[-1]}k images" if args.own_batch else
+               "end of equal time" if args.equal_time else f"step {args.steps}")
         print(f"figure: {args.figure}")
 
 
