@@ -369,6 +369,8 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({
             "args": {k: v for k, v in vars(args).items() if k != "train_canonical"},
             "load_average": os.getloadavg(), "train_wall_s": walls, "columns": unit,
+            "step_s": step_times(args) if args.equal_time else None,
+            "steps": {name: budget(spec, args)[1] for name, spec in specs.items()},
             "fid": {k: {str(s): v for s, v in row.items()} for k, row in table.items()},
         }, indent=2) + "\n")
     if args.figure:
