@@ -29,7 +29,8 @@ def tiny(res: int, channels: int = 3) -> ModelConfig:
                        nz=16, ngf=2, ndf=2, max_channels=16, d_spectral_norm=True)
 
 
-@pytest.mark.parametrize("res,channels", [(48, 1), (64, 3), (128, 3), (256, 3), (1024, 3)])
+@pytest.mark.parametrize("res,channels", [(48, 1), (64, 3), (128, 3), (256, 3),
+                                          pytest.param(1024, 3, marks=pytest.mark.slow)])
 def test_shapes_logits_and_reconstruction(res, channels):
     m = tiny(res, channels)
     g, d = build_generator(m).eval(), build_discriminator(m)
@@ -109,6 +110,7 @@ def test_cost_counts_multiply_adds():
     assert 0 < macs < big[1]
 
 
+@pytest.mark.slow
 def test_training_logs_reconstruction_and_resumes_exactly(tmp_path):
     over = {**FAST, "train.checkpoint_every": 2, "data.flip": True}
     straight = run(tiny_config(**over, **{"train.steps": 4}), out=tmp_path / "a", progress=False)
@@ -124,6 +126,7 @@ def test_training_logs_reconstruction_and_resumes_exactly(tmp_path):
     assert a["config"]["train"]["loss"] == "hinge"
 
 
+@pytest.mark.slow
 def test_max_time_stops_with_a_checkpoint_and_a_resume_command(tmp_path):
     args = ["train", "--data", "builtin:fashion-mnist", "--resolution", "28", "--channels", "1",
             "--ngf", "4", "--ndf", "4", "--batch-size", "8", "--steps", "100000",
