@@ -183,13 +183,14 @@ class Trainer:
                 if self._due(t.log_every) and self._log_window(window, bar):
                     continue  # rolled back
                 self._scheduled(window, bar)
+            out_of_time = not stop() and deadline < float("inf")  # no signal: the budget
         interrupted = self.step < t.steps
         if interrupted and self.step > start_step:
             self._save(self._checkpoint_state())
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) * t.batch_size / elapsed if elapsed > 0 else 0.0
         return TrainResult(run_dir, self.step, interrupted, self.ckpt, rate,
-                           out_of_time=interrupted and time.perf_counter() >= deadline)
+                           out_of_time=interrupted and out_of_time)
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.cfg.train.steps
