@@ -157,19 +157,20 @@ def time_steps(spec: str, args: argparse.Namespace, repeats: int = 5, steps: int
 
 def step_times(args: argparse.Namespace) -> dict[str, float]:
     """Seconds per step of every contender, each timed in its own process, one after another
-    (cached in OUT/step-times.json: the budget of a rerun stays the same)."""
+    (cached in OUT/step-times.json: the budget of a rerun stays the same; a contender added
+    later is timed alone, so time it on a quiet machine)."""
     cache = Path(args.out) / "step-times.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    times = {}
-    for spec in contender_specs(args).values():
+    times = json.loads(cache.read_text()) if cache.is_file() else {}
+    missing = [s for s in contender_specs(args).values() if parse_contender(s)[0] not in times]
+    for spec in missing:
         out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--time-step", spec],
                              check=True, capture_output=True, text=True).stdout
         times[parse_contender(spec)[0]] = float(out.split()[-1])
         print(f"{parse_contender(spec)[0]}: {times[parse_contender(spec)[0]]:.3f} s/step "
               f"(load average {os.getloadavg()[0]:.2f})", flush=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(times, indent=2) + "\n")
+    if missing:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(times, indent=2) + "\n")
     return times
 
 
@@ -289,8 +290,9 @@ def score_all(specs: dict[str, str], args: argparse.Namespace,
                                                     if cache.is_file() else [])}
             found = checkpoints(out / name)
             for step, path in found:
-                if kind not in ("canonical", "ema-eval") and step != found[-1][0]:
-                    continue  # other ways of drawing: scored on the last checkpoint only
+                if (args.last_only or kind not in ("canonical", "ema-eval")) \
+                        and step != found[-1][0]:
+                    continue  # other ways of drawing (and sweeps): the last checkpoint only
                 gen = (CanonicalGenerator(path, args) if name == "canonical"
                        else gantool_generator(path, kind))
                 if step not in table[label]:
@@ -336,6 +338,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help="keep the runs already in --out; train only the missing ones")
     ap.add_argument("--train-only", action="store_true", help="train, do not score")
+    ap.add_argument("--last-only", action="store_true",
+                    help="score each contender's last checkpoint only (a quicker sweep)")
     ap.add_argument("--json")
     ap.add_argument("--figure", help="final sample grids (64 seeds) side by side")
     ap.add_argument("--train-canonical", help=argparse.SUPPRESS)  # the child processes

@@ -59,6 +59,9 @@ class ModelConfig:
     d_dropout_head: float = 0.0  # one more dropout right before D's logit layer
     d_mbstd: bool = False  # minibatch standard deviation channel before D's last layer
     d_spectral_norm: bool = False  # spectral normalisation of every D convolution
+    # fastgan G: FastGAN's per-pixel noise while training; drawing uses one fixed noise map per
+    # layer (a buffer of the checkpoint), so an image stays a function of its z
+    noise: bool = False
     prior: str = "normal"
     truncation: float | None = None  # default sampling truncation; None = the plain prior
 
@@ -480,6 +483,8 @@ def validate_model(m: ModelConfig) -> None:
     _check_fields(RunConfig(model=m), ("model",))
     if m.channels not in (1, 3):
         raise ConfigError(f"model.channels must be 1 or 3, got {m.channels}")
+    if m.noise and m.arch != "fastgan":
+        raise ConfigError(f"model.noise needs model.arch=fastgan (got {m.arch})")
     try:
         validate_truncation(m.truncation, m.prior)
     except ValueError as e:

@@ -24,9 +24,9 @@ FAST = {"model.arch": "fastgan", "model.d_arch": "fastgan", "model.resolution": 
         "train.batch_size": 4, "train.augment": "translation,color", "train.ema_decay": 0.99}
 
 
-def tiny(res: int, channels: int = 3) -> ModelConfig:
+def tiny(res: int, channels: int = 3, noise: bool = False) -> ModelConfig:
     return ModelConfig(arch="fastgan", d_arch="fastgan", resolution=res, channels=channels,
-                       nz=16, ngf=2, ndf=2, max_channels=16, d_spectral_norm=True)
+                       nz=16, ngf=2, ndf=2, max_channels=16, d_spectral_norm=True, noise=noise)
 
 
 @pytest.mark.parametrize("res,channels", [(48, 1), (64, 3), (128, 3), (256, 3),
@@ -53,12 +53,19 @@ def test_too_small_a_resolution_is_one_line():
         build_generator(ModelConfig(arch="fastgan", resolution=32))
 
 
-def test_an_image_depends_on_its_z_alone_and_folds_like_the_export():
-    """No noise inside forward: the same z gives the same image in any batch, and folding
-    BatchNorm (what the torch backend and the ONNX export do) keeps it."""
-    g = build_generator(tiny(64))
-    g.train()
+@pytest.mark.parametrize("noise", [False, True])
+def test_an_image_depends_on_its_z_alone_and_folds_like_the_export(noise):
+    """The same z gives the same image in any batch, and folding BatchNorm (what the torch
+    backend and the ONNX export do) keeps it; with model.noise, training draws fresh noise
+    and eval mode one fixed map per layer."""
+    g = build_generator(tiny(64, noise=noise))
+    noises = [p for name, p in g.named_parameters() if name.endswith(".weight") and p.numel() == 1]
+    assert len(noises) == (4 if noise else 0)  # two convs in each of the 2 doubled blocks
     with torch.no_grad():
+        for p in noises:
+            p.fill_(0.5)
+        z0 = torch.randn(2, 16)
+        assert torch.equal(g(z0), g(z0)) != noise  # fresh noise in training mode only
         for _ in range(3):  # running statistics that are not the identity
             g(torch.randn(8, 16))
     g.eval()
@@ -148,13 +155,19 @@ def test_max_time_stops_with_a_checkpoint_and_a_resume_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_fp16_and_every_cpu_backend_draw_the_same_image(tmp_path):
+@pytest.mark.parametrize("noise", [False, True])
+def test_export_fp16_and_every_cpu_backend_draw_the_same_image(tmp_path, noise):
     """A trained fastgan checkpoint: `gantool info` shows its cost; `export --fp16` verifies
-    ONNX and FP16 ONNX; torch and ONNX Runtime draw the same bytes for a seed."""
+    ONNX and FP16 ONNX; torch and ONNX Runtime draw the same bytes for a seed (with the fixed
+    noise maps of model.noise too)."""
     from gantool.backends import load_backend
 
-    result = run(tiny_config(**FAST, **{"train.steps": 2}), out=tmp_path / "runs",
-                 progress=False)
+    result = run(tiny_config(**FAST, **{"train.steps": 2, "model.noise": noise}),
+                 out=tmp_path / "runs", progress=False)
+    if noise:
+        w = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["G_ema"]
+        assert any(k.endswith("fixed") for k in w) and all(
+            w[k].abs().item() > 0 for k in w if k.endswith(".weight") and w[k].numel() == 1)
     ckpt = result.run_dir / "checkpoints" / "last.pt"
     info = gantool_cli("info", ckpt)
     assert info.returncode == 0 and "fastgan / fastgan" in info.stdout

@@ -21,7 +21,8 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
         return ResidualGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels,
                                  cfg.res_blocks)
     if cfg.arch == "fastgan":
-        return FastGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels)
+        return FastGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels,
+                                cfg.noise)
     raise ValueError(f"unknown architecture {cfg.arch!r}")
 
 

@@ -11,9 +11,12 @@ Generator: z -> a base x base map (a transposed conv, BatchNorm, GLU), then one 
 per level: nearest-neighbour x2, 3x3 conv to twice the width, BatchNorm, GLU; every other level
 a second conv/BN/GLU. Skip-layer excitation: the map at level i - 4, pooled to base x base,
 gates the channels of the map at level i (a base x base conv, Swish, a 1x1 conv, sigmoid), so
-8 px structure steers 128 px texture. Unlike the paper, no noise is injected: FastGAN draws it
-with ``torch.randn`` inside ``forward``, which would make an image depend on its batch and the
-RNG state and leave the exported graph with an input besides z.
+8 px structure steers 128 px texture. FastGAN adds noise drawn with ``torch.randn`` inside
+``forward`` (after each conv of the doubled blocks), which would make an image depend on its
+batch and the RNG state. gantool injects none by default; with ``noise=True`` it adds fresh
+noise while training and, in eval mode (every drawing, every export), one fixed noise map per
+layer stored with the weights, as StyleGAN's "const" noise mode draws: an image stays a function
+of its z alone.
 
 Discriminator: the image is brought to at most level 6 (256 px; strided convs above it), then
 halved by residual down blocks (a strided conv path plus an average-pool path) to level 1, where
@@ -64,12 +67,31 @@ class Swish(nn.Module):
         return x * torch.sigmoid(x)
 
 
-def _up(c_in: int, c_out: int, double: bool) -> nn.Sequential:
-    """Nearest x2, 3x3 conv to 2 * c_out, BatchNorm, GLU (twice with ``double``)."""
+class Noise(nn.Module):
+    """x + weight * noise (weight learned, from 0): fresh N(0, 1) per pixel while training, one
+    fixed map (a buffer drawn from ``seed``) in eval mode."""
+
+    def __init__(self, size: int, seed: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        fixed = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(seed))
+        self.register_buffer("fixed", fixed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return x + self.weight * torch.randn_like(x[:, :1])
+        return x + self.weight * self.fixed
+
+
+def _up(c_in: int, c_out: int, double: bool, noise_size: int = 0) -> nn.Sequential:
+    """Nearest x2, 3x3 conv to 2 * c_out, BatchNorm, GLU (twice with ``double``); with
+    ``noise_size``, noise after each BatchNorm (there, the BatchNorm still folds into its conv)."""
     layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")]
-    for c in (c_in, c_out)[: 1 + double]:
-        layers += [nn.Conv2d(c, 2 * c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(2 * c_out),
-                   nn.GLU(dim=1)]
+    for j, c in enumerate((c_in, c_out)[: 1 + double]):
+        layers += [nn.Conv2d(c, 2 * c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(2 * c_out)]
+        if noise_size:
+            layers.append(Noise(noise_size, seed=2 * noise_size + j))
+        layers.append(nn.GLU(dim=1))
     return nn.Sequential(*layers)
 
 
@@ -91,17 +113,21 @@ class Excitation(nn.Module):
 
 class FastGANGenerator(nn.Module):
     """z (B, nz) -> image (B, C, R, R) in [-1, 1]: GLU upsampling blocks and skip-layer
-    excitation; no noise inputs, so an image is a function of its z alone."""
+    excitation; no noise inputs, so an image is a function of its z alone (``noise``: FastGAN's
+    noise in the doubled blocks while training, fixed maps in eval mode)."""
 
     def __init__(self, resolution: int, channels: int = 3, nz: int = 256, ngf: int = 64,
-                 max_channels: int = 1024):
+                 max_channels: int = 1024, noise: bool = False):
         super().__init__()
         self.base, k = levels(resolution)
         self.nz = nz
         w = [_width(G_WIDTHS, i, ngf, max_channels) for i in range(k + 1)]
         self.init = nn.Sequential(nn.ConvTranspose2d(nz, 2 * w[0], self.base, 1, 0, bias=False),
                                   nn.BatchNorm2d(2 * w[0]), nn.GLU(dim=1))  # (B, w0, base, base)
-        self.ups = nn.ModuleList(_up(w[i - 1], w[i], double=i % 2 == 1) for i in range(1, k + 1))
+        self.ups = nn.ModuleList(
+            _up(w[i - 1], w[i], double=i % 2 == 1,
+                noise_size=self.base * 2**i if noise and i % 2 == 1 else 0)
+            for i in range(1, k + 1))
         self.sle = nn.ModuleDict({str(i): Excitation(w[i - SLE_SPAN], w[i], self.base, Swish())
                                   for i in range(SLE_SPAN, k + 1)})
         self.to_image = nn.Sequential(nn.Conv2d(w[k], channels, 3, 1, 1, bias=False), nn.Tanh())
