@@ -20,6 +20,8 @@ from conftest import TWEMOJI_TAR, tiny_config
 
 @pytest.fixture(scope="module")
 def emoji():
+    if not TWEMOJI_TAR.is_file():
+        pytest.skip("needs ../shared/data/twemoji-64")
     return load_dataset(TWEMOJI_TAR, 64, 3, progress=False).images.transpose(0, 2, 3, 1)  # NHWC
 
 
