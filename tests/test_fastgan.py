@@ -154,6 +154,16 @@ def test_max_time_stops_with_a_checkpoint_and_a_resume_command(tmp_path):
     assert len(list(tmp_path.iterdir())) == 1  # the refused run wrote nothing
 
 
+def test_a_budget_spent_before_the_first_step_still_leaves_a_resumable_run(tmp_path):
+    """The budget counts from the start: one spent on loading leaves a step-0 checkpoint, so
+    the printed resume command works."""
+    cfg = tiny_config(**{"train.steps": 3})
+    first = run(cfg, out=tmp_path, progress=False, max_time=1e-9)
+    assert first.out_of_time and first.step == 0 and first.checkpoint is not None
+    done = run(resume=first.run_dir, progress=False)
+    assert done.step == 3 and not done.interrupted
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("noise", [False, True])
 def test_export_fp16_and_every_cpu_backend_draw_the_same_image(tmp_path, noise):

@@ -185,8 +185,8 @@ class Trainer:
                 self._scheduled(window, bar)
             out_of_time = not stop() and deadline < float("inf")  # no signal: the budget
         interrupted = self.step < t.steps
-        if interrupted and self.step > start_step:
-            self._save(self._checkpoint_state())
+        if interrupted and (self.step > start_step or self.step == 0):
+            self._save(self._checkpoint_state())  # at step 0 too: the resume hint must work
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) * t.batch_size / elapsed if elapsed > 0 else 0.0
         return TrainResult(run_dir, self.step, interrupted, self.ckpt, rate,
