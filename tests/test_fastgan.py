@@ -212,6 +212,10 @@ def test_triton_renders_the_images_torch_draws(tmp_path):
         r = gantool_cli("render", "--url", server.grpc_url, "--seeds", "0-9", "--truncation",
                         "0.7", "--out", tmp_path / "r", "--shared-memory", "on",
                         "--no-progress")
+        # the normal prior's documented minimum, which reaches the server as float32
+        low = gantool_cli("render", "--url", server.grpc_url, "--seeds", "0-1", "--truncation",
+                          "0.01", "--out", tmp_path / "low", "--no-progress")
+    assert low.returncode == 0 and len(list((tmp_path / "low").glob("*.png"))) == 2, low.stderr
     assert r.returncode == 0, r.stderr
     rendered = np.stack([np.asarray(Image.open(tmp_path / "r" / f"seed{s:06d}.png"))
                          for s in range(10)])

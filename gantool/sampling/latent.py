@@ -39,7 +39,8 @@ def validate_truncation(truncation: float | None, prior: str) -> None:
         raise ValueError(
             f"truncation {truncation} is above the uniform prior's bound 1; use a value in (0, 1]"
         )
-    if prior == "normal" and truncation < MIN_NORMAL_TRUNCATION:
+    # the minimum as float32 too: a server receives 0.01 as float32 0.0099999998
+    if prior == "normal" and truncation < np.float32(MIN_NORMAL_TRUNCATION):
         raise ValueError(
             f"truncation {truncation:g} is below the normal prior's minimum "
             f"{MIN_NORMAL_TRUNCATION:g} (smaller values cost ever more redraws and give the same "
