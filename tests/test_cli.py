@@ -38,6 +38,8 @@ ERRORS = [
     (["generate", "{tmp}/missing.pt", "--grid", "{tmp}/g.png"], "does not exist"),
     (["generate", "{tmp}/corrupt.pt", "--grid", "{tmp}/g.png"], "cannot read checkpoint"),
     (["generate", "{ckpt}"], "nothing to write"),
+    (["render", "--url", "localhost:1", "--seeds", "0", "--out", "{tmp}/r", "--timeout", "nan"],
+     "--timeout.*must be a positive number of seconds, got nan"),
 ]
 
 

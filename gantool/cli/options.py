@@ -4,6 +4,8 @@ them in (none: the command's main list)."""
 
 from __future__ import annotations
 
+import math
+
 import typer
 
 
@@ -28,3 +30,13 @@ def fp16(panel: str | None = None):
 def ema(panel: str | None = None):
     return typer.Option(True, "--ema/--no-ema", rich_help_panel=panel,
                         help="torch: the EMA weights if present.")
+
+
+def seconds(default: float, help: str):
+    """A positive, finite number of seconds (click's FloatRange lets nan through)."""
+    def check(value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise typer.BadParameter(f"must be a positive number of seconds, got {value}")
+        return value
+
+    return typer.Option(default, help=help, callback=check)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from gantool.cli import options
 from gantool.cli.choices import ImageFormat, Protocol, SharedMemory
 from gantool.cli.generate import PNG_LEVEL_HELP, WORKERS_HELP, image_encoding
 from gantool.errors import GantoolError
@@ -23,7 +24,7 @@ def serve(
                                             "(off by default)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Triton's whole log (by "
                                  "default only its warnings and errors)."),
-    timeout: float = typer.Option(120.0, help="Seconds to wait for every model to be ready."),
+    timeout: float = options.seconds(120.0, "Seconds to wait for every model to be ready."),
 ) -> None:
     """Start Triton Inference Server on a gantool model repository; Ctrl-C stops it.
 
@@ -89,7 +90,7 @@ def render(
                                    "max_batch_size)."),
     concurrency: int = typer.Option(4, min=1, help="Requests in flight."),
     workers: int = typer.Option(0, min=0, help=WORKERS_HELP),
-    timeout: float = typer.Option(60.0, help="Seconds per request before it counts as failed."),
+    timeout: float = options.seconds(60.0, "Seconds per request before it counts as failed."),
     retry_for: float = typer.Option(60.0, min=0, help="Seconds a request keeps retrying "
                                     "transient errors (server unreachable or restarting, "
                                     "busy, timed out), with backoff."),
