@@ -538,3 +538,22 @@ def test_rewriting_a_repository_replaces_it_whole(export_dir, tmp_path):
     gen = parse_pbtxt((repo / "generator" / "config.pbtxt").read_text())
     assert gen.max_batch_size == 8
     assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []
+
+
+def test_port_check_speaks_ipv6_and_names_what_is_wrong():
+    """The check before Triton starts: a free port on ::1 passes (it used to be called "in
+    use"), a taken port and an address this machine does not have are one line each."""
+    from gantool.serve.server import _check_port_free
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as taken:
+        taken.bind(("::1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(GantoolError, match=f"port {port} on ::1 is in use; pick another "
+                                               "with --grpc-port"):
+            _check_port_free("::1", port, "--grpc-port")
+    _check_port_free("::1", free_port("::1"), "--grpc-port")  # free: no error
+    with pytest.raises(GantoolError, match="cannot listen on 192.0.2.1 port 8000: "):
+        _check_port_free("192.0.2.1", 8000, "--http-port")  # TEST-NET-1: nobody's address
+    server = TritonServer(Path("repo"), 8000, 8001, host="::1")
+    assert server.grpc_url == "[::1]:8001" and server.http_url == "[::1]:8000"

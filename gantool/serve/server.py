@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import errno
 import importlib.util
 import json
 import os
@@ -67,11 +68,16 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"{self.host}:{self.http_port}"
+        return f"{self._url_host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+        return f"{self._url_host}:{self.grpc_port}"
+
+    @property
+    def _url_host(self) -> str:
+        """An IPv6 address in brackets, as URLs write it ([::1]:8001)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     def __enter__(self) -> TritonServer:
         self.start()
@@ -246,13 +252,19 @@ class TritonServer:
 def _check_port_free(host: str, port: int, flag: str) -> None:
     if not 0 < port < 65536:
         raise GantoolError(f"{flag} {port} is not a port number (1-65535)")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    try:  # the address family of the host: IPv4, IPv6 (::1) or a name
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise GantoolError(f"--host {host}: not an address of this machine ({e})") from None
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
         try:
-            s.bind((host, port))
-        except OSError:
-            raise GantoolError(f"port {port} on {host} is in use; pick another with {flag}") \
-                from None
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise GantoolError(f"port {port} on {host} is in use; pick another with "
+                                   f"{flag}") from None
+            raise GantoolError(f"cannot listen on {host} port {port}: {e.strerror}") from None
 
 
 SHM = Path("/dev/shm")
@@ -302,6 +314,7 @@ def _die_with_parent() -> None:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on now (for tests and benchmarks)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
