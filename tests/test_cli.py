@@ -13,6 +13,10 @@ def cases(tmp_path_factory, tiny_ckpt):
     (tmp / "empty").mkdir()
     (tmp / "corrupt.pt").write_bytes(b"not a checkpoint at all")
     (tmp / "bad.yaml").write_text("model: [unclosed\n")
+    (tmp / "one").mkdir()
+    from PIL import Image
+
+    Image.new("L", (28, 28)).save(tmp / "one" / "a.png")
     return tmp, tiny_ckpt
 
 
@@ -38,6 +42,7 @@ ERRORS = [
     (["generate", "{tmp}/missing.pt", "--grid", "{tmp}/g.png"], "does not exist"),
     (["generate", "{tmp}/corrupt.pt", "--grid", "{tmp}/g.png"], "cannot read checkpoint"),
     (["generate", "{ckpt}"], "nothing to write"),
+    (["eval", "{ckpt}", "--data", "{tmp}/one", "--no-progress"], "holds 1 image; FID and KID"),
     (["render", "--url", "localhost:1", "--seeds", "0", "--out", "{tmp}/r", "--timeout", "nan"],
      "--timeout.*must be a positive number of seconds, got nan"),
 ]

@@ -55,6 +55,9 @@ def evaluate(
             raise GantoolError(f"{checkpoint} does not record its training data; pass --data")
         typer.echo(f"data: {data} (the run's; --data picks another)", err=True)
     real = load_dataset(data, gen.resolution, gen.channels, progress=progress)
+    if len(real) < 2:
+        raise GantoolError(f"{data} holds {len(real)} image; FID and KID compare sets of at "
+                           "least 2 (use a few hundred or more for a meaningful score)")
     from gantool.metrics.evaluate import evaluate as run_eval
 
     done = [0]  # images through the feature extractor, real (unless cached) and generated
