@@ -153,6 +153,14 @@ def test_a_grid_too_large_to_hold_is_refused_before_drawing(tiny_ckpt, tmp_path)
         render_seeds(PatternGenerator(1024, 3), range(700), None, 8, grid=tmp_path / "g.png")
 
 
+@pytest.mark.parametrize("parallel", ["thread", "process"])
+def test_a_huge_batch_size_is_capped_at_the_work(tmp_path, parallel):
+    """--batch-size 1e9 for 5 images: slots for 5, not a MemoryError."""
+    stats = render_seeds(PatternGenerator(32, 3), range(5), None, 10**9, outdir=tmp_path,
+                         workers=1, parallel=parallel, progress=False)
+    assert stats["written"] == 5 and len(list(tmp_path.glob("seed*.png"))) == 5
+
+
 def test_resume_lists_unlisted_files_and_clears_stale_temp_files(tmp_path):
     gen = PatternGenerator(32, 3)
     render_seeds(gen, range(10), None, 4, tmp_path, progress=False)

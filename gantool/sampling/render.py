@@ -62,6 +62,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
            "backend": backend}
     todo, skipped = _todo(seeds, outdir, grid is None, encoding.fmt, row, stem)
     total = len(seeds) - skipped
+    batch_size = max(1, min(batch_size, total))  # no batch (nor image slot) beyond the work
     console = console or Console(stderr=True)
     keep: list[np.ndarray] | None = [] if grid is not None else None
     writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row, stem)

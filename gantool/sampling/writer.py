@@ -189,7 +189,11 @@ class ImageWriter:
         except GantoolError:
             if self.parallel == "process":
                 raise
-            _SLOTS[name] = (np.empty(self.slot_shape, np.uint8), None)
+            try:
+                _SLOTS[name] = (np.empty(self.slot_shape, np.uint8), None)
+            except MemoryError:
+                raise GantoolError(f"the render needs {nbytes / 2**20:,.0f} MiB per image slot "
+                                   "and this machine cannot give it: lower --batch-size") from None
         else:
             shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
             _SLOTS[name] = (np.ndarray(self.slot_shape, np.uint8, shm.buf), shm)
