@@ -557,3 +557,9 @@ def test_port_check_speaks_ipv6_and_names_what_is_wrong():
         _check_port_free("192.0.2.1", 8000, "--http-port")  # TEST-NET-1: nobody's address
     server = TritonServer(Path("repo"), 8000, 8001, host="::1")
     assert server.grpc_url == "[::1]:8001" and server.http_url == "[::1]:8000"
+
+
+def test_one_port_for_two_protocols_is_refused_before_starting(export_dir):
+    port = free_port()
+    with pytest.raises(GantoolError, match=f"--http-port and --grpc-port are both {port}"):
+        TritonServer(export_dir / "model_repository", port, port).check()

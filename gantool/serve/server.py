@@ -100,7 +100,11 @@ class TritonServer:
         ports = [("--http-port", self.http_port), ("--grpc-port", self.grpc_port)]
         if self.metrics_port is not None:
             ports.append(("--metrics-port", self.metrics_port))
-        for flag, port in ports:
+        for i, (flag, port) in enumerate(ports):
+            same = [f for f, p in ports[:i] if p == port]
+            if same:
+                raise GantoolError(f"{same[0]} and {flag} are both {port}; give each its own "
+                                   "port")
             _check_port_free(self.host, port, flag)
 
     def launch(self) -> None:
