@@ -1,4 +1,5 @@
-"""Atomic file writes: temp file beside the target, fsync, rename; never half a file."""
+"""Atomic file writes (temp file beside the target, fsync, rename; never half a file) and a
+folder lock for the one process that may write into a folder."""
 
 from __future__ import annotations
 
@@ -104,3 +105,30 @@ def _umask() -> int:
 
 _PROC_FD = Path("/proc/self/fd")
 UMASK = _umask()  # read once: os.umask is process-wide, so probing it per write races threads
+
+
+@contextmanager
+def folder_lock(folder: Path, busy: str) -> Iterator[None]:
+    """Hold ``folder`` for this process (a ``.lock`` file in it): a second process gets
+    ``busy`` as a one-line GantoolError, its first ``{pid}`` replaced by the holder's pid.
+    The lock is the kernel's (flock), so it dies with its process: no stale lock after a crash
+    or a kill."""
+    import fcntl
+
+    from gantool.errors import GantoolError
+
+    try:
+        fd = os.open(Path(folder) / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise GantoolError(f"cannot write in {folder}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 20).decode(errors="replace").strip() or "?"
+            raise GantoolError(busy.replace("{pid}", pid, 1)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)

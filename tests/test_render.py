@@ -98,7 +98,7 @@ def test_thread_and_process_writers_write_the_same_files(tmp_path, fmt, png_leve
         assert stats["written"] == 23
     a, b = (sorted((tmp_path / p).iterdir()) for p in ("thread", "process"))
     assert [p.name for p in a] == [p.name for p in b]
-    files = [p for p in a if p.name != "manifest.jsonl"]
+    files = [p for p in a if p.name not in ("manifest.jsonl", ".lock")]
     assert len(files) == 23 and not [p for p in a if p.name.endswith(".tmp")]
     assert all(x.read_bytes() == (tmp_path / "process" / x.name).read_bytes() for x in files)
     if fmt != "jpg":  # lossless formats: exactly the generated pixels
@@ -257,3 +257,32 @@ def test_a_full_disk_is_one_line_and_leaves_only_whole_files(tmp_path):
         assert not [p for p in os.listdir(disk) if p.endswith(".tmp")]
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_second_writer_into_a_folder_is_refused_while_the_first_runs(tmp_path):
+    """Two renders into one folder used to both run and list every file twice (or under two
+    truncations); the second now stops with one line before touching the folder."""
+    script = tmp_path / "holder.py"
+    script.write_text(_INTERRUPTED)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(TESTS)}, **CTRL_C_ABLE)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        deadline = time.time() + 60
+        while not list(out.glob("*.png")) and time.time() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(GantoolError, match=rf"another gantool process \(pid {proc.pid}\) "
+                                               rf"is writing images into {out}; wait"):
+            render_seeds(PatternGenerator(256, 3), range(10**6, 10**6 + 4), 0.5, 4, out,
+                         progress=False)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert all(r["seed"] < 10**6 and r["truncation"] is None for r in rows)
+    stats = render_seeds(PatternGenerator(256, 3), range(3), None, 4, out, progress=False)
+    assert stats["skipped"] == 3  # the lock went with its process; the folder resumes

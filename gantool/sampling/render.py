@@ -16,12 +16,14 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
 from gantool.errors import GantoolError, PartialBatch
+from gantool.fileio import folder_lock
 from gantool.progress import StepProgress
 from gantool.sampling.images import Encoding, save_grid, seed_filename
 from gantool.sampling.latent import Seeds, batched
@@ -60,43 +62,50 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
         check_grid_size(len(seeds), shape)
     row = {"truncation": truncation, "prior": generator.prior, **(identity or {}),
            "backend": backend}
-    todo, skipped = _todo(seeds, outdir, grid is None, encoding.fmt, row, stem)
-    total = len(seeds) - skipped
-    batch_size = max(1, min(batch_size, total))  # no batch (nor image slot) beyond the work
-    console = console or Console(stderr=True)
-    keep: list[np.ndarray] | None = [] if grid is not None else None
-    writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row, stem)
-              if outdir is not None and total else None)
-    bar = StepProgress(console, label, total, enabled=progress, short=("img/s",))
-    t0 = time.perf_counter()
-    done = failed = 0
-    try:
-        with bar:
-            for chunk in batched(todo, batch_size):
-                asked = len(chunk)
-                try:
-                    images = _draw(generator, chunk, truncation, writer)  # (B, H, W, C) uint8
-                except PartialBatch as e:
+    with ExitStack() as held:
+        if outdir is not None:  # one writer per folder: its settings checked under the lock
+            outdir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(folder_lock(outdir, (
+                f"another gantool process (pid {{pid}}) is writing images into {outdir}; wait "
+                "for it to finish or stop it, or write into another folder")))
+        todo, skipped = _todo(seeds, outdir, grid is None, encoding.fmt, row, stem)
+        total = len(seeds) - skipped
+        batch_size = max(1, min(batch_size, total))  # no batch (nor image slot) beyond the work
+        console = console or Console(stderr=True)
+        keep: list[np.ndarray] | None = [] if grid is not None else None
+        writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row,
+                              stem) if outdir is not None and total else None)
+        bar = StepProgress(console, label, total, enabled=progress, short=("img/s",))
+        t0 = time.perf_counter()
+        done = failed = 0
+        try:
+            with bar:
+                for chunk in batched(todo, batch_size):
+                    asked = len(chunk)
+                    try:
+                        # (B, H, W, C) uint8
+                        images = _draw(generator, chunk, truncation, writer)
+                    except PartialBatch as e:
+                        if keep is not None:
+                            raise  # a grid needs every image
+                        for lo, hi, reason in e.failures:
+                            bar.print(f"[red]seeds {lo}-{hi} failed:[/] {reason}")
+                        failed += len(chunk) - len(e.seeds)
+                        chunk, images = e.seeds, e.images
                     if keep is not None:
-                        raise  # a grid needs every image
-                    for lo, hi, reason in e.failures:
-                        bar.print(f"[red]seeds {lo}-{hi} failed:[/] {reason}")
-                    failed += len(chunk) - len(e.seeds)
-                    chunk, images = e.seeds, e.images
-                if keep is not None:
-                    keep.append(images.copy() if writer is not None else images)
+                        keep.append(images.copy() if writer is not None else images)
+                    if writer is not None:
+                        writer.commit(chunk, images)
+                    done += asked
+                    rate = done / max(time.perf_counter() - t0, 1e-9)
+                    bar.advance(done, {"img/s": f"{rate:,.1f}"})
                 if writer is not None:
-                    writer.commit(chunk, images)
-                done += asked
-                rate = done / max(time.perf_counter() - t0, 1e-9)
-                bar.advance(done, {"img/s": f"{rate:,.1f}"})
-            if writer is not None:
-                writer.close()
-    finally:
-        if writer is not None:  # interrupted: running writes finish and are listed
-            writer.abort()
-    if keep is not None:
-        save_grid(np.concatenate(keep) if keep else np.zeros((0, 1, 1, 1), np.uint8), grid)
+                    writer.close()
+        finally:
+            if writer is not None:  # interrupted: running writes finish and are listed
+                writer.abort()
+        if keep is not None:
+            save_grid(np.concatenate(keep) if keep else np.zeros((0, 1, 1, 1), np.uint8), grid)
     seconds = time.perf_counter() - t0
     return {"written": writer.written if writer else 0, "skipped": skipped, "failed": failed,
             "seconds": seconds, "images_per_s": done / seconds if seconds > 0 else 0.0}
@@ -109,7 +118,6 @@ def _todo(seeds: Sequence[int], outdir: Path | None, resume: bool, fmt: str, row
     files count as done (not for a grid, which needs every image)."""
     if outdir is None:
         return seeds, 0
-    outdir.mkdir(parents=True, exist_ok=True)
     _check_manifest(outdir, row)
     finished = _resume(outdir, fmt, row, stem) if resume else set()
     if not finished:

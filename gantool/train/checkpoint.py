@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gantool.errors import GantoolError
-from gantool.fileio import fsync_dir
+from gantool.fileio import folder_lock, fsync_dir
 from gantool.models.checkpoint import (  # noqa: F401 - the training side uses them from here
     FORMAT,
     atomic_torch_save,
@@ -91,26 +91,10 @@ def run_dir_of(target: str | os.PathLike) -> Path:
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir`` for one training process: a second one (a resume started twice) gets
-    a one-line error instead of writing the same steps again. The lock is the kernel's
-    (flock), so it dies with its process: no stale lock after a crash or a kill."""
-    import fcntl
-
-    try:
-        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise GantoolError(f"cannot write in {run_dir}: {e.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.read(fd, 20).decode(errors="replace").strip() or "?"
-            raise GantoolError(f"another gantool process (pid {pid}) is training in {run_dir}; "
-                               "wait for it to finish or stop it, then resume") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+    a one-line error instead of writing the same steps again."""
+    with folder_lock(run_dir, f"another gantool process (pid {{pid}}) is training in "
+                              f"{run_dir}; wait for it to finish or stop it, then resume"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _link_last(path: Path) -> None:
