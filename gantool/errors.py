@@ -30,3 +30,4 @@ class PartialBatch(GantoolError):
         lo, hi, reason = failures[0]
         more = f" (and {len(failures) - 1} more ranges)" if len(failures) > 1 else ""
         super().__init__(f"seeds {lo}-{hi} failed: {reason}{more}")
+

@@ -286,3 +286,52 @@ def test_a_second_writer_into_a_folder_is_refused_while_the_first_runs(tmp_path)
     assert all(r["seed"] < 10**6 and r["truncation"] is None for r in rows)
     stats = render_seeds(PatternGenerator(256, 3), range(3), None, 4, out, progress=False)
     assert stats["skipped"] == 3  # the lock went with its process; the folder resumes
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def test_sigterm_to_the_whole_job_stops_a_render_like_ctrl_c(tiny_ckpt, tmp_path):
+    """What Slurm and Kubernetes do on preemption (SIGTERM to every process of the job) during
+    a render with process workers: whole, listed files, no worker or shared memory left,
+    exit 143 with the hint; running it again finishes the job."""
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "gantool", "generate", str(tiny_ckpt), "--seeds", "0-199999",
+            "--outdir", str(out), "--format", "jpg", "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(list(out.glob("*.jpg"))) < 50 and time.time() < deadline:
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert workers, "the render runs process workers"
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("terminated (SIGTERM); the files written are "
+                                                   "whole and listed"), err
+    assert "Traceback" not in err
+    deadline = time.time() + 10  # workers drain their queue, then exit
+    while [p for p in workers if Path(f"/proc/{p}").exists()] and time.time() < deadline:
+        time.sleep(0.1)
+    left = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:200] for p in workers
+            if Path(f"/proc/{p}").exists()}
+    assert not left, f"orphan processes: {left}"
+    assert not [p for p in os.listdir("/dev/shm") if p.startswith(f"gantool-{proc.pid}-")]
+    files = sorted(p.name for p in out.glob("*.jpg"))
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(files) >= 50 and sorted(r["file"] for r in rows) == files
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]

@@ -4,6 +4,11 @@ torch and ONNX Runtime, real FFmpeg videos read back, animations, resumable fram
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +256,22 @@ def test_check_video_path_is_a_gantool_error():
     with pytest.raises(GantoolError):
         check_video_path(Path("x.png"))
     assert check_video_path(Path("x.MP4")) == "ffmpeg"
+
+
+def test_sigterm_during_a_video_leaves_no_file(tiny_ckpt, tmp_path):
+    """A preempted `gantool video --out walk.mp4`: exit 143, no video, no temp file."""
+    args = [sys.executable, "-m", "gantool", "video", str(tiny_ckpt), "--seeds", "0-399",
+            "--frames-per-seed", "30", "--out", str(tmp_path / "walk.mp4"), "--no-progress"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob(".walk.*.tmp.mp4")) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and err.strip().endswith("terminated (SIGTERM)"), err
+    assert list(tmp_path.iterdir()) == [], "nothing left: no video, no temp file"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 
 import typer
@@ -80,7 +81,10 @@ def _plain_help_option(cmd) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console script: run the app, turning user errors into one line on stderr and exit 2."""
+    """Console script: run the app, turning user errors into one line on stderr and exit 2,
+    and SIGTERM into what Ctrl-C does (whole files, workers stopped, exit 143)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # (training installs its own while it runs)
+        signal.signal(sig, _stop)
     try:
         code = command().main(args=argv, standalone_mode=False, prog_name="gantool")
     except typer.TyperException as e:  # bad flags or values, as parsed by Typer
@@ -95,9 +99,25 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _fail(f"cannot write {e.filename or 'a file'}: {e.strerror}")
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        sys.exit(130)
+        code = 130
+    if code == 130 and _STOPPED_BY:  # Typer returns 130 for a KeyboardInterrupt
+        args = sys.argv[1:] if argv is None else argv
+        hint = ("; the files written are whole and listed: run the same command again to "
+                "finish" if args[:1] in (["generate"], ["render"]) else "")
+        term = _STOPPED_BY[0] == signal.SIGTERM
+        typer.echo(f"{'terminated (SIGTERM)' if term else 'interrupted'}{hint}", err=True)
+        sys.exit(143 if term else 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+_STOPPED_BY: list[int] = []  # the signal that stopped the command
+
+
+def _stop(signum, frame) -> None:
+    """Ctrl-C and SIGTERM (a scheduler's preemption) alike: KeyboardInterrupt, so every command
+    cleans up the same way (whole files, workers drained, temp files removed)."""
+    _STOPPED_BY.append(signum)
+    raise KeyboardInterrupt
 
 
 def _fail(message: str) -> None:

@@ -66,7 +66,7 @@ def serve(
 
 
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt  # a clean stop, exit 0: SIGTERM is how a service manager stops it
 
 
 def render(

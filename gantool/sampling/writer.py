@@ -240,7 +240,9 @@ def _process_context():
 
 
 def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which drains us
+    # Ctrl-C (and a SIGTERM sent to the whole job) stops the parent, which drains us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _keep_heap()
 
 
