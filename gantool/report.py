@@ -13,10 +13,12 @@ import base64
 import html
 import io
 import json
+import sys
 from pathlib import Path
 
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
+from gantool.train.runlog import METRICS, read_rows
 
 PLOTS = (
     ("losses", "loss", [("loss_d", "D loss"), ("loss_g", "G loss"),
@@ -28,20 +30,15 @@ PLOTS = (
 )
 
 
-def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    """(training rows, event rows) of a run's metrics.jsonl; torn lines are skipped."""
-    path = run_dir / "metrics.jsonl"
+def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict], int]:
+    """(training rows, event rows, damaged lines skipped) of a run's metrics.jsonl."""
+    path = run_dir / METRICS
     if not path.is_file():
         raise GantoolError(f"{run_dir} has no metrics.jsonl: pass a run directory "
                            "(runs/NNNNN-name)")
-    rows, events = [], []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        (events if "event" in row else rows).append(row)
-    return rows, events
+    kept, bad = read_rows(path)
+    rows = [row for _, row in kept]
+    return ([r for r in rows if "event" not in r], [r for r in rows if "event" in r], bad)
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
@@ -54,7 +51,10 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, events = read_metrics(run_dir)
+    rows, events, bad = read_metrics(run_dir)
+    if bad:
+        print(f"{run_dir / 'metrics.jsonl'}: skipped {bad} damaged line(s) it could not read",
+              file=sys.stderr)
     if not rows:
         raise GantoolError(f"{run_dir}/metrics.jsonl has no training rows yet")
     pngs = out is None  # the run's own report folder also gets the plots as files

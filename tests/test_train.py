@@ -4,9 +4,11 @@ import json
 
 import pytest
 import torch
+from rich.console import Console
 
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
+from gantool.report import read_metrics, write_report
 from gantool.train.batches import EpochOrder
 from gantool.train.checkpoint import load_checkpoint, load_generator, step_checkpoints
 from gantool.train.loop import run
@@ -81,6 +83,29 @@ def test_resume_continues_exactly(tmp_path):
     rows = (first.run_dir / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(x)["step"] for x in rows]
     assert steps == sorted(set(steps))  # no duplicated rows after resume
+
+
+DAMAGED = [b"123", b"null", b'{"step": "abc", "loss_d": 1.0}', b'{"step": 2, "loss_d": "x"}',
+           b"\xff\xfe not utf-8", b'{"step": 2, "event": "rollback"}', b'{"step": 2, "loss']
+
+
+def test_damaged_metrics_lines_are_dropped_on_resume_and_skipped_by_the_report(tmp_path):
+    """Lines no reader can use (a torn write, a hand edit) cost one line of warning each time,
+    not a traceback: resume drops them, the report draws what is left."""
+    first = run(tiny_config(**{"train.steps": 4, "train.log_every": 1}), out=tmp_path,
+                progress=False)
+    metrics = first.run_dir / "metrics.jsonl"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good + b"\n".join(DAMAGED) + b"\n")
+    assert write_report(first.run_dir).is_file()  # skips them (and says so on stderr)
+    rows, _, bad = read_metrics(first.run_dir)
+    assert bad == len(DAMAGED) and [r["step"] for r in rows] == [1, 2, 3, 4]
+    console = Console(record=True, width=300)
+    done = run(resume=first.run_dir, steps=6, progress=False, console=console)
+    assert done.step == 6
+    assert f"dropped {len(DAMAGED)} damaged line(s)" in console.export_text()
+    assert metrics.read_bytes().startswith(good)
+    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_from_an_older_checkpoint_keeps_newer_ones(tiny_run):

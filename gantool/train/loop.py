@@ -27,7 +27,7 @@ from gantool.train.checkpoint import (
     step_checkpoints,
     step_of,
 )
-from gantool.train.runlog import RunLog, tensorboard_writer_class
+from gantool.train.runlog import METRICS, RunLog, tensorboard_writer_class
 from gantool.train.trainer import Trainer, TrainResult
 
 __all__ = ["TrainResult", "Trainer", "new_run_dir", "run"]
@@ -96,7 +96,10 @@ def _run(cfg, out, resume, steps, console, progress, progress_every, deadline: f
             trainer.load_state(state)
             log = held.enter_context(closing(RunLog(run_dir, world.main,
                                                     cfg.train.tensorboard)))
-            log.truncate(trainer.step)
+            bad = log.truncate(trainer.step)
+            if bad:
+                console.print(f"{run_dir / METRICS}: dropped {bad} damaged line(s) it could "
+                              "not read", highlight=False)
             console.print(f"resuming {run_dir} at step {trainer.step}")
         return trainer.fit(run_dir, log, deadline)
     finally:

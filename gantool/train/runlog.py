@@ -17,7 +17,6 @@ grids as images, the configuration and each guard event as text, in ``RUN/tensor
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -87,14 +86,16 @@ class RunLog:
             self._writer().add_text(tag, text, step)
             self._writer().flush()
 
-    def truncate(self, step: int) -> None:
-        """Forget everything written past ``step`` (a resume, a rollback)."""
+    def truncate(self, step: int) -> int:
+        """Forget everything written past ``step`` (a resume, a rollback); how many damaged
+        lines of metrics.jsonl went with it."""
         if not self.enabled:
-            return
-        truncate_metrics(self.path, step)
+            return 0
+        bad = truncate_metrics(self.path, step)
         if self.tensorboard:
             self.close()
             self._purge = step + 1  # events at later steps are dropped by TensorBoard's reader
+        return bad
 
     def close(self) -> None:
         if self._tb is not None:
@@ -109,18 +110,51 @@ class RunLog:
         return self._tb
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows past ``step`` (written after the checkpoint, before a crash)."""
+# what an event row must carry besides its step (the report and TensorBoard read them)
+EVENT_FIELDS = {"rollback": {"at_step": int, "reason": str, "lr_scale": (int, float)},
+                "stop": {"at_step": int, "reason": str, "lr_scale": (int, float)}}
+
+
+def read_rows(path: Path) -> tuple[list[tuple[str, dict]], int]:
+    """Every usable line of a metrics.jsonl as (its text, its row), and how many were not:
+    not UTF-8, not JSON, not an object, no whole-number ``step``, a number field that is not a
+    number, an event without its fields (a torn last line after a crash, or a hand edit).
+    The one reader of the file: resume keeps the usable lines, the report draws them."""
+    kept, bad = [], 0
+    for raw in path.read_bytes().splitlines():
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode()
+            row = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            bad += 1
+            continue
+        if _usable(row):
+            kept.append((line, row))
+        else:
+            bad += 1
+    return kept, bad
+
+
+def _usable(row) -> bool:
+    if not isinstance(row, dict) or type(row.get("step")) is not int or row["step"] < 0:
+        return False
+    needs = EVENT_FIELDS.get(row.get("event"), {})
+    if any(not isinstance(row.get(k), t) or isinstance(row.get(k), bool)
+           for k, t in needs.items()):
+        return False
+    text = ("event", "reason", "sha256")  # the fields that are not numbers
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool)
+               for k, v in row.items() if k not in text and k not in needs)
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Drop metric rows past ``step`` (written after the checkpoint, before a crash) and the
+    lines no reader can use; how many of those were dropped."""
     if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and _row_step(line) <= step]
+        return 0
+    kept, bad = read_rows(path)
     with atomic_write(path) as f:
-        f.write("".join(line + "\n" for line in keep).encode())
-
-
-def _row_step(line: str) -> float:
-    try:
-        return json.loads(line).get("step", math.inf)
-    except json.JSONDecodeError:
-        return math.inf  # a torn last line from a crash
+        f.write("".join(line + "\n" for line, row in kept if row["step"] <= step).encode())
+    return bad
