@@ -108,6 +108,28 @@ def test_damaged_metrics_lines_are_dropped_on_resume_and_skipped_by_the_report(t
     assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("damage", ["empty", "half"])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_resume_uses_the_one_before(tmp_path,
+                                                                                damage):
+    first = run(tiny_config(**{"train.steps": 8, "train.checkpoint_every": 4, "train.keep": 3}),
+                out=tmp_path, progress=False)
+    ckpts = first.run_dir / "checkpoints"
+    newest = ckpts / "step-0000008.pt"
+    size = newest.stat().st_size
+    with newest.open("r+b") as f:  # in place: last.pt, a hard link to it, is damaged too
+        f.truncate(0 if damage == "empty" else size // 2)
+    console = Console(record=True, width=300)
+    done = run(resume=first.run_dir, steps=10, progress=False, console=console)
+    text = console.export_text()
+    assert f"{newest} is damaged (cannot read checkpoint" in text
+    assert "kept as step-0000008.pt.damaged, resuming from step 4" in text
+    assert done.step == 10 and (ckpts / "step-0000008.pt.damaged").stat().st_size == size // 2 * (
+        damage == "half")
+    assert load_checkpoint(ckpts / "last.pt")["step"] == 10
+    assert [p.name for p in step_checkpoints(ckpts)] == ["step-0000010.pt", "step-0000008.pt",
+                                                         "step-0000004.pt"]
+
+
 def test_resume_from_an_older_checkpoint_keeps_newer_ones(tiny_run):
     ckpts = tiny_run[0] / "checkpoints"
     with pytest.raises(GantoolError, match="checkpoints past step 8"):

@@ -55,29 +55,45 @@ def step_checkpoints(ckpt_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def resolve_resume(target: str | os.PathLike) -> tuple[Path, dict]:
-    """A run directory or a checkpoint file -> (run_dir, newest readable checkpoint state).
+def resolve_resume(target: str | os.PathLike) -> tuple[Path, dict, list[tuple[Path, str]]]:
+    """A run directory or a checkpoint file -> (run_dir, newest readable checkpoint state, the
+    newer step checkpoints that would not load, each with the reason).
 
     For a run directory the newest step checkpoint that loads wins (a crash can interrupt
     ``last.pt``'s update, never a step file's content). Leftover temp files are removed.
     """
     target = Path(target)
     if target.is_file():
-        return run_dir_of(target), load_checkpoint(target)
+        return run_dir_of(target), load_checkpoint(target), []
     ckpt_dir = target / "checkpoints"
     if not ckpt_dir.is_dir():
         raise GantoolError(f"{target} is neither a checkpoint nor a run directory "
                            "with checkpoints/")
     for tmp in ckpt_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
-    errors = []
+    damaged = []
     for path in step_checkpoints(ckpt_dir) + [ckpt_dir / LAST]:
         try:
-            return target, load_checkpoint(path)
+            return target, load_checkpoint(path), damaged
         except GantoolError as e:
-            errors.append(str(e))
-    detail = f": {errors[0]}" if errors else ""
+            damaged.append((path, str(e)))
+    detail = f": {damaged[0][1]}" if damaged else ""
     raise GantoolError(f"no readable checkpoint in {ckpt_dir}{detail}")
+
+
+def set_aside(damaged: list[tuple[Path, str]], step: int) -> list[str]:
+    """Rename damaged step checkpoints to ``NAME.damaged`` (kept, out of the way of rotation
+    and of the "newer checkpoints" check) and point ``last.pt`` at step ``step``'s file (it
+    was a link to the newest, damaged one); one line per file for the console."""
+    lines = []
+    for path, why in damaged:
+        path.rename(path.with_name(path.name + ".damaged"))
+        lines.append(f"{path} is damaged ({why}); kept as {path.name}.damaged, resuming from "
+                     f"step {step}")
+    resumed = damaged[0][0].parent / step_name(step) if damaged else None
+    if resumed is not None and resumed.is_file():
+        _link_last(resumed)
+    return lines
 
 
 def run_dir_of(target: str | os.PathLike) -> Path:

@@ -24,6 +24,7 @@ from gantool.train.checkpoint import (
     resolve_resume,
     run_dir_of,
     run_lock,
+    set_aside,
     step_checkpoints,
     step_of,
 )
@@ -52,23 +53,33 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
                     progress_every, deadline, held)
 
 
+def _resumed(resume, world, console, held: ExitStack) -> tuple[Path, dict]:
+    """(run_dir, state) of a ``--resume`` target, locked; damaged newer checkpoints set aside
+    (and said so), newer intact ones refused."""
+    if world.main and run_dir_of(resume).is_dir():  # else resolve_resume says what is wrong
+        held.enter_context(run_lock(run_dir_of(resume)))
+    run_dir, state, damaged = resolve_resume(resume)
+    if world.main:
+        for line in set_aside(damaged, state["step"]):
+            console.print(line, highlight=False, soft_wrap=True)
+    newer = [p.name for p in step_checkpoints(run_dir / "checkpoints")
+             if step_of(p) > state["step"] and p not in dict(damaged)]
+    if newer:
+        raise GantoolError(f"{run_dir} has checkpoints past step {state['step']} "
+                           f"({', '.join(newer)}); resuming from an older one would "
+                           "overwrite them: resume the run directory, or move them away")
+    return run_dir, state
+
+
 def _run(cfg, out, resume, steps, console, progress, progress_every, deadline: float,
          held: ExitStack) -> TrainResult:
     state = None
     world = distributed.from_env()
     if resume is not None:
-        if world.main and run_dir_of(resume).is_dir():  # else resolve_resume says what is wrong
-            held.enter_context(run_lock(run_dir_of(resume)))
-        run_dir, state = resolve_resume(resume)
+        run_dir, state = _resumed(resume, world, console, held)
         cfg = RunConfig.from_dict(state["config"])
         if steps is not None:
             cfg = replace(cfg, train=replace(cfg.train, steps=steps))
-        newer = [p.name for p in step_checkpoints(run_dir / "checkpoints")
-                 if step_of(p) > state["step"]]
-        if newer:
-            raise GantoolError(f"{run_dir} has checkpoints past step {state['step']} "
-                               f"({', '.join(newer)}); resuming from an older one would "
-                               "overwrite them: resume the run directory, or move them away")
         if state["step"] >= cfg.train.steps:
             raise GantoolError(f"{run_dir} already reached step {state['step']} of "
                                f"{cfg.train.steps}; pass a larger --steps to train further")
