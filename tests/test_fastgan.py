@@ -101,6 +101,7 @@ def test_presets_and_the_hinge_default():
     few, big = preset_config("few-shot"), preset_config("few-shot-1024")
     assert (few.model.arch, few.model.d_arch, few.train.loss) == ("fastgan", "fastgan", "hinge")
     assert big.model.resolution == 1024 and big.model.ngf == 64 and big.train.batch_size == 8
+    assert (few.train.lr_g, big.train.lr_g) == (5e-4, 2e-4)  # ours on a CPU; the paper's
     cfg = apply_overrides(preset_config("colour-small"), {"model.d_arch": "fastgan"})
     assert cfg.train.loss == "hinge"  # the loss a fastgan D is made for
     cfg = apply_overrides(preset_config("colour-small"),
