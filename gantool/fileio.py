@@ -3,6 +3,7 @@ folder lock for the one process that may write into a folder."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -107,6 +108,26 @@ _PROC_FD = Path("/proc/self/fd")
 UMASK = _umask()  # read once: os.umask is process-wide, so probing it per write races threads
 
 
+def check_writable(folder: Path) -> None:
+    """Make ``folder`` and prove a file can be written in it (a temp file, removed): for
+    commands that write their result only after long work. GantoolError if not."""
+    from gantool.errors import GantoolError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".gantool-check-"):
+            pass
+    except OSError as e:
+        raise GantoolError(f"cannot write in {folder}: {path_error_reason(e)}") from None
+
+
+def path_error_reason(e: OSError) -> str:
+    """Why a path could not be written, in words (a file in the way says so)."""
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):
+        return "a part of that path is a file, not a folder"
+    return e.strerror or str(e)
+
+
 @contextmanager
 def folder_lock(folder: Path, busy: str) -> Iterator[None]:
     """Hold ``folder`` for this process (a ``.lock`` file in it): a second process gets
@@ -120,7 +141,7 @@ def folder_lock(folder: Path, busy: str) -> Iterator[None]:
     try:
         fd = os.open(Path(folder) / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise GantoolError(f"cannot write in {folder}: {e.strerror}") from None
+        raise GantoolError(f"cannot write in {folder}: {path_error_reason(e)}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,6 +13,7 @@ def cases(tmp_path_factory, tiny_ckpt):
     (tmp / "empty").mkdir()
     (tmp / "corrupt.pt").write_bytes(b"not a checkpoint at all")
     (tmp / "bad.yaml").write_text("model: [unclosed\n")
+    (tmp / "afile").write_text("a file where a folder is asked for")
     (tmp / "one").mkdir()
     from PIL import Image
 
@@ -43,6 +44,19 @@ ERRORS = [
     (["generate", "{tmp}/corrupt.pt", "--grid", "{tmp}/g.png"], "cannot read checkpoint"),
     (["generate", "{ckpt}"], "nothing to write"),
     (["eval", "{ckpt}", "--data", "{tmp}/one", "--no-progress"], "holds 1 image; FID and KID"),
+    (["generate", "{ckpt}", "--seeds", "0-3", "--outdir", "{tmp}/afile/x"],
+     "cannot write .*afile/x: a part of that path is a file, not a folder"),
+    (["generate", "{ckpt}", "--seeds", "0-3", "--grid", "{tmp}/afile/g.png"],
+     "cannot write .*afile: a part of that path is a file"),
+    (["generate", "{ckpt}", "--seeds", "0-3", "--outdir", "/proc/gantool-out"],
+     "cannot write /proc/gantool-out: "),
+    (["eval", "{ckpt}", "--data", "builtin:fashion-mnist", "--json", "{tmp}/afile/r.json"],
+     "cannot write in .*afile: a part of that path is a file"),
+    (["eval", "{ckpt}", "--data", "builtin:fashion-mnist", "--json", "/proc/r.json"],
+     "cannot write in /proc: "),
+    (["video", "{ckpt}", "--seeds", "0-1", "--frames-dir", "{tmp}/afile/f"],
+     "cannot write .*afile/f: a part of that path"),
+    (["export", "{ckpt}", "--out", "{tmp}/afile/e"], "cannot write .*afile/e: a part of that"),
     (["render", "--url", "localhost:1", "--seeds", "0", "--out", "{tmp}/r", "--timeout", "nan"],
      "--timeout.*must be a positive number of seconds, got nan"),
 ]

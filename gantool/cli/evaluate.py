@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from gantool.errors import GantoolError
+from gantool.fileio import atomic_write, check_writable
 
 
 def evaluate(
@@ -42,6 +43,8 @@ def evaluate(
     if bad or not chosen:
         raise GantoolError(f"--metrics: unknown {bad[0] if bad else 'empty list'!r}; choose "
                            f"from {', '.join(METRICS)}")
+    if json_out is not None:  # before the evaluation, not after it: a bad path fails now
+        check_writable(json_out.parent)
     if checkpoint.is_dir():
         checkpoint = checkpoint / "checkpoints" / "last.pt"
     if not checkpoint.is_file():
@@ -80,8 +83,9 @@ def evaluate(
     if "kid" in result:
         typer.echo(f"KID {result['kid']:.5f} +- {result['kid_std']:.5f}")
     if json_out is not None:
-        json_out.write_text(json.dumps({"checkpoint": str(checkpoint), "data": data, **result},
-                                       indent=2) + "\n")
+        with atomic_write(json_out) as f:
+            f.write((json.dumps({"checkpoint": str(checkpoint), "data": data, **result},
+                                indent=2) + "\n").encode())
 
 
 def report(run_dir: Path = typer.Argument(..., help="A run directory (runs/NNNNN-name)."),

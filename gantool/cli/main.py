@@ -11,6 +11,7 @@ import typer
 from gantool import __version__
 from gantool.cli import bench, evaluate, export, generate, serve, train, video
 from gantool.errors import GantoolError
+from gantool.fileio import path_error_reason
 
 app = typer.Typer(
     name="gantool",
@@ -80,6 +81,11 @@ def _plain_help_option(cmd) -> None:
     cmd.get_help_option = get_help_option
 
 
+# a path the user named that cannot be written or made: under a file, /proc, no permission
+PATH_ERRORS = (errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENOENT,
+               errno.ENAMETOOLONG, errno.ELOOP, errno.EEXIST)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console script: run the app, turning user errors into one line on stderr and exit 2,
     and SIGTERM into what Ctrl-C does (whole files, workers stopped, exit 143)."""
@@ -94,10 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{message} (see '{where} --help')")
     except GantoolError as e:
         _fail(str(e))
-    except OSError as e:  # the machine's limits, not a defect: a full disk, a read-only folder
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-            raise
-        _fail(f"cannot write {e.filename or 'a file'}: {e.strerror}")
+    except OSError as e:  # the machine's limits or a path given, not a defect
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # a full disk, read-only
+            _fail(f"cannot write {e.filename or 'a file'}: {e.strerror}")
+        if e.errno in PATH_ERRORS and e.filename:
+            _fail(f"cannot write {e.filename}: {path_error_reason(e)}")
+        raise
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     if code == 130 and _STOPPED_BY:  # Typer returns 130 for a KeyboardInterrupt
