@@ -187,6 +187,45 @@ def test_info_and_generate_reject_what_they_cannot_read(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
+def test_a_changed_export_file_is_named_before_it_draws(tiny_ckpt, tmp_path):
+    """export.json records each file's size and SHA-256: a bit flip inside a weight (which
+    ONNX Runtime would run, drawing other images) is refused by the backend and by
+    info --verify; a damaged graph or metadata that disagrees with it are one line too."""
+    out = tmp_path / "export"
+    assert gantool_cli("export", tiny_ckpt, "--out", out, "--fp16").returncode == 0
+    r = gantool_cli("info", out, "--verify")
+    assert r.returncode == 0 and "verified: model.onnx, model_fp16.onnx match" in r.stdout
+    model = onnx.load(str(out / "model.onnx"))
+    raw = max((t.raw_data for t in model.graph.initializer), key=len)
+    data = bytearray((out / "model.onnx").read_bytes())
+    at = data.find(raw) + len(raw) // 2
+    data[at] ^= 0x10  # one bit of one weight: still a valid model
+    (out / "model.onnx").write_bytes(data)
+    for args in (["info", out, "--verify"],
+                 ["generate", out, "--backend", "onnx", "--seeds", "0-1", "--outdir",
+                  tmp_path / "g", "--no-progress"]):
+        r = gantool_cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert re.fullmatch(r"error: .*model\.onnx is not the file gantool export wrote .*\n",
+                            r.stderr), r.stderr
+    alone = tmp_path / "alone"  # files without their export.json
+    alone.mkdir()
+    clean = onnx.load(str(out / "model_fp16.onnx"))
+    broken = clean.SerializeToString().replace(b"ConvTranspose", b"ConvTranspoze")
+    (alone / "model.onnx").write_bytes(broken)
+    r = gantool_cli("generate", alone, "--backend", "onnx", "--seeds", "0", "--grid",
+                    tmp_path / "a.png")
+    assert r.returncode == 2 and "ONNX Runtime cannot load" in r.stderr, r.stderr
+    for p in clean.metadata_props:
+        if p.key == "gantool.nz":
+            p.value = "7"
+    onnx.save(clean, str(alone / "model.onnx"))
+    r = gantool_cli("generate", alone, "--backend", "onnx", "--seeds", "0", "--grid",
+                    tmp_path / "a.png")
+    assert r.returncode == 2 and "its metadata says nz 7 but its graph takes 100" in r.stderr
+    assert not (tmp_path / "a.png").exists()
+
+
 def test_parse_formats():
     assert [f.name for f in parse_formats("onnx, engine,onnx")] == ["onnx", "engine"]
     with pytest.raises(GantoolError, match="did you mean 'engine'"):

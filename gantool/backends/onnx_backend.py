@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from gantool.errors import GantoolError
-from gantool.export.folder import check_finished
+from gantool.export.folder import check_finished, check_unchanged
 from gantool.export.onnx import read_metadata
 from gantool.sampling.images import to_uint8
 from gantool.sampling.latent import latents
@@ -36,6 +36,7 @@ class OnnxGenerator:
         if not p.is_file():
             raise GantoolError(f"{p} does not exist; export one with gantool export")
         check_finished(p)
+        check_unchanged(p)
         info = read_metadata(p)
         self.path, self.info = p, info
         self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
@@ -49,7 +50,15 @@ class OnnxGenerator:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(p), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(p), options, providers=providers)
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime's own errors: a damaged graph
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise GantoolError(f"ONNX Runtime cannot load {p}: {first}") from None
+        z_dims = self.session.get_inputs()[0].shape
+        if z_dims[-1] != info.nz:
+            raise GantoolError(f"{p}: its metadata says nz {info.nz} but its graph takes "
+                               f"{z_dims[-1]} latent values; export it again")
 
     def run(self, z: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"z": np.ascontiguousarray(z, dtype=np.float32)})[0]

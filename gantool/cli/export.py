@@ -104,17 +104,22 @@ def export(
 
 
 def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an engine "
-                                     "(.plan, read from its .plan.json) or an export folder.")):
+                                     "(.plan, read from its .plan.json) or an export folder."),
+         verify: bool = typer.Option(False, "--verify", help="Export folder: check every file "
+                                     "against the sizes and SHA-256 export.json recorded.")):
     """Print what a model file says about itself: resolution, latent, prior, provenance, and
     for a checkpoint the generator's size and multiply-adds per image.
 
-    Examples: gantool info runs/00001-fashion-mnist/checkpoints/best.pt; gantool info export/fmnist
+    Examples: gantool info runs/00001-fashion-mnist/checkpoints/best.pt; gantool info export/fmnist;
+    gantool info export/fmnist --verify
     """
     import json
 
     from gantool.export.folder import check_finished
     from gantool.model_info import ModelInfo
 
+    if verify:
+        _verify_export(path)
     if path.is_dir():
         path = path / "model.onnx"
     if not path.exists():
@@ -162,6 +167,26 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     width = max(map(len, rows))
     for key, value in rows.items():
         typer.echo(f"{key:<{width}}  {value}")
+
+
+def _verify_export(folder: Path) -> None:
+    """Every file of an export folder against export.json's sizes and SHA-256."""
+    import json
+
+    from gantool.export.folder import changed_files, check_finished
+
+    if not (folder / "export.json").is_file():
+        raise GantoolError(f"--verify checks an export folder; {folder} has no export.json")
+    check_finished(folder)
+    problems = changed_files(folder)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise GantoolError(problems[0] + more)
+    recorded = json.loads((folder / "export.json").read_text()).get("hashes", {})
+    if not recorded:
+        raise GantoolError(f"{folder}/export.json records no hashes (an export from an older "
+                           "gantool); export again to be able to verify it")
+    typer.echo(f"verified: {', '.join(sorted(recorded))} match export.json")
 
 
 def _io(value) -> str:

@@ -15,6 +15,7 @@ import torch
 
 from gantool.errors import GantoolError
 from gantool.export import ExportFormat
+from gantool.export.folder import digest
 from gantool.export.fp16 import FP16_MAX, convert_fp16, fp16_overflows
 from gantool.export.onnx import export_onnx, save_model
 from gantool.export.verify import Check, compare
@@ -153,6 +154,7 @@ def write_summary(out: Path, result: ExportResult) -> Path:
     info = ModelInfo.from_metadata(result.metadata)
     text = json.dumps({
         "files": [p.name for p in result.files],
+        "hashes": {p.name: digest(p) for p in result.files if p.is_file()},
         "fp16_fidelity": result.fidelity,
         "model": {k: getattr(info, k) for k in ("resolution", "channels", "nz")},
         "metadata": result.metadata,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gantool.errors import GantoolError
-from gantool.export.folder import check_finished
+from gantool.export.folder import check_finished, check_unchanged
 from gantool.fileio import atomic_write
 from gantool.model_info import ModelInfo
 
@@ -104,6 +104,7 @@ class EngineRunner:
             raise GantoolError(f"{plan} and its {sidecar.name} are needed; export with "
                                "gantool export --format engine")
         check_finished(plan)
+        check_unchanged(plan)
         self.info = ModelInfo.from_metadata(json.loads(sidecar.read_text())["metadata"],
                                             str(sidecar))
         logger = self.trt.Logger(self.trt.Logger.WARNING)
