@@ -432,6 +432,16 @@ def test_serve_command_starts_serves_and_stops_on_ctrl_c(export_dir, tmp_path):
     assert not _port_open(http) and not _port_open(grpc), "tritonserver is gone"
 
 
+def test_a_repository_under_a_path_with_a_space_and_an_accent_serves(export_dir, tmp_path):
+    """Triton breaks on such paths ("stol" after its whole timeout, or a UnicodeEncodeError in
+    the python backend); gantool hands it a plain link and the images are the same."""
+    repo = tmp_path / "my models" / "modèle" / "model_repository"
+    shutil.copytree(export_dir / "model_repository", repo)
+    with TritonServer(repo, free_port(), free_port()) as server:
+        got = TritonGenerator(server.grpc_url).generate([0, 1, 2], 0.5)
+    assert np.array_equal(got, _onnx_images(export_dir, [0, 1, 2], 0.5))
+
+
 def test_serve_names_a_model_that_fails_to_load(export_dir, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(export_dir / "model_repository", repo)

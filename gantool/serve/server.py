@@ -63,6 +63,7 @@ class TritonServer:
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self.process: subprocess.Popen | None = None
         self._backends: tempfile.TemporaryDirectory | None = None
+        self._link: tempfile.TemporaryDirectory | None = None
         self._reader: threading.Thread | None = None
         self._shm_before: set[str] = set()
 
@@ -110,7 +111,7 @@ class TritonServer:
     def launch(self) -> None:
         """Run tritonserver and wait until every model is ready (``start`` checks first)."""
         binary, env, backend_args = self._locate()
-        cmd = [binary, "--model-repository", str(self.repository),
+        cmd = [binary, "--model-repository", self._plain_repository(),
                "--http-address", self.host, "--http-port", str(self.http_port),
                "--grpc-address", self.host, "--grpc-port", str(self.grpc_port),
                "--exit-on-error=false", "--exit-timeout-secs=10", *backend_args,
@@ -157,9 +158,10 @@ class TritonServer:
                 (SHM / region).unlink(missing_ok=True)  # what a killed server left in /dev/shm
             if self._reader is not None:
                 self._reader.join(5)
-        if self._backends is not None:
-            self._backends.cleanup()
-            self._backends = None
+        for held in (self._backends, self._link):
+            if held is not None:
+                held.cleanup()
+        self._backends = self._link = None
         return code
 
     def models(self) -> list[dict]:
@@ -222,6 +224,18 @@ class TritonServer:
         lines = [ln for ln in self.tail if not is_noise(ln)]
         errors = [ln for ln in lines if ln.startswith("E") or "error" in ln.lower()]
         return (errors or lines or ["(no output)"])[-1].strip()
+
+    def _plain_repository(self) -> str:
+        """The repository's path as Triton can take it: one with a space or a non-ASCII letter
+        (which Triton's argument parsing and the python backend break on) is handed over as a
+        link from a plain temporary path."""
+        path = str(self.repository.resolve())
+        if path.isascii() and " " not in path:
+            return path
+        self._link = tempfile.TemporaryDirectory(prefix="gantool-triton-repo-")
+        link = Path(self._link.name) / "model_repository"
+        link.symlink_to(path, target_is_directory=True)
+        return str(link)
 
     def _locate(self) -> tuple[str, dict, list[str]]:
         """(tritonserver binary, environment, backend arguments)."""
