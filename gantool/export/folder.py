@@ -89,6 +89,10 @@ def staged(out: Path) -> Iterator[Path]:
     try:
         yield stage
         _swap(stage, out)
+    except OSError as e:
+        if e.filename is None:  # a writer that does not say where (onnx, protobuf): the folder
+            raise OSError(e.errno, e.strerror, str(out)) from None
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         if created and not any(out.iterdir()):
