@@ -229,12 +229,12 @@ def test_a_changed_export_file_is_named_before_it_draws(tiny_ckpt, tmp_path):
 def test_a_full_disk_during_export_names_the_folder_and_leaves_nothing(tiny_ckpt, tmp_path):
     disk = tmp_path / "small"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(disk)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 2 MB tmpfs here: {mounted.stderr.strip()}")
+        pytest.skip(f"cannot mount a 128 kB tmpfs here: {mounted.stderr.strip()}")
     try:
-        r = gantool_cli("export", tiny_ckpt, "--out", disk / "e")  # a 3 MB model.onnx
+        r = gantool_cli("export", tiny_ckpt, "--out", disk / "e")  # a 0.3 MB model.onnx
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().splitlines()[-1] == (f"error: cannot write {disk / 'e'}: No "
                                                      "space left on device")
