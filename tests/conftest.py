@@ -67,3 +67,24 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_run):
     return tiny_run[0] / "checkpoints" / "last.pt"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A function that mounts a real tmpfs of the given size ("2m", "128k") and returns its
+    folder (unmounted after the test); the test is skipped where mounting is not allowed."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        disk = tmp_path / f"disk-{size}"
+        disk.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a {size} tmpfs here: {r.stderr.strip()}")
+        mounted.append(disk)
+        return disk
+
+    yield mount
+    for disk in mounted:
+        subprocess.run(["umount", str(disk)], capture_output=True)

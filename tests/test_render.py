@@ -191,6 +191,18 @@ if __name__ == "__main__":
 """
 
 
+def _rendering(script: Path, out: Path, files: int) -> subprocess.Popen:
+    """``script OUT`` started (Ctrl-C-able) and past its first ``files`` images in ``out``."""
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(TESTS)}, **CTRL_C_ABLE)
+    assert proc.stdout.readline().strip() == "started"
+    deadline = time.time() + 60
+    while len(list(out.glob("*.png"))) < files and time.time() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.mark.parametrize("parallel", ["process", "thread"])
 def test_ctrl_c_leaves_whole_listed_files_and_no_shared_memory(tmp_path, parallel):
     script = tmp_path / "interrupted.py"
@@ -198,14 +210,8 @@ def test_ctrl_c_leaves_whole_listed_files_and_no_shared_memory(tmp_path, paralle
                                                              f"parallel={parallel!r}"))
     out = tmp_path / "out"
     before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(TESTS)}, **CTRL_C_ABLE)
+    proc = _rendering(script, out, files=40)
     try:
-        assert proc.stdout.readline().strip() == "started"
-        deadline = time.time() + 60
-        while len(list(out.glob("*.png"))) < 40 and time.time() < deadline:
-            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -223,40 +229,32 @@ def test_ctrl_c_leaves_whole_listed_files_and_no_shared_memory(tmp_path, paralle
     assert not [n for n in after - before if n.startswith("gantool-")]
 
 
-def test_a_full_disk_is_one_line_and_leaves_only_whole_files(tmp_path):
-    disk = tmp_path / "small"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 2 MB tmpfs here: {mounted.stderr.strip()}")
-    try:
-        script = tmp_path / "full.py"
-        script.write_text(textwrap.dedent(f"""
-            from pathlib import Path
-            from gantool.errors import GantoolError
-            from gantool.sampling.render import render_seeds
-            from patterns import PatternGenerator
+def test_a_full_disk_is_one_line_and_leaves_only_whole_files(tmp_path, small_disk):
+    disk = small_disk("2m")
+    script = tmp_path / "full.py"
+    script.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from gantool.errors import GantoolError
+        from gantool.sampling.render import render_seeds
+        from patterns import PatternGenerator
 
-            if __name__ == "__main__":
-                try:
-                    render_seeds(PatternGenerator(256, 3), range(200), None, 8,
-                                 Path({str(disk)!r}), progress=False)
-                except GantoolError as e:
-                    print("error:", e)
-        """))
-        r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(TESTS)}, timeout=120)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.startswith("error: cannot write") and "No space left" in r.stdout
-        gen = PatternGenerator(256, 3)
-        listed = [json.loads(x)["file"] for x in (disk / "manifest.jsonl").read_text()
-                  .splitlines()] if (disk / "manifest.jsonl").exists() else []
-        for name in listed:
-            np.testing.assert_array_equal(_decoded(disk / name), gen.image(int(name[4:10])))
-        assert not [p for p in os.listdir(disk) if p.endswith(".tmp")]
-    finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
+        if __name__ == "__main__":
+            try:
+                render_seeds(PatternGenerator(256, 3), range(200), None, 8,
+                             Path({str(disk)!r}), progress=False)
+            except GantoolError as e:
+                print("error:", e)
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(TESTS)}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("error: cannot write") and "No space left" in r.stdout
+    gen = PatternGenerator(256, 3)
+    listed = [json.loads(x)["file"] for x in (disk / "manifest.jsonl").read_text()
+              .splitlines()] if (disk / "manifest.jsonl").exists() else []
+    for name in listed:
+        np.testing.assert_array_equal(_decoded(disk / name), gen.image(int(name[4:10])))
+    assert not [p for p in os.listdir(disk) if p.endswith(".tmp")]
 
 
 def test_a_second_writer_into_a_folder_is_refused_while_the_first_runs(tmp_path):
@@ -265,14 +263,8 @@ def test_a_second_writer_into_a_folder_is_refused_while_the_first_runs(tmp_path)
     script = tmp_path / "holder.py"
     script.write_text(_INTERRUPTED)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(TESTS)}, **CTRL_C_ABLE)
+    proc = _rendering(script, out, files=1)
     try:
-        assert proc.stdout.readline().strip() == "started"
-        deadline = time.time() + 60
-        while not list(out.glob("*.png")) and time.time() < deadline:
-            time.sleep(0.05)
         with pytest.raises(GantoolError, match=rf"another gantool process \(pid {proc.pid}\) "
                                                rf"is writing images into {out}; wait"):
             render_seeds(PatternGenerator(256, 3), range(10**6, 10**6 + 4), 0.5, 4, out,
