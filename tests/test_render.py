@@ -292,6 +292,21 @@ def _children(pid: int) -> set[int]:
     return kids
 
 
+def test_render_workers_die_with_a_killed_parent(tmp_path):
+    """kill -9 leaves the parent no chance to drain its writer processes: they go with it."""
+    script = tmp_path / "killed.py"
+    script.write_text(_INTERRUPTED.replace("progress=False", "progress=False, "
+                                                             "parallel='process'"))
+    proc = _rendering(script, tmp_path / "out", files=10)
+    workers = _children(proc.pid)
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.time() + 10
+    while [p for p in workers if Path(f"/proc/{p}").exists()] and time.time() < deadline:
+        time.sleep(0.1)
+    assert workers and not [p for p in workers if Path(f"/proc/{p}").exists()]
+
+
 def test_sigterm_to_the_whole_job_stops_a_render_like_ctrl_c(tiny_ckpt, tmp_path):
     """What Slurm and Kubernetes do on preemption (SIGTERM to every process of the job) during
     a render with process workers: whole, listed files, no worker or shared memory left,

@@ -39,7 +39,7 @@ import numpy as np
 from gantool.errors import GantoolError
 from gantool.fileio import fsync_dir
 from gantool.sampling.images import Encoding, save_image, seed_filename
-from gantool.system import usable_cpus
+from gantool.system import die_with_parent, usable_cpus
 
 MANIFEST = "manifest.jsonl"
 PARALLEL = ("auto", "thread", "process")
@@ -243,6 +243,7 @@ def _worker_init() -> None:
     # Ctrl-C (and a SIGTERM sent to the whole job) stops the parent, which drains us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL)  # a parent killed with -9 cannot drain us: go with it
     _keep_heap()
 
 

@@ -9,7 +9,6 @@ this interpreter, its shared libraries, and this environment's ``python3`` first
 from __future__ import annotations
 
 import collections
-import ctypes
 import errno
 import importlib.util
 import json
@@ -27,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from gantool.errors import GantoolError
+from gantool.system import die_with_parent
 
 # The python backend hands tensors to its stubs through a shared-memory region that starts at
 # 1 MB and grows by 1 MB by default: a 1024 px batch (3 MB an image) then grows it in dozens of
@@ -323,11 +323,8 @@ def _kill_group(pgid: int, wait: float = 5.0) -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM if the process that started it dies (even by SIGKILL)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    """The server gets SIGTERM if the process that started it dies (even by SIGKILL)."""
+    die_with_parent(signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
