@@ -140,7 +140,7 @@ def test_benchmark_script_runs_tiny(tmp_path):
                      "--calls", "1", "--threads", "1"], "ratio onnx/torch median"),
     ("generate.py", ["--cases", "64x1", "--presets", "colour-small,few-shot", "--repeats", "1",
                      "--warmup", "1", "--calls", "1", "--threads", "1"],
-     "few-shot           0.23 G multiply-adds/image; vs colour-small"),
+     "few-shot           0.06 G multiply-adds/image; vs colour-small"),
     ("render.py", ["--resolution", "32", "--images", "16", "--batch", "4", "--repeats", "1",
                    "--encoders", "pillow-fast,fpng,npy"], "R / min(G, E x"),
     ("render.py", ["--resolution", "32", "--generator", "torch", "--ngf", "4", "--images", "8",
