@@ -187,6 +187,7 @@ def test_info_and_generate_reject_what_they_cannot_read(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_changed_export_file_is_named_before_it_draws(tiny_ckpt, tmp_path):
     """export.json records each file's size and SHA-256: a bit flip inside a weight (which
     ONNX Runtime would run, drawing other images) is refused by the backend and by
