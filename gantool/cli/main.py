@@ -89,8 +89,17 @@ PATH_ERRORS = (errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENO
 def main(argv: list[str] | None = None) -> None:
     """Console script: run the app, turning user errors into one line on stderr and exit 2,
     and SIGTERM into what Ctrl-C does (whole files, workers stopped, exit 143)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):  # (training installs its own while it runs)
-        signal.signal(sig, _stop)
+    _STOPPED_BY.clear()
+    # (training installs its own handlers while it runs; the caller's come back at the end)
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         code = command().main(args=argv, standalone_mode=False, prog_name="gantool")
     except typer.TyperException as e:  # bad flags or values, as parsed by Typer
