@@ -184,22 +184,22 @@ FASTGAN = {"model.arch": "fastgan", "model.d_arch": "fastgan", "model.resolution
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["dcgan", "fastgan"])
-def test_compiled_training_computes_what_eager_training_does(tmp_path, arch, monkeypatch):
+def test_compiled_training_computes_what_eager_training_does(tmp_path, arch):
     """train.compile (torch.compile of G and D): same losses and weights as eager, to float
     tolerance, and checkpoints a plain generator loads (the few-shot pair too: its D draws the
     quarter it reconstructs inside the compiled graph, where inductor's own random numbers
     would pick another quarter than eager's; fallback_random makes them eager's)."""
     nets = FASTGAN if arch == "fastgan" else {}
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     results = {}
-    for compiled in (False, True):
-        cfg = tiny_config(**nets, **{
-            "train.steps": 2, "train.checkpoint_every": 2, "train.seed": 5,
-            "train.compile": compiled, "train.amp": "off",  # same arithmetic
-            "train.channels_last": False})  # on a GPU too
-        out = run(cfg, out=tmp_path / str(compiled), progress=False)
-        results[compiled] = torch.load(out.run_dir / "checkpoints" / "last.pt",
-                                       weights_only=True)
+    with torch._inductor.config.patch(fallback_random=True):
+        for compiled in (False, True):
+            cfg = tiny_config(**nets, **{
+                "train.steps": 2, "train.checkpoint_every": 2, "train.seed": 5,
+                "train.compile": compiled, "train.amp": "off",  # same arithmetic
+                "train.channels_last": False})  # on a GPU too
+            out = run(cfg, out=tmp_path / str(compiled), progress=False)
+            results[compiled] = torch.load(out.run_dir / "checkpoints" / "last.pt",
+                                           weights_only=True)
     eager, compiled = results[False], results[True]
     assert list(compiled["G"]) == list(eager["G"]), "no _orig_mod. prefixes in checkpoints"
     for key in ("G", "D", "G_ema"):

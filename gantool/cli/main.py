@@ -119,8 +119,8 @@ def _main(argv: list[str] | None) -> None:
         code = 130
     if code == 130 and _STOPPED_BY:  # Typer returns 130 for a KeyboardInterrupt
         args = sys.argv[1:] if argv is None else argv
-        hint = ("; the files written are whole and listed: run the same command again to "
-                "finish" if args[:1] in (["generate"], ["render"]) else "")
+        hint = ("; the files written are whole: run the same command again to finish (it "
+                "skips them)" if args[:1] in (["generate"], ["render"]) else "")
         term = _STOPPED_BY[0] == signal.SIGTERM
         typer.echo(f"{'terminated (SIGTERM)' if term else 'interrupted'}{hint}", err=True)
         sys.exit(143 if term else 130)
