@@ -53,7 +53,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
 
     rows, events, bad = read_metrics(run_dir)
     if bad:
-        print(f"{run_dir / 'metrics.jsonl'}: skipped {bad} damaged line(s) it could not read",
+        print(f"{run_dir / METRICS}: skipped {bad} damaged line(s) it could not read",
               file=sys.stderr)
     if not rows:
         raise GantoolError(f"{run_dir}/metrics.jsonl has no training rows yet")
