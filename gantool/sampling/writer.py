@@ -39,7 +39,7 @@ import numpy as np
 from gantool.errors import GantoolError
 from gantool.fileio import fsync_dir
 from gantool.sampling.images import Encoding, save_image, seed_filename
-from gantool.system import die_with_parent, usable_cpus
+from gantool.system import die_with_parent, signals_held, usable_cpus
 
 MANIFEST = "manifest.jsonl"
 PARALLEL = ("auto", "thread", "process")
@@ -117,13 +117,14 @@ class ImageWriter:
         if not seeds:
             self._free.append(slot.name)
             return
-        self._busy.append(slot)  # busy before any write starts: abort() then lists them
         per = math.ceil(len(seeds) / min(self.workers, len(seeds)))
-        for lo in range(0, len(seeds), per):
-            names = [seed_filename(s, self.encoding.fmt, self.stem) for s in seeds[lo : lo + per]]
-            slot.futures.append(self.pool.submit(
-                _write_chunk, slot.name, self.slot_shape, lo, names, str(self.outdir),
-                self.encoding))
+        with signals_held():  # busy with all its chunks handed out, or not at all
+            self._busy.append(slot)
+            for lo in range(0, len(seeds), per):
+                names = [self._name(s) for s in seeds[lo : lo + per]]
+                slot.futures.append(self.pool.submit(
+                    _write_chunk, slot.name, self.slot_shape, lo, names, str(self.outdir),
+                    self.encoding))
 
     def close(self) -> None:
         """Wait for every queued file, list it, and free the workers and slots."""
@@ -134,13 +135,15 @@ class ImageWriter:
             self.abort()
 
     def abort(self) -> None:
-        """Stop: queued chunks are dropped, running ones finish and are listed; no half files."""
+        """Stop: queued chunks are dropped, running ones finish; every file on disk is listed
+        (files are renamed into place whole, so one that exists is whole, whatever became of
+        the worker that wrote it)."""
         self.pool.shutdown(wait=True, cancel_futures=True)
         try:
-            for slot in self._busy:  # record what did reach the disk
+            for slot in self._busy:
                 if not slot.listed:
-                    self._record(slot, [f for f in slot.futures if f.done()
-                                        and not f.cancelled() and f.exception() is None])
+                    self._record(slot, [n for s in slot.seeds
+                                        if (self.outdir / (n := self._name(s))).exists()])
         except GantoolError:
             pass  # the manifest cannot grow (a full disk): a resume lists those files
         finally:
@@ -153,23 +156,26 @@ class ImageWriter:
         slot = self._busy[0]
         wait(slot.futures)
         errors = [f.exception() for f in slot.futures if f.exception() is not None]
-        self._record(slot, [f for f in slot.futures if f.exception() is None])
+        self._record(slot, [n for f in slot.futures if f.exception() is None
+                            for n in f.result()])
         self._busy.popleft()
         self._free.append(slot.name)
         if errors:
             raise _user_error(errors[0], self.outdir)
 
-    def _record(self, slot: _Slot, futures: list[Future]) -> None:
-        names = [name for f in futures for name in f.result()]
+    def _name(self, seed: int) -> str:
+        return seed_filename(seed, self.encoding.fmt, self.stem)
+
+    def _record(self, slot: _Slot, names: list[str]) -> None:
+        """List a slot's files that are on disk: all its rows or none, once."""
         if not names:
             slot.listed = True
             return
-        self.written += len(names)
         fsync_dir(self.outdir)
-        by_name = {seed_filename(s, self.encoding.fmt, self.stem): s for s in slot.seeds}
+        by_name = {self._name(s): s for s in slot.seeds}
         rows = memoryview("".join(json.dumps({self.stem: by_name[n], "file": n, **self.row})
                                   + "\n" for n in names).encode())
-        with (self.outdir / MANIFEST).open("ab", buffering=0) as f:
+        with signals_held(), (self.outdir / MANIFEST).open("ab", buffering=0) as f:
             before = f.seek(0, os.SEEK_END)
             try:
                 while rows:
@@ -177,7 +183,8 @@ class ImageWriter:
             except OSError as e:  # a full disk: no half line (a rerun lists these files)
                 f.truncate(before)
                 raise _user_error(e, self.outdir) from None
-        slot.listed = True
+            self.written += len(names)
+            slot.listed = True
 
     def _allocate(self) -> str:
         """A slot in shared memory (process workers read it; a Triton server on this host can
