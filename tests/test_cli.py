@@ -59,6 +59,8 @@ ERRORS = [
     (["export", "{ckpt}", "--out", "{tmp}/afile/e"], "cannot write .*afile/e: a part of that"),
     (["render", "--url", "localhost:1", "--seeds", "0", "--out", "{tmp}/r", "--timeout", "nan"],
      "--timeout.*must be a positive number of seconds, got nan"),
+    (["render", "--url", "localhost:1", "--seeds", "0", "--out", "{tmp}/r", "--retry-for",
+      "nan"], "--retry-for.*must be zero or a positive number of seconds, got nan"),
 ]
 
 

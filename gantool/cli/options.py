@@ -32,11 +32,13 @@ def ema(panel: str | None = None):
                         help="torch: the EMA weights if present.")
 
 
-def seconds(default: float, help: str):
-    """A positive, finite number of seconds (click's FloatRange lets nan through)."""
+def seconds(default: float, help: str, zero: bool = False):
+    """A positive (``zero``: or zero), finite number of seconds (click's FloatRange lets nan
+    through)."""
     def check(value: float) -> float:
-        if not (math.isfinite(value) and value > 0):
-            raise typer.BadParameter(f"must be a positive number of seconds, got {value}")
+        if not (math.isfinite(value) and (value > 0 or zero and value == 0)):
+            kind = "zero or a positive" if zero else "a positive"
+            raise typer.BadParameter(f"must be {kind} number of seconds, got {value}")
         return value
 
     return typer.Option(default, help=help, callback=check)

@@ -91,9 +91,9 @@ def render(
     concurrency: int = typer.Option(4, min=1, help="Requests in flight."),
     workers: int = typer.Option(0, min=0, help=WORKERS_HELP),
     timeout: float = options.seconds(60.0, "Seconds per request before it counts as failed."),
-    retry_for: float = typer.Option(60.0, min=0, help="Seconds a request keeps retrying "
-                                    "transient errors (server unreachable or restarting, "
-                                    "busy, timed out), with backoff."),
+    retry_for: float = options.seconds(60.0, "Seconds a request keeps retrying transient "
+                                       "errors (server unreachable or restarting, busy, timed "
+                                       "out), with backoff.", zero=True),
     retries: int | None = typer.Option(None, min=0, help="At most this many retries of a "
                                        "request (default: as many as --retry-for allows)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
