@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -451,6 +452,24 @@ def test_serve_names_a_model_that_fails_to_load(export_dir, tmp_path):
     error = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(error) == 1 and "could not load model 'generator'" in error[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_python_model_that_raises_is_named_without_its_stack(export_dir, tmp_path):
+    """Triton's reason for a python-backend model carries the Python stack, one frame a line:
+    the error keeps the message and the model's own frame, on one line."""
+    repo = tmp_path / "repo"
+    shutil.copytree(export_dir / "model_repository", repo)
+    code = repo / "latent" / "1" / "model.py"
+    code.write_text(code.read_text().replace(
+        "    def initialize(self, args):",
+        "    def initialize(self, args):\n        import json; json.loads('{bad')", 1))
+    r = gantool_cli("serve", repo, "--http-port", free_port(), "--grpc-port", free_port())
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: Triton could not load model 'latent': ") and \
+        "JSONDecodeError: Expecting property name" in last, r.stderr
+    assert re.search(r"\(at \S+latent/1/model\.py\(\d+\): initialize\)$", last), last
+    assert "At:" not in r.stderr.split("error: ")[-1]
 
 
 def test_serve_and_render_user_errors_are_one_line(server, export_dir, tmp_path):

@@ -195,7 +195,7 @@ class TritonServer:
             if failed:
                 m = failed[0]
                 raise GantoolError(f"Triton could not load model {m['name']!r}: "
-                                   f"{m.get('reason') or self.last_error()}")
+                                   f"{_one_line(m.get('reason') or self.last_error())}")
             if expected <= {n for n, m in index.items() if m.get("state") == "READY"} \
                     and self.ready():
                 return
@@ -265,6 +265,16 @@ class TritonServer:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return str(root / "bin" / "tritonserver"), env, [
             "--backend-directory", self._backends.name]
+
+
+def _one_line(reason: str) -> str:
+    """Triton's reason for a python-backend model that failed, without the stack it drags in
+    (``...Error: message\\n\\nAt:\\n  file(line): function`` per frame, innermost first): the
+    message and the outermost frame, which is the model's own code."""
+    message, _, stack = reason.partition("\n\nAt:\n")
+    frames = [f.strip() for f in stack.splitlines() if f.strip()]
+    message = " ".join(message.split())
+    return f"{message} (at {frames[-1]})" if frames else message
 
 
 def _check_port_free(host: str, port: int, flag: str) -> None:
