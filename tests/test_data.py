@@ -15,7 +15,8 @@ from PIL import Image
 from gantool.data import BUILTIN_DATASETS, ImageSet, load_dataset
 from gantool.errors import DataError, GantoolError
 
-SHARED_FMNIST = Path(__file__).parents[2] / "shared/data/fashion-mnist"
+from conftest import FASHION_MNIST, TWEMOJI_TAR
+
 RED, GREEN, BLUE, BG = (255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 20, 30)
 
 
@@ -272,9 +273,6 @@ def test_bad_tar(tmp_path: Path) -> None:
     assert "tar" in one_line_error(e) and "\n" not in one_line_error(e)
 
 
-TWEMOJI_TAR = Path(__file__).parents[2] / "shared/data/twemoji-64/twemoji-64.tar"
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not TWEMOJI_TAR.is_file(), reason="needs ../shared/data/twemoji-64")
 def test_twemoji_tar_in_parallel_workers() -> None:
@@ -340,13 +338,13 @@ def test_idx_bad_magic_and_truncation_are_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not SHARED_FMNIST.is_dir(), reason=f"real Fashion-MNIST absent: {SHARED_FMNIST}"
+    not FASHION_MNIST.is_dir(), reason=f"real Fashion-MNIST absent: {FASHION_MNIST}"
 )
 def test_real_fashion_mnist_folder() -> None:
-    s = load_dataset(SHARED_FMNIST, 28, 1)
+    s = load_dataset(FASHION_MNIST, 28, 1)
     assert s.images.shape == (60000, 1, 28, 28) and s.images.dtype == np.uint8
     assert s.images.min() == 0 and s.images.max() == 255
-    assert s.source == f"IDX {SHARED_FMNIST / 'train-images-idx3-ubyte.gz'} (60,000 images)"
+    assert s.source == f"IDX {FASHION_MNIST / 'train-images-idx3-ubyte.gz'} (60,000 images)"
 
 
 def test_builtin_sample() -> None:
@@ -358,11 +356,11 @@ def test_builtin_sample() -> None:
     rgb = load_dataset("builtin:fashion-mnist", 32, 3)
     assert rgb.images.shape == (6000, 3, 32, 32)
     assert np.array_equal(rgb.images[:, 0], rgb.images[:, 2])
-    if SHARED_FMNIST.is_dir():  # the sample is the first 600 of each class, in file order
-        labels = gzip.decompress((SHARED_FMNIST / "train-labels-idx1-ubyte.gz").read_bytes())
+    if FASHION_MNIST.is_dir():  # the sample is the first 600 of each class, in file order
+        labels = gzip.decompress((FASHION_MNIST / "train-labels-idx1-ubyte.gz").read_bytes())
         labels_arr = np.frombuffer(labels, np.uint8, offset=8)
         keep = np.sort(np.concatenate([np.flatnonzero(labels_arr == c)[:600] for c in range(10)]))
-        full = load_dataset(SHARED_FMNIST, 28, 1)
+        full = load_dataset(FASHION_MNIST, 28, 1)
         assert np.array_equal(full.images[keep], s.images)
 
 

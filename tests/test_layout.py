@@ -4,6 +4,8 @@ versions still load."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +85,30 @@ def test_drawing_reads_only_the_checkpoints_model_section(tiny_ckpt, tmp_path):
     torch.save(state, path)
     with pytest.raises(GantoolError, match="model.nz must be at least 1"):
         load_backend("torch", str(path))
+
+
+TESTS = Path(__file__).parent
+SHARED_NAMES = re.compile(r"\b(SHARED|FASHION_MNIST|TWEMOJI_TAR)\b")
+
+
+def test_no_test_finds_the_shared_data_but_through_conftest():
+    """conftest owns the path to ../shared (and its GANTOOL_TEST_SHARED override), so that the
+    guard below can hide the data from every test that uses it."""
+    own = [p.name for p in TESTS.glob("*.py") if p.name != "conftest.py"
+           and re.search(r"parents\[\d\]\s*/\s*[\"']shared|Path\([\"'][./]*shared", p.read_text())]
+    assert not own, f"these modules build their own path to ../shared: {own}"
+
+
+@pytest.mark.slow
+def test_tests_that_use_the_shared_data_skip_without_it(tmp_path):
+    """A user's clone has no ../shared beside it: every module that uses the shared datasets
+    passes with them absent, each such test skipped with its reason."""
+    modules = sorted(f"tests/{p.name}" for p in TESTS.glob("test_*.py")
+                     if p.name != Path(__file__).name and SHARED_NAMES.search(p.read_text()))
+    assert "tests/test_data.py" in modules
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                        *modules], cwd=TESTS.parent, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "GANTOOL_TEST_SHARED": str(tmp_path / "absent")})
+    assert r.returncode == 0, r.stdout[-3000:]
+    skips = [ln for ln in r.stdout.splitlines() if ln.startswith("SKIPPED")]
+    assert skips and all("shared" in ln or "absent" in ln for ln in skips), skips
