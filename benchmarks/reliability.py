@@ -17,7 +17,15 @@ a wait), and is judged by what a user would see: a correct result, or exactly on
   run code (a marker file it would create must not exist);
 * ``kills``: 20 SIGKILLs at random moments of a training run, each followed by a resume: every
   checkpoint stays readable and the run ends at its last step;
-* ``triton``: a bad request beside good ones, and a server killed mid-render and restarted.
+* ``outputs``: two renders racing for one folder, SIGTERM to a whole render job (process
+  writers) and to a video, output paths that cannot be written, a billion-image batch, an
+  evaluation against one image, bad timeouts;
+* ``runfiles``: damaged ``metrics.jsonl`` lines and a damaged newest checkpoint, resumed;
+* ``exports``: a bit flip inside a weight, a corrupted op name, metadata that disagrees with
+  the graph;
+* ``triton``: a bad request beside good ones, a server killed mid-render and restarted, the
+  smallest truncation, a repository under a path with a space and an accent, a model whose
+  code raises, one port for two protocols, SIGTERM to a shared-memory render.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -42,7 +51,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-GROUPS = ("data", "args", "checkpoints", "kills", "triton")
+GROUPS = ("data", "args", "checkpoints", "kills", "outputs", "runfiles", "exports", "triton")
 TINY = ["--preset", "fashion-mnist", "--resolution", "28", "--channels", "1", "--ngf", "8",
         "--ndf", "8", "--batch-size", "2", "--no-progress", "--set", "train.log_every=1"]
 
@@ -364,6 +373,236 @@ def run_kills(table: Table, work: Path, kills: int = 20) -> None:
                    "duplicates"), o)
 
 
+# ---- outputs: races, SIGTERM, unwritable paths ---------------------------------------------
+def started(*args, cwd: Path | None = None) -> subprocess.Popen:
+    """``gantool ARGS`` in its own process group (as a job of Slurm or Kubernetes is)."""
+    return subprocess.Popen([sys.executable, "-m", "gantool", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            start_new_session=True)
+
+
+def wait_for(folder: Path, pattern: str, count: int, proc: subprocess.Popen,
+             timeout: float = 120) -> bool:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline and proc.poll() is None:
+        if len(list(folder.glob(pattern))) >= count:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stopped(proc: subprocess.Popen, sig: int, whole_job: bool = True,
+            timeout: float = 60) -> Outcome:
+    """Send ``sig`` (to every process of the job), and what the process said and did."""
+    start = time.perf_counter()
+    peak = _vm_hwm(proc.pid)
+    if whole_job:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        code = None
+    return Outcome(code, out, err, time.perf_counter() - start, peak)
+
+
+def children(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.add(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return kids
+
+
+def folder_state(folder: Path, suffix: str) -> tuple[bool, str]:
+    """Every image listed once in the manifest, every row an image, no temp file left."""
+    files = sorted(p.name for p in folder.glob(f"*.{suffix}"))
+    manifest = folder / "manifest.jsonl"
+    rows = [json.loads(x)["file"] for x in manifest.read_text().splitlines()] \
+        if manifest.is_file() else []
+    temps = [p for p in os.listdir(folder) if p.endswith(".tmp")]
+    duplicates = len(rows) - len(set(rows))
+    unlisted = len(set(files) - set(rows))
+    phantom = len(set(rows) - set(files))
+    ok = not duplicates and not unlisted and not phantom and not temps and files
+    return bool(ok), (f"{len(files)} files, {len(rows)} rows: {duplicates} duplicate, "
+                      f"{unlisted} unlisted, {phantom} without a file, {len(temps)} temp")
+
+
+def leftovers(pid: int, workers: set[int]) -> str:
+    """Worker processes still alive and shared-memory segments of ``pid`` (after a 10 s grace
+    for workers to drain their queue)."""
+    deadline = time.perf_counter() + 10
+    while [w for w in workers if Path(f"/proc/{w}").exists()] and \
+            time.perf_counter() < deadline:
+        time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    shm = [p for p in os.listdir("/dev/shm") if p.startswith(f"gantool-{pid}-")]
+    return ", ".join(x for x in (f"{len(alive)} orphan processes" if alive else "",
+                                 f"{len(shm)} /dev/shm segments" if shm else "") if x)
+
+
+def run_outputs(table: Table, work: Path, ckpt: Path) -> None:
+    # two renders into one folder: the second is refused at once, the first's record is whole
+    for name, second in (("same settings", []), ("truncation 0.5 vs none", ["--truncation",
+                                                                            "0.5"])):
+        out = work / f"race-{len(second)}"
+        first = started("generate", ckpt, "--seeds", "0-99999", "--outdir", out,
+                        "--no-progress")
+        wait_for(out, "*.png", 20, first)
+        o = gantool("generate", ckpt, "--seeds", "0-99999", "--outdir", out, "--no-progress",
+                    *second, timeout=60)
+        ok, got = one_line_error(o, "another gantool process")
+        stop = stopped(first, signal.SIGINT, whole_job=False)
+        whole, state = folder_state(out, "png")
+        table.add("outputs", f"two generates, one folder ({name})",
+                  "second refused; record whole", (ok and whole and stop.code == 130,
+                                                   f"{got}; first: {state}"), o)
+    # SIGTERM to the whole job of a render with process writers, three times
+    for attempt in range(3):
+        out = work / f"term-{attempt}"
+        proc = started("generate", ckpt, "--seeds", "0-199999", "--outdir", out, "--format",
+                       "jpg", "--workers", "2", "--no-progress")
+        wait_for(out, "*.jpg", 50 + 100 * attempt, proc)
+        workers = children(proc.pid)
+        o = stopped(proc, signal.SIGTERM)
+        last = (o.err.strip().splitlines() or [""])[-1]
+        whole, state = folder_state(out, "jpg")
+        left = leftovers(proc.pid, workers)
+        ok = (o.code == 143 and last.startswith("terminated (SIGTERM); the files written are "
+                                                "whole") and "Traceback" not in o.err
+              and whole and not left and len(workers) >= 2)
+        table.add("outputs", f"SIGTERM job, jpg process writers #{attempt + 1}",
+                  "143; all listed; no orphans", (ok, f"{_got(o, last[:40])}; {state}"
+                                                  + (f"; {left}" if left else "")), o)
+    # SIGTERM to a video being encoded
+    out = work / "video"
+    out.mkdir()
+    proc = started("video", ckpt, "--seeds", "0-399", "--frames-per-seed", "30", "--out",
+                   out / "walk.mp4", "--no-progress")
+    wait_for(out, ".walk.*.tmp.mp4", 1, proc)
+    time.sleep(0.5)
+    o = stopped(proc, signal.SIGTERM)
+    left = sorted(p.name for p in out.iterdir())
+    table.add("outputs", "SIGTERM job, video --out x.mp4", "143; no file, no temp",
+              (o.code == 143 and o.err.strip().endswith("terminated (SIGTERM)") and not left,
+               _got(o, o.err.strip()[-40:]) + (f"; left {left}" if left else "")), o)
+    # output paths that cannot be written: one line, before the work
+    afile = work / "afile"
+    afile.write_text("x")
+    for name, args, words in (
+            ("generate --outdir under a file", ["generate", ckpt, "--seeds", "0-3", "--outdir",
+                                                afile / "g"], "a part of that path is a file"),
+            ("generate --grid in /proc", ["generate", ckpt, "--seeds", "0-3", "--grid",
+                                          "/proc/g.png"], "cannot write /proc"),
+            ("train --out under a file", ["train", *TINY, "--data", "builtin:fashion-mnist",
+                                          "--steps", "1", "--out", afile / "r"], "a part of"),
+            ("eval --json under a file", ["eval", ckpt, "--num", "8", "--json",
+                                          afile / "r.json"], "a part of that path is a file"),
+            ("video --frames-dir under a file", ["video", ckpt, "--seeds", "0-1",
+                                                 "--frames-dir", afile / "f"], "a part of"),
+            ("export --out in /sys", ["export", ckpt, "--out", "/sys/e"], "cannot write"),
+            ("render --timeout -1", ["render", "--url", "localhost:1", "--seeds", "0", "--out",
+                                     work / "r", "--timeout", "-1"], "positive number"),
+            ("render --timeout nan", ["render", "--url", "localhost:1", "--seeds", "0",
+                                      "--out", work / "r", "--timeout", "nan"], "positive"),
+            ("render --retry-for nan", ["render", "--url", "localhost:1", "--seeds", "0",
+                                        "--out", work / "r", "--retry-for", "nan"], "positive"),
+    ):
+        o = gantool(*args, timeout=120)
+        table.add("outputs", name, "one-line error", one_line_error(o, words), o)
+    o = gantool("generate", ckpt, "--seeds", "0-15", "--batch-size", "1000000000", "--outdir",
+                work / "huge-batch", "--format", "webp", "--no-progress", timeout=120)
+    table.add("outputs", "--batch-size 1e9, thread writer", "16 images (batch capped)",
+              success(o, "16 image"), o)
+    one = work / "one-image"
+    good_images(one, 1)
+    o = gantool("eval", ckpt, "--data", one, "--num", "8", timeout=300)
+    table.add("outputs", "eval against a folder of 1 image", "one-line error",
+              one_line_error(o), o)
+
+
+# ---- run files ----------------------------------------------------------------------------
+DAMAGED_ROWS = [b"123", b"null", b'{"step": "abc", "loss_d": 1.0}', b'{"step": 2, "loss_d": "x"}',
+                b"\xff\xfe not utf-8", b'{"step": 2, "event": "rollback"}', b'{"step": 2, "loss']
+
+
+def run_runfiles(table: Table, work: Path) -> None:
+    o = gantool("train", *TINY, "--data", "builtin:fashion-mnist", "--steps", "8",
+                "--checkpoint-every", "4", "--set", "train.keep=3", "--out", work / "rf",
+                timeout=300)
+    run_dir = next((work / "rf").iterdir())
+    metrics = run_dir / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes() + b"\n".join(DAMAGED_ROWS) + b"\n")
+    o = gantool("report", run_dir, timeout=300)
+    ok, got = success(o)
+    table.add("runfiles", "report over 7 damaged metric lines", "report; one line about them",
+              (ok and f"{len(DAMAGED_ROWS)} damaged" in o.out + o.err, got), o)
+    newest = run_dir / "checkpoints" / "step-0000008.pt"
+    with newest.open("r+b") as f:  # in place: last.pt is the same file
+        f.truncate(newest.stat().st_size // 2)
+    o = gantool("train", "--resume", run_dir, "--steps", "10", "--no-progress", timeout=300)
+    text = o.out + o.err
+    said = ("is damaged" in text and "resuming from step 4" in text
+            and f"dropped {len(DAMAGED_ROWS)} damaged line(s)" in text)
+    import torch
+
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
+    ok, got = success(o)
+    table.add("runfiles", "resume: damaged lines + half newest ckpt", "resumes from step 4 to 10",
+              (ok and said and last == 10, f"{got}; last.pt at step {last}"), o)
+
+
+# ---- exports ------------------------------------------------------------------------------
+def run_exports(table: Table, work: Path, ckpt: Path) -> None:
+    try:
+        import onnx
+    except ImportError as e:
+        table.add("exports", "all", "skipped", (True, f"no onnx extra ({e})"))
+        return
+    out = work / "tamper"
+    o = gantool("export", ckpt, "--out", out, "--fp16", timeout=300)
+    if o.code != 0:
+        table.add("exports", "export", "exported", success(o), o)
+        return
+    o = gantool("info", out, "--verify", timeout=120)
+    table.add("exports", "info --verify, untouched", "verified", success(o, "verified"), o)
+    model = onnx.load(str(out / "model.onnx"))
+    raw = max((t.raw_data for t in model.graph.initializer), key=len)
+    data = bytearray((out / "model.onnx").read_bytes())
+    data[data.find(raw) + len(raw) // 2] ^= 0x10  # one bit of one weight: still a valid model
+    (out / "model.onnx").write_bytes(data)
+    for command in (["info", out, "--verify"], ["generate", out, "--backend", "onnx", "--seeds",
+                                                "0-1", "--outdir", work / "tg"]):
+        o = gantool(*command, timeout=120)
+        table.add("exports", f"bit flip in a weight: {command[0]}", "one line naming the file",
+                  one_line_error(o, "model.onnx is not the file gantool export wrote"), o)
+    alone = work / "alone"
+    alone.mkdir()
+    clean = onnx.load(str(out / "model_fp16.onnx"))
+    (alone / "model.onnx").write_bytes(
+        clean.SerializeToString().replace(b"ConvTranspose", b"ConvTranspoze"))
+    o = gantool("generate", alone, "--backend", "onnx", "--seeds", "0", "--grid",
+                work / "a.png", timeout=120)
+    table.add("exports", "corrupted op name, no export.json", "one-line error",
+              one_line_error(o, "ONNX Runtime cannot load"), o)
+    for prop in clean.metadata_props:
+        if prop.key == "gantool.nz":
+            prop.value = "7"
+    onnx.save(clean, str(alone / "model.onnx"))
+    o = gantool("generate", alone, "--backend", "onnx", "--seeds", "0", "--grid",
+                work / "a.png", timeout=120)
+    table.add("exports", "metadata nz 7, graph nz 100", "one-line error",
+              one_line_error(o, "metadata says nz 7"), o)
+
+
 # ---- triton -------------------------------------------------------------------------------
 def run_triton(table: Table, work: Path, ckpt: Path) -> None:
     try:
@@ -427,8 +666,76 @@ def run_triton(table: Table, work: Path, ckpt: Path) -> None:
         ok, got = success(o, "wrote 2000 image(s)")
         table.add("triton", "server kill -9 mid-render, 10 s down", "all 2,000 images",
                   (ok and n == 2000, got), o)
+        o = gantool("render", "--url", url, "--seeds", "0-7", "--truncation", "0.01", "--out",
+                    work / "t001", "--no-progress", timeout=120)
+        table.add("triton", "render --truncation 0.01 (the minimum)", "8 images",
+                  success(o, "wrote 8 image(s)"), o)
+        out = work / "term-shm"
+        proc = started("render", "--url", url, "--seeds", "0-99999", "--out", out,
+                       "--shared-memory", "on", "--no-progress")
+        wait_for(out, "*.png", 50, proc)
+        workers = children(proc.pid)
+        o = stopped(proc, signal.SIGTERM)
+        last = (o.err.strip().splitlines() or [""])[-1]
+        whole, state = folder_state(out, "png")
+        left = leftovers(proc.pid, workers)
+        table.add("triton", "SIGTERM job, shared-memory render", "143; all listed; no shm",
+                  (o.code == 143 and "Traceback" not in o.err and whole and not left,
+                   f"{_got(o, last[:40])}; {state}" + (f"; {left}" if left else "")), o)
     finally:
         server.stop()
+    run_triton_starts(table, work, export / "model_repository")
+
+
+def run_triton_starts(table: Table, work: Path, repository: Path) -> None:
+    """How ``gantool serve`` starts, or says in one line why it cannot."""
+    from gantool.serve.server import free_port
+
+    odd = work / "my models" / "modèle" / "model_repository"
+    shutil.copytree(repository, odd)
+    http, grpc = free_port(), free_port()
+    proc = started("serve", odd, "--http-port", http, "--grpc-port", grpc)
+    ready = _serving(proc)
+    o = gantool("render", "--url", f"127.0.0.1:{grpc}", "--seeds", "0-3", "--out",
+                work / "odd-render", "--no-progress", timeout=120) if ready else None
+    stop = stopped(proc, signal.SIGINT, whole_job=False)
+    table.add("triton", "repository under 'my models/modèle'", "serves; 4 images",
+              success(o, "wrote 4 image(s)") if o else (False, _got(stop, stop.err[-90:])), o)
+    v6 = free_port("::1") if socket.has_ipv6 else None
+    if v6 is not None:
+        proc = started("serve", repository, "--host", "::1", "--http-port", free_port("::1"),
+                       "--grpc-port", v6)
+        ready = _serving(proc)
+        stop = stopped(proc, signal.SIGINT, whole_job=False)
+        table.add("triton", "serve --host ::1", "serves; stops on Ctrl-C",
+                  (ready and stop.code == 0, _got(stop, "ready" if ready else stop.err[-90:])),
+                  stop)
+    port = free_port()
+    o = gantool("serve", repository, "--http-port", port, "--grpc-port", port, timeout=60)
+    table.add("triton", "one port for HTTP and gRPC", "one-line error",
+              one_line_error(o, "both"), o)
+    raising = work / "raising"
+    shutil.copytree(repository, raising)
+    code = raising / "latent" / "1" / "model.py"
+    code.write_text(code.read_text().replace(
+        "    def initialize(self, args):",
+        "    def initialize(self, args):\n        import json; json.loads('{bad')", 1))
+    o = gantool("serve", raising, "--http-port", free_port(), "--grpc-port", free_port(),
+                timeout=180)
+    ok, got = one_line_error(o, "could not load model 'latent'")
+    table.add("triton", "a model whose code raises", "one line, no stack",
+              (ok and "At:" not in o.err.split("error:")[-1], got), o)
+
+
+def _serving(proc: subprocess.Popen, timeout: float = 120) -> bool:
+    """Whether ``gantool serve`` says it is ready within ``timeout`` s."""
+    deadline = time.perf_counter() + timeout
+    for line in proc.stderr:
+        if "Triton ready" in line:
+            return True
+        if proc.poll() is not None or time.perf_counter() > deadline:
+            return False
+    return False
 
 
 def _bad_requests(url: str, stop: threading.Event, refused: list) -> None:
@@ -477,6 +784,9 @@ def main() -> None:
                  "args": lambda: run_args(table, work, ckpt),
                  "checkpoints": lambda: run_checkpoints(table, work, ckpt),
                  "kills": lambda: run_kills(table, work),
+                 "outputs": lambda: run_outputs(table, work, ckpt),
+                 "runfiles": lambda: run_runfiles(table, work),
+                 "exports": lambda: run_exports(table, work, ckpt),
                  "triton": lambda: run_triton(table, work, ckpt)}
         for group in GROUPS:
             if group not in skip:

@@ -588,6 +588,27 @@ def test_port_check_speaks_ipv6_and_names_what_is_wrong():
     assert server.grpc_url == "[::1]:8001" and server.http_url == "[::1]:8000"
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_serve_on_ipv6_loopback_renders(export_dir, tmp_path):
+    """Triton joins address and port with a ':' itself, so ::1 must reach it bracketed for
+    gRPC and as ipv6:::1 for HTTP; both protocols then serve."""
+    with TritonServer(export_dir / "model_repository", free_port("::1"), free_port("::1"),
+                      host="::1") as server:
+        for url, protocol in ((server.grpc_url, "grpc"), (server.http_url, "http")):
+            r = gantool_cli("render", "--url", url, "--protocol", protocol, "--seeds", "0-3",
+                            "--out", tmp_path / protocol, "--no-progress")
+            assert r.returncode == 0 and "wrote 4 image(s)" in r.stdout, r.stderr
+
+
 def test_one_port_for_two_protocols_is_refused_before_starting(export_dir):
     port = free_port()
     with pytest.raises(GantoolError, match=f"--http-port and --grpc-port are both {port}"):

@@ -111,15 +111,19 @@ class TritonServer:
     def launch(self) -> None:
         """Run tritonserver and wait until every model is ready (``start`` checks first)."""
         binary, env, backend_args = self._locate()
+        # Triton joins address and port with a ':': gRPC takes an IPv6 address in brackets,
+        # the HTTP servers (libevhtp) as "ipv6:ADDRESS"
+        v6 = ":" in self.host
+        http_address = f"ipv6:{self.host}" if v6 else self.host
         cmd = [binary, "--model-repository", self._plain_repository(),
-               "--http-address", self.host, "--http-port", str(self.http_port),
-               "--grpc-address", self.host, "--grpc-port", str(self.grpc_port),
+               "--http-address", http_address, "--http-port", str(self.http_port),
+               "--grpc-address", self._url_host, "--grpc-port", str(self.grpc_port),
                "--exit-on-error=false", "--exit-timeout-secs=10", *backend_args,
                *PYTHON_BACKEND_ARGS]
         if self.metrics_port is None:
             cmd.append("--allow-metrics=false")
         else:
-            cmd += ["--metrics-address", self.host, "--metrics-port", str(self.metrics_port)]
+            cmd += ["--metrics-address", http_address, "--metrics-port", str(self.metrics_port)]
         cmd += list(self.extra_args)
         # Linux ties the death signal to the starting *thread*: only the main thread's lifetime
         # is the process's.
