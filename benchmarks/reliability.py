@@ -364,11 +364,13 @@ def run_kills(table: Table, work: Path, kills: int = 20) -> None:
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
     rows = [row["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()
             if "event" not in (row := json.loads(x))]
-    ok = (proc.returncode == 0 and unreadable == 0 and last == steps
-          and rows == sorted(set(rows)))
+    finished = proc.returncode == 0 or (  # an earlier resume may have reached the end
+        proc.returncode == 2 and f"already reached step {steps}" in err.decode())
+    ok = finished and unreadable == 0 and last == steps and rows == sorted(set(rows))
     o = Outcome(proc.returncode, "", err.decode(), time.perf_counter() - start, 0)
     table.add("kills", f"{kills} SIGKILLs + resumes", "readable; ends at the last step",
-              (ok, f"{unreadable} unreadable checkpoints, last step {last}/{steps}, "
+              (ok, f"exit {proc.returncode}, {unreadable} unreadable checkpoints, last step "
+                   f"{last}/{steps}, "
                    f"{len(rows)} metric rows, {'no ' if rows == sorted(set(rows)) else ''}"
                    "duplicates"), o)
 
