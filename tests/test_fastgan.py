@@ -230,8 +230,10 @@ def test_triton_renders_the_images_torch_draws(tmp_path):
                     reason="needs the Fashion-MNIST IDX files in ../shared/data/fashion-mnist")
 def test_eval_mode_ema_draws_garments_as_well_as_batch_statistics(tmp_path):
     """FastGAN's own scripts sample in training mode (batch statistics) because its EMA copy
-    has no BatchNorm statistics of its own; gantool's EMA generator carries G's running
-    statistics and is drawn in eval mode, BatchNorm folded (the torch backend, as exported).
+    has no BatchNorm statistics of its own; gantool's EMA generator carries standing statistics
+    measured on itself at each checkpoint (G's running statistics, which it copied before, drew
+    a Frechet distance of 78.4 against 66.6 here) and is drawn in eval mode, BatchNorm folded
+    (the torch backend, as exported).
     On the same 1,000 seeds, the garment classifier's Frechet distance of eval-mode images is
     no worse than that of train-mode ones (batches of 64)."""
     from gantool.backends import load_backend

@@ -85,6 +85,28 @@ def test_resume_continues_exactly(tmp_path):
     assert steps == sorted(set(steps))  # no duplicated rows after resume
 
 
+def test_the_ema_generator_draws_with_batchnorm_statistics_of_its_own(tmp_path):
+    """G_ema's BatchNorm statistics are measured on G_ema (standing statistics), not copied from
+    G, whose statistics belong to other weights: its eval-mode images are much closer to its
+    batch-statistics images than they are with G's statistics."""
+    from gantool.models import build_generator
+    from gantool.sampling.latent import latents
+
+    cfg = tiny_config(**{"train.steps": 30, "train.ema_decay": 0.9})
+    state = load_checkpoint(run(cfg, out=tmp_path, progress=False).run_dir / "checkpoints"
+                            / "last.pt")
+    ours, copied = build_generator(cfg.model), build_generator(cfg.model)
+    ours.load_state_dict(state["G_ema"])
+    copied.load_state_dict({**state["G_ema"], **{k: v for k, v in state["G"].items()
+                                                 if "running" in k}})
+    z = torch.from_numpy(latents(range(256), cfg.model.nz))
+    with torch.no_grad():
+        drawn, with_g_stats, batch = ours.eval()(z), copied.eval()(z), ours.train()(z)
+    error, error_copied = (drawn - batch).abs().mean(), (with_g_stats - batch).abs().mean()
+    print(f"mean |eval - batch statistics|: own {error:.4f}, G's {error_copied:.4f}")
+    assert error < 0.5 * error_copied
+
+
 DAMAGED = [b"123", b"null", b'{"step": "abc", "loss_d": 1.0}', b'{"step": 2, "loss_d": "x"}',
            b"\xff\xfe not utf-8", b'{"step": 2, "event": "rollback"}', b'{"step": 2, "loss']
 

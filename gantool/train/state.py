@@ -47,6 +47,7 @@ def restore(up: GanUpdate, state: dict) -> None:
     up.D.load_state_dict(state["D"])
     if up.G_ema is not None:
         up.G_ema.load_state_dict(state["G_ema"])
+        up.stats_step = None
     up.opt_G.load_state_dict(state["opt_G"])
     up.opt_D.load_state_dict(state["opt_D"])
     if state.get("scaler"):

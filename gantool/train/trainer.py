@@ -143,6 +143,7 @@ class Trainer:
     def _checkpoint_state(self) -> dict:
         """``state_dict`` plus, with several processes, every rank's RNG state (checking that
         all ranks hold the same networks and optimizers)."""
+        self.update.standing_stats(self.step)
         state = self.state_dict()
         if self.world.enabled:
             gather_replicas(state, self.update, self.world, self.step, self.log)
@@ -203,6 +204,7 @@ class Trainer:
         sums = distributed.mean_over_ranks(window.sums, self.world)  # one row, the same on all
         row = self._log_row(sums, window.steps, images_per_s)
         if self.real_distance and self.step >= self._next_diversity:
+            self.update.standing_stats(self.step)
             row["diversity"] = round(self.sample_diversity(), 4)
             self._next_diversity = _next(self.step, t.diversity_every)
         self.log.write(row)
@@ -222,10 +224,14 @@ class Trainer:
     def _scheduled(self, window: _Window, bar: StepProgress) -> None:
         """The sample grid, evaluation and checkpoint due at this step."""
         t, main, spe = self.cfg.train, self.world.main, self.order.steps_per_epoch
-        if main and self._due(t.sample_every or spe):
+        samples = self._due(t.sample_every or spe)
+        evaluates = t.eval_every and self._due(t.eval_every)
+        if samples or evaluates:  # on every rank: a SyncBatchNorm G_ema measures together
+            self.update.standing_stats(self.step)
+        if main and samples:
             grid = self.write_samples()
             bar.print(f"step {self.step} (epoch {self.step / spe:.2f}): {grid}")
-        if t.eval_every and self._due(t.eval_every):
+        if evaluates:
             if main:
                 self._evaluate(bar)
             self.best = distributed.broadcast_object(self.best, self.world)

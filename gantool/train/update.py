@@ -25,6 +25,8 @@ from gantool.train.graphs import CapturedUpdate
 from gantool.train.hardware import Hardware
 from gantool.train.losses import LOSSES, gradient_penalty
 
+STANDING_IMAGES = 256  # latents G_ema's BatchNorm statistics are measured on
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -73,6 +75,7 @@ class GanUpdate:
         self.reconstructs = m.d_arch == "fastgan"  # D's self-supervised loss on real images
         self.phases = phases(t)
         self.captured = CapturedUpdate(self) if t.cuda_graphs else None
+        self.stats_step: int | None = None  # the step G_ema's standing statistics belong to
 
     def step(self, real: torch.Tensor, step: int, lr_scale: float) -> dict[str, torch.Tensor]:
         """Train on ``real`` as step ``step`` (0-based) of the run; the logged phase's values."""
@@ -164,6 +167,33 @@ class GanUpdate:
         decay = min(self.cfg.train.ema_decay, (1 + step) / (10 + step))  # warm-up
         torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1 - decay)
         torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
+
+    @torch.no_grad()
+    def standing_stats(self, step: int) -> None:
+        """Measure G_ema's BatchNorm statistics on G_ema itself (BigGAN's "standing
+        statistics"). Each step copies G's running statistics, which belong to G's weights, not
+        the averaged ones: eval-mode images drawn with them are worse than batch-statistics
+        images. Averaged over STANDING_IMAGES fixed latents in training-size batches, before
+        G_ema is drawn from or saved; the run's RNG is left as it was (resume stays exact), and
+        every rank computes the same values."""
+        norms = [m for m in (self.G_ema.modules() if self.G_ema is not None else ())
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms or self.stats_step == step:
+            return
+        momenta = [m.momentum for m in norms]
+        cuda = [self.hw.device] if self.hw.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.cfg.train.seed)
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average over the batches below
+            self.G_ema.train()
+            for _ in range(-(-STANDING_IMAGES // self.hw.local_batch)):
+                self.G_ema(self.sample_z(self.hw.local_batch))
+            self.G_ema.eval()
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        self.stats_step = step
 
     def networks(self) -> list[torch.nn.Module]:
         return [m for m in (self.G, self.D, self.G_ema) if m is not None]
