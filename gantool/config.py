@@ -64,6 +64,9 @@ class ModelConfig:
     noise: bool = False
     prior: str = "normal"
     truncation: float | None = None  # default sampling truncation; None = the plain prior
+    # class names of a conditional pair (class-conditional BatchNorm in G, projection D); empty:
+    # unconditional. Filled from the data's labels when data.labels is on.
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class DataConfig:
     fit: str = "crop"
     flip: bool = False
     background: tuple[int, int, int] = (255, 255, 255)
+    # read class labels (class sub-folders, dataset.json, IDX labels) and train a conditional pair
+    labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -479,6 +484,9 @@ def validate(cfg: RunConfig) -> None:
     _check_fields(cfg, ("data", "train"))
     validate_model(cfg.model)
     _validate_train(cfg.train)
+    if cfg.model.classes and cfg.train.cuda_graphs:
+        raise ConfigError("train.cuda_graphs does not train conditional pairs yet; drop one of "
+                          "--set train.cuda_graphs=true and --conditional")
     background = cfg.data.background
     if len(background) != 3 or not all(0 <= c <= 255 for c in background):
         raise ConfigError(f"data.background must be three values 0..255, got {list(background)}")
@@ -491,6 +499,10 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model.channels must be 1 or 3, got {m.channels}")
     if m.noise and m.arch != "fastgan":
         raise ConfigError(f"model.noise needs model.arch=fastgan (got {m.arch})")
+    names = [str(c).strip() for c in m.classes]
+    if m.classes and (len(set(names)) != len(names) or not all(names) or len(names) < 2):
+        raise ConfigError(f"model.classes must be two or more distinct, non-empty names, got "
+                          f"{list(m.classes)[:10]}")
     try:
         validate_truncation(m.truncation, m.prior)
     except ValueError as e:
@@ -621,6 +633,9 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
             if any(len(p) != 2 for p in pairs):
                 raise ValueError("expected resolution:batch pairs, e.g. 192:128,1024:6")
             return {_coerce(k, args[0], key): _coerce(v, args[1], key) for k, v in pairs}
+        if origin is tuple and args[-1] is Ellipsis:  # names: a list, or "a,b,c" ("" none)
+            items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+            return tuple(_coerce(v, args[0], key) for v in items)
         if origin is tuple:
             items = value.replace("(", "").replace(")", "").split(",") if isinstance(
                 value, str) else list(value)

@@ -58,6 +58,11 @@ class GarmentJudge:
         return f.mean(0), np.cov(f, rowvar=False)
 
     @torch.no_grad()
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The class the classifier sees in each uint8 (N, 28, 28[, 1]) image, (N,) int."""
+        return self.head(self.features(_to_input(images))).argmax(1).numpy()
+
+    @torch.no_grad()
     def score(self, images: np.ndarray) -> dict:
         """images: uint8 (N, 28, 28, 1)."""
         probs = torch.softmax(self.head(self.features(_to_input(images))), 1).numpy()

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, did_you_mean
 
 BACKENDS = ("torch", "onnx", "trt")
 PRECISIONS = ("fp32", "fp16", "bf16")  # the torch backend's network precisions
@@ -37,14 +37,66 @@ class Generator(Protocol):
     prior: str
     default_truncation: float | None
 
-    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
-        """uint8 images (B, H, W, C) for ``seeds`` at ``truncation`` (None: the plain prior)."""
+    classes: tuple[str, ...]  # a conditional model's class names; () for an unconditional one
+
+    def generate(self, seeds: Sequence[int], truncation: float | None,
+                 classes: Sequence[int] | None = None) -> np.ndarray:
+        """uint8 images (B, H, W, C) for ``seeds`` at ``truncation`` (None: the plain prior);
+        a conditional model's ``classes``, one index per seed (None: seed mod K, see
+        ``gantool.sampling.latent.class_vectors``)."""
         ...
 
-    def generate_z(self, z: np.ndarray) -> np.ndarray:
-        """uint8 images (B, H, W, C) for latent vectors ``z`` (B, nz) float32: what ``generate``
-        draws once the seeds are turned into z (a latent walk's frames lie between seeds)."""
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+        """uint8 images (B, H, W, C) for latent vectors ``z`` (B, nz) float32 (and one-hot
+        classes ``c`` (B, K) of a conditional model): what ``generate`` draws once the seeds are
+        turned into z (a latent walk's frames lie between seeds)."""
         ...
+
+
+class FixedClass:
+    """A conditional generator drawn at one class, offering the Generator protocol as an
+    unconditional one does (renders, sweeps and walks take it unchanged)."""
+
+    def __init__(self, gen: Generator, index: int):
+        self.gen, self.index = gen, index
+        if hasattr(gen, "generate_into"):
+            self.generate_into = lambda seeds, truncation, out: gen.generate_into(
+                seeds, truncation, out, [index] * len(seeds))
+
+    def __getattr__(self, name: str):
+        return getattr(self.gen, name)
+
+    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
+        return self.gen.generate(seeds, truncation, [self.index] * len(seeds))
+
+    def generate_z(self, z: np.ndarray) -> np.ndarray:
+        c = np.eye(len(self.gen.classes), dtype=np.float32)[[self.index] * len(z)]
+        return self.gen.generate_z(z, c)
+
+
+def class_indices(names: Sequence[str], asked: Sequence[str]) -> list[int]:
+    """``--class`` values (names, indices, comma lists, or ``all``) -> class indices of a model
+    with class ``names``; a one-line error for a model without classes or an unknown class."""
+    if not names:
+        raise GantoolError("--class: this model is not conditional (trained without "
+                           "--conditional); drop --class")
+    lower = {n.lower(): i for i, n in enumerate(names)}
+    out: list[int] = []
+    for item in (v.strip() for text in asked for v in text.split(",") if v.strip()):
+        if item.lower() == "all":
+            out += range(len(names))
+        elif item.lower() in lower:
+            out.append(lower[item.lower()])
+        elif item.isdigit() and int(item) < len(names):
+            out.append(int(item))
+        else:
+            shown = ", ".join(f"{i}={n}" for i, n in enumerate(names[:20]))
+            more = ", ..." if len(names) > 20 else ""
+            raise GantoolError(f"--class {item!r} is not a class of this model"
+                               f"{did_you_mean(item, names)}; its classes: {shown}{more}, or all")
+    if not out:
+        raise GantoolError("--class needs a class name or index, e.g. --class 0 or --class all")
+    return out
 
 
 def load_backend(name: str, path: str, **options) -> Generator:

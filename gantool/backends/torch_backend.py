@@ -20,7 +20,7 @@ from gantool.errors import GantoolError
 from gantool.models.checkpoint import load_generator
 from gantool.models.layers import fold_batchnorm
 from gantool.sampling.images import to_uint8_tensor
-from gantool.sampling.latent import latents
+from gantool.sampling.latent import class_vectors, latents
 
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 
@@ -41,18 +41,21 @@ class TorchGenerator:
         data = config.get("data")
         self.data_path = data.get("path") if isinstance(data, dict) else None  # trained on
         self.resolution, self.channels, self.nz = m.resolution, m.channels, m.nz
+        self.classes = m.classes  # class names of a conditional model; () otherwise
         self.prior = prior or m.prior
         self.default_truncation = m.truncation
         self.forward = torch.compile(self.net) if compile else self.net
         self.cuda_graphs = cuda_graphs
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._graphs: dict[int, tuple] = {}  # batch -> (graph, z, c or None, images)
 
-    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
-        return self.generate_z(latents(seeds, self.nz, self.prior, truncation))
+    def generate(self, seeds: Sequence[int], truncation: float | None,
+                 classes: Sequence[int] | None = None) -> np.ndarray:
+        return self.generate_z(latents(seeds, self.nz, self.prior, truncation),
+                               self._classes(seeds, classes))
 
     @torch.no_grad()
-    def generate_z(self, z: np.ndarray) -> np.ndarray:
-        images = self._draw(z)
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+        images = self._draw(z, c)
         if images.device.type == "cpu":
             return images.numpy()  # (B, H, W, C) uint8
         # Into an array numpy allocates: it asks for huge pages, which makes the first write to
@@ -63,36 +66,57 @@ class TorchGenerator:
 
     @torch.no_grad()
     def generate_into(self, seeds: Sequence[int], truncation: float | None,
-                      out: np.ndarray) -> None:
+                      out: np.ndarray, classes: Sequence[int] | None = None) -> None:
         """``generate`` into ``out`` (uint8 (B, H, W, C), e.g. a render's shared-memory slot):
         a GPU copies its images straight there."""
-        torch.from_numpy(out).copy_(self._draw(latents(seeds, self.nz, self.prior, truncation)))
+        z = latents(seeds, self.nz, self.prior, truncation)
+        torch.from_numpy(out).copy_(self._draw(z, self._classes(seeds, classes)))
 
-    def _draw(self, z: np.ndarray) -> torch.Tensor:
+    def _classes(self, seeds: Sequence[int], classes: Sequence[int] | None) -> np.ndarray | None:
+        """The one-hot class input for ``seeds`` (None for an unconditional model)."""
+        if not self.classes:
+            if classes is not None:
+                raise GantoolError("this model is not conditional: it takes no class")
+            return None
+        try:
+            return class_vectors(seeds, classes, len(self.classes))
+        except ValueError as e:
+            raise GantoolError(str(e)) from None
+
+    def _draw(self, z: np.ndarray, c: np.ndarray | None) -> torch.Tensor:
+        if (c is None) != (not self.classes):
+            raise GantoolError("a conditional model draws with a class (one-hot c), an "
+                               "unconditional one without")
         z = torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device)
-        return self._replay(z) if self.cuda_graphs else self._images(z.to(self.dtype))
+        if c is not None:
+            c = torch.from_numpy(np.ascontiguousarray(c, np.float32)).to(self.device, self.dtype)
+        return self._replay(z, c) if self.cuda_graphs else self._images(z.to(self.dtype), c)
 
-    def _images(self, z: torch.Tensor) -> torch.Tensor:
-        """z -> uint8 images on the device (a quarter of float32's bytes to copy back)."""
-        return to_uint8_tensor(self.forward(z))
+    def _images(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """z (and c) -> uint8 images on the device (a quarter of float32's bytes to copy back)."""
+        return to_uint8_tensor(self.forward(z) if c is None else self.forward(z, c))
 
-    def _replay(self, z: torch.Tensor) -> torch.Tensor:
-        """z -> uint8 images through a CUDA graph captured for this batch size on first use
-        (the graph's own output buffer: valid until the next replay)."""
+    def _replay(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """z (and c) -> uint8 images through a CUDA graph captured for this batch size on first
+        use (the graph's own output buffer: valid until the next replay)."""
         b = z.shape[0]
         if b not in self._graphs:
             static_z = torch.zeros(b, self.nz, device=self.device, dtype=self.dtype)
+            static_c = (torch.zeros(b, len(self.classes), device=self.device, dtype=self.dtype)
+                        if self.classes else None)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
                 for _ in range(3):
-                    self._images(static_z)
+                    self._images(static_z, static_c)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                static_out = self._images(static_z)
-            self._graphs[b] = (graph, static_z, static_out)
-        graph, static_z, static_out = self._graphs[b]
+                static_out = self._images(static_z, static_c)
+            self._graphs[b] = (graph, static_z, static_c, static_out)
+        graph, static_z, static_c, static_out = self._graphs[b]
         static_z.copy_(z)
+        if static_c is not None:
+            static_c.copy_(c)
         graph.replay()
         return static_out

@@ -46,6 +46,11 @@ def generate(
         None, "--truncation-sweep", help="With --grid: one row per truncation value, e.g. "
         "0.25,0.5,0.75,1 (the same seeds in every row; 'none' for the plain prior)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    classes: list[str] = typer.Option(
+        [], "--class", metavar="NAME|INDEX",
+        help="A conditional model's class: a name, an index, a comma list or all (repeatable). "
+             "Several: --grid gets one row per class and --out one sub-folder per class "
+             "(classNNN). Default: seed s draws class s mod the class count."),
 ) -> None:
     """Draw images for seeds: the same seed and truncation give the same image on every backend.
 
@@ -56,7 +61,10 @@ def generate(
       gantool generate export/fmnist --backend onnx --seeds 0-99999 --out renders/ --format jpg
 
       gantool generate best.pt --seeds 0-7 --truncation-sweep 0.25,0.5,1,none --grid sweep.png
+
+      gantool generate conditional.pt --class all --seeds 0-9 --grid classes.png
     """
+    from gantool.backends import FixedClass, class_indices
     from gantool.sampling.latent import parse_seeds
     from gantool.sampling.render import render_seeds
 
@@ -71,12 +79,23 @@ def generate(
     t = resolve_truncation(gen, truncation)
     if grid is not None and grid.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise GantoolError(f"--grid {grid}: use a .png, .jpg or .webp file name")
+    picked = class_indices(getattr(gen, "classes", ()), classes) if classes else []
+    if len(picked) > 1:
+        _per_class(gen, picked, seed_list, t, grid, outdir, batch_size, sweep,
+                   lambda g, out, label: render_seeds(
+                       g, seed_list, t, batch_size, out, None,
+                       image_encoding(format, png_level, quality), workers=workers or None,
+                       backend=backend, progress=progress, identity=label))
+        return
+    identity = None
+    if picked:
+        gen, identity = FixedClass(gen, picked[0]), {"class": gen.classes[picked[0]]}
     if sweep is not None:
         _sweep(gen, seed_list, sweep, grid, outdir, batch_size)
         return
     stats = render_seeds(gen, seed_list, t, batch_size, outdir, grid,
                          image_encoding(format, png_level, quality), workers=workers or None,
-                         backend=backend, progress=progress)
+                         backend=backend, progress=progress, identity=identity)
     where = " and ".join(str(p) for p in (outdir, grid) if p is not None)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {len(seed_list) - stats['skipped']} image(s) to {where}{skipped} "
@@ -110,6 +129,32 @@ def resolve_truncation(gen, truncation: float | None) -> float | None:
     except ValueError as e:
         raise GantoolError(f"--truncation: {e}") from None
     return t
+
+
+def _per_class(gen, picked: list[int], seeds: list[int], truncation: float | None,
+               grid: Path | None, outdir: Path | None, batch_size: int, sweep: str | None,
+               render) -> None:
+    """Several classes: ``grid`` with one row per class (the same seeds in every row), and
+    ``outdir/classNNN`` per class through ``render(generator, folder, manifest identity)``."""
+    import numpy as np
+
+    from gantool.backends import FixedClass
+    from gantool.sampling.images import save_grid
+    from gantool.sampling.latent import batched
+    from gantool.sampling.render import check_grid_size
+
+    if sweep is not None:
+        raise GantoolError("--truncation-sweep draws one class: pass a single --class")
+    if grid is not None:
+        check_grid_size(len(seeds) * len(picked), (gen.resolution, gen.resolution, gen.channels))
+        rows = [np.concatenate([gen.generate(chunk, truncation, [i] * len(chunk))
+                                for chunk in batched(seeds, batch_size)]) for i in picked]
+        save_grid(np.concatenate(rows), grid, ncols=len(seeds))
+        typer.echo(f"wrote a grid of {len(picked)} classes x {len(seeds)} seeds to {grid}")
+    for i in picked if outdir is not None else ():
+        folder = outdir / f"class{i:03d}"
+        stats = render(FixedClass(gen, i), folder, {"class": gen.classes[i]})
+        typer.echo(f"{gen.classes[i]}: wrote {stats['written']} image(s) to {folder}")
 
 
 def _sweep(gen, seeds: list[int], text: str, grid: Path | None, outdir: Path | None,

@@ -17,6 +17,7 @@ FLAG_KEYS = {
     "lr_d": "train.lr_d", "labels": "train.labels", "device": "train.device", "amp": "train.amp",
     "seed": "train.seed", "sample_every": "train.sample_every",
     "checkpoint_every": "train.checkpoint_every", "fit": "data.fit", "flip": "data.flip",
+    "conditional": "data.labels",
     "compile": "train.compile", "cuda_graphs": "train.cuda_graphs",
     "tensorboard": "train.tensorboard",
 }
@@ -79,6 +80,10 @@ def train(
     fit: str | None = _opt(None, help="Resize fit.", panel=DATA, metavar="crop|pad"),
     flip: bool | None = _opt(None, "--flip/--no-flip", help="Random horizontal flips.",
                              panel=DATA),
+    conditional: bool | None = _opt(
+        None, "--conditional/--unconditional", panel=DATA,
+        help="Read class labels (a sub-folder per class, a dataset.json of [file, class] pairs, "
+             "or IDX labels files) and train a class-conditional pair: draw with --class."),
     nz: int | None = _opt(None, help="Latent size.", panel=MODEL, metavar="N"),
     ngf: int | None = _opt(None, help="Generator width.", panel=MODEL, metavar="N"),
     ndf: int | None = _opt(None, help="Discriminator width.", panel=MODEL, metavar="N"),
@@ -130,6 +135,8 @@ def train(
     Examples:
 
       gantool train --preset fashion-mnist --data builtin:fashion-mnist
+
+      gantool train --preset fashion-mnist --data builtin:fashion-mnist --conditional
 
       gantool train --preset colour-small --data my_images/ --steps 20000 > train.log 2>&1
 

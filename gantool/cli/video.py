@@ -68,6 +68,9 @@ def video(
     precision: Precision = options.precision(BACKEND),
     fp16: bool = options.fp16(BACKEND),
     ema: bool = options.ema(BACKEND),
+    klass: str | None = typer.Option(
+        None, "--class", metavar="NAME|INDEX", rich_help_panel=BACKEND,
+        help="A conditional model's class for the whole walk (needed for one)."),
 ) -> None:
     """A smooth walk through the latent space, as a video, an animation or numbered frames.
 
@@ -84,6 +87,7 @@ def video(
 
       gantool video --url localhost:8001 --seeds 0-15 --out walk.mp4
     """
+    from gantool.backends import FixedClass, class_indices
     from gantool.sampling.latent import parse_seeds
     from gantool.sampling.video import WalkFrames, check_video_path, write_video
     from gantool.sampling.walk import make_walk
@@ -102,6 +106,15 @@ def video(
     cols, rows = _grid(grid)
     gen = (_triton(url, protocol) if url is not None else
            open_backend(model, backend, device, ema, None, fp16, precision))
+    names = getattr(gen, "classes", ())
+    if klass is not None or names:
+        if klass is None:
+            raise GantoolError(f"this model is conditional ({len(names)} classes): pass --class "
+                               "NAME|INDEX for the walk")
+        picked = class_indices(names, [klass])
+        if len(picked) > 1:
+            raise GantoolError("--class: a walk draws one class; pass one name or index")
+        gen = FixedClass(gen, picked[0])
     try:
         t = resolve_truncation(gen, truncation)
         try:

@@ -22,7 +22,13 @@ import numpy as np
 from PIL import Image
 
 from gantool.config import FITS
-from gantool.data.sources import BUILTIN_DATASETS, Source, read_idx_images, resolve_source
+from gantool.data.sources import (
+    BUILTIN_DATASETS,
+    Source,
+    read_idx_images,
+    read_labels,
+    resolve_source,
+)
 from gantool.data.transforms import fit_resize, prepare
 from gantool.errors import DataError
 from gantool.system import usable_cpus
@@ -37,11 +43,14 @@ _Skip = tuple[int, str, str]  # (index in source.items, file, reason)
 
 @dataclass(frozen=True, eq=False)
 class ImageSet:
-    """A dataset in memory: ``images`` is (N, C, R, R) uint8, C in {1, 3}, C-contiguous."""
+    """A dataset in memory: ``images`` is (N, C, R, R) uint8, C in {1, 3}, C-contiguous; for
+    labelled data, ``labels`` (N,) int64 indexes ``classes``, the class names."""
 
     images: np.ndarray
     source: str
     skipped: tuple[tuple[str, str], ...] = ()
+    labels: np.ndarray | None = None
+    classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         a = self.images
@@ -284,6 +293,7 @@ def load_dataset(
     background: tuple[int, int, int] = (255, 255, 255),
     workers: int | None = None,
     progress: bool = False,
+    labels: bool = False,
 ) -> ImageSet:
     """Load every image under ``path`` as (N, C, R, R) uint8 at ``resolution``.
 
@@ -297,6 +307,8 @@ def load_dataset(
         ``background``); Lanczos filter, up- and downscaling. Alpha is blended onto ``background``.
     workers: decoding processes for more than 256 files (default: the usable CPUs).
     progress: show a rich progress bar on stderr while decoding.
+    labels: also read each image's class (``gantool.data.sources.read_labels``: class
+        sub-folders, a dataset.json, IDX labels files); DataError when there are none.
 
     Unreadable files are listed in ``ImageSet.skipped``; everything else that is wrong with
     the input raises ``gantool.errors.DataError`` with a one-line message.
@@ -304,9 +316,13 @@ def load_dataset(
     _check_options(resolution, channels, fit, background, workers)
     background = tuple(int(v) for v in background)  # type: ignore[assignment]
     source = resolve_source(path)
+    classes, names = read_labels(source) if labels else (None, ())  # before decoding: fail fast
     if source.kind == "idx":
         images = _load_idx(source, resolution, channels, fit, background, progress)
-        return ImageSet(images, f"{source.label} ({len(images):,} images)", ())
+        if classes is not None and len(classes) != len(images):
+            raise DataError(f"{source.label}: {len(images):,} images but {len(classes):,} labels; "
+                            "the images and labels files must belong together")
+        return ImageSet(images, f"{source.label} ({len(images):,} images)", (), classes, names)
     images, skipped = _load_images(
         source, resolution, channels, fit, background, workers or usable_cpus(), progress
     )
@@ -316,6 +332,9 @@ def load_dataset(
             f"none of the {len(source.items):,} image files under {source.root} could be read; "
             f"first error: {file}: {reason}"
         )
+    if classes is not None:  # the labels of the images that could be read
+        classes = np.delete(classes, [i for i, _, _ in skipped])
     return ImageSet(
-        images, f"{source.label} ({len(images):,} images)", tuple((f, r) for _, f, r in skipped)
+        images, f"{source.label} ({len(images):,} images)", tuple((f, r) for _, f, r in skipped),
+        classes, names,
     )

@@ -1,5 +1,5 @@
 """Find the images a dataset path names: a folder, a .zip or .tar archive, IDX files, or a builtin
-sample.
+sample; and their class labels (``read_labels``).
 
 ``resolve_source`` only lists files (cheap); decoding happens in ``gantool.data.dataset``.
 Names starting with "." and ``__MACOSX`` folders (macOS resource forks) are ignored.
@@ -222,3 +222,125 @@ def read_idx_images(path: str | os.PathLike) -> np.ndarray:
             f"found {have:,} bytes; download it again"
         )
     return np.frombuffer(raw, dtype=np.uint8, count=need, offset=16).reshape(n, rows, cols)
+
+
+# -- class labels ---------------------------------------------------------------------------------
+
+LABELS_FILE = "dataset.json"  # stylegan2-ada's convention: {"labels": [["file", label], ...]}
+CLASS_NAMES_FILE = "classes.txt"  # beside IDX files: one class name per line, in label order
+
+
+def read_labels(source: Source) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The class of every item of ``source``, (N,) int64 in item order, and the class names.
+
+    IDX images: the labels file beside each images file (``*-labels-idx1-ubyte[.gz]``), names
+    from ``classes.txt`` there (else the label numbers). Folders, zips and tars: a
+    ``dataset.json`` at the top (``{"labels": [[file, label], ...]}``, labels 0..K-1, optional
+    ``"classes": [names]``), else one sub-folder per class (the ImageFolder convention: the
+    first folder of each path is its class, names sorted). DataError with one line otherwise."""
+    if source.kind == "idx":
+        labels = np.concatenate([read_idx_labels(_labels_beside(Path(f))) for f in source.items])
+        k = int(labels.max()) + 1 if len(labels) else 0
+        names_file = Path(source.items[0]).parent / CLASS_NAMES_FILE
+        names = (tuple(n.strip() for n in names_file.read_text().splitlines() if n.strip())
+                 if names_file.is_file() else tuple(str(i) for i in range(k)))
+        if len(names) < k:
+            raise DataError(f"{names_file} names {len(names)} classes, but the labels go up to "
+                            f"{k - 1}; give one name per line for each label")
+        return labels.astype(np.int64), names
+    listed = _dataset_json(source)
+    if listed is not None:
+        return listed
+    return _class_folders(source)
+
+
+def _labels_beside(images: Path) -> Path:
+    """train-images-idx3-ubyte[.gz] -> the train-labels-idx1-ubyte[.gz] next to it."""
+    stem = re.sub(r"images([-.])idx3", r"labels\1idx1", images.name, flags=re.IGNORECASE)
+    stem = stem[:-3] if stem.lower().endswith(".gz") else stem
+    for name in (stem, stem + ".gz"):
+        if (images.parent / name).is_file():
+            return images.parent / name
+    raise DataError(f"no labels file for {images} (looked for {stem}[.gz] beside it); "
+                    "add it, or train without --conditional")
+
+
+def read_idx_labels(path: Path) -> np.ndarray:
+    """An IDX labels file (raw or gzip) -> (N,) uint8; DataError if malformed."""
+    try:
+        raw = path.read_bytes()
+        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read {path} ({e}); download it again") from None
+    if len(raw) < 8 or struct.unpack(">I", raw[:4])[0] != IDX_LABELS_MAGIC:
+        raise DataError(f"{path} is not an IDX labels file (magic {IDX_LABELS_MAGIC}); "
+                        "pass the *-labels-idx1-ubyte[.gz] file that belongs to the images")
+    n = struct.unpack(">I", raw[4:8])[0]
+    if len(raw) - 8 != n:
+        raise DataError(f"{path} is damaged: its header says {n:,} labels, it holds "
+                        f"{len(raw) - 8:,}; download it again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=8).copy()
+
+
+def _read_member(source: Source, name: str) -> bytes | None:
+    """A top-level file of a folder, zip or tar source; None when it has none of that name."""
+    try:
+        if source.kind == "folder":
+            p = source.root / name
+            return p.read_bytes() if p.is_file() else None
+        if source.kind == "zip":
+            with zipfile.ZipFile(source.root) as z:
+                return z.read(name) if name in z.namelist() else None
+        with tarfile.open(source.root) as t:
+            member = next((m for m in t.getmembers() if m.isfile()
+                           and m.name.removeprefix("./") == name), None)
+            f = t.extractfile(member) if member is not None else None
+            return f.read() if f is not None else None
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read {name} in {source.root} ({e})") from None
+
+
+def _dataset_json(source: Source) -> tuple[np.ndarray, tuple[str, ...]] | None:
+    import json
+
+    raw = _read_member(source, LABELS_FILE)
+    if raw is None:
+        return None
+    where = f"{source.root}/{LABELS_FILE}" if source.kind == "folder" else \
+        f"{LABELS_FILE} in {source.root}"
+    try:
+        doc = json.loads(raw)
+        pairs = doc["labels"]
+        by_file = {str(f).removeprefix("./"): v for f, v in pairs}
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{where} is not a labels file ({type(e).__name__}: {e}); it must hold "
+                        '{"labels": [["file", class], ...]}') from None
+    labels = []
+    for item in source.items:
+        value = by_file.get(item.removeprefix("./"))
+        if value is None:
+            raise DataError(f"{item} has no label in {where}; label every image, or remove it")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DataError(f"{item}: label {value!r} in {where} is not a class number "
+                            "(0, 1, 2, ...)")
+        labels.append(value)
+    names = doc.get("classes", [str(i) for i in range(max(labels) + 1)])
+    if not isinstance(names, list):
+        raise DataError(f'{where}: "classes" must be a list of class names')
+    for item, value in zip(source.items, labels):
+        if value >= len(names):
+            raise DataError(f'{item}: label {value} in {where} is outside its "classes" list '
+                            f"({len(names)} names)")
+    return np.asarray(labels, dtype=np.int64), tuple(str(n) for n in names)
+
+
+def _class_folders(source: Source) -> tuple[np.ndarray, tuple[str, ...]]:
+    top = [item for item in source.items if "/" not in item.removeprefix("./")]
+    if top:
+        raise DataError(f"{source.root} has images outside class folders (e.g. {top[0]}): for "
+                        f"--conditional put each class in its own sub-folder, or add a "
+                        f"{LABELS_FILE} of [file, class] pairs")
+    first = [item.removeprefix("./").split("/", 1)[0] for item in source.items]
+    names = tuple(sorted(set(first)))
+    index = {n: i for i, n in enumerate(names)}
+    return np.asarray([index[f] for f in first], dtype=np.int64), names

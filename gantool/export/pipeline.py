@@ -48,6 +48,10 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
 
         require_tensorrt()  # before any slow work: a clear error on machines without it
     generator, m, config, step = load_generator(checkpoint, ema=ema)
+    if m.classes:
+        raise GantoolError(f"{checkpoint} is a class-conditional model ({len(m.classes)} "
+                           "classes); exporting those is not supported yet: draw it with "
+                           "gantool generate/render --backend torch --class")
     z = latents(VERIFY_SEEDS, m.nz, m.prior, m.truncation)  # (8, nz) float32
     with torch.no_grad():
         reference = generator(torch.from_numpy(z)).numpy()  # (8, C, H, W)

@@ -14,26 +14,30 @@ __all__ = ["build_generator", "build_discriminator", "resolution_plan", "support
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
-    """The generator described by ``cfg``: z (B, nz) -> image (B, C, R, R) in [-1, 1]."""
+    """The generator described by ``cfg``: z (B, nz) -> image (B, C, R, R) in [-1, 1]; with
+    ``cfg.classes``, also c (B, classes), a one-hot class per image."""
+    k = len(cfg.classes)
     if cfg.arch == "dcgan":
-        return DCGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels)
+        return DCGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels, k)
     if cfg.arch == "residual":
         return ResidualGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels,
-                                 cfg.res_blocks)
+                                 cfg.res_blocks, k)
     if cfg.arch == "fastgan":
         return FastGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels,
-                                cfg.noise)
+                                cfg.noise, k)
     raise ValueError(f"unknown architecture {cfg.arch!r}")
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
     """The discriminator described by ``cfg``: image (B, C, R, R) -> logits (B,), or patch
-    logits (B, N) for fastgan (every loss averages over them)."""
+    logits (B, N) for fastgan (every loss averages over them); with ``cfg.classes``, a projection
+    discriminator that also takes c (B, classes)."""
     if cfg.d_arch in ("dcgan", "pooled"):
         return DCGANDiscriminator(cfg.resolution, cfg.channels, cfg.ndf, cfg.max_channels,
                                   cfg.d_dropout, cfg.d_mbstd, cfg.d_spectral_norm,
-                                  pooled=cfg.d_arch == "pooled", head_dropout=cfg.d_dropout_head)
+                                  pooled=cfg.d_arch == "pooled", head_dropout=cfg.d_dropout_head,
+                                  classes=len(cfg.classes))
     if cfg.d_arch == "fastgan":
         return FastGANDiscriminator(cfg.resolution, cfg.channels, cfg.ndf, cfg.max_channels,
-                                    cfg.d_spectral_norm)
+                                    cfg.d_spectral_norm, len(cfg.classes))
     raise ValueError(f"unknown discriminator architecture {cfg.d_arch!r}")

@@ -9,7 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gantool.models.layers import dcgan_init, feature_widths, resolution_plan
+from gantool.models.layers import (
+    ClassSequential,
+    Projection,
+    batch_norm,
+    dcgan_init,
+    feature_widths,
+    resolution_plan,
+)
 
 
 class MinibatchStdDev(nn.Module):
@@ -22,28 +29,29 @@ class MinibatchStdDev(nn.Module):
 
 
 class DCGANGenerator(nn.Module):
-    """z (B, nz) -> image (B, C, R, R) in [-1, 1]: transposed convs, BatchNorm, ReLU, tanh."""
+    """z (B, nz) -> image (B, C, R, R) in [-1, 1]: transposed convs, BatchNorm, ReLU, tanh.
+    With ``classes``, the BatchNorms are class-conditional and ``c`` (B, classes) is an input."""
 
     def __init__(self, resolution: int, channels: int = 3, nz: int = 100, ngf: int = 64,
-                 max_channels: int = 512):
+                 max_channels: int = 512, classes: int = 0):
         super().__init__()
         base, _ = resolution_plan(resolution)
         widths = feature_widths(resolution, ngf, max_channels)  # at base, 2*base, ...
-        self.nz = nz
+        self.nz, self.classes = nz, classes
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(nz, widths[0], base, 1, 0, bias=False),  # (B, w0, base, base)
-            nn.BatchNorm2d(widths[0]),
+            batch_norm(widths[0], classes),
             nn.ReLU(True),
         ]
         for c_in, c_out in zip(widths, widths[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),  # doubles H, W
-                       nn.BatchNorm2d(c_out), nn.ReLU(True)]
+                       batch_norm(c_out, classes), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
-        self.main = nn.Sequential(*layers)
+        self.main = ClassSequential(*layers)
         dcgan_init(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.main(z.view(z.shape[0], self.nz, 1, 1))  # (B, C, R, R)
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.main(z.view(z.shape[0], self.nz, 1, 1), c)  # (B, C, R, R)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -58,7 +66,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, resolution: int, channels: int = 3, ndf: int = 64, max_channels: int = 512,
                  dropout: float = 0.0, mbstd: bool = False, spectral_norm: bool = False,
-                 pooled: bool = False, head_dropout: float = 0.0):
+                 pooled: bool = False, head_dropout: float = 0.0, classes: int = 0):
         super().__init__()
         base, _ = resolution_plan(resolution)
         widths = feature_widths(resolution, ndf, max_channels)[::-1]  # at R/2, R/4, ..., base
@@ -79,11 +87,18 @@ class DCGANDiscriminator(nn.Module):
         head = 1 if pooled else base  # (B, 1, base, base) pooled, else (B, 1, 1, 1)
         layers += [nn.Conv2d(w + mbstd, 1, head, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
+        self.project = Projection(w + mbstd, classes) if classes else None
         dcgan_init(self)
         if spectral_norm:
             for i, m in enumerate(self.main):
                 if isinstance(m, nn.Conv2d):
                     self.main[i] = nn.utils.parametrizations.spectral_norm(m)
+            if self.project is not None:
+                self.project.spectral_norm()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x).mean(dim=(2, 3)).flatten()  # (B,)
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if self.project is None:
+            return self.main(x).mean(dim=(2, 3)).flatten()  # (B,)
+        h = self.main[:-1](x)  # (B, w, base, base)
+        return self.main[-1](h).mean(dim=(2, 3)).flatten() + self.project(h, c)
+

@@ -36,7 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantool.errors import ConfigError
-from gantool.models.layers import dcgan_init, resolution_plan
+from gantool.models.layers import (
+    ClassSequential,
+    Projection,
+    batch_norm,
+    dcgan_init,
+    resolution_plan,
+)
 
 # FastGAN's channel multipliers by level (4, 8, ..., 1024 px with base 4)
 G_WIDTHS = (16, 8, 4, 2, 2, 1, 0.5, 0.25, 0.125)
@@ -83,16 +89,18 @@ class Noise(nn.Module):
         return x + self.weight * self.fixed
 
 
-def _up(c_in: int, c_out: int, double: bool, noise_size: int = 0) -> nn.Sequential:
+def _up(c_in: int, c_out: int, double: bool, noise_size: int = 0,
+        classes: int = 0) -> ClassSequential:
     """Nearest x2, 3x3 conv to 2 * c_out, BatchNorm, GLU (twice with ``double``); with
-    ``noise_size``, noise after each BatchNorm (there, the BatchNorm still folds into its conv)."""
+    ``noise_size``, noise after each BatchNorm (there, the BatchNorm still folds into its conv);
+    with ``classes``, class-conditional BatchNorms."""
     layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")]
     for j, c in enumerate((c_in, c_out)[: 1 + double]):
-        layers += [nn.Conv2d(c, 2 * c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(2 * c_out)]
+        layers += [nn.Conv2d(c, 2 * c_out, 3, 1, 1, bias=False), batch_norm(2 * c_out, classes)]
         if noise_size:
             layers.append(Noise(noise_size, seed=2 * noise_size + j))
         layers.append(nn.GLU(dim=1))
-    return nn.Sequential(*layers)
+    return ClassSequential(*layers)
 
 
 class Excitation(nn.Module):
@@ -114,30 +122,32 @@ class Excitation(nn.Module):
 class FastGANGenerator(nn.Module):
     """z (B, nz) -> image (B, C, R, R) in [-1, 1]: GLU upsampling blocks and skip-layer
     excitation; no noise inputs, so an image is a function of its z alone (``noise``: FastGAN's
-    noise in the doubled blocks while training, fixed maps in eval mode)."""
+    noise in the doubled blocks while training, fixed maps in eval mode). With ``classes``, the
+    BatchNorms are class-conditional and ``c`` (B, classes) is an input."""
 
     def __init__(self, resolution: int, channels: int = 3, nz: int = 256, ngf: int = 64,
-                 max_channels: int = 1024, noise: bool = False):
+                 max_channels: int = 1024, noise: bool = False, classes: int = 0):
         super().__init__()
         self.base, k = levels(resolution)
-        self.nz = nz
+        self.nz, self.classes = nz, classes
         w = [_width(G_WIDTHS, i, ngf, max_channels) for i in range(k + 1)]
-        self.init = nn.Sequential(nn.ConvTranspose2d(nz, 2 * w[0], self.base, 1, 0, bias=False),
-                                  nn.BatchNorm2d(2 * w[0]), nn.GLU(dim=1))  # (B, w0, base, base)
+        self.init = ClassSequential(
+            nn.ConvTranspose2d(nz, 2 * w[0], self.base, 1, 0, bias=False),
+            batch_norm(2 * w[0], classes), nn.GLU(dim=1))  # (B, w0, base, base)
         self.ups = nn.ModuleList(
             _up(w[i - 1], w[i], double=i % 2 == 1,
-                noise_size=self.base * 2**i if noise and i % 2 == 1 else 0)
+                noise_size=self.base * 2**i if noise and i % 2 == 1 else 0, classes=classes)
             for i in range(1, k + 1))
         self.sle = nn.ModuleDict({str(i): Excitation(w[i - SLE_SPAN], w[i], self.base, Swish())
                                   for i in range(SLE_SPAN, k + 1)})
         self.to_image = nn.Sequential(nn.Conv2d(w[k], channels, 3, 1, 1, bias=False), nn.Tanh())
         dcgan_init(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.init(z.view(z.shape[0], self.nz, 1, 1))
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.init(z.view(z.shape[0], self.nz, 1, 1), c)
         feats = [x]
         for i, up in enumerate(self.ups, start=1):
-            x = up(x)
+            x = up(x, c)
             if str(i) in self.sle:
                 x = self.sle[str(i)](feats[i - SLE_SPAN], x)
             feats.append(x)
@@ -177,7 +187,7 @@ class FastGANDiscriminator(nn.Module):
     ``reconstruct=True`` also the self-supervised reconstruction loss (a scalar)."""
 
     def __init__(self, resolution: int, channels: int = 3, ndf: int = 64,
-                 max_channels: int = 1024, spectral_norm: bool = False):
+                 max_channels: int = 1024, spectral_norm: bool = False, classes: int = 0):
         super().__init__()
         base, k = levels(resolution)
         w = [_width(D_WIDTHS, i, ndf, max_channels) for i in range(k + 1)]
@@ -212,14 +222,19 @@ class FastGANDiscriminator(nn.Module):
         self.decode_whole = _decoder(w[1], rec_steps, channels, dec_widths)
         self.decode_part = _decoder(w[2], rec_steps, channels, dec_widths)
         self.decode_small = _decoder(w[1], rec_steps, channels, dec_widths)
+        # projection discriminator terms of both branches (Miyato & Koyama 2018)
+        self.project = (nn.ModuleList([Projection(4 * w[1], classes), Projection(w[1], classes)])
+                        if classes else None)
         dcgan_init(self)
         if spectral_norm:  # every conv of D, as FastGAN does
             convs = [(m, name, c) for m in self.modules() for name, c in m.named_children()
                      if isinstance(c, nn.Conv2d)]
             for parent, name, conv in convs:
                 setattr(parent, name, nn.utils.parametrizations.spectral_norm(conv))
+            for projection in self.project or ():
+                projection.spectral_norm()
 
-    def forward(self, x: torch.Tensor, reconstruct: bool = False):
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, reconstruct: bool = False):
         feats = {self.top: self.entry(x)}
         h = feats[self.top]
         for i, down in zip(range(self.top - 1, 0, -1), self.downs):
@@ -230,7 +245,13 @@ class FastGANDiscriminator(nn.Module):
         small_in = F.interpolate(x, size=self.small_size, mode="bilinear", align_corners=False,
                                  antialias=True)
         s = self.small(small_in)  # (B, w1, 2 * base, 2 * base)
-        logits = torch.cat([self.logits(h).flatten(1), self.small_logits(s).flatten(1)], dim=1)
+        if self.project is None:
+            logits = torch.cat([self.logits(h).flatten(1), self.small_logits(s).flatten(1)], 1)
+        else:  # each branch's class term is added to each of its patch logits
+            f = self.logits[:-1](h)  # (B, 4 * w1, base, base)
+            logits = torch.cat([
+                self.logits[-1](f).flatten(1) + self.project[0](f, c)[:, None],
+                self.small_logits(s).flatten(1) + self.project[1](s, c)[:, None]], dim=1)
         if not reconstruct:
             return logits  # (B, N)
         return logits, self._reconstruction_loss(x, feats, s)

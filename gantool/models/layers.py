@@ -1,8 +1,9 @@
-"""Shared building blocks: the resolution plan, DCGAN weight initialisation, and folding
-BatchNorm into convolutions for inference."""
+"""Shared building blocks: the resolution plan, DCGAN weight initialisation, class-conditional
+BatchNorm, and folding BatchNorm into convolutions for inference."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from gantool.errors import ConfigError
@@ -49,9 +50,63 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+class ClassBatchNorm(nn.Module):
+    """Conditional BatchNorm (de Vries et al. 2017; StudioGAN's and BigGAN's generators):
+    normalise without an affine of its own, then scale by 1 + gain(c) and shift by bias(c),
+    where c is (B, classes), a one-hot class (or any mix of classes) and gain, bias are linear
+    maps (a table row per class; DCGAN's N(0, 0.02) init keeps the scale near 1)."""
+
+    def __init__(self, channels: int, classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Linear(classes, channels, bias=False)
+        self.bias = nn.Linear(classes, channels, bias=False)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        scale = 1 + self.gain(c).to(x.dtype)  # (B, channels)
+        shift = self.bias(c).to(x.dtype)
+        return self.norm(x) * scale[:, :, None, None] + shift[:, :, None, None]
+
+
+def batch_norm(channels: int, classes: int = 0) -> nn.Module:
+    """A generator's BatchNorm: the plain one, or ``ClassBatchNorm`` for ``classes`` > 0."""
+    return ClassBatchNorm(channels, classes) if classes else nn.BatchNorm2d(channels)
+
+
+class ClassSequential(nn.Sequential):
+    """``nn.Sequential`` (same layers, same state_dict keys) that hands the class input ``c`` to
+    the layers that take one (``ClassBatchNorm``, or another ``ClassSequential``)."""
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, c) if isinstance(layer, ClassBatchNorm | ClassSequential) else layer(x)
+        return x
+
+
+class Projection(nn.Module):
+    """The class term of a projection discriminator (Miyato & Koyama 2018): the inner product of
+    a class embedding with D's spatially summed features, added to the unconditional logit."""
+
+    def __init__(self, features: int, classes: int):
+        super().__init__()
+        self.embed = nn.Linear(classes, features, bias=False)  # c (B, classes) one-hot
+
+    def spectral_norm(self) -> None:
+        self.embed = nn.utils.parametrizations.spectral_norm(self.embed)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """h (B, F, H, W) features, c (B, classes) -> (B,)."""
+        return (self.embed(c.to(h.dtype)) * h.sum(dim=(2, 3))).sum(dim=1)  # (B,)
+
+
+def one_hot(labels: torch.Tensor, classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B,) class indices -> (B, classes) one-hot rows: the class input of a conditional pair."""
+    return torch.nn.functional.one_hot(labels.long(), classes).to(dtype)
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:
@@ -65,13 +120,18 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
         raise ValueError("fold_batchnorm needs a network in eval mode")
     for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
+            conv, after = seq[i], seq[i + 1]
+            # a ClassBatchNorm's normalisation folds; its class scale and shift stay
+            bn = after.norm if isinstance(after, ClassBatchNorm) else after
             if (isinstance(conv, nn.Conv2d | nn.ConvTranspose2d)
                     and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
                     and conv.groups == 1):
                 transpose = isinstance(conv, nn.ConvTranspose2d)
                 seq[i] = fuse_conv_bn_eval(conv, bn, transpose=transpose)
-                seq[i + 1] = nn.Identity()
+                if after is bn:
+                    seq[i + 1] = nn.Identity()
+                else:
+                    after.norm = nn.Identity()
     return net
 
 
@@ -86,5 +146,7 @@ def generator_cost(net: nn.Module, nz: int) -> tuple[int, int]:
     params = sum(p.numel() for p in net.parameters())
     meta = copy.deepcopy(net).to("meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(torch.zeros(1, nz, device="meta"))
+        classes = getattr(net, "classes", 0)
+        meta(torch.zeros(1, nz, device="meta"),
+             *([torch.zeros(1, classes, device="meta")] if classes else []))
     return params, counter.get_total_flops() // 2

@@ -13,6 +13,8 @@ Contract:
   number of draws grows like 1/t (about 125 per value at the minimum, a few milliseconds a seed)
   and one request at t = 1e-9 would never finish. ``None`` means the plain prior.
 - Values are drawn in float64 and returned as float32.
+- A conditional model's second input is the class, one-hot (``class_vectors``): class c of K is
+  row c of the K x K identity in float32. Drawn without a class, seed s gets class s mod K.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ def validate_truncation(truncation: float | None, prior: str) -> None:
             f"{MIN_NORMAL_TRUNCATION:g} (smaller values cost ever more redraws and give the same "
             "image for every seed); use a value of at least that"
         )
+
+
+def class_vectors(seeds: Sequence[int], classes: Sequence[int] | None, k: int) -> np.ndarray:
+    """The class input of a conditional model for ``seeds``: (B, k) one-hot float32 rows of
+    ``classes`` (one index per seed), or of seed mod k when ``classes`` is None."""
+    index = np.asarray([s % k for s in seeds] if classes is None else classes, dtype=np.int64)
+    if index.shape != (len(seeds),):
+        raise ValueError(f"{len(seeds)} seeds but {index.size} classes; give one class per seed")
+    if index.size and not (0 <= index.min() and index.max() < k):
+        raise ValueError(f"class {int(index.max() if index.max() >= k else index.min())} is "
+                         f"outside 0..{k - 1}")
+    return np.eye(k, dtype=np.float32)[index]
 
 
 def latent_row(seed: int, nz: int, prior: str = "normal", truncation: float | None = None):

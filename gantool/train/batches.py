@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from gantool.errors import GantoolError
+from gantool.models.layers import one_hot
 from gantool.train import distributed
 from gantool.train.hardware import Hardware
 
@@ -42,16 +43,28 @@ class RealBatches:
     process), in [-1, 1] on the training device."""
 
     def __init__(self, images: np.ndarray, order: EpochOrder, world: distributed.World,
-                 hw: Hardware):
+                 hw: Hardware, labels: np.ndarray | None = None, classes: int = 0):
         self.order, self.world, self.hw = order, world, hw
         self.images = place(torch.from_numpy(images), hw.device)  # (N, C, R, R) uint8
+        self.onehot = (one_hot(torch.from_numpy(labels), classes).to(hw.device)
+                       if labels is not None else None)  # (N, classes)
 
-    def __call__(self, step: int) -> torch.Tensor:
+    def _indices(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx, flips = self.order.batch(step)
         if self.world.enabled:
             lo = self.world.rank * self.hw.local_batch
             part = slice(lo, lo + self.hw.local_batch)
             idx, flips = idx[part], (flips[part] if flips is not None else None)
+        return idx, flips
+
+    def classes(self, step: int) -> torch.Tensor | None:
+        """The one-hot classes of ``__call__(step)``'s images; None for unlabelled data."""
+        if self.onehot is None:
+            return None
+        return self.onehot[self._indices(step)[0].to(self.onehot.device)]
+
+    def __call__(self, step: int) -> torch.Tensor:
+        idx, flips = self._indices(step)
         x = self.images[idx.to(self.images.device)]  # (B, C, R, R) uint8
         if flips is not None:
             x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)

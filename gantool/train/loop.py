@@ -90,6 +90,7 @@ def _run(cfg, out, resume, steps, console, progress, progress_every, deadline: f
     if not world.main:  # one voice: rank 0 reports, the others only train
         console, progress = Console(stderr=True, quiet=True), False
     trainer = Trainer(cfg, console, progress, world, progress_every)  # before any file
+    cfg = trainer.cfg  # with the data's class names, for a conditional pair
     try:
         if state is None:
             run_dir = None

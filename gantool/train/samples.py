@@ -9,7 +9,7 @@ import torch
 
 from gantool.metrics.diversity import diversity, nearest_distance
 from gantool.sampling.images import to_uint8_tensor
-from gantool.sampling.latent import batched, latents
+from gantool.sampling.latent import batched, class_vectors, latents
 
 DIVERSITY_SEEDS = 64  # seeds 0..63: the sample diversity the log and the guard watch
 
@@ -17,16 +17,21 @@ DIVERSITY_SEEDS = 64  # seeds 0..63: the sample diversity the log and the guard 
 class NetworkGenerator:
     """The Generator protocol over a network being trained: eval mode while it draws."""
 
-    def __init__(self, net: torch.nn.Module, nz: int, prior: str, device: torch.device):
+    def __init__(self, net: torch.nn.Module, nz: int, prior: str, device: torch.device,
+                 classes: int = 0):
         self.net, self.nz, self.prior, self.device = net, nz, prior, device
+        self.k = classes
 
     @torch.no_grad()
-    def generate(self, seeds, truncation) -> np.ndarray:
-        z = torch.from_numpy(latents(list(seeds), self.nz, self.prior, truncation))
+    def generate(self, seeds, truncation, classes=None) -> np.ndarray:
+        seeds = list(seeds)
+        z = torch.from_numpy(latents(seeds, self.nz, self.prior, truncation)).to(self.device)
+        c = (torch.from_numpy(class_vectors(seeds, classes, self.k)).to(self.device)
+             if self.k else None)
         was_training = self.net.training
         self.net.eval()
         try:
-            return to_uint8_tensor(self.net(z.to(self.device))).cpu().numpy()
+            return to_uint8_tensor(self.net(z, c)).cpu().numpy()
         finally:
             self.net.train(was_training)
 

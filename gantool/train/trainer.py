@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -91,15 +91,17 @@ class Trainer:
         t = cfg.train
         self.world = world = world or distributed.World()
         self.hw = setup_hardware(t, world)
+        self.data = self._load_data()
+        self.cfg = cfg = self._with_classes(cfg)
         self.update = GanUpdate(cfg, self.hw, world)
         self.guard = (DivergenceGuard(t.guard_patience, t.guard_min_spread, t.loss == "bce",
                                       t.guard_min_diversity) if t.guard else None)
         self.rollbacks, self.lr_scale = 0, 1.0  # the guard's doing; saved in checkpoints
         self.best: dict | None = None  # {"metric", "value", "step"} of checkpoints/best.pt
         self.step = 0
-        self.data = self._load_data()
         self.order = EpochOrder(len(self.data), t.batch_size, t.seed, cfg.data.flip)
-        self.real_batch = RealBatches(self.data.images, self.order, world, self.hw)
+        self.real_batch = RealBatches(self.data.images, self.order, world, self.hw,
+                                      self.data.labels, len(cfg.model.classes))
         self.real_distance = real_distance(self.data.images) if t.diversity_every else None
         if world.rank:  # each rank its own z and dropout; rank 0 keeps the single-process stream
             torch.manual_seed(rank_seed(t.seed, 0, world.rank))
@@ -110,13 +112,32 @@ class Trainer:
             raise GantoolError("no training data: pass --data PATH (a folder, a .zip, IDX files, "
                                "or builtin:fashion-mnist)")
         data = load_dataset(d.path, m.resolution, m.channels, d.fit, tuple(d.background),
-                            progress=self.show_progress)
+                            progress=self.show_progress, labels=d.labels)
         if data.skipped:
             first, why = data.skipped[0]
             self.console.print(f"[yellow]skipped {len(data.skipped)} unreadable file(s)[/] "
                                f"(first: {first}: {why})")
-        self.console.print(f"data: {data.source}")
+        self.console.print(f"data: {data.source}" + (f", {len(data.classes)} classes"
+                                                       if data.classes else ""))
         return data
+
+    def _with_classes(self, cfg: RunConfig) -> RunConfig:
+        """``cfg`` with the data's class names as ``model.classes`` (a conditional pair); a
+        run's own names (a resume) must be the data's."""
+        have, names = cfg.model.classes, self.data.classes
+        if not cfg.data.labels:
+            if have:
+                raise GantoolError("model.classes is set but the data is read without labels: "
+                                   "pass --conditional (or --set data.labels=true)")
+            return cfg
+        if len(names) < 2:
+            raise GantoolError(f"{self.data.source} has {len(names)} class; a conditional "
+                               "pair needs two or more")
+        if have and tuple(have) != names:
+            raise GantoolError(f"the data's classes ({', '.join(names)[:200]}) differ from the "
+                               f"run's model.classes ({', '.join(have)[:200]}); train on the "
+                               "data the run was started with, or leave model.classes unset")
+        return replace(cfg, model=replace(cfg.model, classes=names))
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -154,9 +175,10 @@ class Trainer:
             self.ckpt = save_checkpoint(state, self.run_dir / "checkpoints", self.cfg.train.keep)
 
     # ---- the loop ----------------------------------------------------------------------------
-    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One step of the update's phases on ``real``."""
-        logs = self.update.step(real, self.step, self.lr_scale)
+    def train_step(self, real: torch.Tensor,
+                   classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One step of the update's phases on ``real`` (of one-hot ``classes``, if labelled)."""
+        logs = self.update.step(real, self.step, self.lr_scale, classes)
         self.step += 1
         return logs
 
@@ -179,7 +201,8 @@ class Trainer:
         with _graceful_stop() as stop, bar:
             while self.step < t.steps and not distributed.any_rank(
                     stop() or time.perf_counter() >= deadline, self.world, self.hw.device):
-                window.add(self.train_step(self.real_batch(self.step)))
+                window.add(self.train_step(self.real_batch(self.step),
+                                           self.real_batch.classes(self.step)))
                 bar.advance(self.step)
                 if self._due(t.log_every) and self._log_window(window, bar):
                     continue  # rolled back
@@ -306,17 +329,21 @@ class Trainer:
         """G_ema (or G) as a Generator: what sample grids and evaluations draw from."""
         m, up = self.cfg.model, self.update
         net = up.G_ema if up.G_ema is not None else up.G
-        return NetworkGenerator(net, m.nz, m.prior, self.hw.device)
+        return NetworkGenerator(net, m.nz, m.prior, self.hw.device, len(m.classes))
 
     def sample_diversity(self) -> float:
         return sample_diversity(self.sample_source(), self.cfg.model.truncation,
                                 self.hw.local_batch, self.real_distance)
 
     def write_samples(self) -> Path:
-        """A grid of the fixed seeds 0..sample_grid-1 from G_ema (or G) in eval mode."""
-        images = self.sample_source().generate(range(self.cfg.train.sample_grid),
-                                               self.cfg.model.truncation)
-        grid = make_grid(images)
+        """A grid of the fixed seeds 0..sample_grid-1 from G_ema (or G) in eval mode; for a
+        conditional pair, one row per class of seeds 0..sample_grid/classes-1."""
+        n, k = self.cfg.train.sample_grid, len(self.cfg.model.classes)
+        cols = max(1, n // k) if k else None
+        seeds = [s for _ in range(k) for s in range(cols)] if k else list(range(n))
+        classes = [c for c in range(k) for _ in range(cols)] if k else None
+        images = self.sample_source().generate(seeds, self.cfg.model.truncation, classes)
+        grid = make_grid(images, cols)
         self.log.image("samples", grid, self.step)
         return save_image(grid, self.run_dir / "samples" / f"step-{self.step:07d}.png")
 

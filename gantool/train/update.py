@@ -19,6 +19,7 @@ import torch
 
 from gantool.config import RunConfig, TrainConfig, augment_policy
 from gantool.models import build_discriminator, build_generator
+from gantool.models.layers import one_hot
 from gantool.train import distributed
 from gantool.train.augment import diff_augment
 from gantool.train.graphs import CapturedUpdate
@@ -77,23 +78,27 @@ class GanUpdate:
         self.captured = CapturedUpdate(self) if t.cuda_graphs else None
         self.stats_step: int | None = None  # the step G_ema's standing statistics belong to
 
-    def step(self, real: torch.Tensor, step: int, lr_scale: float) -> dict[str, torch.Tensor]:
-        """Train on ``real`` as step ``step`` (0-based) of the run; the logged phase's values."""
+    def step(self, real: torch.Tensor, step: int, lr_scale: float,
+             c_real: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Train on ``real`` (of classes ``c_real``, one-hot, for a conditional pair) as step
+        ``step`` (0-based) of the run; the logged phase's values."""
         self.set_lr(step, lr_scale)
         logs: dict[str, torch.Tensor] = {}
         for phase in self.phases:
             if (step + 1) % phase.every:
                 continue
             out = (self.captured(real) if phase.graphed
-                   else self.update(real, phase.update_d, phase.update_g))
+                   else self.update(real, phase.update_d, phase.update_g, c_real))
             logs = out if phase.logged else logs
         distributed.broadcast_module(self.G, self.world, buffers_only=True)
         distributed.broadcast_module(self.D, self.world, buffers_only=True)
         self.update_ema(step)
         return logs
 
-    def update(self, real: torch.Tensor, update_d: bool, update_g: bool) -> dict:
-        """One alternating update: D on ``real`` and fresh fakes, then G through D."""
+    def update(self, real: torch.Tensor, update_d: bool, update_g: bool,
+               c_real: torch.Tensor | None = None) -> dict:
+        """One alternating update: D on ``real`` and fresh fakes, then G through D. A
+        conditional pair draws its fakes of uniformly random classes."""
         t = self.cfg.train
         d_loss, g_loss = LOSSES[t.loss]
         autocast = torch.autocast(self.hw.device.type, self.hw.amp_dtype,
@@ -101,21 +106,23 @@ class GanUpdate:
                                   cache_enabled=not t.cuda_graphs)  # graphs need it off
         logs: dict[str, torch.Tensor] = {}
         z = self.sample_z(real.shape[0])
+        c_fake = self.sample_classes(real.shape[0])
         with autocast, torch.set_grad_enabled(update_g):
-            fake = self.G(z)  # (B, C, R, R)
+            fake = self.G(z, c_fake)  # (B, C, R, R)
         if update_d:
             self.D.requires_grad_(True)
             with autocast:
                 real_in, fake_in = self.d_input(real), self.d_input(fake.detach())
                 if self.reconstructs:
-                    real_logits, recon = self.D(real_in, reconstruct=True)
+                    real_logits, recon = self.D(real_in, c_real, reconstruct=True)
                     logs["loss_recon"] = recon.detach()
                 else:
-                    real_logits, recon = self.D(real_in), 0.0
-                fake_logits = self.D(fake_in)
+                    real_logits, recon = self.D(real_in, c_real), 0.0
+                fake_logits = self.D(fake_in, c_fake)
                 loss_d = d_loss(real_logits.float(), fake_logits.float(), t.labels)
             if t.loss == "wgan-gp":
-                loss_d = loss_d + t.gp_weight * gradient_penalty(self.D, real_in, fake_in)
+                loss_d = loss_d + t.gp_weight * gradient_penalty(
+                    lambda x: self.D(x, c_real), real_in, fake_in)
             self._optimize(loss_d + recon, self.D, self.opt_D)
             logs.update(loss_d=loss_d.detach(),
                         d_real=torch.sigmoid(real_logits.detach().float()).mean(),
@@ -125,7 +132,7 @@ class GanUpdate:
             # D's weights need no gradients here, only the path through D to G does.
             self.D.requires_grad_(False)
             with autocast:
-                loss_g = g_loss(self.D(self.d_input(fake)).float())
+                loss_g = g_loss(self.D(self.d_input(fake), c_fake).float())
             self._optimize(loss_g, self.G, self.opt_G)
             logs["loss_g"] = loss_g.detach()
         self.scaler.update()
@@ -142,6 +149,12 @@ class GanUpdate:
         if self.cfg.model.prior == "uniform":
             return torch.rand(n, nz, device=self.hw.device).mul_(2).sub_(1)
         return torch.randn(n, nz, device=self.hw.device)
+
+    def sample_classes(self, n: int) -> torch.Tensor | None:
+        """One-hot classes drawn uniformly for ``n`` fakes; None for an unconditional pair (which
+        draws no random numbers for them, so its runs stay as they were)."""
+        k = len(self.cfg.model.classes)
+        return one_hot(torch.randint(k, (n,), device=self.hw.device), k) if k else None
 
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees of a real or fake batch: DiffAugment'ed when the run asks for it."""
@@ -189,7 +202,8 @@ class GanUpdate:
                 m.momentum = None  # a cumulative average over the batches below
             self.G_ema.train()
             for _ in range(-(-STANDING_IMAGES // self.hw.local_batch)):
-                self.G_ema(self.sample_z(self.hw.local_batch))
+                n = self.hw.local_batch
+                self.G_ema(self.sample_z(n), self.sample_classes(n))
             self.G_ema.eval()
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

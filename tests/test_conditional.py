@@ -1,0 +1,216 @@
+"""Class-conditional generators: labels read from real files, a conditional pair trained for real
+(tiny), drawn by class through the torch backend and the CLI; bad labels and bad --class values
+as one-line errors."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gantool.backends import load_backend
+from gantool.data import load_dataset
+from gantool.errors import DataError, GantoolError
+from gantool.train.checkpoint import load_checkpoint
+from gantool.train.loop import run
+
+from conftest import gantool_cli, tiny_config
+
+COLOURS = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}
+
+
+def class_folders(root: Path, per_class: int = 2) -> Path:
+    """root/<colour>/<i>.png: a folder per class, solid images of that colour."""
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (12, 12), colour).save(root / name / f"{i}.png")
+    return root
+
+
+def colour_of(images: np.ndarray) -> list[str]:
+    """The class colour of each (N, C, R, R) image, by its first pixel."""
+    by_rgb = {v: k for k, v in COLOURS.items()}
+    return [by_rgb[tuple(int(c) for c in img[:, 0, 0])] for img in images]
+
+
+# --- labels in ----------------------------------------------------------------------------------
+
+def test_class_folders_label_folders_zips_and_tars_alike(tmp_path):
+    root = class_folders(tmp_path / "set")
+    zpath, tpath = tmp_path / "set.zip", tmp_path / "set.tar"
+    with zipfile.ZipFile(zpath, "w") as z, tarfile.open(tpath, "w") as t:
+        for f in sorted(root.rglob("*.png")):
+            z.write(f, f.relative_to(root).as_posix())
+            t.add(f, f.relative_to(root).as_posix())
+    for path in (root, zpath, tpath):
+        s = load_dataset(path, 8, 3, labels=True)
+        assert s.classes == ("blue", "green", "red")
+        assert [s.classes[k] for k in s.labels] == colour_of(s.images), path
+
+
+def test_dataset_json_labels_and_names_and_a_skipped_file_keeps_the_rest_aligned(tmp_path):
+    root = tmp_path / "flat"
+    root.mkdir()
+    pairs = []
+    for i, name in enumerate(["red", "blue", "red", "green"]):
+        Image.new("RGB", (12, 12), COLOURS[name]).save(root / f"{i}.png")
+        pairs.append([f"{i}.png", ["blue", "green", "red"].index(name)])
+    (root / "broken.png").write_bytes(b"\x89PNG broken")
+    pairs.insert(0, ["broken.png", 0])
+    (root / "dataset.json").write_text(json.dumps({"labels": pairs,
+                                                   "classes": ["blue", "green", "red"]}))
+    s = load_dataset(root, 8, 3, labels=True)
+    assert len(s) == 4 and len(s.skipped) == 1
+    assert [s.classes[k] for k in s.labels] == colour_of(s.images)
+
+
+def test_idx_labels_and_class_names_of_the_builtin_sample():
+    s = load_dataset("builtin:fashion-mnist", 28, 1, labels=True)
+    assert s.classes[5] == "Sandal" and len(s.classes) == 10
+    assert np.bincount(s.labels).tolist() == [600] * 10
+
+
+@pytest.mark.parametrize("layout, words", [
+    ("top-level", "outside class folders"),
+    ("unlisted", "has no label in"),
+    ("outside", "outside its \"classes\" list"),
+    ("not-a-number", "is not a class number"),
+    ("not-json", "is not a labels file"),
+])
+def test_bad_labels_are_one_line_errors_naming_the_file(tmp_path, layout, words):
+    root = class_folders(tmp_path / "set")
+    if layout == "top-level":
+        Image.new("RGB", (12, 12)).save(root / "stray.png")
+    elif layout != "top-level":
+        files = sorted(f.relative_to(root).as_posix() for f in root.rglob("*.png"))
+        pairs = [[f, 0] for f in files]
+        if layout == "unlisted":
+            pairs = pairs[1:]
+        elif layout == "outside":
+            pairs[2][1] = 7
+        elif layout == "not-a-number":
+            pairs[2][1] = "red"
+        doc = {"labels": pairs, "classes": ["a", "b"]}
+        (root / "dataset.json").write_text("{" if layout == "not-json" else json.dumps(doc))
+    with pytest.raises(DataError) as e:
+        load_dataset(root, 8, 3, labels=True)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+# --- training and drawing -----------------------------------------------------------------------
+
+COND = {"data.labels": True, "train.steps": 6, "train.checkpoint_every": 3,
+        "train.sample_grid": 20}
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory):
+    return run(tiny_config(**COND), out=tmp_path_factory.mktemp("cond"), progress=False)
+
+
+def test_a_conditional_run_stores_its_classes_and_draws_by_class(conditional_run):
+    ckpt = conditional_run.run_dir / "checkpoints" / "last.pt"
+    config = json.loads((conditional_run.run_dir / "config.json").read_text())
+    assert config["model"]["classes"][5] == "Sandal"
+    gen = load_backend("torch", str(ckpt))
+    assert gen.classes[9] == "Ankle boot"
+    seeds = [3, 3, 4, 4]
+    images = gen.generate(seeds, None, [0, 9, 0, 9])
+    assert not np.array_equal(images[0], images[1])  # the class changes the image
+    # a (seed, class) is one image whatever else is in the batch; no class: seed mod 10
+    alone = gen.generate([3], None, [9])
+    assert np.abs(alone[0].astype(int) - images[1]).max() <= 1
+    assert np.array_equal(gen.generate([13], None), gen.generate([13], None, [3]))
+    # the sample grid has one row per class (10 rows of 20 // 10 = 2 seeds)
+    grid = np.asarray(Image.open(sorted((conditional_run.run_dir / "samples").glob("*.png"))[-1]))
+    assert grid.shape[:2] == (10 * 30 + 2, 2 * 30 + 2)
+
+
+def test_a_conditional_run_resumes_exactly(tmp_path):
+    straight = run(tiny_config(**COND), out=tmp_path / "a", progress=False)
+    first = run(tiny_config(**{**COND, "train.steps": 3}), out=tmp_path / "b", progress=False)
+    resumed = run(resume=first.run_dir, steps=6, progress=False)
+    a = load_checkpoint(straight.run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    for net in ("G", "D", "G_ema"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k}"
+
+
+@pytest.mark.parametrize("arch, d_arch, extra", [
+    ("residual", "pooled", {"model.res_blocks": 2, "train.loss": "wgan-gp",
+                            "model.d_spectral_norm": True}),
+    ("fastgan", "fastgan", {"model.resolution": 48, "model.ngf": 4, "model.ndf": 4,
+                            "model.d_spectral_norm": True, "train.augment": "translation"}),
+])
+def test_every_arch_trains_conditionally(tmp_path, arch, d_arch, extra):
+    cfg = tiny_config(**{**COND, "model.arch": arch, "model.d_arch": d_arch, **extra})
+    ckpt = run(cfg, out=tmp_path, progress=False).run_dir / "checkpoints" / "last.pt"
+    gen = load_backend("torch", str(ckpt))
+    images = gen.generate([0, 0], None, [1, 2])
+    assert images.shape[0] == 2 and not np.array_equal(images[0], images[1])
+
+
+def test_unlabelled_data_and_classes_without_labels_are_one_line_errors(tmp_path):
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(20):
+        Image.new("RGB", (12, 12), (i, i, i)).save(root / f"{i}.png")
+    for over, words in (({"data.path": str(root), "data.labels": True}, "outside class folders"),
+                        ({"model.classes": "a,b", "data.labels": False}, "pass --conditional"),
+                        ({"model.classes": "a,b"}, "differ from the run's model.classes")):
+        with pytest.raises(GantoolError) as e:
+            run(tiny_config(**{**COND, **over}), out=tmp_path / "runs", progress=False)
+        assert words in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_generate_by_class_name_index_and_all_through_the_cli(conditional_run, tmp_path):
+    ckpt = conditional_run.run_dir / "checkpoints" / "last.pt"
+    r = gantool_cli("generate", ckpt, "--class", "all", "--seeds", "0-2", "--grid",
+                    tmp_path / "g.png")
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(tmp_path / "g.png")).shape[:2] == (10 * 30 + 2, 3 * 30 + 2)
+    r = gantool_cli("generate", ckpt, "--class", "sandal", "--seeds", "0-1", "--out",
+                    tmp_path / "one", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "one" / "manifest.jsonl").read_text().splitlines()]
+    assert [row["class"] for row in rows] == ["Sandal", "Sandal"]
+    drawn = load_backend("torch", str(ckpt)).generate([1], None, [5])[0]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / "seed000001.png")),
+                          drawn[..., 0])
+    r = gantool_cli("generate", ckpt, "--class", "0,Bag", "--seeds", "0", "--out",
+                    tmp_path / "two", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["class000", "class008"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--class", "sandle"], "did you mean 'Sandal'"),
+    (["--class", "10"], "is not a class of this model"),
+    (["--class", ","], "needs a class name or index"),
+])
+def test_bad_class_values_are_one_line_errors(conditional_run, tmp_path, args, words):
+    ckpt = conditional_run.run_dir / "checkpoints" / "last.pt"
+    r = gantool_cli("generate", ckpt, *args, "--seeds", "0", "--out", tmp_path / "x")
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_unconditional_model_refuses_a_class(tiny_ckpt, tmp_path):
+    r = gantool_cli("generate", tiny_ckpt, "--class", "0", "--seeds", "0", "--out", tmp_path)
+    assert r.returncode == 2 and "not conditional" in r.stderr, r.stderr
+
+
+def test_export_of_a_conditional_model_is_a_one_line_error(conditional_run, tmp_path):
+    ckpt = conditional_run.run_dir / "checkpoints" / "last.pt"
+    r = gantool_cli("export", ckpt, "--out", tmp_path / "e")
+    assert r.returncode == 2 and "class-conditional" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "e").exists()
