@@ -16,6 +16,7 @@ from gantool.errors import GantoolError
 
 PREFIX = "gantool."
 OUTPUTS = ("uint8", "float")  # what an exported graph returns
+CLASS_INPUT = "class"  # a conditional graph's second input: (B, K) float32 one-hot rows
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ModelInfo:
     gantool_version: str = ""
     config_sha256: str = ""  # of the training configuration (provenance)
     train_step: int | None = None
+    classes: tuple[str, ...] = ()  # a conditional model's class names (graph input "class")
 
     @classmethod
     def from_model(cls, m, config: dict, output: str = "uint8",
@@ -40,12 +42,14 @@ class ModelInfo:
 
         config_json = json.dumps(config, sort_keys=True)
         return cls(m.resolution, m.channels, m.nz, m.prior, m.truncation, output, m.arch,
-                   gantool.__version__, hashlib.sha256(config_json.encode()).hexdigest(), step)
+                   gantool.__version__, hashlib.sha256(config_json.encode()).hexdigest(), step,
+                   tuple(m.classes))
 
     def to_metadata(self) -> dict[str, str]:
         values = asdict(self)
         values["truncation"] = "none" if self.truncation is None else self.truncation
         values["train_step"] = "" if self.train_step is None else self.train_step
+        values["classes"] = json.dumps(list(self.classes))
         return {PREFIX + k: str(v) for k, v in values.items()}
 
     @classmethod
@@ -61,6 +65,10 @@ class ModelInfo:
             values["truncation"] = None if t in ("none", None) else float(t)
             step = values.get("train_step")
             values["train_step"] = int(step) if step not in ("", None) else None
+            names = json.loads(values.get("classes") or "[]")
+            if not isinstance(names, list):
+                raise TypeError("classes")
+            values["classes"] = tuple(str(n) for n in names)
             return cls(**values)
         except (KeyError, ValueError, TypeError):
             raise GantoolError(f"{source} carries no gantool model description (resolution, "
@@ -69,3 +77,14 @@ class ModelInfo:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def graph_inputs(z, c=None) -> dict:
+    """The feeds of an exported graph: ``z`` (B, nz), and ``c`` (B, K) one-hot for a
+    conditional one, both float32."""
+    import numpy as np
+
+    feeds = {"z": np.ascontiguousarray(z, dtype=np.float32)}
+    if c is not None:
+        feeds[CLASS_INPUT] = np.ascontiguousarray(c, dtype=np.float32)
+    return feeds

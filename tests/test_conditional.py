@@ -209,8 +209,32 @@ def test_an_unconditional_model_refuses_a_class(tiny_ckpt, tmp_path):
     assert r.returncode == 2 and "not conditional" in r.stderr, r.stderr
 
 
-def test_export_of_a_conditional_model_is_a_one_line_error(conditional_run, tmp_path):
+@pytest.mark.slow
+def test_one_seed_and_class_is_one_image_on_torch_onnx_and_fp16_onnx(conditional_run, tmp_path):
+    """The class is a float one-hot graph input beside z, named in the model's description."""
     ckpt = conditional_run.run_dir / "checkpoints" / "last.pt"
-    r = gantool_cli("export", ckpt, "--out", tmp_path / "e")
+    r = gantool_cli("export", ckpt, "--fp16", "--out", tmp_path / "e")
+    assert r.returncode == 0, r.stderr
+    info = gantool_cli("info", tmp_path / "e" / "model.onnx")
+    assert "class float32 [batch, 10]" in info.stdout and "10: T-shirt/top" in info.stdout
+    seeds, classes = list(range(12)), [s * 7 % 10 for s in range(12)]
+    drawn = {name: load_backend(backend, str(path), **opts).generate(seeds, 0.8, classes)
+             for name, backend, path, opts in (
+                 ("torch", "torch", ckpt, {}), ("onnx", "onnx", tmp_path / "e", {}),
+                 ("fp16", "onnx", tmp_path / "e", {"fp16": True}))}
+    assert np.array_equal(drawn["torch"], drawn["onnx"])
+    assert np.abs(drawn["torch"].astype(int) - drawn["fp16"]).max() <= 2
+    r = gantool_cli("generate", tmp_path / "e", "--backend", "onnx", "--class", "Bag",
+                    "--seeds", "0-1", "--out", tmp_path / "o", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    bag = load_backend("torch", str(ckpt)).generate([0, 1], None, [8, 8])
+    assert np.array_equal(np.stack([np.asarray(Image.open(tmp_path / "o" / f"seed00000{i}.png"))
+                                    for i in (0, 1)]), bag[..., 0])
+
+
+def test_a_triton_repository_of_a_conditional_model_is_a_one_line_error(conditional_run,
+                                                                        tmp_path):
+    ckpt = conditional_run.run_dir / "checkpoints" / "last.pt"
+    r = gantool_cli("export", ckpt, "--formats", "onnx,triton", "--out", tmp_path / "e")
     assert r.returncode == 2 and "class-conditional" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "e").exists()

@@ -74,6 +74,31 @@ class FixedClass:
         return self.gen.generate_z(z, c)
 
 
+def class_input(names: Sequence[str], seeds: Sequence[int],
+                classes: Sequence[int] | None) -> np.ndarray | None:
+    """The one-hot class input (B, K) for ``seeds`` of a model with class ``names`` (None for
+    an unconditional model); one-line errors for a class given to an unconditional model or a
+    class outside the model's."""
+    from gantool.sampling.latent import class_vectors
+
+    if not names:
+        if classes is not None:
+            raise GantoolError("this model is not conditional: it takes no class")
+        return None
+    try:
+        return class_vectors(seeds, classes, len(names))
+    except ValueError as e:
+        raise GantoolError(str(e)) from None
+
+
+def check_class_input(names: Sequence[str], c: np.ndarray | None) -> None:
+    """A one-line error unless a conditional model (class ``names``) gets one-hot classes ``c``
+    and an unconditional one gets none."""
+    if (c is None) != (not names):
+        raise GantoolError("a conditional model draws with a class (one-hot c), an "
+                           "unconditional one without")
+
+
 def class_indices(names: Sequence[str], asked: Sequence[str]) -> list[int]:
     """``--class`` values (names, indices, comma lists, or ``all``) -> class indices of a model
     with class ``names``; a one-line error for a model without classes or an unknown class."""

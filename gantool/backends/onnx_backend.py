@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gantool.backends import check_class_input, class_input
 from gantool.errors import GantoolError
 from gantool.export.folder import check_finished, check_unchanged
 from gantool.export.onnx import read_metadata
+from gantool.model_info import graph_inputs
 from gantool.sampling.images import to_uint8
 from gantool.sampling.latent import latents
 
@@ -41,6 +43,7 @@ class OnnxGenerator:
         self.path, self.info = p, info
         self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
         self.prior, self.default_truncation = prior or info.prior, info.truncation
+        self.classes = info.classes
         cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if device == "cuda" and not cuda:
             raise GantoolError("--device cuda: this ONNX Runtime has no CUDA provider; "
@@ -60,12 +63,15 @@ class OnnxGenerator:
             raise GantoolError(f"{p}: its metadata says nz {info.nz} but its graph takes "
                                f"{z_dims[-1]} latent values; export it again")
 
-    def run(self, z: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"z": np.ascontiguousarray(z, dtype=np.float32)})[0]
+    def run(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+        return self.session.run(None, graph_inputs(z, c))[0]
 
-    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
-        return self.generate_z(latents(seeds, self.nz, self.prior, truncation))
+    def generate(self, seeds: Sequence[int], truncation: float | None,
+                 classes: Sequence[int] | None = None) -> np.ndarray:
+        return self.generate_z(latents(seeds, self.nz, self.prior, truncation),
+                               class_input(self.classes, seeds, classes))
 
-    def generate_z(self, z: np.ndarray) -> np.ndarray:
-        out = self.run(z)
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+        check_class_input(self.classes, c)
+        out = self.run(z, c)
         return out if out.dtype == np.uint8 else to_uint8(out)  # (B, H, W, C) uint8

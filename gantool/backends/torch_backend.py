@@ -14,13 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from gantool.backends import PRECISIONS
+from gantool.backends import PRECISIONS, check_class_input, class_input
 from gantool.device import pick_device
 from gantool.errors import GantoolError
 from gantool.models.checkpoint import load_generator
 from gantool.models.layers import fold_batchnorm
 from gantool.sampling.images import to_uint8_tensor
-from gantool.sampling.latent import class_vectors, latents
+from gantool.sampling.latent import latents
 
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 
@@ -51,7 +51,7 @@ class TorchGenerator:
     def generate(self, seeds: Sequence[int], truncation: float | None,
                  classes: Sequence[int] | None = None) -> np.ndarray:
         return self.generate_z(latents(seeds, self.nz, self.prior, truncation),
-                               self._classes(seeds, classes))
+                               class_input(self.classes, seeds, classes))
 
     @torch.no_grad()
     def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
@@ -70,23 +70,10 @@ class TorchGenerator:
         """``generate`` into ``out`` (uint8 (B, H, W, C), e.g. a render's shared-memory slot):
         a GPU copies its images straight there."""
         z = latents(seeds, self.nz, self.prior, truncation)
-        torch.from_numpy(out).copy_(self._draw(z, self._classes(seeds, classes)))
-
-    def _classes(self, seeds: Sequence[int], classes: Sequence[int] | None) -> np.ndarray | None:
-        """The one-hot class input for ``seeds`` (None for an unconditional model)."""
-        if not self.classes:
-            if classes is not None:
-                raise GantoolError("this model is not conditional: it takes no class")
-            return None
-        try:
-            return class_vectors(seeds, classes, len(self.classes))
-        except ValueError as e:
-            raise GantoolError(str(e)) from None
+        torch.from_numpy(out).copy_(self._draw(z, class_input(self.classes, seeds, classes)))
 
     def _draw(self, z: np.ndarray, c: np.ndarray | None) -> torch.Tensor:
-        if (c is None) != (not self.classes):
-            raise GantoolError("a conditional model draws with a class (one-hot c), an "
-                               "unconditional one without")
+        check_class_input(self.classes, c)
         z = torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device)
         if c is not None:
             c = torch.from_numpy(np.ascontiguousarray(c, np.float32)).to(self.device, self.dtype)

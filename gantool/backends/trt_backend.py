@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gantool.backends import check_class_input, class_input
 from gantool.export.tensorrt import EngineRunner
 from gantool.sampling.images import to_uint8
 from gantool.sampling.latent import latents
@@ -19,10 +20,14 @@ class TensorRTGenerator:
         info = self.runner.info
         self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
         self.prior, self.default_truncation = prior or info.prior, info.truncation
+        self.classes = info.classes
 
-    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
-        return self.generate_z(latents(seeds, self.nz, self.prior, truncation))
+    def generate(self, seeds: Sequence[int], truncation: float | None,
+                 classes: Sequence[int] | None = None) -> np.ndarray:
+        return self.generate_z(latents(seeds, self.nz, self.prior, truncation),
+                               class_input(self.classes, seeds, classes))
 
-    def generate_z(self, z: np.ndarray) -> np.ndarray:
-        out = self.runner.run(np.ascontiguousarray(z, np.float32))
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+        check_class_input(self.classes, c)
+        out = self.runner.run(z, c)
         return out if out.dtype == np.uint8 else to_uint8(out.astype(np.float32))

@@ -142,6 +142,7 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
                              "multiply-adds per image",
                 "prior": m.prior, "truncation": m.truncation,
                 "ema": state.get("G_ema") is not None,
+                "classes": m.classes,
                 "gantool_version": state.get("gantool_version")}
     elif suffix == ".onnx":
         _need_onnx()
@@ -164,6 +165,9 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     else:
         raise GantoolError(f"{path}: expected a .pt checkpoint, a .onnx model, a .plan engine "
                            "or an export folder")
+    names = rows.get("classes")
+    rows["classes"] = (f"{len(names)}: {', '.join(names)}" if names else
+                       "none (unconditional)")
     width = max(map(len, rows))
     for key, value in rows.items():
         typer.echo(f"{key:<{width}}  {value}")

@@ -45,10 +45,11 @@ def postprocess_nodes(model) -> list[str]:
     return out
 
 
-def fp16_overflows(model, z: np.ndarray) -> list[tuple[str, str, float]]:
-    """Run the float32 ``model`` on ``z`` and list (node, op, max |value|) for every node that
-    reads or writes a float value outside fp16's range, in graph order. Keeping exactly those
-    in float32 keeps every out-of-range value (and every cast of one) out of fp16."""
+def fp16_overflows(model, feeds: dict[str, np.ndarray]) -> list[tuple[str, str, float]]:
+    """Run the float32 ``model`` on ``feeds`` (``gantool.model_info.graph_inputs``) and list
+    (node, op, max |value|) for every node that reads or writes a float value outside fp16's
+    range, in graph order. Keeping exactly those in float32 keeps every out-of-range value (and
+    every cast of one) out of fp16."""
     import onnx
     import onnxruntime as ort
 
@@ -65,8 +66,8 @@ def fp16_overflows(model, z: np.ndarray) -> list[tuple[str, str, float]]:
     session = ort.InferenceSession(probe.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    values = dict(zip(names, session.run(names, {"z": z.astype(np.float32)})))
-    values["z"] = z
+    values = dict(zip(names, session.run(names, feeds)))
+    values.update(feeds)
     peaks = {}
     for name, value in values.items():
         if value.dtype.kind == "f" and value.size:

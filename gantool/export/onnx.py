@@ -1,9 +1,10 @@
 """Generator -> ONNX: dynamic batch, one file, metadata that describes the model.
 
-Input ``z`` (B, nz) float32. Output ``image``: uint8 (B, H, W, C) computed inside the graph
-(the default, so no serving stack converts floats), or the raw float (B, C, H, W) in [-1, 1].
-The uint8 arithmetic is ``gantool.sampling.images.to_uint8``'s: round-half-even of
-(x + 1) * 127.5, clamped to [0, 255].
+Input ``z`` (B, nz) float32, and for a conditional model ``class`` (B, K) float32 one-hot rows
+(a float input: no OneHot or integer Gather for older TensorRT parsers to refuse). Output
+``image``: uint8 (B, H, W, C) computed inside the graph (the default, so no serving stack
+converts floats), or the raw float (B, C, H, W) in [-1, 1]. The uint8 arithmetic is
+``gantool.sampling.images.to_uint8``'s: round-half-even of (x + 1) * 127.5, clamped to [0, 255].
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from torch import nn
 import gantool
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
-from gantool.model_info import OUTPUTS, PREFIX, ModelInfo  # noqa: F401 - OUTPUTS: its choices
+from gantool.model_info import (  # noqa: F401 - OUTPUTS: its choices
+    CLASS_INPUT,
+    OUTPUTS,
+    PREFIX,
+    ModelInfo,
+)
 from gantool.sampling.images import to_uint8_tensor
 
 OPSET = 18
@@ -36,8 +42,9 @@ class UInt8Images(nn.Module):
         super().__init__()
         self.generator = generator
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return to_uint8_tensor(self.generator(z))  # from (B, C, H, W) in [-1, 1]
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.generator(z) if c is None else self.generator(z, c)
+        return to_uint8_tensor(out)  # from (B, C, H, W) in [-1, 1]
 
 
 def export_onnx(generator: nn.Module, info: ModelInfo):
@@ -47,13 +54,15 @@ def export_onnx(generator: nn.Module, info: ModelInfo):
     if output not in OUTPUTS:
         raise GantoolError(f"unknown output {output!r}; choose {' or '.join(OUTPUTS)}")
     net = (UInt8Images(generator) if output == "uint8" else generator).eval()
-    z = torch.zeros(2, info.nz)
+    args, names = (torch.zeros(2, info.nz),), ["z"]
+    if info.classes:
+        args, names = (*args, torch.eye(len(info.classes))[[0, 1]]), [*names, CLASS_INPUT]
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    shapes = {"z": {0: batch}, **({"c": {0: batch}} if info.classes else {})}
     with _quiet():
         program = torch.onnx.export(
-            net, (z,), input_names=["z"], output_names=["image"], dynamo=True,
-            dynamic_shapes={"z": {0: batch}}, opset_version=OPSET, external_data=False,
-            verbose=False)
+            net, args, input_names=names, output_names=["image"], dynamo=True,
+            dynamic_shapes=shapes, opset_version=OPSET, external_data=False, verbose=False)
     model = program.model_proto
     for node in model.graph.node:  # drop stack traces (local paths) and fx dumps
         keep = [p for p in node.metadata_props if p.key in KEEP_NODE_METADATA]

@@ -20,9 +20,9 @@ from gantool.export.fp16 import FP16_MAX, convert_fp16, fp16_overflows
 from gantool.export.onnx import export_onnx, save_model
 from gantool.export.verify import Check, compare
 from gantool.fileio import atomic_write
-from gantool.model_info import ModelInfo
+from gantool.model_info import ModelInfo, graph_inputs
 from gantool.models.checkpoint import load_generator
-from gantool.sampling.latent import latents
+from gantool.sampling.latent import class_vectors, latents
 
 VERIFY_SEEDS = tuple(range(8))
 
@@ -48,27 +48,27 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
 
         require_tensorrt()  # before any slow work: a clear error on machines without it
     generator, m, config, step = load_generator(checkpoint, ema=ema)
-    if m.classes:
-        raise GantoolError(f"{checkpoint} is a class-conditional model ({len(m.classes)} "
-                           "classes); exporting those is not supported yet: draw it with "
-                           "gantool generate/render --backend torch --class")
+    if m.classes and "triton" in names:
+        raise GantoolError(f"{checkpoint} is a class-conditional model; its Triton repository "
+                           "is not supported yet: export --formats onnx (or onnx,engine)")
     z = latents(VERIFY_SEEDS, m.nz, m.prior, m.truncation)  # (8, nz) float32
+    c = class_vectors(VERIFY_SEEDS, None, len(m.classes)) if m.classes else None
     with torch.no_grad():
-        reference = generator(torch.from_numpy(z)).numpy()  # (8, C, H, W)
+        reference = generator(*_tensors(z, c)).numpy()  # (8, C, H, W)
     result = ExportResult()
     model = export_onnx(generator, ModelInfo.from_model(m, config, output, step))
     result.metadata = _sidecar(model)
     if verify:
         result.checks.append(_verified(compare("model.onnx", "fp32", reference,
-                                               _run(model, z)), log))
+                                               _run(model, z, c)), log))
     save_model(model, out / "model.onnx")
     result.files.append(out / "model.onnx")
     fp16_model = None
     if fp16:
         fp16_model = convert_fp16(model, list(keep_fp32))
         if verify:
-            check = compare("model_fp16.onnx", "fp16", reference, _run(fp16_model, z))
-            over = fp16_overflows(model, z)
+            check = compare("model_fp16.onnx", "fp16", reference, _run(fp16_model, z, c))
+            over = fp16_overflows(model, graph_inputs(z, c))
             over = [o for o in over if o[0] not in keep_fp32]
             if over:
                 node, op, peak = over[0]
@@ -90,13 +90,15 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
 
         source = fp16_model if fp16 else model
         plan = build_engine(source, out / "model.plan", fp16=fp16, batch=batch, nz=m.nz,
-                            workspace_gb=workspace_gb, metadata=_sidecar(model))
+                            workspace_gb=workspace_gb, metadata=_sidecar(model),
+                            classes=len(m.classes))
         result.files += [plan, plan.with_suffix(".plan.json")]
         if verify:
             from gantool.export.tensorrt import EngineRunner
 
             result.checks.append(_verified(compare(
-                "model.plan", "fp16" if fp16 else "fp32", reference, EngineRunner(plan).run(z)),
+                "model.plan", "fp16" if fp16 else "fp32", reference,
+                EngineRunner(plan).run(z, c)),
                 log))
     return result
 
@@ -110,16 +112,18 @@ def fp16_fidelity(generator, fp16_model, m, num: int, batch: int = 32) -> dict:
     from gantool.sampling.latent import batched
 
     extract = InceptionFeatures()
-    chunks = [latents(c, m.nz, m.prior, m.truncation) for c in batched(list(range(num)), batch)]
+    chunks = [(latents(s, m.nz, m.prior, m.truncation),
+               class_vectors(s, None, len(m.classes)) if m.classes else None)
+              for s in batched(list(range(num)), batch)]
 
     def torch_images():
-        for z in chunks:
+        for z, c in chunks:
             with torch.no_grad():
-                yield to_uint8(generator(torch.from_numpy(z)).numpy())
+                yield to_uint8(generator(*_tensors(z, c)).numpy())
 
     def fp16_images():
-        for z in chunks:
-            out = _run(fp16_model, z)
+        for z, c in chunks:
+            out = _run(fp16_model, z, c)
             yield out if out.dtype == np.uint8 else to_uint8(out)
 
     a, b = collect(torch_images(), extract), collect(fp16_images(), extract)
@@ -135,11 +139,16 @@ def _verified(check: Check, log) -> Check:
     return check
 
 
-def _run(model, z: np.ndarray) -> np.ndarray:
+def _run(model, z: np.ndarray, c: np.ndarray | None) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"z": z})[0]
+    return session.run(None, graph_inputs(z, c))[0]
+
+
+def _tensors(z: np.ndarray, c: np.ndarray | None) -> tuple[torch.Tensor, ...]:
+    """The generator's inputs as tensors: (z,) or (z, c)."""
+    return tuple(torch.from_numpy(a) for a in (z, c) if a is not None)
 
 
 def _sidecar(model) -> dict:

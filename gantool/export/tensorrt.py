@@ -21,7 +21,7 @@ import numpy as np
 from gantool.errors import GantoolError
 from gantool.export.folder import check_finished, check_unchanged
 from gantool.fileio import atomic_write
-from gantool.model_info import ModelInfo
+from gantool.model_info import CLASS_INPUT, ModelInfo, graph_inputs
 
 INSTALL_HINT = ("TensorRT engines are built on a machine with an NVIDIA GPU and TensorRT: "
                 "pip install 'gantool[tensorrt]' there, or build from model_fp16.onnx with "
@@ -43,8 +43,9 @@ def require_tensorrt():
 
 def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int], nz: int,
                  workspace_gb: float = 4.0, metadata: dict | None = None,
-                 timing_cache: Path | None = None) -> Path:
-    """Build and write ``plan_path`` (+ ``.plan.json``) from an onnx.ModelProto."""
+                 timing_cache: Path | None = None, classes: int = 0) -> Path:
+    """Build and write ``plan_path`` (+ ``.plan.json``) from an onnx.ModelProto (with a
+    ``class`` input of ``classes`` one-hot values beside z for a conditional model)."""
     trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -64,7 +65,9 @@ def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int]
         config.set_flag(trt.BuilderFlag.FP16)
     lo, opt, hi = batch
     profile = builder.create_optimization_profile()
-    profile.set_shape("z", (lo, nz), (opt, nz), (hi, nz))
+    widths = {"z": nz, **({CLASS_INPUT: classes} if classes else {})}
+    for name, width in widths.items():
+        profile.set_shape(name, (lo, width), (opt, width), (hi, width))
     config.add_optimization_profile(profile)
     cache_path = timing_cache or plan_path.with_suffix(".timing.cache")
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
@@ -83,7 +86,8 @@ def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int]
         f.write(bytes(cache.serialize()))
     sidecar = {"tensorrt_version": trt.__version__, "fp16": fp16,
                "fp16_mode": ("builder-flag" if weak_fp16 else "strongly-typed") if fp16 else None,
-               "profile": {"z": {"min": [lo, nz], "opt": [opt, nz], "max": [hi, nz]}},
+               "profile": {name: {"min": [lo, w], "opt": [opt, w], "max": [hi, w]}
+                           for name, w in widths.items()},
                "layer_precisions": sorted(precisions), "metadata": metadata or {}}
     with atomic_write(plan_path.with_suffix(".plan.json")) as f:
         f.write((json.dumps(sidecar, indent=2) + "\n").encode())
@@ -115,16 +119,18 @@ class EngineRunner:
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
 
-    def run(self, z: np.ndarray) -> np.ndarray:
-        """The engine's output for z (B, nz): uint8 (B, H, W, C) or float (B, C, H, W)."""
+    def run(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+        """The engine's output for z (B, nz) (and one-hot classes c (B, K) of a conditional
+        model): uint8 (B, H, W, C) or float (B, C, H, W)."""
         torch, trt = self.torch, self.trt
-        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).cuda()
-        self.context.set_input_shape("z", tuple(zt.shape))
+        inputs = {name: torch.from_numpy(a).cuda() for name, a in graph_inputs(z, c).items()}
+        for name, t in inputs.items():
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
         shape = tuple(self.context.get_tensor_shape("image"))
         dtype = {trt.uint8: torch.uint8, trt.float32: torch.float32,
                  trt.float16: torch.float16}[self.engine.get_tensor_dtype("image")]
         out = torch.empty(shape, dtype=dtype, device="cuda")
-        self.context.set_tensor_address("z", zt.data_ptr())
         self.context.set_tensor_address("image", out.data_ptr())
         with torch.cuda.stream(self.stream):
             if not self.context.execute_async_v3(self.stream.cuda_stream):
