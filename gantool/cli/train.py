@@ -180,15 +180,21 @@ def demo(
     out: Path = typer.Option(Path("runs"), help="Parent folder of the run directory."),
     steps: int = typer.Option(DEMO_STEPS, help="Training steps."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    conditional: bool = typer.Option(
+        False, "--conditional", help="Train a class-conditional model on the sample's labels: "
+                                     "the grid has one row per garment class."),
 ) -> None:
     """Train a small Fashion-MNIST generator on the bundled sample and write a sample grid.
 
-    Example: gantool demo --out runs (a few minutes on 2 CPU cores)."""
+    Examples: gantool demo --out runs (a few minutes on 2 CPU cores);
+    gantool demo --conditional (then: gantool generate CKPT --class Sandal --grid sandals.png)."""
     from gantool import config as C
 
     cfg = C.apply_overrides(C.preset_config("fashion-mnist"), {
-        "name": "demo", "data.path": "builtin:fashion-mnist", "train.steps": steps,
-        "train.checkpoint_every": 200, "train.sample_every": 200})
+        "name": "demo-conditional" if conditional else "demo",
+        "data.path": "builtin:fashion-mnist", "data.labels": conditional, "train.steps": steps,
+        "train.checkpoint_every": 200, "train.sample_every": 200,
+        "train.sample_grid": 100 if conditional else 64})
     _finish(_run(cfg=cfg, out=out, progress=progress))
 
 
