@@ -93,6 +93,10 @@ class TrainConfig:
     batch_sizes: dict[int, int] = field(default_factory=dict)
     loss: str = "bce"  # bce (non-saturating) | lsgan | hinge | wgan-gp; hinge with a fastgan D
     gp_weight: float = 10.0  # gradient-penalty weight (lambda) of wgan-gp
+    # a conditional pair: weight of the class loss (P2GAN's dual projection: D's projection
+    # scores trained as a classifier of the real images, and G to make its fakes classify as
+    # the class asked for); 0 = the plain projection discriminator
+    class_loss: float = 1.0
     augment: str = ""  # DiffAugment policy for D's inputs: comma list of color,translation,cutout
     labels: str = "hard"  # hard | one-sided (real 0.9) | two-sided (real 0.9, fake 0.1)
     lr_g: float = 2e-4
@@ -471,7 +475,8 @@ AT_LEAST_ONE = ("model.nz", "model.ngf", "model.ndf", "model.max_channels", "mod
 NOT_NEGATIVE = ("train.sample_every", "train.sample_grid", "train.checkpoint_every",
                 "train.seed", "train.extra_update_every", "train.lr_decay_at",
                 "train.guard_max_rollbacks", "train.eval_every", "train.guard_min_spread",
-                "train.diversity_every", "train.guard_min_diversity", "train.gp_weight")
+                "train.diversity_every", "train.guard_min_diversity", "train.gp_weight",
+                "train.class_loss")
 FRACTIONS = ("model.d_dropout", "model.d_dropout_head", "train.ema_decay")  # in [0, 1)
 
 

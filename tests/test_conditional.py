@@ -183,7 +183,7 @@ def test_generate_by_class_name_index_and_all_through_the_cli(conditional_run, t
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in (tmp_path / "one" / "manifest.jsonl").read_text().splitlines()]
     assert [row["class"] for row in rows] == ["Sandal", "Sandal"]
-    drawn = load_backend("torch", str(ckpt)).generate([1], None, [5])[0]
+    drawn = load_backend("torch", str(ckpt)).generate([0, 1], None, [5, 5])[1]  # one batch
     assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / "seed000001.png")),
                           drawn[..., 0])
     r = gantool_cli("generate", ckpt, "--class", "0,Bag", "--seeds", "0", "--out",

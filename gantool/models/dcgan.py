@@ -96,9 +96,12 @@ class DCGANDiscriminator(nn.Module):
             if self.project is not None:
                 self.project.spectral_norm()
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, classify: bool = False):
+        """Logits (B,); with ``classify`` (a conditional D), also the class scores (B, K)."""
         if self.project is None:
             return self.main(x).mean(dim=(2, 3)).flatten()  # (B,)
         h = self.main[:-1](x)  # (B, w, base, base)
-        return self.main[-1](h).mean(dim=(2, 3)).flatten() + self.project(h, c)
+        term, scores = self.project(h, c)
+        logits = self.main[-1](h).mean(dim=(2, 3)).flatten() + term
+        return (logits, scores) if classify else logits
 

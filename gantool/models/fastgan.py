@@ -234,7 +234,10 @@ class FastGANDiscriminator(nn.Module):
             for projection in self.project or ():
                 projection.spectral_norm()
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, reconstruct: bool = False):
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, reconstruct: bool = False,
+                classify: bool = False):
+        """Patch logits (B, N); with ``reconstruct``, also the reconstruction loss; with
+        ``classify`` (a conditional D), also the class scores (B, K), in that order."""
         feats = {self.top: self.entry(x)}
         h = feats[self.top]
         for i, down in zip(range(self.top - 1, 0, -1), self.downs):
@@ -245,16 +248,18 @@ class FastGANDiscriminator(nn.Module):
         small_in = F.interpolate(x, size=self.small_size, mode="bilinear", align_corners=False,
                                  antialias=True)
         s = self.small(small_in)  # (B, w1, 2 * base, 2 * base)
+        scores = None
         if self.project is None:
             logits = torch.cat([self.logits(h).flatten(1), self.small_logits(s).flatten(1)], 1)
         else:  # each branch's class term is added to each of its patch logits
             f = self.logits[:-1](h)  # (B, 4 * w1, base, base)
-            logits = torch.cat([
-                self.logits[-1](f).flatten(1) + self.project[0](f, c)[:, None],
-                self.small_logits(s).flatten(1) + self.project[1](s, c)[:, None]], dim=1)
-        if not reconstruct:
-            return logits  # (B, N)
-        return logits, self._reconstruction_loss(x, feats, s)
+            (big, big_scores), (small, small_scores) = self.project[0](f, c), self.project[1](s, c)
+            logits = torch.cat([self.logits[-1](f).flatten(1) + big[:, None],
+                                self.small_logits(s).flatten(1) + small[:, None]], dim=1)
+            scores = big_scores + small_scores
+        extra = ([self._reconstruction_loss(x, feats, s)] if reconstruct else []) + (
+            [scores] if classify else [])
+        return (logits, *extra) if extra else logits  # logits (B, N)
 
     def _reconstruction_loss(self, x: torch.Tensor, feats: dict, s: torch.Tensor) -> torch.Tensor:
         """MSE of the three decoders' drawings against the real image (and a random quarter)."""

@@ -90,19 +90,21 @@ class ClassSequential(nn.Sequential):
 
 class Projection(nn.Module):
     """The class term of a projection discriminator (Miyato & Koyama 2018): the inner product of
-    a class embedding with D's spatially summed features, added to the unconditional logit."""
+    a class embedding with D's spatially summed features, added to the unconditional logit. The
+    inner products with every class's embedding are class scores as well: trained as a
+    classifier they make the dual projection of P2GAN (Han et al. 2021)."""
 
     def __init__(self, features: int, classes: int):
         super().__init__()
-        self.embed = nn.Linear(classes, features, bias=False)  # c (B, classes) one-hot
+        self.embed = nn.Linear(classes, features, bias=False)  # column k: class k's embedding
 
     def spectral_norm(self) -> None:
         self.embed = nn.utils.parametrizations.spectral_norm(self.embed)
 
-    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """h (B, F, H, W) features, c (B, classes) -> (B,)."""
-        return (self.embed(c.to(h.dtype)) * h.sum(dim=(2, 3))).sum(dim=1)  # (B,)
-
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, F, H, W) features, c (B, classes) -> (the term (B,), class scores (B, K))."""
+        scores = h.sum(dim=(2, 3)) @ self.embed.weight.to(h.dtype)  # (B, K)
+        return (scores * c.to(h.dtype)).sum(dim=1), scores
 
 def one_hot(labels: torch.Tensor, classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(B,) class indices -> (B, classes) one-hot rows: the class input of a conditional pair."""

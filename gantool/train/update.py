@@ -74,6 +74,7 @@ class GanUpdate:
                                            enabled=hw.amp_dtype == torch.float16)
         self.augment = augment_policy(t.augment)
         self.reconstructs = m.d_arch == "fastgan"  # D's self-supervised loss on real images
+        self.classifies = bool(m.classes) and t.class_loss > 0  # the dual projection's loss
         self.phases = phases(t)
         self.captured = CapturedUpdate(self) if t.cuda_graphs else None
         self.stats_step: int | None = None  # the step G_ema's standing statistics belong to
@@ -113,13 +114,15 @@ class GanUpdate:
             self.D.requires_grad_(True)
             with autocast:
                 real_in, fake_in = self.d_input(real), self.d_input(fake.detach())
+                real_logits, recon, scores = self.judge(real_in, c_real, self.reconstructs)
                 if self.reconstructs:
-                    real_logits, recon = self.D(real_in, c_real, reconstruct=True)
                     logs["loss_recon"] = recon.detach()
-                else:
-                    real_logits, recon = self.D(real_in, c_real), 0.0
                 fake_logits = self.D(fake_in, c_fake)
                 loss_d = d_loss(real_logits.float(), fake_logits.float(), t.labels)
+                if scores is not None:
+                    loss_class = class_loss(scores, c_real)
+                    logs["loss_class"] = loss_class.detach()
+                    loss_d = loss_d + t.class_loss * loss_class
             if t.loss == "wgan-gp":
                 loss_d = loss_d + t.gp_weight * gradient_penalty(
                     lambda x: self.D(x, c_real), real_in, fake_in)
@@ -132,11 +135,24 @@ class GanUpdate:
             # D's weights need no gradients here, only the path through D to G does.
             self.D.requires_grad_(False)
             with autocast:
-                loss_g = g_loss(self.D(self.d_input(fake), c_fake).float())
+                fake_logits, _, scores = self.judge(self.d_input(fake), c_fake)
+                loss_g = g_loss(fake_logits.float())
+                if scores is not None:
+                    loss_g = loss_g + t.class_loss * class_loss(scores, c_fake)
             self._optimize(loss_g, self.G, self.opt_G)
             logs["loss_g"] = loss_g.detach()
         self.scaler.update()
         return logs
+
+    def judge(self, x: torch.Tensor, c: torch.Tensor | None, reconstruct: bool = False):
+        """D on ``x`` of classes ``c`` -> (logits, reconstruction loss or 0, class scores or
+        None): the extras each run asks of its D."""
+        classify = self.classifies and c is not None
+        flags = {"reconstruct": True} if reconstruct else {}
+        out = self.D(x, c, **flags, classify=True) if classify else self.D(x, c, **flags)
+        if not (reconstruct or classify):
+            return out, 0.0, None
+        return out[0], out[1] if reconstruct else 0.0, out[-1] if classify else None
 
     def _optimize(self, loss: torch.Tensor, net: torch.nn.Module, opt) -> None:
         opt.zero_grad(set_to_none=True)
@@ -211,6 +227,11 @@ class GanUpdate:
 
     def networks(self) -> list[torch.nn.Module]:
         return [m for m in (self.G, self.D, self.G_ema) if m is not None]
+
+
+def class_loss(scores: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of D's class scores (B, K) against the one-hot classes ``c`` (B, K)."""
+    return torch.nn.functional.cross_entropy(scores.float(), c.argmax(dim=1))
 
 
 def batch_spread(x: torch.Tensor) -> torch.Tensor:
