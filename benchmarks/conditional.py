@@ -87,7 +87,7 @@ def main() -> None:
                                  for i in range(0, len(seeds), 500)])
         score = judge.score(images)
         row = {"train_seconds": round(seconds, 1), "frechet": round(score["frechet"], 2),
-               "classes_seen": score["classes"], "checkpoint": str(ckpt)}
+               "classes_seen": score["classes"], "checkpoint": str(ckpt.relative_to(args.out))}
         if gen.classes:
             hit = judge.predict(images) == asked
             per_class = {gen.classes[c]: round(float(hit[asked == c].mean()), 4)
