@@ -122,9 +122,11 @@ def test_training_evaluates_and_keeps_the_best_checkpoint(tmp_path, inception, m
 def test_export_reports_fp16_fidelity(tiny_ckpt, tmp_path, inception):
     import json
 
-    r = gantool_cli("export", tiny_ckpt, "--out", tmp_path / "e", "--fp16", "--fidelity", "8")
+    # 32 seeds: the unbiased KID of two nearly identical sets is negative by about
+    # 2 / n of the kernel's diagonal (-0.018 at 8 seeds here): the bound needs n
+    r = gantool_cli("export", tiny_ckpt, "--out", tmp_path / "e", "--fp16", "--fidelity", "32")
     assert r.returncode == 0, r.stderr
     assert "KID(torch fp32, fp16)" in r.stderr
     fidelity = json.loads((tmp_path / "e" / "export.json").read_text())["fp16_fidelity"]
-    assert fidelity["num"] == 8
+    assert fidelity["num"] == 32
     assert abs(fidelity["kid"]) < 0.01 and abs(fidelity["fid"]) < 1.0  # fp16 ~ the same images

@@ -208,26 +208,40 @@ FASTGAN = {"model.arch": "fastgan", "model.d_arch": "fastgan", "model.resolution
 @pytest.mark.parametrize("arch", ["dcgan", "fastgan"])
 def test_compiled_training_computes_what_eager_training_does(tmp_path, arch):
     """train.compile (torch.compile of G and D): same losses and weights as eager, to float
-    tolerance, and checkpoints a plain generator loads. The few-shot pair compiles, trains and
-    loads, but its weights after 2 steps differ from eager's beyond that tolerance (not
-    explained yet: random numbers inside its compiled D are the suspect), so for it the test
-    asserts only finite weights and plain checkpoint keys."""
+    tolerance, and checkpoints a plain generator loads.
+
+    The few-shot pair's D has spectral norm, whose power iteration rounds differently when
+    compiled (about 1e-7 relative in sigma; without spectral norm its weights match eager's to
+    1e-6). Adam's first steps divide each gradient by its own magnitude, so an element whose
+    gradient is near zero can move by +lr or -lr on that noise: there, the test requires the
+    losses to match, at most 0.5% of the elements to differ by more than 1e-4 (0.07% measured),
+    and none by more than Adam's step bound, 2 x lr per step (a real difference in what is
+    computed moves every element)."""
     nets = FASTGAN if arch == "fastgan" else {}
-    results = {}
+    results, losses = {}, {}
     with torch._inductor.config.patch(fallback_random=True):
         for compiled in (False, True):
             cfg = tiny_config(**nets, **{
                 "train.steps": 2, "train.checkpoint_every": 2, "train.seed": 5,
-                "train.compile": compiled, "train.amp": "off",  # same arithmetic
+                "train.log_every": 1, "train.compile": compiled,
+                "train.amp": "off",  # same arithmetic
                 "train.channels_last": False})  # on a GPU too
             out = run(cfg, out=tmp_path / str(compiled), progress=False)
             results[compiled] = torch.load(out.run_dir / "checkpoints" / "last.pt",
                                            weights_only=True)
+            losses[compiled] = [[r["loss_d"], r["loss_g"]] for r in read_metrics(out.run_dir)[0]]
     eager, compiled = results[False], results[True]
     assert list(compiled["G"]) == list(eager["G"]), "no _orig_mod. prefixes in checkpoints"
+    assert len(losses[True]) == 2
+    torch.testing.assert_close(losses[True], losses[False], atol=1e-4, rtol=2e-3)
     if arch == "fastgan":
-        assert all(v.isfinite().all() for k in ("G", "D", "G_ema") for v in compiled[k].values()
-                   if v.is_floating_point())
+        diffs = torch.cat([(compiled[k][n].float() - v.float()).abs().flatten()
+                           for k in ("G", "D") for n, v in eager[k].items()
+                           if v.is_floating_point()])
+        print(f"fastgan: {(diffs > 1e-4).float().mean():.2%} of the elements beyond 1e-4, "
+              f"largest {diffs.max():.2e}")
+        assert (diffs > 1e-4).float().mean() < 0.005
+        assert diffs.max() <= 2 * 2 * max(cfg.train.lr_g, cfg.train.lr_d)
         return
     for key in ("G", "D", "G_ema"):
         for name, value in eager[key].items():
