@@ -65,7 +65,7 @@ class ModelConfig:
     prior: str = "normal"
     truncation: float | None = None  # default sampling truncation; None = the plain prior
     # class names of a conditional pair (class-conditional BatchNorm in G, projection D); empty:
-    # unconditional. Filled from the data's labels when data.labels is on.
+    # unconditional. Filled from the data's labels when data.class_labels is on.
     classes: tuple[str, ...] = ()
 
 
@@ -78,7 +78,7 @@ class DataConfig:
     flip: bool = False
     background: tuple[int, int, int] = (255, 255, 255)
     # read class labels (class sub-folders, dataset.json, IDX labels) and train a conditional pair
-    labels: bool = False
+    class_labels: bool = False
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def test_bad_labels_are_one_line_errors_naming_the_file(tmp_path, layout, words)
 
 # --- training and drawing -----------------------------------------------------------------------
 
-COND = {"data.labels": True, "train.steps": 6, "train.checkpoint_every": 3,
+COND = {"data.class_labels": True, "train.steps": 6, "train.checkpoint_every": 3,
         "train.sample_grid": 20}
 
 
@@ -163,9 +163,10 @@ def test_unlabelled_data_and_classes_without_labels_are_one_line_errors(tmp_path
     root.mkdir()
     for i in range(20):
         Image.new("RGB", (12, 12), (i, i, i)).save(root / f"{i}.png")
-    for over, words in (({"data.path": str(root), "data.labels": True}, "outside class folders"),
-                        ({"model.classes": "a,b", "data.labels": False}, "pass --conditional"),
-                        ({"model.classes": "a,b"}, "differ from the run's model.classes")):
+    for over, words in (
+            ({"data.path": str(root), "data.class_labels": True}, "outside class folders"),
+            ({"model.classes": "a,b", "data.class_labels": False}, "pass --conditional"),
+            ({"model.classes": "a,b"}, "differ from the run's model.classes")):
         with pytest.raises(GantoolError) as e:
             run(tiny_config(**{**COND, **over}), out=tmp_path / "runs", progress=False)
         assert words in str(e.value) and "\n" not in str(e.value)

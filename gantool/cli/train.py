@@ -17,7 +17,7 @@ FLAG_KEYS = {
     "lr_d": "train.lr_d", "labels": "train.labels", "device": "train.device", "amp": "train.amp",
     "seed": "train.seed", "sample_every": "train.sample_every",
     "checkpoint_every": "train.checkpoint_every", "fit": "data.fit", "flip": "data.flip",
-    "conditional": "data.labels",
+    "conditional": "data.class_labels",
     "compile": "train.compile", "cuda_graphs": "train.cuda_graphs",
     "tensorboard": "train.tensorboard",
 }
@@ -192,7 +192,8 @@ def demo(
 
     cfg = C.apply_overrides(C.preset_config("fashion-mnist"), {
         "name": "demo-conditional" if conditional else "demo",
-        "data.path": "builtin:fashion-mnist", "data.labels": conditional, "train.steps": steps,
+        "data.path": "builtin:fashion-mnist", "data.class_labels": conditional,
+        "train.steps": steps,
         "train.checkpoint_every": 200, "train.sample_every": 200,
         "train.sample_grid": 100 if conditional else 64})
     _finish(_run(cfg=cfg, out=out, progress=progress))

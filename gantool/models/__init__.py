@@ -10,7 +10,8 @@ from gantool.models.fastgan import FastGANDiscriminator, FastGANGenerator
 from gantool.models.layers import resolution_plan, supported_resolutions
 from gantool.models.residual import ResidualGenerator
 
-__all__ = ["build_generator", "build_discriminator", "resolution_plan", "supported_resolutions"]
+__all__ = ["build_generator", "build_discriminator", "check_networks", "resolution_plan",
+           "supported_resolutions"]
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
@@ -41,3 +42,13 @@ def build_discriminator(cfg: ModelConfig) -> nn.Module:
         return FastGANDiscriminator(cfg.resolution, cfg.channels, cfg.ndf, cfg.max_channels,
                                     cfg.d_spectral_norm, len(cfg.classes))
     raise ValueError(f"unknown discriminator architecture {cfg.d_arch!r}")
+
+
+def check_networks(cfg: ModelConfig) -> None:
+    """Build G and D on torch's meta device (no memory, no compute): the ConfigError of an
+    unsupported model before anything slow (reading the data) runs."""
+    import torch
+
+    with torch.device("meta"):
+        build_generator(cfg)
+        build_discriminator(cfg)

@@ -25,6 +25,7 @@ from gantool.config import RunConfig
 from gantool.data import ImageSet, load_dataset
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
+from gantool.models import check_networks
 from gantool.progress import PLAIN_EVERY_S, StepProgress
 from gantool.sampling.images import make_grid, save_image
 from gantool.train import distributed
@@ -91,6 +92,7 @@ class Trainer:
         t = cfg.train
         self.world = world = world or distributed.World()
         self.hw = setup_hardware(t, world)
+        check_networks(cfg.model)  # an unsupported model fails before the data is read
         self.data = self._load_data()
         self.cfg = cfg = self._with_classes(cfg)
         self.update = GanUpdate(cfg, self.hw, world)
@@ -112,7 +114,7 @@ class Trainer:
             raise GantoolError("no training data: pass --data PATH (a folder, a .zip, IDX files, "
                                "or builtin:fashion-mnist)")
         data = load_dataset(d.path, m.resolution, m.channels, d.fit, tuple(d.background),
-                            progress=self.show_progress, labels=d.labels)
+                            progress=self.show_progress, labels=d.class_labels)
         if data.skipped:
             first, why = data.skipped[0]
             self.console.print(f"[yellow]skipped {len(data.skipped)} unreadable file(s)[/] "
@@ -125,10 +127,10 @@ class Trainer:
         """``cfg`` with the data's class names as ``model.classes`` (a conditional pair); a
         run's own names (a resume) must be the data's."""
         have, names = cfg.model.classes, self.data.classes
-        if not cfg.data.labels:
+        if not cfg.data.class_labels:
             if have:
                 raise GantoolError("model.classes is set but the data is read without labels: "
-                                   "pass --conditional (or --set data.labels=true)")
+                                   "pass --conditional (or --set data.class_labels=true)")
             return cfg
         if len(names) < 2:
             raise GantoolError(f"{self.data.source} has {len(names)} class; a conditional "
