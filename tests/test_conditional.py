@@ -233,9 +233,41 @@ def test_one_seed_and_class_is_one_image_on_torch_onnx_and_fp16_onnx(conditional
                                     for i in (0, 1)]), bag[..., 0])
 
 
-def test_a_triton_repository_of_a_conditional_model_is_a_one_line_error(conditional_run,
-                                                                        tmp_path):
+@pytest.mark.slow
+def test_triton_renders_by_class_what_torch_draws(conditional_run, tmp_path):
+    """The ensemble takes a class per seed (latent turns it into the generator's one-hot
+    input): gRPC with shared memory and HTTP render what the torch backend draws."""
+    from gantool.serve.server import TritonServer, free_port
+
     ckpt = conditional_run.run_dir / "checkpoints" / "last.pt"
     r = gantool_cli("export", ckpt, "--formats", "onnx,triton", "--out", tmp_path / "e")
-    assert r.returncode == 2 and "class-conditional" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "e").exists()
+    assert r.returncode == 0, r.stderr
+    with TritonServer(tmp_path / "e" / "model_repository", free_port(), free_port()) as server:
+        grpc = gantool_cli("render", "--url", server.grpc_url, "--seeds", "0-5", "--class",
+                           "Bag", "--truncation", "0.7", "--shared-memory", "on", "--out",
+                           tmp_path / "bag", "--no-progress")
+        http = gantool_cli("render", "--url", server.http_url, "--protocol", "http",
+                           "--seeds", "0-3", "--class", "0,Ankle boot", "--out",
+                           tmp_path / "two", "--no-progress")
+        plain = gantool_cli("render", "--url", server.grpc_url, "--seeds", "10-13", "--out",
+                            tmp_path / "plain", "--no-progress")
+        bad = gantool_cli("render", "--url", server.grpc_url, "--seeds", "0", "--class",
+                          "sandle", "--out", tmp_path / "bad", "--no-progress")
+    for r in (grpc, http, plain):
+        assert r.returncode == 0, r.stderr
+    assert bad.returncode == 2 and "did you mean 'Sandal'" in bad.stderr, bad.stderr
+    torch_gen = load_backend("torch", str(ckpt))
+
+    def read(folder: Path, seeds) -> np.ndarray:
+        return np.stack([np.asarray(Image.open(folder / f"seed{s:06d}.png")) for s in seeds])
+
+    for folder, seeds, classes, t in (
+            (tmp_path / "bag", range(6), [8] * 6, 0.7),
+            (tmp_path / "two" / "class000", range(4), [0] * 4, None),
+            (tmp_path / "two" / "class009", range(4), [9] * 4, None),
+            (tmp_path / "plain", range(10, 14), None, None)):  # no class: seed mod 10
+        drawn = torch_gen.generate(list(seeds), t, classes)[..., 0]
+        diff = np.abs(read(folder, seeds).astype(int) - drawn)
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, folder
+    rows = [json.loads(x) for x in (tmp_path / "bag" / "manifest.jsonl").read_text().splitlines()]
+    assert {row["class"] for row in rows} == {"Bag"}

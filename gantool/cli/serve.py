@@ -97,6 +97,10 @@ def render(
     retries: int | None = typer.Option(None, min=0, help="At most this many retries of a "
                                        "request (default: as many as --retry-for allows)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    classes: list[str] = typer.Option(
+        [], "--class", metavar="NAME|INDEX",
+        help="A conditional model's class: a name, an index, a comma list or all (repeatable; "
+             "several: one sub-folder classNNN each). Default: seed s draws class s mod K."),
 ) -> None:
     """Render images for seeds through a running Triton server (gantool serve), to files.
 
@@ -118,7 +122,7 @@ def render(
     encoding = image_encoding(format, png_level, quality)
     stats = render_remote(url, seed_list, truncation, out, encoding, protocol,
                           batch_size, concurrency, workers or None, timeout, retry_for, retries,
-                          progress=progress, shared_memory=shared_memory)
+                          progress=progress, shared_memory=shared_memory, classes=classes)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {stats['written']} image(s) to {out}{skipped} "
                f"({stats['images_per_s']:,.1f} images/s, images by {stats['transport']})")

@@ -48,9 +48,6 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
 
         require_tensorrt()  # before any slow work: a clear error on machines without it
     generator, m, config, step = load_generator(checkpoint, ema=ema)
-    if m.classes and "triton" in names:
-        raise GantoolError(f"{checkpoint} is a class-conditional model; its Triton repository "
-                           "is not supported yet: export --formats onnx (or onnx,engine)")
     z = latents(VERIFY_SEEDS, m.nz, m.prior, m.truncation)  # (8, nz) float32
     c = class_vectors(VERIFY_SEEDS, None, len(m.classes)) if m.classes else None
     with torch.no_grad():

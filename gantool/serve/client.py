@@ -16,6 +16,7 @@ after that) fails only its seed range: ``generate`` then raises
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -23,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from gantool.backends import check_class_input, class_input
 from gantool.errors import GantoolError, PartialBatch
+from gantool.model_info import graph_inputs
 from gantool.sampling.latent import batched
 
 PROTOCOLS = ("grpc", "http")
@@ -90,6 +93,7 @@ class TritonGenerator:
         self.nz, self.prior = int(params["nz"]), params["prior"]
         t = params.get("default_truncation", "none")
         self.default_truncation = None if t == "none" else float(t)
+        self.classes = tuple(json.loads(params.get("classes", "[]")))  # a conditional model's
         self.max_batch = int(render.get("max_batch_size", 0)) or request_batch
         self.request_batch = max(1, min(request_batch, self.max_batch))
         generator = int(self._config(client, "generator").get("max_batch_size", 0))
@@ -121,30 +125,32 @@ class TritonGenerator:
                 pass
         self._registered.clear()
 
-    def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
-        """uint8 images (B, H, W, C); raises PartialBatch if some seed ranges failed."""
+    def generate(self, seeds: Sequence[int], truncation: float | None,
+                 classes: Sequence[int] | None = None) -> np.ndarray:
+        """uint8 images (B, H, W, C) (of ``classes``, one per seed, for a conditional model);
+        raises PartialBatch if some seed ranges failed."""
         if truncation is None:  # the plain prior, as the latent model accepts it
             truncation = 1.0 if self.prior == "uniform" else PLAIN_NORMAL
-        parts = [list(p) for p in batched(list(seeds), self.request_batch)]
+        parts = self._parts(seeds, classes)
         results = list(self.pool.map(lambda p: self._infer(self._seed_inputs(p, truncation)),
                                      parts))
         ok = [(p, r) for p, r in zip(parts, results) if not isinstance(r, str)]
-        failures = [(p[0], p[-1], r) for p, r in zip(parts, results) if isinstance(r, str)]
+        failures = [(p[0][0], p[-1][0], r) for p, r in zip(parts, results) if isinstance(r, str)]
         empty = np.zeros((0, self.resolution, self.resolution, self.channels), np.uint8)
         images = np.concatenate([r for _, r in ok]) if ok else empty
         if failures:
-            raise PartialBatch([s for p, _ in ok for s in p], images, failures)
+            raise PartialBatch([s for p, _ in ok for s, _ in p], images, failures)
         return images
 
     def generate_into(self, seeds: Sequence[int], truncation: float | None,
-                      out: np.ndarray) -> None:
+                      out: np.ndarray, classes: Sequence[int] | None = None) -> None:
         """``generate`` into ``out`` (uint8 (B, H, W, C)): through shared memory, written by
         the server itself, when ``out`` lies in a render's shared-memory slot."""
         from gantool.sampling.writer import shared_region
 
         region = shared_region(out) if self.transport == "shared memory" else None
         if region is None:
-            out[:] = self.generate(seeds, truncation)
+            out[:] = self.generate(seeds, truncation, classes)
             return
         if truncation is None:
             truncation = 1.0 if self.prior == "uniform" else PLAIN_NORMAL
@@ -154,37 +160,56 @@ class TritonGenerator:
         except Exception:  # noqa: BLE001 - a server restarting: the requests retry, registering
             pass
         per_image = out[0].nbytes if len(out) else 0
-        parts = [list(p) for p in batched(list(seeds), self.request_batch)]
+        parts = self._parts(seeds, classes)
         starts = np.cumsum([0] + [len(p) for p in parts])
         results = list(self.pool.map(
             lambda i: self._infer(self._seed_inputs(parts[i], truncation),
                                   (name, size, offset + int(starts[i]) * per_image)),
             range(len(parts))))
-        failures = [(p[0], p[-1], r) for p, r in zip(parts, results) if r is not None]
+        failures = [(p[0][0], p[-1][0], r) for p, r in zip(parts, results) if r is not None]
         if failures:
             ok = [i for i, r in enumerate(results) if r is None]
             images = np.concatenate([out[starts[i] : starts[i + 1]] for i in ok]) if ok else (
                 out[:0].copy())
-            raise PartialBatch([s for i in ok for s in parts[i]], images, failures)
+            raise PartialBatch([s for i in ok for s, _ in parts[i]], images, failures)
 
-    def generate_z(self, z: np.ndarray) -> np.ndarray:
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
         """uint8 images (B, H, W, C) for ``z`` (B, nz) from the ``generator`` model, which the
         ``render`` ensemble feeds after its ``latent`` step; a request still failing after the
         retries is a one-line error (z has no seed ranges to report)."""
-        z = np.ascontiguousarray(z, np.float32)
-        parts = [z[i : i + self.z_batch] for i in range(0, len(z), self.z_batch)]
-        results = list(self.pool.map(lambda p: self._infer({"z": p}, model="generator"), parts))
+        check_class_input(self.classes, c)
+        feeds = graph_inputs(z, c)
+        parts = [{name: a[i : i + self.z_batch] for name, a in feeds.items()}
+                 for i in range(0, len(z), self.z_batch)]
+        results = list(self.pool.map(lambda p: self._infer(p, model="generator"), parts))
         for part, result in zip(parts, results):
             if isinstance(result, str):
-                raise GantoolError(f"Triton at {self.url} failed {len(part)} latent vector(s): "
-                                   f"{result}")
+                raise GantoolError(f"Triton at {self.url} failed {len(part['z'])} latent "
+                                   f"vector(s): {result}")
         empty = np.zeros((0, self.resolution, self.resolution, self.channels), np.uint8)
         return np.concatenate(results) if results else empty
 
-    def _seed_inputs(self, seeds: list[int], truncation: float) -> dict[str, np.ndarray]:
-        """The ``render`` ensemble's inputs for ``seeds``."""
-        return {"seed": np.asarray(seeds, dtype=np.int64).reshape(-1, 1),
-                "truncation": np.full((len(seeds), 1), truncation, dtype=np.float32)}
+    def _parts(self, seeds: Sequence[int],
+               classes: Sequence[int] | None) -> list[list[tuple[int, int]]]:
+        """(seed, class) pairs in requests of ``request_batch``; the class is -1 for an
+        unconditional model, seed mod K for a conditional one asked for none."""
+        seeds = list(seeds)
+        if self.classes:
+            class_input(self.classes, seeds, classes)  # one-line errors before any request
+            classes = [s % len(self.classes) for s in seeds] if classes is None else classes
+        elif classes is not None:
+            class_input(self.classes, seeds, classes)  # "not conditional"
+        pairs = list(zip(seeds, classes if classes is not None else [-1] * len(seeds)))
+        return [list(p) for p in batched(pairs, self.request_batch)]
+
+    def _seed_inputs(self, pairs: list[tuple[int, int]],
+                     truncation: float) -> dict[str, np.ndarray]:
+        """The ``render`` ensemble's inputs for (seed, class) ``pairs``."""
+        inputs = {"seed": np.asarray([s for s, _ in pairs], dtype=np.int64).reshape(-1, 1),
+                  "truncation": np.full((len(pairs), 1), truncation, dtype=np.float32)}
+        if self.classes:
+            inputs["class"] = np.asarray([c for _, c in pairs], dtype=np.int32).reshape(-1, 1)
+        return inputs
 
     def _infer(self, inputs: dict[str, np.ndarray], region: tuple[str, int, int] | None = None,
                model: str | None = None) -> np.ndarray | str | None:
@@ -194,8 +219,9 @@ class TritonGenerator:
         m = self.module
         tensors = []
         for name, array in inputs.items():
-            tensors.append(m.InferInput(name, list(array.shape),
-                                        "INT64" if array.dtype == np.int64 else "FP32"))
+            kind = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32"}.get(array.dtype,
+                                                                                "FP32")
+            tensors.append(m.InferInput(name, list(array.shape), kind))
             tensors[-1].set_data_from_numpy(array)
         output = m.InferRequestedOutput("image")
         if region is not None:
@@ -300,13 +326,16 @@ def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, enc
            workers: int | None = None, timeout: float = 60.0, retry_for: float = RETRY_FOR,
            retries: int | None = None,
            model: str = "render", progress: bool = True, console=None,
-           shared_memory: str = "auto") -> dict:
+           shared_memory: str = "auto", classes: Sequence[str] = ()) -> dict:
     """Render ``seeds`` through the Triton server at ``url`` into ``outdir``, named and listed
     (manifest.jsonl) as ``gantool generate`` does; resumable. ``truncation`` None: the model's
-    default; ``encoding``: a ``gantool.sampling.images.Encoding`` (default: PNG). Returns
-    render_seeds' counts (``failed``: seeds the server did not draw)."""
+    default; ``encoding``: a ``gantool.sampling.images.Encoding`` (default: PNG); ``classes``:
+    a conditional model's classes (names or indices, ``class_indices``), several into one
+    ``classNNN`` sub-folder each. Returns render_seeds' counts (``failed``: seeds the server did
+    not draw), summed over the classes."""
     from pathlib import Path
 
+    from gantool.backends import FixedClass, class_indices
     from gantool.sampling.latent import validate_truncation
     from gantool.sampling.render import render_seeds
 
@@ -318,9 +347,17 @@ def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, enc
             validate_truncation(t, generator.prior)
         except ValueError as e:
             raise GantoolError(f"--truncation: {e}") from None
-        stats = render_seeds(generator, seeds, t, generator.batch_size, Path(outdir),
-                             encoding=encoding, workers=workers, backend=f"triton-{protocol}",
-                             console=console, progress=progress)
-        return {**stats, "transport": generator.transport}
+        picked = class_indices(generator.classes, classes) if classes else [None]
+        total: dict = {}
+        for i in picked:
+            folder = Path(outdir) / f"class{i:03d}" if len(picked) > 1 else Path(outdir)
+            stats = render_seeds(
+                generator if i is None else FixedClass(generator, i), seeds, t,
+                generator.batch_size, folder, encoding=encoding, workers=workers,
+                backend=f"triton-{protocol}", console=console, progress=progress,
+                identity=None if i is None else {"class": generator.classes[i]})
+            total = {k: total.get(k, 0) + v for k, v in stats.items()}
+        total["images_per_s"] = total["written"] / total["seconds"] if total["seconds"] else 0.0
+        return {**total, "transport": generator.transport}
     finally:
         generator.close()

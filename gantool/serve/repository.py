@@ -11,6 +11,10 @@ The same three models, tensor names and shapes in every variant:
   model running the ONNX model with ONNX Runtime, for servers without the GPU backends.
 - ``render``: an ensemble ``seed, truncation -> image``.
 
+A conditional model's repository adds ``class`` (INT32 [1], the class index) to ``latent`` and
+``render``; ``latent`` also answers ``onehot`` (FP32 [K]), which the ensemble feeds to the
+generator's ``class`` input.
+
 Every config is built as a dict, parsed into Triton's ``ModelConfig`` protobuf (field names and
 enum values checked; ``tritonclient`` ships the message) and written as text protobuf. The
 repository is assembled in a temporary folder and renamed into place: never half written.
@@ -67,14 +71,17 @@ def parse_pbtxt(text: str):
 
 
 def latent_config(nz: int, prior: str, truncation: float | None, max_batch: int,
-                  delay_us: int) -> dict:
+                  delay_us: int, classes: tuple[str, ...] = ()) -> dict:
+    k = len(classes)
     return {
         "name": "latent", "backend": "python", "max_batch_size": max_batch,
-        "input": [_tensor("seed", "TYPE_INT64", [1]), _tensor("truncation", "TYPE_FP32", [1])],
-        "output": [_tensor("z", "TYPE_FP32", [nz])],
+        "input": [_tensor("seed", "TYPE_INT64", [1]), _tensor("truncation", "TYPE_FP32", [1]),
+                  *([_tensor("class", "TYPE_INT32", [1])] if k else [])],
+        "output": [_tensor("z", "TYPE_FP32", [nz]),
+                   *([_tensor("onehot", "TYPE_FP32", [k])] if k else [])],
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
         "dynamic_batching": {"max_queue_delay_microseconds": delay_us},
-        "parameters": _params(nz=nz, prior=prior,
+        "parameters": _params(nz=nz, prior=prior, classes=json.dumps(list(classes)),
                               default_truncation="none" if truncation is None else truncation),
     }
 
@@ -82,21 +89,23 @@ def latent_config(nz: int, prior: str, truncation: float | None, max_batch: int,
 def generator_config(kind: str, nz: int, image: list[int], batch: tuple[int, int, int],
                      instances: int = 1, delay_us: int = QUEUE_DELAY_US,
                      filename: str | None = None, accelerator: str = "none",
-                     threads: int = 0) -> dict:
-    """``kind``: ``python`` (ONNX Runtime on the CPU), ``onnx`` or ``plan`` (GPU backends)."""
+                     threads: int = 0, classes: int = 0) -> dict:
+    """``kind``: ``python`` (ONNX Runtime on the CPU), ``onnx`` or ``plan`` (GPU backends);
+    ``classes``: a conditional model's class count (its ``class`` input)."""
     lo, opt, hi = batch
     filename = filename or ("model.plan" if kind == "plan" else "model.onnx")
+    inputs = {"z": nz, **({"class": classes} if classes else {})}
     config = {
         "name": "generator", "max_batch_size": hi,
-        "input": [_tensor("z", "TYPE_FP32", [nz])],
+        "input": [_tensor(name, "TYPE_FP32", [n]) for name, n in inputs.items()],
         "output": [_tensor("image", "TYPE_UINT8", image)],
         "instance_group": [{"kind": "KIND_CPU" if kind == "python" else "KIND_GPU",
                             "count": instances}],
         "dynamic_batching": {"preferred_batch_size": sorted({opt, hi}),
                              "max_queue_delay_microseconds": delay_us},
         "model_warmup": [{"name": "zeros", "batch_size": lo if kind == "python" else opt,
-                          "inputs": {"z": {"data_type": "TYPE_FP32", "dims": [nz],
-                                           "zero_data": True}}}],
+                          "inputs": {name: {"data_type": "TYPE_FP32", "dims": [n],
+                                            "zero_data": True} for name, n in inputs.items()}}],
     }
     if kind == "python":
         config["backend"] = "python"
@@ -114,17 +123,20 @@ def generator_config(kind: str, nz: int, image: list[int], batch: tuple[int, int
     return config
 
 
-def render_config(image: list[int], max_batch: int) -> dict:
+def render_config(image: list[int], max_batch: int, classes: int = 0) -> dict:
+    cls = {"class": "class"} if classes else {}
     return {
         "name": "render", "platform": "ensemble", "max_batch_size": max_batch,
-        "input": [_tensor("seed", "TYPE_INT64", [1]), _tensor("truncation", "TYPE_FP32", [1])],
+        "input": [_tensor("seed", "TYPE_INT64", [1]), _tensor("truncation", "TYPE_FP32", [1]),
+                  *([_tensor("class", "TYPE_INT32", [1])] if classes else [])],
         "output": [_tensor("image", "TYPE_UINT8", image)],
         "ensemble_scheduling": {"step": [
             {"model_name": "latent", "model_version": -1,
-             "input_map": {"seed": "seed", "truncation": "truncation"},
-             "output_map": {"z": "z"}},
+             "input_map": {"seed": "seed", "truncation": "truncation", **cls},
+             "output_map": {"z": "z", **({"onehot": "onehot"} if classes else {})}},
             {"model_name": "generator", "model_version": -1,
-             "input_map": {"z": "z"}, "output_map": {"image": "image"}},
+             "input_map": {"z": "z", **({"class": "onehot"} if classes else {})},
+             "output_map": {"image": "image"}},
         ]},
     }
 
@@ -166,10 +178,10 @@ def write_repository(export_dir: Path, variant: str = "cpu",
     if not source.is_file():
         raise GantoolError(f"{source} is missing; run gantool export again")
     configs = {
-        "latent": latent_config(nz, info.prior, truncation, hi, delay_us),
+        "latent": latent_config(nz, info.prior, truncation, hi, delay_us, info.classes),
         "generator": generator_config(kind, nz, image, batch, instances, delay_us,
-                                      source.name, accelerator),
-        "render": render_config(image, hi),
+                                      source.name, accelerator, classes=len(info.classes)),
+        "render": render_config(image, hi, len(info.classes)),
     }
     target = export_dir / REPOSITORY
     tmp = Path(tempfile.mkdtemp(prefix=f".{REPOSITORY}.", dir=export_dir))

@@ -1,4 +1,5 @@
-"""Triton python model `generator` (cpu variant): z -> uint8 images with ONNX Runtime.
+"""Triton python model `generator` (cpu variant): z (and a conditional model's one-hot class)
+-> uint8 images with ONNX Runtime.
 
 Triton's dynamic batcher hands several requests at once; they run as one ONNX Runtime batch
 (each image depends on its own z only) and are split back into one response per request.
@@ -22,11 +23,15 @@ class TritonPythonModel:
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]  # z (, class)
 
     def execute(self, requests):
-        zs = [pb_utils.get_input_tensor_by_name(r, "z").as_numpy() for r in requests]
+        feeds = {name: [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
+                 for name in self.inputs}
+        zs = feeds["z"]
         try:
-            images = self.session.run(None, {"z": np.concatenate(zs).astype(np.float32)})[0]
+            images = self.session.run(None, {name: np.concatenate(parts).astype(np.float32)
+                                             for name, parts in feeds.items()})[0]
         except Exception as e:  # noqa: BLE001 - every request of the batch gets the reason
             error = pb_utils.TritonError(f"ONNX Runtime failed: {e}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]

@@ -1,4 +1,5 @@
-"""Triton python model `latent`: seed + truncation -> z, by gantool's own latent.py.
+"""Triton python model `latent`: seed + truncation -> z, by gantool's own latent.py; for a
+conditional model also class -> onehot, the generator's class input.
 
 Runs inside Triton's python backend (which provides triton_python_backend_utils); latent.py
 beside this file is a copy of gantool/sampling/latent.py, so a seed names the same z here as in
@@ -14,7 +15,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from latent import latent_row, validate_truncation  # noqa: E402
+from latent import class_vectors, latent_row, validate_truncation  # noqa: E402
 
 
 class TritonPythonModel:
@@ -22,6 +23,7 @@ class TritonPythonModel:
         params = json.loads(args["model_config"]).get("parameters", {})
         self.nz = int(params["nz"]["string_value"])
         self.prior = params["prior"]["string_value"]
+        self.classes = len(json.loads(params.get("classes", {}).get("string_value", "[]")))
 
     def execute(self, requests):
         return [self._answer(request) for request in requests]
@@ -38,4 +40,12 @@ class TritonPythonModel:
             except ValueError as e:
                 return pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(f"row {i} (seed {int(seed)}): {e}"))
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("z", z)])
+        outputs = [pb_utils.Tensor("z", z)]
+        if self.classes:
+            asked = pb_utils.get_input_tensor_by_name(request, "class").as_numpy().reshape(-1)
+            try:
+                onehot = class_vectors(list(seeds), [int(c) for c in asked], self.classes)
+            except ValueError as e:
+                return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
+            outputs.append(pb_utils.Tensor("onehot", onehot))
+        return pb_utils.InferenceResponse(output_tensors=outputs)
