@@ -25,6 +25,15 @@ TINY = {
 }
 
 
+def assert_same_networks(a: dict, b: dict) -> None:
+    """Two checkpoints' G, D and G_ema tensors are bit-identical (an exact resume)."""
+    import torch
+
+    for net in ("G", "D", "G_ema"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs"
+
+
 def tiny_config(**overrides):
     from gantool.config import RunConfig, apply_overrides
 

@@ -14,7 +14,7 @@ from gantool.train.checkpoint import load_checkpoint, load_generator, step_check
 from gantool.train.loop import run
 from gantool.train.losses import LABEL_TARGETS, d_loss_bce
 
-from conftest import tiny_config
+from conftest import assert_same_networks, tiny_config
 
 
 def test_run_directory_layout(tiny_run):
@@ -55,9 +55,7 @@ def test_next_run_gets_the_next_number(tiny_run, tmp_path):
 
 
 def _assert_same_state(a, b):
-    for net in ("G", "D", "G_ema"):
-        for k in a[net]:
-            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs"
+    assert_same_networks(a, b)
     for opt in ("opt_G", "opt_D"):
         for pid, st in a[opt]["state"].items():
             for k, v in st.items():

@@ -53,6 +53,32 @@ class Generator(Protocol):
         ...
 
 
+class ExportedGenerator:
+    """``generate`` and ``generate_z`` of a backend that runs an exported graph through its
+    ``run(z, c)`` (ONNX Runtime, TensorRT): uint8 outputs as they are, float ones converted."""
+
+    nz: int
+    prior: str
+    classes: tuple[str, ...]
+
+    def generate(self, seeds: Sequence[int], truncation: float | None,
+                 classes: Sequence[int] | None = None) -> np.ndarray:
+        from gantool.sampling.latent import latents
+
+        return self.generate_z(latents(seeds, self.nz, self.prior, truncation),
+                               class_input(self.classes, seeds, classes))
+
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+        from gantool.sampling.images import to_uint8
+
+        check_class_input(self.classes, c)
+        out = self.run(z, c)
+        return out if out.dtype == np.uint8 else to_uint8(out.astype(np.float32, copy=False))
+
+    def run(self, z: np.ndarray, c: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+
 class FixedClass:
     """A conditional generator drawn at one class, offering the Generator protocol as an
     unconditional one does (renders, sweeps and walks take it unchanged)."""

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from gantool.backends import check_class_input, class_input
+from gantool.backends import ExportedGenerator
 from gantool.errors import GantoolError
 from gantool.export.folder import check_finished, check_unchanged
 from gantool.export.onnx import read_metadata
 from gantool.model_info import graph_inputs
-from gantool.sampling.images import to_uint8
-from gantool.sampling.latent import latents
 
 
 def onnxruntime():
@@ -25,7 +22,7 @@ def onnxruntime():
     return ort
 
 
-class OnnxGenerator:
+class OnnxGenerator(ExportedGenerator):
     """``path``: a .onnx file, or an export folder (its model.onnx, or model_fp16.onnx with
     ``fp16``). ``device`` auto takes CUDA when ONNX Runtime has it."""
 
@@ -65,13 +62,3 @@ class OnnxGenerator:
 
     def run(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
         return self.session.run(None, graph_inputs(z, c))[0]
-
-    def generate(self, seeds: Sequence[int], truncation: float | None,
-                 classes: Sequence[int] | None = None) -> np.ndarray:
-        return self.generate_z(latents(seeds, self.nz, self.prior, truncation),
-                               class_input(self.classes, seeds, classes))
-
-    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
-        check_class_input(self.classes, c)
-        out = self.run(z, c)
-        return out if out.dtype == np.uint8 else to_uint8(out)  # (B, H, W, C) uint8
