@@ -96,8 +96,8 @@ class FixedClass:
         return self.gen.generate(seeds, truncation, [self.index] * len(seeds))
 
     def generate_z(self, z: np.ndarray) -> np.ndarray:
-        c = np.eye(len(self.gen.classes), dtype=np.float32)[[self.index] * len(z)]
-        return self.gen.generate_z(z, c)
+        index = [self.index] * len(z)
+        return self.gen.generate_z(z, class_input(self.gen.classes, index, index))
 
 
 def class_input(names: Sequence[str], seeds: Sequence[int],
