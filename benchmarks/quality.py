@@ -201,7 +201,9 @@ class VariantGenerator:
     * ``g-eval`` / ``g-train``: the raw (non-EMA) G with running / batch BatchNorm statistics;
     * ``ema-train``: the EMA weights with batch statistics;
     * ``ema-recal``: the EMA weights with BatchNorm running statistics recomputed for them
-      (over 20 batches of fresh z), then eval mode.
+      (over 20 batches of fresh z), then eval mode;
+    * ``ema-copied``: the EMA weights with G's running statistics (what G_ema carried before
+      standing statistics), eval mode.
     """
 
     def __init__(self, path: Path, variant: str):
@@ -213,6 +215,9 @@ class VariantGenerator:
             self.net.train()
         elif variant == "ema-recal":
             recalibrate_batchnorm(self.net, self.nz, self.prior)
+        elif variant == "ema-copied":
+            for mine, g in zip(self.net.buffers(), load_generator(path, ema=False)[0].buffers()):
+                mine.copy_(g)
 
     @torch.no_grad()
     def generate(self, seeds, truncation) -> np.ndarray:
@@ -322,7 +327,7 @@ def main() -> None:
                          "preset with overrides); repeatable")
     ap.add_argument("--variants", default="ema-eval",
                     help="ways to draw from gantool checkpoints: ema-eval (the product's), "
-                         "ema-recal, ema-train, g-eval, g-train")
+                         "ema-recal, ema-copied, ema-train, g-eval, g-train")
     ap.add_argument("--set", action="append", default=[], help="passed to every gantool run")
     ap.add_argument("--baseline", default="canonical",
                     help="the contender the ratios divide by: canonical or one of the presets")

@@ -10,6 +10,7 @@ from gantool.backends import BACKENDS, PRECISIONS
 from gantool.model_info import OUTPUTS
 from gantool.sampling.images import IMAGE_FORMATS
 from gantool.sampling.latent import PRIORS
+from gantool.sampling.render import LAYOUTS
 from gantool.serve.client import PROTOCOLS, SHARED_MEMORY
 from gantool.serve.repository import ACCELERATORS, VARIANTS
 
@@ -17,6 +18,7 @@ Backend = Literal[BACKENDS]
 Precision = Literal[PRECISIONS]
 ImageFormat = Literal[IMAGE_FORMATS]
 Prior = Literal[PRIORS]
+Layout = Literal[LAYOUTS]
 Protocol = Literal[PROTOCOLS]
 SharedMemory = Literal[SHARED_MEMORY]
 TritonVariant = Literal[VARIANTS]

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from gantool.cli import options
-from gantool.cli.choices import Backend, ImageFormat, Precision, Prior
+from gantool.cli.choices import Backend, ImageFormat, Layout, Precision, Prior
 from gantool.errors import GantoolError
 
 PNG_LEVEL_HELP = ("PNG zlib level 0-9 through Pillow (9: smallest files, slowest). Default: the "
@@ -51,6 +51,9 @@ def generate(
         help="A conditional model's class: a name, an index, a comma list or all (repeatable). "
              "Several: --grid gets one row per class and --out one sub-folder per class "
              "(classNNN). Default: seed s draws class s mod the class count."),
+    shard: str | None = options.shard(),
+    layout: Layout = options.layout(),
+    tar_images: int = options.tar_images(),
 ) -> None:
     """Draw images for seeds: the same seed and truncation give the same image on every backend.
 
@@ -63,17 +66,17 @@ def generate(
       gantool generate best.pt --seeds 0-7 --truncation-sweep 0.25,0.5,1,none --grid sweep.png
 
       gantool generate conditional.pt --class all --seeds 0-9 --grid classes.png
+
+      gantool generate export/fmnist --backend onnx --seeds 0-999999 --out renders/ --shard 3/8
+
+      gantool generate best.pt --seeds 0-99999 --out tars/ --layout webdataset --format jpg
     """
     from gantool.backends import FixedClass, class_indices
-    from gantool.sampling.latent import parse_seeds
-    from gantool.sampling.render import render_seeds
+    from gantool.sampling.render import render_images
 
     if outdir is None and grid is None:
         raise GantoolError("nothing to write: pass --out DIR and/or --grid FILE")
-    try:
-        seed_list = parse_seeds(seeds)
-    except ValueError as e:
-        raise GantoolError(f"--seeds: {e}") from None
+    seed_list, outdir = sharded(parse_seed_list(seeds), outdir, grid, shard)
     gen = open_backend(checkpoint, backend, device, ema, prior, fp16, precision, compile,
                        cuda_graphs)
     t = resolve_truncation(gen, truncation)
@@ -82,10 +85,11 @@ def generate(
     picked = class_indices(getattr(gen, "classes", ()), classes) if classes else []
     if len(picked) > 1:
         _per_class(gen, picked, seed_list, t, grid, outdir, batch_size, sweep,
-                   lambda g, out, label: render_seeds(
-                       g, seed_list, t, batch_size, out, None,
-                       image_encoding(format, png_level, quality), workers=workers or None,
-                       backend=backend, progress=progress, identity=label))
+                   lambda g, out, label: render_images(
+                       g, seed_list, t, batch_size, out, None, layout, tar_images,
+                       str(checkpoint), encoding=image_encoding(format, png_level, quality),
+                       workers=workers or None, backend=backend, progress=progress,
+                       identity=label))
         return
     identity = None
     if picked:
@@ -93,13 +97,70 @@ def generate(
     if sweep is not None:
         _sweep(gen, seed_list, sweep, grid, outdir, batch_size)
         return
-    stats = render_seeds(gen, seed_list, t, batch_size, outdir, grid,
-                         image_encoding(format, png_level, quality), workers=workers or None,
-                         backend=backend, progress=progress, identity=identity)
+    stats = render_images(gen, seed_list, t, batch_size, outdir, grid, layout, tar_images,
+                          str(checkpoint), encoding=image_encoding(format, png_level, quality),
+                          workers=workers or None, backend=backend, progress=progress,
+                          identity=identity)
     where = " and ".join(str(p) for p in (outdir, grid) if p is not None)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {len(seed_list) - stats['skipped']} image(s) to {where}{skipped} "
                f"({stats['images_per_s']:,.1f} images/s)")
+
+
+def merge_shards(
+    out: Path = typer.Argument(..., help="The --out folder of a sharded render."),
+) -> None:
+    """Check the shards of a render (every shard there, every seed of each rendered once, the
+    same settings) and write OUT/manifest.jsonl: every seed once, in seed-list order, with its
+    file's path under OUT.
+
+    Examples:
+
+      gantool generate best.pt --seeds 0-99999 --out renders/ --shard 0/2
+
+      gantool generate best.pt --seeds 0-99999 --out renders/ --shard 1/2
+
+      gantool merge-shards renders/
+    """
+    from gantool.sampling.shards import merge
+
+    done = merge(out)
+    typer.echo(f"{out}: {done['shards']} shard(s), {done['images']:,} image(s) listed in "
+               f"{done['index']}")
+
+
+def parse_seed_list(text: str):
+    """--seeds as a lazy seed list, or a one-line error."""
+    from gantool.sampling.latent import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise GantoolError(f"--seeds: {e}") from None
+
+
+def sharded(seed_list, out: Path | None, grid: Path | None, flag: str | None):
+    """(seeds, folder) this process renders: its shard of ``seed_list`` and the shard's folder
+    under ``out`` (``gantool.sampling.shards``), said on the terminal; the whole list and
+    ``out`` when there is no shard. A shard renders files: not without --out, nor with --grid,
+    which needs every seed."""
+    from gantool.sampling.shards import shard_from
+
+    try:
+        shard = shard_from(flag)
+    except ValueError as e:
+        raise GantoolError(str(e)) from None
+    if shard is None or shard.count == 1 and out is None:
+        return seed_list, out
+    if out is None or grid is not None:
+        raise GantoolError(f"a shard ({shard} from {shard.source}) draws part of the seeds into "
+                           "--out; a grid needs them all: leave out --grid (or pass --shard "
+                           "0/1)" if out is not None else "--shard renders files: pass --out")
+    part, folder = shard.claim(out, seed_list)
+    if shard.count > 1:
+        typer.echo(f"shard {shard} (from {shard.source}): {len(part):,} of {len(seed_list):,} "
+                   f"seeds ({part}) into {folder}", err=True)
+    return part, folder
 
 
 def open_backend(model: Path, backend: str, device: str = "auto", ema: bool = True,

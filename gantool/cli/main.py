@@ -24,6 +24,7 @@ app = typer.Typer(
 app.command("train", no_args_is_help=True)(train.train)
 app.command("demo")(train.demo)
 app.command("generate", no_args_is_help=True)(generate.generate)
+app.command("merge-shards", no_args_is_help=True)(generate.merge_shards)
 app.command("video", no_args_is_help=True)(video.video)
 app.command("export", no_args_is_help=True)(export.export)
 app.command("info", no_args_is_help=True)(export.info)

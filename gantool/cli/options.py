@@ -32,6 +32,26 @@ def ema(panel: str | None = None):
                         help="torch: the EMA weights if present.")
 
 
+def shard(panel: str | None = None):
+    return typer.Option(
+        None, "--shard", metavar="I/N", rich_help_panel=panel,
+        help="Draw block I of N of the seed list into OUT/shard-IIIII-of-NNNNN (default: the "
+             "job's, under torchrun, a Slurm array or a Kubernetes Indexed Job with "
+             "GANTOOL_SHARDS; 0/1: the whole list). gantool merge-shards OUT indexes them.")
+
+
+def layout(panel: str | None = None):
+    return typer.Option("flat", rich_help_panel=panel,
+                        help="How --out holds the images: all in the folder; subdirs: a "
+                             "sub-folder per thousand seeds (000000/, 001000/, ...); webdataset: "
+                             "tar shards 000000.tar, ... (an image and a .json per seed).")
+
+
+def tar_images(panel: str | None = None):
+    return typer.Option(10_000, min=1, rich_help_panel=panel,
+                        help="--layout webdataset: images per tar.")
+
+
 def seconds(default: float, help: str, zero: bool = False):
     """A positive (``zero``: or zero), finite number of seconds (click's FloatRange lets nan
     through)."""

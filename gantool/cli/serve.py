@@ -8,8 +8,14 @@ from pathlib import Path
 import typer
 
 from gantool.cli import options
-from gantool.cli.choices import ImageFormat, Protocol, SharedMemory
-from gantool.cli.generate import PNG_LEVEL_HELP, WORKERS_HELP, image_encoding
+from gantool.cli.choices import ImageFormat, Layout, Protocol, SharedMemory
+from gantool.cli.generate import (
+    PNG_LEVEL_HELP,
+    WORKERS_HELP,
+    image_encoding,
+    parse_seed_list,
+    sharded,
+)
 from gantool.errors import GantoolError
 
 
@@ -101,6 +107,9 @@ def render(
         [], "--class", metavar="NAME|INDEX",
         help="A conditional model's class: a name, an index, a comma list or all (repeatable; "
              "several: one sub-folder classNNN each). Default: seed s draws class s mod K."),
+    shard: str | None = options.shard(),
+    layout: Layout = options.layout(),
+    tar_images: int = options.tar_images(),
 ) -> None:
     """Render images for seeds through a running Triton server (gantool serve), to files.
 
@@ -109,20 +118,19 @@ def render(
       gantool render --url localhost:8001 --seeds 0-99999 --truncation 0.5 --out renders/
 
       gantool render --url gpu-box:8000 --protocol http --seeds 0-999 --out renders/ --format jpg
+
+      gantool render --url triton:8001 --seeds 0-9999999 --out renders/ --shard 3/8
     """
-    from gantool.sampling.latent import parse_seeds
     from gantool.serve.client import render as render_remote
 
-    try:
-        seed_list = parse_seeds(seeds)
-    except ValueError as e:
-        raise GantoolError(f"--seeds: {e}") from None
     if out.exists() and not out.is_dir():
         raise GantoolError(f"--out {out} is a file; pass a folder")
+    seed_list, out = sharded(parse_seed_list(seeds), out, None, shard)
     encoding = image_encoding(format, png_level, quality)
     stats = render_remote(url, seed_list, truncation, out, encoding, protocol,
                           batch_size, concurrency, workers or None, timeout, retry_for, retries,
-                          progress=progress, shared_memory=shared_memory, classes=classes)
+                          progress=progress, shared_memory=shared_memory, classes=classes,
+                          layout=layout, per_tar=tar_images)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {stats['written']} image(s) to {out}{skipped} "
                f"({stats['images_per_s']:,.1f} images/s, images by {stats['transport']})")

@@ -9,7 +9,7 @@ import typer
 
 from gantool.cli import options
 from gantool.cli.choices import Backend, ImageFormat, Precision, Protocol
-from gantool.cli.generate import image_encoding, open_backend, resolve_truncation
+from gantool.cli.generate import image_encoding, open_backend, parse_seed_list, resolve_truncation
 from gantool.errors import GantoolError
 
 SOURCE, WALK, OUTPUT, ENCODING, BACKEND = "Source", "Walk", "Output", "Encoding", "Backend"
@@ -88,7 +88,6 @@ def video(
       gantool video --url localhost:8001 --seeds 0-15 --out walk.mp4
     """
     from gantool.backends import FixedClass, class_indices
-    from gantool.sampling.latent import parse_seeds
     from gantool.sampling.video import WalkFrames, check_video_path, write_video
     from gantool.sampling.walk import make_walk
 
@@ -99,10 +98,7 @@ def video(
     if out is not None:
         check_video_path(out)
     encoding = image_encoding(format, None, 95) if frames_dir is not None else None
-    try:
-        seed_list = parse_seeds(seeds)
-    except ValueError as e:
-        raise GantoolError(f"--seeds: {e}") from None
+    seed_list = parse_seed_list(seeds)
     cols, rows = _grid(grid)
     gen = (_triton(url, protocol) if url is not None else
            open_backend(model, backend, device, ema, None, fp16, precision))

@@ -165,3 +165,14 @@ def seed_filename(seed: int, ext: str = "png", stem: str = "seed") -> str:
     """The file name of one seed's image (``stem`` "frame": a video frame's), shared by every
     command that writes images."""
     return f"{stem}{seed:06d}.{ext}"
+
+
+SUBDIR_SIZE = 1000  # seeds per sub-folder of the subdirs layout
+
+
+def seed_path(seed: int, ext: str = "png", stem: str = "seed", subdirs: bool = False) -> str:
+    """Where one seed's image goes in its folder: ``seed000042.png``, or with ``subdirs`` in the
+    sub-folder of its thousand, ``001000/seed001042.png`` (a folder of millions of files is slow
+    to list and to copy)."""
+    name = seed_filename(seed, ext, stem)
+    return f"{seed - seed % SUBDIR_SIZE:06d}/{name}" if subdirs else name

@@ -130,6 +130,18 @@ class Seeds(Sequence[int]):
             index -= len(r)
         raise IndexError("seed index out of range")
 
+    def part(self, index: int, count: int) -> Seeds:
+        """Block ``index`` of ``count`` near-equal contiguous blocks of the list (its seeds
+        ``index * len // count`` up to ``(index + 1) * len // count``), lazily: the blocks are
+        disjoint, cover the list and depend on the list and ``count`` alone."""
+        start, stop = index * self._len // count, (index + 1) * self._len // count
+        ranges = []
+        for r in self.ranges:
+            if stop > 0 and start < len(r):
+                ranges.append(r[max(start, 0) : stop])
+            start, stop = start - len(r), stop - len(r)
+        return Seeds(ranges)
+
     def __str__(self) -> str:
         """The list as ``parse_seeds`` reads it, e.g. ``0-63,100``."""
         return ",".join(f"{r.start}" if len(r) == 1 else f"{r.start}-{r.stop - 1}"

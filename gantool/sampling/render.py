@@ -25,13 +25,34 @@ from rich.console import Console
 from gantool.errors import GantoolError, PartialBatch
 from gantool.fileio import folder_lock
 from gantool.progress import StepProgress
-from gantool.sampling.images import Encoding, save_grid, seed_filename
+from gantool.sampling.images import Encoding, save_grid, seed_path
 from gantool.sampling.latent import Seeds, batched
 from gantool.sampling.writer import MANIFEST, ImageWriter
 
 GRID_MAX_IMAGES = 4096
 GRID_MAX_BYTES = 2**31  # a grid is held whole in memory, and then once more as one image
 STALE_TMP_S = 600  # a temp file this old is what an interrupted render left behind
+# files in the folder, in a sub-folder per thousand seeds, or in tar shards (sampling/tars.py)
+LAYOUTS = ("flat", "subdirs", "webdataset")
+SUBDIR = re.compile(r"\d{6,}")
+
+
+def render_images(generator, seeds: Sequence[int], truncation: float | None, batch_size: int,
+                  outdir: Path | None = None, grid: Path | None = None, layout: str = "flat",
+                  per_tar: int = 10_000, model: str = "", **options) -> dict:
+    """``render_seeds`` in any of the ``LAYOUTS``: ``webdataset`` writes tar shards of
+    ``per_tar`` images (``gantool.sampling.tars``; ``model`` names the model in each sample's
+    metadata)."""
+    if layout != "webdataset":
+        return render_seeds(generator, seeds, truncation, batch_size, outdir, grid,
+                            layout=layout, **options)
+    if grid is not None or outdir is None:
+        raise GantoolError("the webdataset layout writes tars into --out; draw a --grid in a "
+                           "command of its own")
+    from gantool.sampling.tars import render_tars
+
+    return render_tars(generator, seeds, truncation, batch_size, outdir, per_tar=per_tar,
+                       model=model, **options)
 
 
 def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batch_size: int,
@@ -39,7 +60,8 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
                  encoding: Encoding | None = None, workers: int | None = None,
                  depth: int | None = None, parallel: str = "auto", backend: str = "",
                  console: Console | None = None, progress: bool = True, stem: str = "seed",
-                 identity: dict | None = None, label: str = "generate") -> dict:
+                 identity: dict | None = None, label: str = "generate",
+                 layout: str = "flat") -> dict:
     """Write ``outdir/seedNNNNNN.<fmt>`` per seed and/or one ``grid`` image.
 
     ``generator`` is any object with the Generator protocol of ``gantool.backends``;
@@ -54,27 +76,28 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     "seeds" being frame numbers); ``identity`` adds what else names the images to every
     manifest row (a walk's seeds), so that a resume into a folder of other images is refused.
     A generator's ``shape`` (H, W, C), where it has one, is its image size (a grid of walks).
+    ``layout`` ``subdirs`` puts each file in the sub-folder of its thousand (``seed_path``).
     """
     encoding = encoding or Encoding()
     shape = getattr(generator, "shape", None) or (
         generator.resolution, generator.resolution, generator.channels)
     if grid is not None:
         check_grid_size(len(seeds), shape)
-    row = {"truncation": truncation, "prior": generator.prior, **(identity or {}),
-           "backend": backend}
+    row = manifest_row(truncation, generator.prior, identity, layout, backend)
+    subdirs = layout == "subdirs"
     with ExitStack() as held:
         if outdir is not None:  # one writer per folder: its settings checked under the lock
             outdir.mkdir(parents=True, exist_ok=True)
             held.enter_context(folder_lock(outdir, (
                 f"another gantool process (pid {{pid}}) is writing images into {outdir}; wait "
                 "for it to finish or stop it, or write into another folder")))
-        todo, skipped = _todo(seeds, outdir, grid is None, encoding.fmt, row, stem)
+        todo, skipped = _todo(seeds, outdir, grid is None, encoding.fmt, row, stem, subdirs)
         total = len(seeds) - skipped
         batch_size = max(1, min(batch_size, total))  # no batch (nor image slot) beyond the work
         console = console or Console(stderr=True)
         keep: list[np.ndarray] | None = [] if grid is not None else None
         writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row,
-                              stem) if outdir is not None and total else None)
+                              stem, subdirs) if outdir is not None and total else None)
         bar = StepProgress(console, label, total, enabled=progress, short=("img/s",))
         t0 = time.perf_counter()
         done = failed = 0
@@ -111,15 +134,25 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
             "seconds": seconds, "images_per_s": done / seconds if seconds > 0 else 0.0}
 
 
+def manifest_row(truncation: float | None, prior: str, identity: dict | None, layout: str,
+                 backend: str) -> dict:
+    """What every manifest row of a render holds besides its seed and file (the layout only
+    where it is not flat, so older folders read as they were written)."""
+    if layout not in LAYOUTS:
+        raise GantoolError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    return {"truncation": truncation, "prior": prior, **(identity or {}),
+            **({"layout": layout} if layout != "flat" else {}), "backend": backend}
+
+
 def _todo(seeds: Sequence[int], outdir: Path | None, resume: bool, fmt: str, row: dict,
-          stem: str) -> tuple[Iterable[int], int]:
+          stem: str, subdirs: bool = False) -> tuple[Iterable[int], int]:
     """The seeds still to draw (lazily: memory does not grow with the seed count) and how many
     ``outdir`` already holds; refuses a folder of other images. ``resume``: whether existing
     files count as done (not for a grid, which needs every image)."""
     if outdir is None:
         return seeds, 0
-    _check_manifest(outdir, row)
-    finished = _resume(outdir, fmt, row, stem) if resume else set()
+    check_manifest(outdir, row)
+    finished = _resume(outdir, fmt, row, stem, subdirs) if resume else set()
     if not finished:
         return seeds, 0
     return (s for s in seeds if s not in finished), _count_done(seeds, finished)
@@ -151,19 +184,25 @@ def _count_done(seeds: Sequence[int], done: set[int]) -> int:
     return sum(s in done for s in seeds)
 
 
-def _resume(outdir: Path, fmt: str, row: dict, stem: str) -> set[int]:
-    """The seeds whose files ``outdir`` holds (one directory scan). Lists those an interrupted
-    render wrote but did not list in the manifest, and removes its stray temp files (those
-    older than ``STALE_TMP_S``: a younger one may be another render's write in progress)."""
+def _resume(outdir: Path, fmt: str, row: dict, stem: str, subdirs: bool = False) -> set[int]:
+    """The seeds whose files ``outdir`` holds (one scan of the folder and, with ``subdirs``, of
+    its sub-folders). Lists those an interrupted render wrote but did not list in the
+    manifest, and removes its stray temp files (those older than ``STALE_TMP_S``: a younger
+    one may be another render's write in progress)."""
     pattern = re.compile(rf"{stem}\d+\.{re.escape(fmt)}")
     present: set[str] = set()
-    with os.scandir(outdir) as entries:
-        for entry in entries:
-            if pattern.fullmatch(entry.name):
-                present.add(entry.name)
-            elif (entry.name.startswith(f".{stem}") and entry.name.endswith(".tmp")
-                  and time.time() - entry.stat().st_mtime > STALE_TMP_S):
-                Path(entry.path).unlink(missing_ok=True)  # not a live write of another render
+    folders = [""]
+    while folders:
+        prefix = folders.pop()
+        with os.scandir(outdir / prefix) as entries:
+            for entry in entries:
+                if pattern.fullmatch(entry.name):
+                    present.add(prefix + entry.name)
+                elif subdirs and not prefix and SUBDIR.fullmatch(entry.name) and entry.is_dir():
+                    folders.append(entry.name + "/")
+                elif (entry.name.startswith(f".{stem}") and entry.name.endswith(".tmp")
+                      and time.time() - entry.stat().st_mtime > STALE_TMP_S):
+                    Path(entry.path).unlink(missing_ok=True)  # not another render's live write
     listed: set[str] = set()
     path = outdir / MANIFEST
     if path.is_file():
@@ -183,14 +222,14 @@ def _resume(outdir: Path, fmt: str, row: dict, stem: str) -> set[int]:
         with path.open("a") as f:
             f.writelines(json.dumps({stem: _seed_of(n, stem), "file": n, **row}) + "\n"
                          for n in missing)
-    return {seed for n in present if seed_filename(seed := _seed_of(n, stem), fmt, stem) == n}
+    return {seed for n in present if seed_path(seed := _seed_of(n, stem), fmt, stem, subdirs) == n}
 
 
-def _seed_of(filename: str, stem: str) -> int:
-    return int(filename[len(stem):].split(".")[0])
+def _seed_of(path: str, stem: str) -> int:
+    return int(path.rpartition("/")[2][len(stem):].split(".")[0])
 
 
-def _check_manifest(outdir: Path, row: dict) -> None:
+def check_manifest(outdir: Path, row: dict) -> None:
     """Resuming into a folder rendered at another truncation or prior (or another walk) would
     mix two sets."""
     path = outdir / MANIFEST
@@ -201,9 +240,11 @@ def _check_manifest(outdir: Path, row: dict) -> None:
     try:
         before = json.loads(first)
         was = {k: before.get(k) for k in row if k != "backend"}
+        was["layout"] = before.get("layout", "flat")
     except (json.JSONDecodeError, AttributeError):
         return
     now = {k: v for k, v in row.items() if k != "backend"}
+    now["layout"] = row.get("layout", "flat")
     if json.loads(json.dumps(now)) != was:  # as the manifest holds it (tuples become lists)
         def say(d):
             return ", ".join(f"{k} {v}" for k, v in d.items())

@@ -38,7 +38,7 @@ import numpy as np
 
 from gantool.errors import GantoolError
 from gantool.fileio import fsync_dir
-from gantool.sampling.images import Encoding, save_image, seed_filename
+from gantool.sampling.images import Encoding, save_image, seed_path
 from gantool.system import die_with_parent, signals_held, usable_cpus
 
 MANIFEST = "manifest.jsonl"
@@ -65,16 +65,17 @@ class _Slot:
 class ImageWriter:
     """Write ``outdir/seedNNNNNN.<fmt>`` for every image committed, with ``manifest.jsonl`` rows
     ``{"seed", "file", **row}`` for the files that are whole on disk (``stem`` "frame":
-    ``frameNNNNNN.<fmt>`` and ``{"frame", ...}``)."""
+    ``frameNNNNNN.<fmt>`` and ``{"frame", ...}``; ``subdirs``: each in the sub-folder of its
+    thousand, ``seed_path``)."""
 
     def __init__(self, outdir: Path, encoding: Encoding, batch: int, shape: tuple[int, int, int],
                  workers: int | None = None, depth: int | None = None, parallel: str = "auto",
-                 row: dict | None = None, stem: str = "seed"):
+                 row: dict | None = None, stem: str = "seed", subdirs: bool = False):
         if parallel not in PARALLEL:
             raise GantoolError(f"unknown parallel mode {parallel!r}; choose "
                                f"{', '.join(PARALLEL)}")
         self.outdir, self.encoding, self.row = Path(outdir), encoding, row or {}
-        self.stem = stem
+        self.stem, self.subdirs = stem, subdirs
         self.workers = workers or usable_cpus()
         self.depth = depth or default_depth(batch, self.workers)
         self.slot_shape = (batch, *shape)
@@ -164,14 +165,15 @@ class ImageWriter:
             raise _user_error(errors[0], self.outdir)
 
     def _name(self, seed: int) -> str:
-        return seed_filename(seed, self.encoding.fmt, self.stem)
+        return seed_path(seed, self.encoding.fmt, self.stem, self.subdirs)
 
     def _record(self, slot: _Slot, names: list[str]) -> None:
         """List a slot's files that are on disk: all its rows or none, once."""
         if not names:
             slot.listed = True
             return
-        fsync_dir(self.outdir)
+        for folder in {Path(n).parent for n in names} | {Path(".")}:  # and new sub-folders
+            fsync_dir(self.outdir / folder)
         by_name = {self._name(s): s for s in slot.seeds}
         rows = memoryview("".join(json.dumps({self.stem: by_name[n], "file": n, **self.row})
                                   + "\n" for n in names).encode())

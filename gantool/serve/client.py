@@ -326,18 +326,19 @@ def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, enc
            workers: int | None = None, timeout: float = 60.0, retry_for: float = RETRY_FOR,
            retries: int | None = None,
            model: str = "render", progress: bool = True, console=None,
-           shared_memory: str = "auto", classes: Sequence[str] = ()) -> dict:
+           shared_memory: str = "auto", classes: Sequence[str] = (), layout: str = "flat",
+           per_tar: int = 10_000) -> dict:
     """Render ``seeds`` through the Triton server at ``url`` into ``outdir``, named and listed
     (manifest.jsonl) as ``gantool generate`` does; resumable. ``truncation`` None: the model's
     default; ``encoding``: a ``gantool.sampling.images.Encoding`` (default: PNG); ``classes``:
     a conditional model's classes (names or indices, ``class_indices``), several into one
-    ``classNNN`` sub-folder each. Returns render_seeds' counts (``failed``: seeds the server did
-    not draw), summed over the classes."""
+    ``classNNN`` sub-folder each; ``layout``/``per_tar``: render_images'. Returns the counts
+    (``failed``: seeds the server did not draw), summed over the classes."""
     from pathlib import Path
 
     from gantool.backends import FixedClass, class_indices
     from gantool.sampling.latent import validate_truncation
-    from gantool.sampling.render import render_seeds
+    from gantool.sampling.render import render_images
 
     generator = TritonGenerator(url, protocol, model, request_batch, concurrency, timeout,
                                 retry_for, retries, shared_memory=shared_memory)
@@ -351,11 +352,11 @@ def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, enc
         total: dict = {}
         for i in picked:
             folder = Path(outdir) / f"class{i:03d}" if len(picked) > 1 else Path(outdir)
-            stats = render_seeds(
+            stats = render_images(
                 generator if i is None else FixedClass(generator, i), seeds, t,
-                generator.batch_size, folder, encoding=encoding, workers=workers,
-                backend=f"triton-{protocol}", console=console, progress=progress,
-                identity=None if i is None else {"class": generator.classes[i]})
+                generator.batch_size, folder, None, layout, per_tar, url, encoding=encoding,
+                workers=workers, backend=f"triton-{protocol}", console=console,
+                progress=progress, identity=None if i is None else {"class": generator.classes[i]})
             total = {k: total.get(k, 0) + v for k, v in stats.items()}
         total["images_per_s"] = total["written"] / total["seconds"] if total["seconds"] else 0.0
         return {**total, "transport": generator.transport}

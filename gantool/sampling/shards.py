@@ -1,0 +1,247 @@
+"""Shards of a render: which block of the seed list this process draws, where it writes it, and
+the merge that checks a set of shard outputs and writes one index.
+
+Shard I of N is block I of N near-equal contiguous blocks of the seed list (``Seeds.part``):
+the blocks are disjoint, cover the list, and depend on the list and N alone, so any machine
+computes the same one. Each shard writes into its own sub-folder ``OUT/shard-IIIII-of-NNNNN``
+(holding ``shard.json``, which names the list and the shard, its images and its own
+manifest), so shards never share a folder lock or a manifest and each resumes on its own.
+``merge`` reads them all and writes ``OUT/manifest.jsonl``: every seed of the list once, in
+list order, with its file's path under ``OUT``.
+
+The index comes from ``--shard I/N`` or, when that is not given, from the job's environment:
+torchrun (``RANK``/``WORLD_SIZE``), a Slurm array (``SLURM_ARRAY_TASK_ID`` less
+``SLURM_ARRAY_TASK_MIN``, over ``SLURM_ARRAY_TASK_STEP``, of ``SLURM_ARRAY_TASK_COUNT``) or a
+Kubernetes Indexed Job (``JOB_COMPLETION_INDEX``, with the count in ``GANTOOL_SHARDS``: Kubernetes
+puts the index in the environment but not the completion count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from gantool.errors import GantoolError
+from gantool.fileio import atomic_write
+from gantool.sampling.latent import Seeds, parse_seeds
+from gantool.sampling.writer import MANIFEST
+
+SHARD_FILE = "shard.json"
+FOLDER = re.compile(r"shard-(\d{5})-of-(\d{5})")
+SETTINGS_IGNORED = ("seed", "file", "member", "backend")  # differ between rows of one render
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+    source: str  # what named it: "--shard" or the environment variable
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def folder(self, out: Path) -> Path:
+        """Where this shard writes under ``out`` (``out`` itself for the one shard of one)."""
+        return out if self.count == 1 else out / f"shard-{self.index:05d}-of-{self.count:05d}"
+
+    def claim(self, out: Path, seeds: Seeds) -> tuple[Seeds, Path]:
+        """This shard's seeds and folder; records the list and the shard in the folder (a folder
+        that holds another list's or another shard's images is a one-line error)."""
+        folder = self.folder(out)
+        if self.count == 1:
+            return seeds, folder
+        record = {"seeds": str(seeds), "shard": str(self)}
+        path = folder / SHARD_FILE
+        if path.is_file():
+            if _read(path) != record:
+                raise GantoolError(f"{folder} holds shard {_read(path).get('shard')} of seeds "
+                                   f"{_read(path).get('seeds')}; render other seeds or shard "
+                                   "counts into another --out")
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path) as f:
+                f.write(json.dumps(record).encode())
+        return seeds.part(self.index, self.count), folder
+
+
+def parse_shard(text: str, source: str = "--shard") -> Shard:
+    """``I/N`` (0 <= I < N) as a Shard, or a ValueError saying what is wrong."""
+    index, sep, count = str(text).strip().partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise ValueError(f"{source} {text!r} is not I/N (e.g. 3/8: the fourth of eight "
+                         "shards)") from None
+    if not (sep and n >= 1 and 0 <= i < n):
+        raise ValueError(f"{source} {text!r}: the index must be in 0..N-1 and N at least 1, "
+                         "e.g. 3/8")
+    return Shard(i, n, source)
+
+
+def shard_from(flag: str | None, environ: Mapping[str, str] = os.environ) -> Shard | None:
+    """The shard of this process: ``flag`` (``I/N``) if given, else the first job environment
+    that names one, else None (the whole list). A ValueError names the source that is wrong."""
+    if flag is not None:
+        return parse_shard(flag)
+    if "RANK" in environ and "WORLD_SIZE" in environ:
+        return parse_shard(f"{environ['RANK']}/{environ['WORLD_SIZE']}", "RANK/WORLD_SIZE")
+    if "SLURM_ARRAY_TASK_ID" in environ and "SLURM_ARRAY_TASK_COUNT" in environ:
+        try:
+            task, low = int(environ["SLURM_ARRAY_TASK_ID"]), int(
+                environ.get("SLURM_ARRAY_TASK_MIN", 0))
+            step = int(environ.get("SLURM_ARRAY_TASK_STEP", 1))
+        except ValueError:
+            raise ValueError("SLURM_ARRAY_TASK_ID/MIN/STEP are not integers") from None
+        return parse_shard(f"{(task - low) // max(step, 1)}/{environ['SLURM_ARRAY_TASK_COUNT']}",
+                           "SLURM_ARRAY_TASK_ID")
+    if "JOB_COMPLETION_INDEX" in environ and "GANTOOL_SHARDS" in environ:
+        return parse_shard(f"{environ['JOB_COMPLETION_INDEX']}/{environ['GANTOOL_SHARDS']}",
+                           "JOB_COMPLETION_INDEX/GANTOOL_SHARDS")
+    return None
+
+
+# ---- merge -------------------------------------------------------------------------------
+def merge(out: Path) -> dict:
+    """Check the shard folders under ``out`` and write ``out/manifest.jsonl`` listing every
+    seed of their list once (per class, for a render of several), in list order, each file's
+    path relative to ``out``.
+    A one-line error names the first problem: a missing shard, a shard of another list or
+    count, a seed missing from a shard or listed twice, images rendered with other settings.
+    Returns ``shards``, ``images`` and the ``index`` written."""
+    shards = _shard_folders(out)
+    _check_not_a_render(out)
+    count, seeds = shards[0][1]["count"], shards[0][1]["seeds"]
+    missing = sorted(set(range(count)) - {s["index"] for _, s in shards})
+    if missing:
+        listed = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise GantoolError(f"{out}: shard(s) {listed} of {count} are missing; render them "
+                           f"(--shard I/{count}) and merge again")
+    seed_list = parse_seeds(seeds) if seeds else Seeds([])
+    images = 0
+    with atomic_write(out / MANIFEST) as f:
+        for sub in _subfolders(shards):
+            settings: dict | None = None
+            for folder, shard in shards:
+                rows, listed = _rows(folder / sub), set()
+                for seed in seed_list.part(shard["index"], count):
+                    if seed in listed:
+                        continue  # a seed the list names twice is drawn once
+                    row = rows.pop(seed, None)
+                    if row is None:
+                        raise GantoolError(
+                            f"{folder / sub}: seed {seed} is not rendered (shard "
+                            f"{shard['index']}/{count}); run that shard again, then merge")
+                    now = {k: v for k, v in row.items() if k not in SETTINGS_IGNORED}
+                    if settings is not None and now != settings:
+                        raise GantoolError(f"{folder / sub}: seed {seed} was rendered with "
+                                           f"{_say(now)}, other shards with {_say(settings)}")
+                    settings = now
+                    row["file"] = (folder / sub / row["file"]).relative_to(out).as_posix()
+                    f.write((json.dumps(row) + "\n").encode())
+                    listed.add(seed)
+                    images += 1
+                if rows:
+                    raise GantoolError(f"{folder / sub}: seed {min(rows)} is not in shard "
+                                       f"{shard['index']}/{count} of seeds {seeds}; a folder of "
+                                       "another render is among the shards")
+    return {"shards": len(shards), "images": images, "index": out / MANIFEST}
+
+
+def _shard_folders(out: Path) -> list[tuple[Path, dict]]:
+    """(folder, record) of every shard under ``out``, by index; one list and count, each index
+    once."""
+    if not out.is_dir():
+        raise GantoolError(f"{out} is not a folder")
+    found = []
+    for folder in sorted(p for p in out.iterdir() if FOLDER.fullmatch(p.name) and p.is_dir()):
+        record = _read(folder / SHARD_FILE)
+        try:
+            shard = parse_shard(record["shard"])
+            parse_seeds(record["seeds"]) if record["seeds"] else None
+        except (KeyError, TypeError, ValueError):
+            raise GantoolError(f"{folder / SHARD_FILE} is missing or damaged; render that shard "
+                               "again into a fresh folder") from None
+        if shard.folder(out) != folder:
+            raise GantoolError(f"{folder} holds shard {shard} (a copy under another name?); "
+                               "keep each shard in the folder it was rendered into")
+        found.append((folder, {"index": shard.index, "count": shard.count,
+                               "seeds": record["seeds"]}))
+    if not found:
+        raise GantoolError(f"{out} holds no shard folders (shard-IIIII-of-NNNNN); render with "
+                           "--shard I/N into it first")
+    first = found[0][1]
+    for folder, shard in found:
+        if (shard["count"], shard["seeds"]) != (first["count"], first["seeds"]):
+            raise GantoolError(
+                f"{folder} is a shard of {shard['count']} of seeds {shard['seeds']}, "
+                f"{found[0][0].name} of {first['count']} of seeds {first['seeds']}: one render's "
+                "shards only")
+    return found
+
+
+def _check_not_a_render(out: Path) -> None:
+    """``out/manifest.jsonl`` is replaced only when it is a merged index (its files are in shard
+    folders), never when it lists images that a render wrote into ``out`` itself."""
+    first = next(_manifest(out / MANIFEST), None) if (out / MANIFEST).is_file() else None
+    if first is not None and not FOLDER.fullmatch(str(first.get("file", "")).split("/")[0]):
+        raise GantoolError(f"{out / MANIFEST} lists images rendered into {out} itself; keep "
+                           "shards under a folder of their own")
+
+
+def _subfolders(shards: list[tuple[Path, dict]]) -> list[str]:
+    """The folders each shard holds a manifest in: ``.``, or one per class (classNNN), the
+    same in every shard."""
+    def of(folder: Path) -> list[str]:
+        if (folder / MANIFEST).is_file():
+            return ["."]
+        return sorted(p.parent.name for p in folder.glob(f"class[0-9]*/{MANIFEST}"))
+
+    first = of(shards[0][0])
+    for folder, _ in shards:
+        if of(folder) != first:
+            raise GantoolError(f"{folder} holds {of(folder) or 'no images'} where "
+                               f"{shards[0][0].name} holds {first}; finish that shard first")
+    return first
+
+
+def _rows(folder: Path) -> dict[int, dict]:
+    """The manifest rows of ``folder`` by seed, each naming a file that is there."""
+    rows: dict[int, dict] = {}
+    for row in _manifest(folder / MANIFEST):
+        seed = row.get("seed")
+        if not isinstance(seed, int) or not isinstance(row.get("file"), str):
+            continue
+        if not (folder / row["file"]).is_file():
+            raise GantoolError(f"{folder}: {row['file']} is listed but not on disk; run that "
+                               "shard again, then merge")
+        if seed in rows and rows[seed] != row:
+            raise GantoolError(f"{folder}: seed {seed} is listed twice, differently")
+        rows[seed] = row
+    return rows
+
+
+def _manifest(path: Path) -> Iterator[dict]:
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # a row cut by a kill: that shard's next run lists the file again
+            if isinstance(row, dict):
+                yield row
+
+
+def _say(settings: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in settings.items())
+
+
+def _read(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
