@@ -9,8 +9,9 @@ Tar k holds the seeds at positions ``k * per_tar ...`` of the list: its images a
 on every core), then packed into the tar, which appears under its name only when complete
 (``atomic_write``; the same images make the same bytes), and listed in
 ``OUT/manifest.jsonl`` (one row per seed: ``file`` the tar, ``member`` the image). Packing
-copies in the kernel (``copy_file_range``) on a thread while the next tar renders. A rerun skips finished tars and resumes a partial one from its staging
-folder; a folder holds one seed list (``tars.json``) and one set of settings.
+copies in the kernel (``copy_file_range``) on a thread while the next tar renders. A rerun
+skips finished tars and resumes a partial one from its staging folder; a folder holds one
+seed list (``tars.json``) and one set of settings.
 """
 
 from __future__ import annotations
