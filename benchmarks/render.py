@@ -25,8 +25,15 @@ GAN's; smooth random fields where that folder is absent), copied per batch into 
 stage is what is measured. ``--generator torch`` uses a
 DCGAN with random weights (``--ngf``) instead.
 
+``--layouts flat,subdirs,webdataset`` measures instead ``render_images`` into each output
+layout (fpng, or the one ``--encoders`` names), each in its own process, alternating the order
+over the repeats, and reports each layout's images/s and its ratio to the flat folder's in the
+same repeat (tars of ``--tar-images``, default a quarter of the images, so packing overlaps
+rendering as in a long render).
+
     python benchmarks/render.py --resolution 1024            # 600 images, 3 repeats
     python benchmarks/render.py --resolution 256 --images 3000
+    python benchmarks/render.py --resolution 1024 --layouts flat,subdirs,webdataset --repeats 5
 """
 
 from __future__ import annotations
@@ -121,7 +128,7 @@ class Clock:
 def worker(args) -> dict:
     encoding = _encoding(args.encoder)
     from gantool.sampling.images import save_image, seed_filename
-    from gantool.sampling.render import render_seeds
+    from gantool.sampling.render import render_images
     from gantool.system import usable_cpus
 
     if args.generator == "torch":
@@ -156,8 +163,9 @@ def worker(args) -> dict:
                 gen.generate(seeds[i : i + args.batch], None)
         return clock.result(args.images)
     with Clock() as clock:  # the workers' start-up included: a render pays it
-        stats = render_seeds(gen, seeds, None, args.batch, outdir=out, encoding=encoding,
-                             progress=False)
+        stats = render_images(gen, seeds, None, args.batch, out, layout=args.layout,
+                              per_tar=args.tar_images or max(args.images // 4, 1),
+                              encoding=encoding, progress=False)
     assert stats["written"] == args.images
     return clock.result(args.images, workers=usable_cpus())
 
@@ -234,7 +242,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="--generator torch: cpu | cuda")
     ap.add_argument("--encoders", default=",".join(ENCODERS))
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every worker")
+    ap.add_argument("--layouts", help="compare output layouts instead, e.g. "
+                    "flat,subdirs,webdataset")
+    ap.add_argument("--tar-images", type=int, default=0,
+                    help="--layouts webdataset: images per tar (0: a quarter of --images)")
     ap.add_argument("--json")
+    ap.add_argument("--layout", default="flat", help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=("encode", "generate", "render"), help=argparse.SUPPRESS)
     ap.add_argument("--encoder", default="fpng", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
@@ -245,6 +258,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
+    if args.layouts:
+        return compare_layouts(args)
     encoders = [e for e in args.encoders.split(",") if e]
     contenders = ([("encode", e) for e in encoders] + [("generate", "")]
                   + [(kind, e) for e in RENDERERS if e in encoders
@@ -281,6 +296,51 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "medians": med, "cores": cores,
                                                "args": vars(args)}, indent=2))
+
+
+def compare_layouts(args: argparse.Namespace) -> None:
+    """images/s of a render into each layout, and each one's ratio to flat in the same repeat."""
+    layouts = args.layouts.split(",")
+    enc = args.encoders if args.encoders in ENCODERS else "fpng"
+    print(f"load average before: {loadavg()}")
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            row = {}
+            for layout in layouts if r % 2 == 0 else layouts[::-1]:
+                out = Path(tmp) / f"{layout}-{r}"
+                row[layout] = run_json([
+                    sys.executable, __file__, "--worker", "render", "--encoder", enc,
+                    "--images", str(args.images), "--batch", str(args.batch),
+                    "--resolution", str(args.resolution), "--layout", layout,
+                    "--tar-images", str(args.tar_images), "--out", str(out)], layout)
+                _check_layout(out, layout, args.images)
+                _remove(out)
+            runs.append(row)
+    print(f"\n{args.resolution} px, {args.images} images, {enc}, batch {args.batch}, "
+          f"{usable_cpus()} cores, {args.repeats} repeats: medians (min-max)")
+    med = {}
+    for layout in layouts:
+        rate = spread([r[layout]["images_per_s"] for r in runs])
+        ratio = spread([r[layout]["images_per_s"] / r[layouts[0]]["images_per_s"]
+                        for r in runs])
+        med[layout] = {"images_per_s": rate, f"vs {layouts[0]}": ratio}
+        print(f"  {layout:11s} {rate[0]:8.1f} img/s ({rate[1]:.1f}-{rate[2]:.1f})   "
+              f"{ratio[0]:.2f}x {layouts[0]} ({ratio[1]:.2f}-{ratio[2]:.2f})")
+    print(f"load average after: {loadavg()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs, "medians": med,
+                                               "args": vars(args)}, indent=2))
+
+
+def _check_layout(out: Path, layout: str, images: int) -> None:
+    """The render wrote every image where its layout puts it (a fast wrong render is no
+    result)."""
+    if layout == "webdataset":
+        count = sum(len(tarfile.open(t).getnames()) for t in out.glob("*.tar")) // 2
+    else:
+        count = len(list(out.rglob("seed*.*")))
+    assert count == images, f"{layout}: {count} images of {images}"
 
 
 def _remove(folder: Path) -> None:

@@ -146,6 +146,8 @@ def test_benchmark_script_runs_tiny(tmp_path):
     ("render.py", ["--resolution", "32", "--generator", "torch", "--ngf", "4", "--images", "8",
                    "--batch", "4", "--repeats", "1", "--threads", "1", "--encoders",
                    "pillow-fast"], "R / min(G, E x"),
+    ("render.py", ["--resolution", "32", "--images", "16", "--batch", "4", "--repeats", "2",
+                   "--layouts", "flat,subdirs,webdataset"], "x flat"),
     ("serving.py", ["--resolution", "32", "--ngf", "4", "--batch", "2", "--clients", "2",
                     "--images", "8", "--warmup", "1", "--repeats", "1"], "ratio triton/onnx"),
     ("serving.py", ["--transport", "--resolution", "32", "--ngf", "4", "--batch", "2",
