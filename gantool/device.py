@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from gantool.errors import GantoolError
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a clear error."""
+    """'auto' -> cuda when available (under torchrun, this process's GPU, LOCAL_RANK), else
+    cpu; 'cuda' without a GPU is a clear error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        local = os.environ.get("LOCAL_RANK", "")
+        if local.isdigit():
+            return torch.device("cuda", int(local) % torch.cuda.device_count())
+        return torch.device("cuda")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise GantoolError(f"device {name} was asked for but no CUDA GPU is visible; "
                            "use --device cpu")

@@ -194,3 +194,55 @@ def test_the_kubernetes_indexed_job_gives_each_pod_its_shard_of_the_service():
     assert f"--url={service['metadata']['name']}:8001" in args
     out = next(a.split("=", 1)[1] for a in args if a.startswith("--out="))
     assert out in {m["mountPath"] for m in container["volumeMounts"]}
+
+
+def test_devices_render_a_shard_per_process_and_merge_them(tiny_ckpt, tmp_path, capsys):
+    common = ["generate", tiny_ckpt, "--seeds", "0-19", "--truncation", "0.7", "--no-progress"]
+    assert cli(*common, "--out", tmp_path / "one") == 0
+    out = tmp_path / "two"
+    assert cli(*common, "--out", out, "--devices", "cpu,cpu") == 0
+    said = capsys.readouterr().out
+    assert "20 image(s) from 2 device(s) (cpu, cpu)" in said
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000-of-00002",
+                                                           "shard-00001-of-00002"]
+    assert files(out) == files(tmp_path / "one")
+    # a process that fails is one line naming its shard and device; the others' images stay
+    again = tmp_path / "again"
+    assert cli("generate", tiny_ckpt, "--seeds", "0-5", "--out", again, "--shard", "1/2",
+               "--no-progress") == 0
+    capsys.readouterr()
+    assert cli(*common, "--out", again, "--devices", "cpu,cpu") == 2
+    err = capsys.readouterr().err
+    assert "shard 1/2 on cpu failed (exit code 2)" in err and "holds shard 1/2 of seeds 0-5" in err
+    assert len(files(again / "shard-00000-of-00002")) == 10
+
+
+@pytest.mark.parametrize("devices,extra,message", [
+    ("all", [], "this machine has 0 CUDA GPU(s)"),
+    ("cuda:0", [], "not among this machine's 0 CUDA GPU(s)"),
+    ("tpu", [], "'tpu' is not cpu, cuda or cuda:N"),
+    ("cpu,cpu", ["--grid", "g.png"], "leave out --grid, --shard and --device"),
+    ("cpu,cpu", ["--shard", "0/2"], "leave out --grid, --shard and --device"),
+])
+def test_devices_refuses_what_it_cannot_do_in_one_line(tiny_ckpt, tmp_path, capsys, devices,
+                                                        extra, message):
+    import torch
+
+    if torch.cuda.is_available() and "CUDA" in message:
+        pytest.skip("this machine has a CUDA GPU")
+    assert cli("generate", tiny_ckpt, "--seeds", "0-3", "--out", tmp_path / "r", "--devices",
+               devices, *extra, "--no-progress") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_gives_each_process_its_shard(tiny_ckpt, tmp_path):
+    from conftest import torchrun
+
+    out = tmp_path / "r"
+    r = torchrun(2, "generate", tiny_ckpt, "--seeds", "0-9", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "shard 0/2 (from RANK/WORLD_SIZE)" in r.stderr and "shard 1/2" in r.stderr
+    assert cli("merge-shards", out) == 0
+    assert sorted(files(out)) == list(range(10))

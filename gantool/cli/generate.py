@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -54,6 +55,11 @@ def generate(
     shard: str | None = options.shard(),
     layout: Layout = options.layout(),
     tar_images: int = options.tar_images(),
+    devices: str | None = typer.Option(
+        None, "--devices", metavar="all|N|LIST",
+        help="One process per device, each drawing its shard of the seeds into "
+             "OUT/shard-IIIII-of-NNNNN, then merged (gantool merge-shards): all (every visible "
+             "GPU), a count of GPUs, or a list (cuda:0,cuda:1; cpu,cpu splits the cores)."),
 ) -> None:
     """Draw images for seeds: the same seed and truncation give the same image on every backend.
 
@@ -70,12 +76,18 @@ def generate(
       gantool generate export/fmnist --backend onnx --seeds 0-999999 --out renders/ --shard 3/8
 
       gantool generate best.pt --seeds 0-99999 --out tars/ --layout webdataset --format jpg
+
+      gantool generate export/m --backend trt --seeds 0-9999999 --out renders/ --devices all
     """
     from gantool.backends import FixedClass, class_indices
     from gantool.sampling.render import render_images
 
     if outdir is None and grid is None:
         raise GantoolError("nothing to write: pass --out DIR and/or --grid FILE")
+    if devices is not None:
+        _on_devices(devices, parse_seed_list(seeds), outdir, grid, shard, device, progress,
+                    workers > 0, checkpoint, backend, classes)
+        return
     seed_list, outdir = sharded(parse_seed_list(seeds), outdir, grid, shard)
     gen = open_backend(checkpoint, backend, device, ema, prior, fp16, precision, compile,
                        cuda_graphs)
@@ -105,6 +117,36 @@ def generate(
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {len(seed_list) - stats['skipped']} image(s) to {where}{skipped} "
                f"({stats['images_per_s']:,.1f} images/s)")
+
+
+def _on_devices(text: str, seed_list, outdir: Path | None, grid: Path | None,
+                shard: str | None, device: str, progress: bool, workers_given: bool,
+                checkpoint: Path, backend: str, classes: list[str]) -> None:
+    """generate --devices: a process per device on its shard (``gantool.cli.devices``), then
+    the merge of the shards."""
+    from gantool.cli.devices import resolve_devices, run_on_devices
+    from gantool.cli.main import ARGV
+    from gantool.sampling.shards import merge
+
+    if outdir is None or grid is not None or shard is not None or device != "auto":
+        raise GantoolError("--devices renders into --out, each device its shard: leave out "
+                           "--grid, --shard and --device")
+    found = resolve_devices(text)
+    per_seed = 1
+    if classes:  # one image per seed and class
+        from gantool.backends import class_indices
+
+        gen = open_backend(checkpoint, backend, "auto" if backend == "trt" else "cpu")
+        per_seed = len(class_indices(getattr(gen, "classes", ()), classes))
+    t0 = time.perf_counter()
+    lines = run_on_devices(ARGV, found, outdir, len(seed_list) * per_seed, progress,
+                           workers_given, backend != "trt")
+    for line in lines:
+        typer.echo(line)
+    done = merge(outdir)
+    seconds = time.perf_counter() - t0
+    typer.echo(f"{outdir}: {done['images']:,} image(s) from {len(found)} device(s) "
+               f"({', '.join(found)}) listed in {done['index']} ({seconds:,.0f} s)")
 
 
 def merge_shards(

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console script: run the app, turning user errors into one line on stderr and exit 2,
     and SIGTERM into what Ctrl-C does (whole files, workers stopped, exit 143)."""
     _STOPPED_BY.clear()
+    ARGV[:] = sys.argv[1:] if argv is None else argv
     # (training installs its own handlers while it runs; the caller's come back at the end)
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -129,6 +130,7 @@ def _main(argv: list[str] | None) -> None:
 
 
 _STOPPED_BY: list[int] = []  # the signal that stopped the command
+ARGV: list[str] = []  # the command line being run (generate --devices passes it on)
 
 
 def _stop(signum, frame) -> None:
