@@ -13,6 +13,8 @@ import pytest
 
 from gantool.cli.main import main
 
+from patterns import PatternGenerator
+
 
 def cli(*args) -> int:
     try:
@@ -111,25 +113,19 @@ def test_webdataset_tars_hold_each_seeds_image_and_metadata_in_list_order(tiny_c
 def test_webdataset_render_resumes_finished_tars_skipped_a_partial_one_completed(tiny_ckpt,
                                                                                  tmp_path,
                                                                                  capsys):
-    from gantool.backends.torch_backend import TorchGenerator
-    from gantool.sampling.render import render_seeds
-
     out = tmp_path / "wds"
     common = ["generate", tiny_ckpt, "--seeds", "0-11", "--out", out, "--layout", "webdataset",
               "--tar-images", "4", "--no-progress"]
     assert cli(*common) == 0
     before = {p.name: p.read_bytes() for p in out.glob("*.tar")}
     stamp = (out / "000000.tar").stat().st_mtime_ns
-    # tar 1 as an interruption leaves it: not packed, half its images in its staging folder
-    (out / "000001.tar").unlink()
+    (out / "000001.tar").unlink()  # as if the render had stopped while writing it
     (out / "manifest.jsonl").write_text("".join(
         json.dumps(r) + "\n" for r in rows(out) if r["file"] != "000001.tar"))
-    render_seeds(TorchGenerator(str(tiny_ckpt), device="cpu"), [4, 5], None, 2,
-                 out / ".000001.tar.d", progress=False)
     capsys.readouterr()
     assert cli(*common) == 0
-    assert "wrote 2 image(s)" in capsys.readouterr().out
-    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == before
+    assert "wrote 4 image(s)" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == before  # the same bytes
     assert (out / "000000.tar").stat().st_mtime_ns == stamp  # finished tars untouched
     assert sorted(r["seed"] for r in rows(out)) == list(range(12))
 
@@ -138,6 +134,41 @@ def test_webdataset_render_resumes_finished_tars_skipped_a_partial_one_completed
     assert "holds tars of" in capsys.readouterr().err
     assert cli(*common[:-2], "5", "--no-progress") == 2
     assert "tars of 5" in capsys.readouterr().err
+
+
+class StopsAfter(PatternGenerator):
+    """A generator whose render is interrupted (Ctrl-C) after ``batches`` batches."""
+
+    def __init__(self, batches: int):
+        super().__init__(resolution=32)
+        self.left = batches
+
+    def generate(self, seeds, truncation):
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+        return super().generate(seeds, truncation)
+
+
+@pytest.mark.parametrize("parallel", ["thread", "process"])
+def test_a_stopped_tar_render_leaves_whole_listed_tars_only(tmp_path, parallel):
+    from gantool.sampling.render import render_images
+
+    out = tmp_path / "wds"
+    with pytest.raises(KeyboardInterrupt):  # after 5 batches of 2: tars 0 and 1 can be whole
+        render_images(StopsAfter(5), range(20), None, 2, out, layout="webdataset", per_tar=4,
+                      progress=False, parallel=parallel)
+    tars = sorted(p.name for p in out.glob("*.tar"))
+    assert tars in (["000000.tar"], ["000000.tar", "000001.tar"])  # whole ones only
+    assert sorted(p.name for p in out.iterdir()) == [".lock", *tars, "manifest.jsonl",
+                                                     "tars.json"]
+    assert [r["seed"] for r in rows(out)] == list(range(4 * len(tars)))
+    for tar in tars:
+        assert len(tar_members(out / tar)) == 8
+    stats = render_images(PatternGenerator(resolution=32), range(20), None, 2, out,
+                          layout="webdataset", per_tar=4, progress=False, parallel=parallel)
+    assert (stats["written"], stats["skipped"]) == (20 - 4 * len(tars), 4 * len(tars))
+    assert [r["seed"] for r in rows(out)] == list(range(20))
 
 
 def test_webdataset_shards_merge(tiny_ckpt, tmp_path):

@@ -61,7 +61,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
                  depth: int | None = None, parallel: str = "auto", backend: str = "",
                  console: Console | None = None, progress: bool = True, stem: str = "seed",
                  identity: dict | None = None, label: str = "generate",
-                 layout: str = "flat") -> dict:
+                 layout: str = "flat", sink=None) -> dict:
     """Write ``outdir/seedNNNNNN.<fmt>`` per seed and/or one ``grid`` image.
 
     ``generator`` is any object with the Generator protocol of ``gantool.backends``;
@@ -76,7 +76,9 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     "seeds" being frame numbers); ``identity`` adds what else names the images to every
     manifest row (a walk's seeds), so that a resume into a folder of other images is refused.
     A generator's ``shape`` (H, W, C), where it has one, is its image size (a grid of walks).
-    ``layout`` ``subdirs`` puts each file in the sub-folder of its thousand (``seed_path``).
+    ``layout`` ``subdirs`` puts each file in the sub-folder of its thousand (``seed_path``);
+    a ``sink`` (``ImageWriter``'s) takes the encoded images instead of files (tars: the caller
+    resumes, so every seed given is drawn).
     """
     encoding = encoding or Encoding()
     shape = getattr(generator, "shape", None) or (
@@ -91,13 +93,14 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
             held.enter_context(folder_lock(outdir, (
                 f"another gantool process (pid {{pid}}) is writing images into {outdir}; wait "
                 "for it to finish or stop it, or write into another folder")))
-        todo, skipped = _todo(seeds, outdir, grid is None, encoding.fmt, row, stem, subdirs)
+        todo, skipped = _todo(seeds, outdir, grid is None and sink is None, encoding.fmt, row,
+                              stem, subdirs)
         total = len(seeds) - skipped
         batch_size = max(1, min(batch_size, total))  # no batch (nor image slot) beyond the work
         console = console or Console(stderr=True)
         keep: list[np.ndarray] | None = [] if grid is not None else None
         writer = (ImageWriter(outdir, encoding, batch_size, shape, workers, depth, parallel, row,
-                              stem, subdirs) if outdir is not None and total else None)
+                              stem, subdirs, sink) if outdir is not None and total else None)
         bar = StepProgress(console, label, total, enabled=progress, short=("img/s",))
         t0 = time.perf_counter()
         done = failed = 0

@@ -66,16 +66,19 @@ class ImageWriter:
     """Write ``outdir/seedNNNNNN.<fmt>`` for every image committed, with ``manifest.jsonl`` rows
     ``{"seed", "file", **row}`` for the files that are whole on disk (``stem`` "frame":
     ``frameNNNNNN.<fmt>`` and ``{"frame", ...}``; ``subdirs``: each in the sub-folder of its
-    thousand, ``seed_path``)."""
+    thousand, ``seed_path``). With a ``sink`` (``gantool.sampling.tars.TarSink``) the workers
+    encode into memory and every slot's images go to ``sink.add(seeds, names, data)`` in
+    order instead, which writes and lists them; ``sink.abort()`` on a stop."""
 
     def __init__(self, outdir: Path, encoding: Encoding, batch: int, shape: tuple[int, int, int],
                  workers: int | None = None, depth: int | None = None, parallel: str = "auto",
-                 row: dict | None = None, stem: str = "seed", subdirs: bool = False):
+                 row: dict | None = None, stem: str = "seed", subdirs: bool = False,
+                 sink=None):
         if parallel not in PARALLEL:
             raise GantoolError(f"unknown parallel mode {parallel!r}; choose "
                                f"{', '.join(PARALLEL)}")
         self.outdir, self.encoding, self.row = Path(outdir), encoding, row or {}
-        self.stem, self.subdirs = stem, subdirs
+        self.stem, self.subdirs, self.sink = stem, subdirs, sink
         self.workers = workers or usable_cpus()
         self.depth = depth or default_depth(batch, self.workers)
         self.slot_shape = (batch, *shape)
@@ -123,9 +126,11 @@ class ImageWriter:
             self._busy.append(slot)
             for lo in range(0, len(seeds), per):
                 names = [self._name(s) for s in seeds[lo : lo + per]]
-                slot.futures.append(self.pool.submit(
-                    _write_chunk, slot.name, self.slot_shape, lo, names, str(self.outdir),
-                    self.encoding))
+                slot.futures.append(
+                    self.pool.submit(_encode_chunk, slot.name, self.slot_shape, lo, len(names),
+                                     self.encoding) if self.sink is not None else
+                    self.pool.submit(_write_chunk, slot.name, self.slot_shape, lo, names,
+                                     str(self.outdir), self.encoding))
 
     def close(self) -> None:
         """Wait for every queued file, list it, and free the workers and slots."""
@@ -140,6 +145,19 @@ class ImageWriter:
         (files are renamed into place whole, so one that exists is whole, whatever became of
         the worker that wrote it)."""
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.sink is not None:  # encoded slots go in, in order; an unfinished tar goes
+            try:
+                for slot in self._busy:
+                    if any(f.cancelled() or f.exception() for f in slot.futures):
+                        break
+                    data = [d for f in slot.futures for d in f.result()]
+                    self.written += self.sink.add(slot.seeds, list(map(self._name, slot.seeds)),
+                                                  data)
+            finally:
+                self.sink.abort()
+                self._busy.clear()
+                self._release()
+            return
         try:
             for slot in self._busy:
                 if not slot.listed:
@@ -157,8 +175,15 @@ class ImageWriter:
         slot = self._busy[0]
         wait(slot.futures)
         errors = [f.exception() for f in slot.futures if f.exception() is not None]
-        self._record(slot, [n for f in slot.futures if f.exception() is None
-                            for n in f.result()])
+        if self.sink is not None:
+            if not errors:
+                data = [d for f in slot.futures for d in f.result()]
+                self.written += self.sink.add(slot.seeds, [self._name(s) for s in slot.seeds],
+                                              data)
+            slot.listed = True
+        else:
+            self._record(slot, [n for f in slot.futures if f.exception() is None
+                                for n in f.result()])
         self._busy.popleft()
         self._free.append(slot.name)
         if errors:
@@ -284,6 +309,13 @@ def _write_chunk(slot: str, shape: tuple[int, ...], lo: int, names: list[str], o
     for i, name in enumerate(names):
         save_image(images[lo + i], Path(outdir) / name, durable=False, encoding=encoding)
     return names
+
+
+def _encode_chunk(slot: str, shape: tuple[int, ...], lo: int, n: int,
+                  encoding: Encoding) -> list[bytes]:
+    """Encode images lo..lo+n of a slot into memory (a sink writes them)."""
+    images = _slot(slot, shape)
+    return [encoding.encode(images[lo + i]) for i in range(n)]
 
 
 def _user_error(error: BaseException, outdir: Path) -> BaseException:
