@@ -202,6 +202,22 @@ def test_bad_class_values_are_one_line_errors(conditional_run, tmp_path, args, w
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+def test_eval_per_class_scores_every_class_against_its_own_real_images(conditional_run,
+                                                                       tiny_run, tmp_path):
+    out = tmp_path / "eval.json"
+    r = gantool_cli("eval", conditional_run.run_dir, "--num", "20", "--metrics", "fid",
+                    "--per-class", "--json", out, "--no-progress", timeout=900)
+    assert r.returncode == 0, r.stderr
+    per_class = json.loads(out.read_text())["per_class"]
+    assert list(per_class)[5] == "Sandal" and len(per_class) == 10
+    assert all(v["num_fake"] == 2 and v["num_real"] == 2 and np.isfinite(v["fid"])
+               for v in per_class.values())
+    assert "Ankle boot" in r.stdout and "compare the classes with one another" in r.stdout
+    r = gantool_cli("eval", tiny_run[0], "--num", "8", "--per-class", "--no-progress")
+    assert r.returncode == 2 and "this model is not conditional" in r.stderr
+
+
 def test_an_unconditional_model_refuses_a_class(tiny_ckpt, tmp_path):
     r = gantool_cli("generate", tiny_ckpt, "--class", "0", "--seeds", "0", "--out", tmp_path)
     assert r.returncode == 2 and "not conditional" in r.stderr, r.stderr

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from gantool.errors import GantoolError
@@ -25,24 +26,27 @@ def evaluate(
     device: str = typer.Option("auto", metavar="auto|cpu|cuda[:N]", help="Where it runs."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results here."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    per_class: bool = typer.Option(
+        False, "--per-class", help="A conditional model: also each class against the real "
+        "images of that class (NUM / classes images each; the data's labels)."),
 ) -> None:
     """Frechet Inception Distance and Kernel Inception Distance (lower is better).
 
-    Example: gantool eval runs/00001-fashion-mnist --num 1000 (real images: the run's data)."""
+    Examples:
+
+      gantool eval runs/00001-fashion-mnist --num 1000   (real images: the run's data)
+
+      gantool eval runs/00002-fashion-mnist --per-class   (a conditional model, class by class)
+    """
     from rich.console import Console
 
     from gantool.backends import load_backend
     from gantool.cli.generate import resolve_truncation
     from gantool.data import load_dataset
     from gantool.device import pick_device
-    from gantool.metrics.evaluate import METRICS
     from gantool.progress import StepProgress
 
-    chosen = [m.strip().lower() for m in metrics.split(",") if m.strip()]
-    bad = [m for m in chosen if m not in METRICS]
-    if bad or not chosen:
-        raise GantoolError(f"--metrics: unknown {bad[0] if bad else 'empty list'!r}; choose "
-                           f"from {', '.join(METRICS)}")
+    chosen = _metrics(metrics)
     if json_out is not None:  # before the evaluation, not after it: a bad path fails now
         check_writable(json_out.parent)
     if checkpoint.is_dir():
@@ -57,7 +61,10 @@ def evaluate(
         if not data:
             raise GantoolError(f"{checkpoint} does not record its training data; pass --data")
         typer.echo(f"data: {data} (the run's; --data picks another)", err=True)
-    real = load_dataset(data, gen.resolution, gen.channels, progress=progress)
+    if per_class and not gen.classes:
+        raise GantoolError("--per-class: this model is not conditional (trained without "
+                           "--conditional); drop --per-class")
+    real = load_dataset(data, gen.resolution, gen.channels, progress=progress, labels=per_class)
     if len(real) < 2:
         raise GantoolError(f"{data} holds {len(real)} image; FID and KID compare sets of at "
                            "least 2 (use a few hundred or more for a meaningful score)")
@@ -75,6 +82,27 @@ def evaluate(
     with bar:
         result = run_eval(gen, real.images, chosen, num, batch_size, t, str(dev),
                           on_batch=advance)
+    _say(result)
+    if per_class:
+        result["per_class"] = _per_class(gen, real, chosen, num, batch_size, t, str(dev))
+    if json_out is not None:
+        with atomic_write(json_out) as f:
+            f.write((json.dumps({"checkpoint": str(checkpoint), "data": data, **result},
+                                indent=2) + "\n").encode())
+
+
+def _metrics(text: str) -> list[str]:
+    from gantool.metrics.evaluate import METRICS
+
+    chosen = [m.strip().lower() for m in text.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in METRICS]
+    if bad or not chosen:
+        raise GantoolError(f"--metrics: unknown {bad[0] if bad else 'empty list'!r}; choose "
+                           f"from {', '.join(METRICS)}")
+    return chosen
+
+
+def _say(result: dict) -> None:
     note = " (real statistics from the cache)" if result["real_cached"] else ""
     typer.echo(f"{result['num_fake']} generated vs {result['num_real']} real images{note}, "
                f"{result['images_per_s']:.1f} images/s")
@@ -82,10 +110,33 @@ def evaluate(
         typer.echo(f"FID {result['fid']:.2f}")
     if "kid" in result:
         typer.echo(f"KID {result['kid']:.5f} +- {result['kid_std']:.5f}")
-    if json_out is not None:
-        with atomic_write(json_out) as f:
-            f.write((json.dumps({"checkpoint": str(checkpoint), "data": data, **result},
-                                indent=2) + "\n").encode())
+
+
+def _per_class(gen, real, metrics: list[str], num: int, batch_size: int,
+               truncation: float | None, device: str) -> dict[str, dict]:
+    """eval --per-class: every class of the model against the real images with its name, a
+    table on the terminal; class name -> results."""
+    from gantool.backends import FixedClass
+    from gantool.metrics.evaluate import evaluate_per_class
+
+    index = {name.lower(): i for i, name in enumerate(real.classes)}
+    missing = [n for n in gen.classes if n.lower() not in index]
+    if missing:
+        raise GantoolError(f"--per-class: the data has no class {missing[0]!r} (its classes: "
+                           f"{', '.join(real.classes)}); pass the labelled data it was trained on")
+    labels = np.full(len(real.labels), -1)  # the data's class indices as the model's
+    for i, name in enumerate(gen.classes):
+        labels[real.labels == index[name.lower()]] = i
+    each = max(2, num // len(gen.classes))
+    results = evaluate_per_class([FixedClass(gen, i) for i in range(len(gen.classes))],
+                                 real.images, labels, gen.classes, metrics, each, batch_size,
+                                 truncation, device)
+    typer.echo(f"per class ({each} generated vs up to {each} real images each; FID is biased "
+               "upwards at small n: compare the classes with one another)")
+    for name, r in results.items():
+        figures = "  ".join(f"{k.upper()} {r[k]:.{2 if k == 'fid' else 5}f}" for k in metrics)
+        typer.echo(f"  {name:<24} {figures}  ({r['num_real']} real)")
+    return results
 
 
 def report(run_dir: Path = typer.Argument(..., help="A run directory (runs/NNNNN-name)."),

@@ -40,13 +40,14 @@ def real_stats(images: np.ndarray, extract: InceptionFeatures, batch_size: int,
 
 def evaluate(generator, images: np.ndarray, metrics: list[str], num: int, batch_size: int = 32,
              truncation: float | None = None, device: str = "cpu",
-             on_batch: Callable[[int], None] = lambda n: None) -> dict:
+             on_batch: Callable[[int], None] = lambda n: None,
+             extract: InceptionFeatures | None = None) -> dict:
     """FID and/or KID of ``num`` generated images (seeds 0..num-1 at ``truncation``) against
     ``num`` real ones (a fixed random subset of ``images`` when there are more)."""
     if len(images) > num:
         pick = np.sort(np.random.default_rng(0).choice(len(images), num, replace=False))
         images = images[pick]
-    extract = InceptionFeatures(device)
+    extract = extract or InceptionFeatures(device)
     t0 = time.perf_counter()
     real, cached = real_stats(images, extract, batch_size, on_batch)
     fake = collect((generator.generate(chunk, truncation)
@@ -62,3 +63,19 @@ def evaluate(generator, images: np.ndarray, metrics: list[str], num: int, batch_
         size = min(len(real.sample), len(fake.sample), 1000)
         out["kid"], out["kid_std"] = kid(real.sample, fake.sample, subset_size=size)
     return out
+
+
+def evaluate_per_class(per_class: list, images: np.ndarray, labels: np.ndarray,
+                       names: tuple[str, ...], metrics: list[str], num: int,
+                       batch_size: int = 32, truncation: float | None = None,
+                       device: str = "cpu",
+                       on_batch: Callable[[int], None] = lambda n: None) -> dict[str, dict]:
+    """``evaluate`` once per class: ``per_class[i]`` (a generator drawing class i, e.g.
+    ``gantool.backends.FixedClass``) against the real images labelled i (``labels`` index
+    ``names``), ``num`` of each; class name -> results. Fewer images per class make FID larger
+    (it is biased upwards at small n): compare classes with one another, not with the overall
+    figure."""
+    extract = InceptionFeatures(device)
+    return {name: evaluate(gen, images[labels == i], metrics, num, batch_size, truncation,
+                           device, on_batch, extract)
+            for i, (name, gen) in enumerate(zip(names, per_class))}

@@ -90,6 +90,11 @@ class ImageWriter:
         self._busy: deque[_Slot] = deque()
         self._reserved: str | None = None
         self._names: list[str] = []
+        # with a sink: room for each image's encoding (fpng and zlib stay within the raw size
+        # plus a little; an encoding larger than its room comes back through the pool instead)
+        self.room = int(math.prod(shape) * 1.1) + 65536
+        self.out_shape = (batch * self.room,)
+        self._out: dict[str, str] = {}
         try:
             for _ in range(self.depth):
                 self._free.append(self._allocate())
@@ -128,7 +133,8 @@ class ImageWriter:
                 names = [self._name(s) for s in seeds[lo : lo + per]]
                 slot.futures.append(
                     self.pool.submit(_encode_chunk, slot.name, self.slot_shape, lo, len(names),
-                                     self.encoding) if self.sink is not None else
+                                     self.encoding, self._out.get(slot.name), self.out_shape,
+                                     self.room) if self.sink is not None else
                     self.pool.submit(_write_chunk, slot.name, self.slot_shape, lo, names,
                                      str(self.outdir), self.encoding))
 
@@ -150,9 +156,7 @@ class ImageWriter:
                 for slot in self._busy:
                     if any(f.cancelled() or f.exception() for f in slot.futures):
                         break
-                    data = [d for f in slot.futures for d in f.result()]
-                    self.written += self.sink.add(slot.seeds, list(map(self._name, slot.seeds)),
-                                                  data)
+                    self._to_sink(slot)
             finally:
                 self.sink.abort()
                 self._busy.clear()
@@ -177,9 +181,7 @@ class ImageWriter:
         errors = [f.exception() for f in slot.futures if f.exception() is not None]
         if self.sink is not None:
             if not errors:
-                data = [d for f in slot.futures for d in f.result()]
-                self.written += self.sink.add(slot.seeds, [self._name(s) for s in slot.seeds],
-                                              data)
+                self._to_sink(slot)
             slot.listed = True
         else:
             self._record(slot, [n for f in slot.futures if f.exception() is None
@@ -188,6 +190,18 @@ class ImageWriter:
         self._free.append(slot.name)
         if errors:
             raise _user_error(errors[0], self.outdir)
+
+    def _to_sink(self, slot: _Slot) -> None:
+        """Hand a slot's encoded images, in order, to the sink (views of its out region, or
+        the bytes of an encoding that did not fit there)."""
+        out = memoryview(_SLOTS[self._out[slot.name]][0])
+        data = []
+        for f in slot.futures:
+            for item in f.result():
+                i = len(data)
+                data.append(out[i * self.room : i * self.room + item]
+                            if isinstance(item, int) else item)
+        self.written += self.sink.add(slot.seeds, list(map(self._name, slot.seeds)), data)
 
     def _name(self, seed: int) -> str:
         return seed_path(seed, self.encoding.fmt, self.stem, self.subdirs)
@@ -213,25 +227,29 @@ class ImageWriter:
             self.written += len(names)
             slot.listed = True
 
-    def _allocate(self) -> str:
+    def _allocate(self, shape: tuple[int, ...] | None = None) -> str:
         """A slot in shared memory (process workers read it; a Triton server on this host can
-        write into it); in plain memory for thread workers when /dev/shm has no room."""
+        write into it); in plain memory for thread workers when /dev/shm has no room. With a
+        sink, each slot has a companion region ``NAME-out`` the workers encode into."""
+        shape = shape or self.slot_shape
         name = f"gantool-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        nbytes = math.prod(self.slot_shape)
+        nbytes = math.prod(shape)
         try:
-            _check_shared_memory(nbytes * self.depth)
+            _check_shared_memory(nbytes * self.depth * (2 if self.sink is not None else 1))
         except GantoolError:
             if self.parallel == "process":
                 raise
             try:
-                _SLOTS[name] = (np.empty(self.slot_shape, np.uint8), None)
+                _SLOTS[name] = (np.empty(shape, np.uint8), None)
             except MemoryError:
                 raise GantoolError(f"the render needs {nbytes / 2**20:,.0f} MiB per image slot "
                                    "and this machine cannot give it: lower --batch-size") from None
         else:
             shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
-            _SLOTS[name] = (np.ndarray(self.slot_shape, np.uint8, shm.buf), shm)
+            _SLOTS[name] = (np.ndarray(shape, np.uint8, shm.buf), shm)
         self._names.append(name)
+        if self.sink is not None and shape == self.slot_shape:
+            self._out[name] = self._allocate(self.out_shape)
         return name
 
     def _release(self) -> None:
@@ -311,11 +329,20 @@ def _write_chunk(slot: str, shape: tuple[int, ...], lo: int, names: list[str], o
     return names
 
 
-def _encode_chunk(slot: str, shape: tuple[int, ...], lo: int, n: int,
-                  encoding: Encoding) -> list[bytes]:
-    """Encode images lo..lo+n of a slot into memory (a sink writes them)."""
-    images = _slot(slot, shape)
-    return [encoding.encode(images[lo + i]) for i in range(n)]
+def _encode_chunk(slot: str, shape: tuple[int, ...], lo: int, n: int, encoding: Encoding,
+                  out: str, out_shape: tuple[int], room: int) -> list[int | bytes]:
+    """Encode images lo..lo+n of a slot into its out region, image i at ``i * room``; -> each
+    encoding's size, or its bytes when it is larger than ``room``."""
+    images, region = _slot(slot, shape), _slot(out, out_shape)
+    sizes: list[int | bytes] = []
+    for i in range(lo, lo + n):
+        data = encoding.encode(images[i])
+        if len(data) > room:
+            sizes.append(data)
+            continue
+        region[i * room : i * room + len(data)] = np.frombuffer(data, np.uint8)
+        sizes.append(len(data))
+    return sizes
 
 
 def _user_error(error: BaseException, outdir: Path) -> BaseException:
