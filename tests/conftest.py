@@ -48,6 +48,17 @@ def gantool_cli(*args: str, timeout: float = 300, env_extra: dict | None = None,
                           text=True, timeout=timeout, env=env, **kwargs)
 
 
+def cli_in_process(*args) -> int:
+    """``gantool ARGS`` in this interpreter (``gantool.cli.main.main``): its exit code."""
+    from gantool.cli.main import main
+
+    try:
+        main([*map(str, args)])
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

@@ -11,17 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gantool.cli.main import main
-
+from conftest import cli_in_process as cli
 from patterns import PatternGenerator
-
-
-def cli(*args) -> int:
-    try:
-        main([*map(str, args)])
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 def rows(folder: Path) -> list[dict]:

@@ -11,19 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from gantool.cli.main import main
 from gantool.sampling.latent import parse_seeds
 from gantool.sampling.shards import shard_from
 
+from conftest import cli_in_process as cli
+
 SEEDS = "0-40,100-110,7"  # ranges, a single seed, and a seed the list names twice
-
-
-def cli(*args) -> int:
-    try:
-        main([*map(str, args)])
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 def files(folder: Path) -> dict[int, bytes]:
