@@ -56,6 +56,7 @@ def test_the_flag_wins_over_the_environment_and_each_job_system_is_read():
         shard_from(None, {"RANK": "4", "WORLD_SIZE": "4"})
 
 
+@pytest.mark.slow
 def test_two_four_and_eight_shards_merge_to_the_single_render_byte_for_byte(tiny_ckpt, tmp_path):
     common = ["generate", tiny_ckpt, "--seeds", SEEDS, "--truncation", "0.8", "--no-progress"]
     assert cli(*common, "--out", tmp_path / "one") == 0
@@ -152,6 +153,7 @@ def test_the_merge_never_replaces_the_manifest_of_a_render_into_that_folder(tiny
     assert (out / "manifest.jsonl").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_the_slurm_array_script_renders_its_tasks_shards(tiny_ckpt, tmp_path):
     script = Path(__file__).resolve().parents[1] / "serve" / "slurm" / "render-array.sh"
     bin_dir = Path(sys.executable).parent  # where the gantool console script is installed
@@ -189,6 +191,7 @@ def test_the_kubernetes_indexed_job_gives_each_pod_its_shard_of_the_service():
     assert out in {m["mountPath"] for m in container["volumeMounts"]}
 
 
+@pytest.mark.slow
 def test_devices_render_a_shard_per_process_and_merge_them(tiny_ckpt, tmp_path, capsys):
     common = ["generate", tiny_ckpt, "--seeds", "0-19", "--truncation", "0.7", "--no-progress"]
     assert cli(*common, "--out", tmp_path / "one") == 0
