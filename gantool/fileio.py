@@ -4,6 +4,7 @@ folder lock for the one process that may write into a folder."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -153,3 +154,18 @@ def folder_lock(folder: Path, busy: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def claim_folder(path: Path, record: dict) -> dict | None:
+    """Write ``record`` as JSON at ``path`` (what a folder's contents are cut from: a seed list,
+    a shard) unless one is there; -> the record found there when it differs (None: the same, or
+    newly written), for the caller to refuse the folder in its own words."""
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError):
+            before = {}
+        return None if before == record else (before if isinstance(before, dict) else {})
+    with atomic_write(path) as f:
+        f.write(json.dumps(record).encode())
+    return None

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gantool.errors import GantoolError
-from gantool.fileio import atomic_write
+from gantool.fileio import atomic_write, claim_folder
 from gantool.sampling.latent import Seeds, parse_seeds
 from gantool.sampling.writer import MANIFEST
 
@@ -54,17 +54,11 @@ class Shard:
         folder = self.folder(out)
         if self.count == 1:
             return seeds, folder
-        record = {"seeds": str(seeds), "shard": str(self)}
-        path = folder / SHARD_FILE
-        if path.is_file():
-            if _read(path) != record:
-                raise GantoolError(f"{folder} holds shard {_read(path).get('shard')} of seeds "
-                                   f"{_read(path).get('seeds')}; render other seeds or shard "
-                                   "counts into another --out")
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            with atomic_write(path) as f:
-                f.write(json.dumps(record).encode())
+        before = claim_folder(folder / SHARD_FILE, {"seeds": str(seeds), "shard": str(self)})
+        if before is not None:
+            raise GantoolError(f"{folder} holds shard {before.get('shard')} of seeds "
+                               f"{before.get('seeds')}; render other seeds or shard counts into "
+                               "another --out")
         return seeds.part(self.index, self.count), folder
 
 

@@ -25,7 +25,7 @@ from itertools import chain
 from pathlib import Path
 
 from gantool.errors import GantoolError
-from gantool.fileio import atomic_write
+from gantool.fileio import atomic_write, claim_folder
 from gantool.sampling.latent import Seeds
 from gantool.sampling.render import manifest_row, render_seeds
 from gantool.sampling.writer import MANIFEST
@@ -144,18 +144,10 @@ def _claim(out: Path, seeds: Sequence[int], per_tar: int) -> None:
     """Record the seed list and tar size the folder's tars are cut from; another list or size
     would put other seeds under the same tar names."""
     record = {"seeds": str(seeds) if isinstance(seeds, Seeds) else None, "per_tar": per_tar}
-    path = out / RECORD
-    if path.is_file():
-        try:
-            before = json.loads(path.read_text())
-        except ValueError:
-            before = None
-        if before != record:
-            raise GantoolError(f"{out} holds tars of {before}; render seeds {record['seeds']} "
-                               f"in tars of {per_tar} into another --out")
-        return
-    with atomic_write(path) as f:
-        f.write(json.dumps(record).encode())
+    before = claim_folder(out / RECORD, record)
+    if before is not None:
+        raise GantoolError(f"{out} holds tars of {before}; render seeds {record['seeds']} in "
+                           f"tars of {per_tar} into another --out")
 
 
 def _member(fd: int, data: bytes, name: str) -> None:
