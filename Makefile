@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gantool-installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench browser clean
 
 demo: $(STAMP)
 	$(BIN)/gantool demo --out runs
@@ -20,6 +20,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Debian's Chromium, which the browser tests of gantool explore drive (tests/test_explore.py
+# skips them without it); needs root. CI runs this before make test.
+browser:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
 lint: $(STAMP)
 	$(BIN)/ruff check gantool tests benchmarks scripts
 
@@ -30,7 +35,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[onnx,metrics,report,serve,fastpng,video,tensorboard,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[onnx,metrics,report,serve,fastpng,video,tensorboard,explore,dev]"
 	touch $(STAMP)
 
 clean:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,30 @@ def small_disk(tmp_path):
     yield mount
     for disk in mounted:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+@contextlib.contextmanager
+def explore_server(*args: str, timeout: float = 120):
+    """``gantool explore ARGS --port 0`` as a real server process: yields its address (from
+    the line it prints); Ctrl-C at the end, which must stop it cleanly."""
+    proc = subprocess.Popen([sys.executable, "-m", "gantool", "explore", *map(str, args),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            **CTRL_C_ABLE)
+    try:
+        deadline = time.monotonic() + timeout
+        line = ""
+        while "http://" not in line:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"explore did not start: {line}{proc.stderr.read()}")
+        yield line.split("gantool explore: ")[1].split()[0]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("explore did not stop on Ctrl-C") from None
+        rest = proc.stderr.read()
+    assert code in (0, 130) and "Traceback" not in rest, rest

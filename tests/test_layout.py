@@ -23,7 +23,7 @@ INFERENCE = ["gantool.backends", "gantool.backends.torch_backend",
              "gantool.export.folder", "gantool.serve", "gantool.serve.client",
              "gantool.serve.server", "gantool.serve.repository", "gantool.bench",
              "gantool.sampling.render", "gantool.sampling.video", "gantool.sampling.walk",
-             "gantool.models.checkpoint"]
+             "gantool.models.checkpoint", "gantool.explore.session", "gantool.explore.app"]
 
 
 def test_inference_never_imports_training():

@@ -197,6 +197,28 @@ def test_default_truncation_and_plain_prior_match_onnx(server, export_dir):
         gen.close()
 
 
+def test_explore_through_triton_draws_what_render_writes(server, tmp_path):
+    """gantool explore --url: the page's images, at the model's default truncation and at
+    none (the plain prior), are the bytes gantool render writes with the page's command."""
+    pytest.importorskip("starlette", reason="the explore extra is not installed")
+    from conftest import explore_server
+
+    with explore_server("--url", server.grpc_url) as url:
+        info = json.loads(urllib.request.urlopen(url + "api/info", timeout=60).read())
+        assert info["backend"] == "triton-grpc" and info["default_truncation"] == 0.5
+        for t in ("", "none"):
+            page = json.loads(urllib.request.urlopen(
+                f"{url}api/grid?start=40&count=3&truncation={t}", timeout=60).read())
+            png = urllib.request.urlopen(f"{url}api/image.png?seed=41&truncation={t}",
+                                         timeout=60).read()
+            command = page["commands"]["41"].split()
+            assert command[:2] == ["gantool", "render"] and ("--truncation" in command) == bool(t)
+            out = tmp_path / f"render{t}"
+            r = gantool_cli(*command[1:-2], "--out", out, "--no-progress")
+            assert r.returncode == 0, r.stderr
+            assert (out / "seed000041.png").read_bytes() == png
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_video_frames_through_the_generator_model(server, export_dir, tmp_path, protocol):
     """`gantool video --url`: z goes straight to the `generator` model; keyframes are the seeds'

@@ -21,8 +21,7 @@ def generate(
         ..., help="A checkpoint (.pt) for torch; a .onnx file or export folder for onnx; a "
                   ".plan or export folder for trt."),
     seeds: str = typer.Option("0-63", help="Seeds, e.g. 0-63,100 (ranges inclusive)."),
-    truncation: float | None = typer.Option(
-        None, help="Largest |z| allowed (default: the model's; none = plain prior)."),
+    truncation: float | None = options.truncation(),
     prior: Prior | None = typer.Option(None, help="The latent prior (default: the model's)."),
     outdir: Path | None = typer.Option(
         None, "--out", "--outdir",
@@ -223,10 +222,11 @@ def open_backend(model: Path, backend: str, device: str = "auto", ema: bool = Tr
 
 
 def resolve_truncation(gen, truncation: float | None) -> float | None:
-    """``truncation``, or the model's default; a one-line error if the prior refuses it."""
-    from gantool.sampling.latent import validate_truncation
+    """``truncation`` (inf: none, the plain prior), or the model's default; a one-line error if
+    the prior refuses it."""
+    from gantool.sampling.latent import asked_truncation, validate_truncation
 
-    t = truncation if truncation is not None else gen.default_truncation
+    t = asked_truncation(truncation, gen.default_truncation)
     try:
         validate_truncation(t, gen.prior)
     except ValueError as e:

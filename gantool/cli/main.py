@@ -9,7 +9,7 @@ import sys
 import typer
 
 from gantool import __version__
-from gantool.cli import bench, evaluate, export, generate, serve, train, video
+from gantool.cli import bench, evaluate, explore, export, generate, serve, train, video
 from gantool.errors import GantoolError
 from gantool.fileio import path_error_reason
 
@@ -32,6 +32,7 @@ app.command("eval", no_args_is_help=True)(evaluate.evaluate)
 app.command("report", no_args_is_help=True)(evaluate.report)
 app.command("serve", no_args_is_help=True)(serve.serve)
 app.command("render", no_args_is_help=True)(serve.render)
+app.command("explore")(explore.explore)
 app.command("bench")(bench.bench)
 
 

@@ -32,6 +32,23 @@ def ema(panel: str | None = None):
                         help="torch: the EMA weights if present.")
 
 
+def truncation(panel: str | None = None):
+    """--truncation T|none: the largest |z| allowed; ``none`` (the plain prior, also for a
+    model trained with a default truncation) arrives as inf (``latent.asked_truncation``)."""
+    return typer.Option(None, metavar="T|none", parser=_truncation, rich_help_panel=panel,
+                        help="Largest |z| allowed (default: the model's; none: the plain "
+                             "prior).")
+
+
+def _truncation(text: str) -> float:
+    if str(text).strip().lower() == "none":
+        return math.inf
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number or none") from None
+
+
 def shard(panel: str | None = None):
     return typer.Option(
         None, "--shard", metavar="I/N", rich_help_panel=panel,

@@ -79,8 +79,7 @@ def render(
     url: str = typer.Option("localhost:8001", help="Triton's HOST:PORT (the gRPC port, or the "
                             "HTTP port with --protocol http)."),
     seeds: str = typer.Option("0-63", help="Seeds, e.g. 0-99999 (ranges inclusive)."),
-    truncation: float | None = typer.Option(None, help="Largest |z| allowed (default: the "
-                                            "model's)."),
+    truncation: float | None = options.truncation(),
     out: Path = typer.Option(..., "--out", "--outdir", help="Folder for seedNNNNNN.<format> "
                              "files and manifest.jsonl (seeds already there are skipped)."),
     protocol: Protocol = typer.Option("grpc", help="The port's protocol."),

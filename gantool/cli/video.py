@@ -29,9 +29,7 @@ def video(
                               help="Keyframe seeds, in order, e.g. 0-7 or 3,14,15."),
     frames_per_seed: int = typer.Option(60, min=1, metavar="N", rich_help_panel=WALK,
                                         help="Frames from one keyframe to the next."),
-    truncation: float | None = typer.Option(
-        None, metavar="T", rich_help_panel=WALK,
-        help="Largest |z| allowed (default: the model's), as in gantool generate."),
+    truncation: float | None = options.truncation(WALK),
     grid: str = typer.Option(
         "1x1", metavar="COLSxROWS", rich_help_panel=WALK,
         help="Several walks side by side; the seeds are shared out in order (0-31 with 4x2: "

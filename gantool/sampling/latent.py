@@ -50,6 +50,14 @@ def validate_truncation(truncation: float | None, prior: str) -> None:
         )
 
 
+def asked_truncation(asked: float | None, default: float | None) -> float | None:
+    """The truncation to draw with: ``default`` (the model's) when none was asked for; inf asked
+    (``--truncation none``) is the plain prior, None."""
+    if asked is None:
+        return default
+    return None if asked == float("inf") else asked
+
+
 def class_vectors(seeds: Sequence[int], classes: Sequence[int] | None, k: int) -> np.ndarray:
     """The class input of a conditional model for ``seeds``: (B, k) one-hot float32 rows of
     ``classes`` (one index per seed), or of seed mod k when ``classes`` is None."""

@@ -337,13 +337,13 @@ def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, enc
     from pathlib import Path
 
     from gantool.backends import FixedClass, class_indices
-    from gantool.sampling.latent import validate_truncation
+    from gantool.sampling.latent import asked_truncation, validate_truncation
     from gantool.sampling.render import render_images
 
     generator = TritonGenerator(url, protocol, model, request_batch, concurrency, timeout,
                                 retry_for, retries, shared_memory=shared_memory)
     try:
-        t = truncation if truncation is not None else generator.default_truncation
+        t = asked_truncation(truncation, generator.default_truncation)
         try:
             validate_truncation(t, generator.prior)
         except ValueError as e:
