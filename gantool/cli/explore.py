@@ -26,6 +26,8 @@ def explore(
         "127.0.0.1", help="Address to listen on. 127.0.0.1: this machine only; 0.0.0.0: every "
                           "interface (anyone who reaches it can draw images)."),
     port: int = typer.Option(7860, min=0, max=65535, help="Port to listen on (0: any free one)."),
+    open_page: bool = typer.Option(False, "--open", help="Open the page in this machine's web "
+                                   "browser."),
     backend: Backend = options.backend(MODEL),
     device: str = options.device(MODEL),
     fp16: bool = options.fp16(MODEL),
@@ -45,6 +47,8 @@ def explore(
       gantool explore --url localhost:8001
 
       gantool explore best.pt --host 0.0.0.0  (reachable from other machines)
+
+    On a remote GPU machine, forward the port: ssh -L 7860:localhost:7860 gpu-box
     """
     from gantool.cli.generate import open_backend
     from gantool.explore.app import _starlette, address, bind, serve
@@ -70,6 +74,10 @@ def explore(
         explorer = Explorer(gen, name, used, where, commands)
         typer.echo(f"gantool explore: {address(sock)} ({name}, {gen.resolution} px, {used} on "
                    f"{where}); Ctrl-C stops it", err=True)
+        if open_page:
+            import webbrowser
+
+            webbrowser.open(address(sock))
         serve(explorer, sock, host)
     finally:
         sock.close()
