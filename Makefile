@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[onnx,metrics,report,serve,fastpng,video,tensorboard,explore,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[onnx,metrics,report,serve,fastpng,video,tensorboard,explore,ray,dev]"
 	touch $(STAMP)
 
 clean:

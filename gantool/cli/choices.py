@@ -24,3 +24,4 @@ SharedMemory = Literal[SHARED_MEMORY]
 TritonVariant = Literal[VARIANTS]
 Accelerator = Literal[ACCELERATORS]
 ExportOutput = Literal[OUTPUTS]
+Engine = Literal["local", "ray"]  # generate --engine: this process, or a Ray cluster's actors

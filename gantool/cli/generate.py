@@ -8,12 +8,13 @@ from pathlib import Path
 import typer
 
 from gantool.cli import options
-from gantool.cli.choices import Backend, ImageFormat, Layout, Precision, Prior
+from gantool.cli.choices import Backend, Engine, ImageFormat, Layout, Precision, Prior
 from gantool.errors import GantoolError
 
 PNG_LEVEL_HELP = ("PNG zlib level 0-9 through Pillow (9: smallest files, slowest). Default: the "
                   "fastest exact writer, fpng where installed (the fastpng extra).")
 WORKERS_HELP = "Encoding threads or processes (0: one per core)."
+RAY = "Cluster (--engine ray)"
 
 
 def generate(
@@ -59,6 +60,22 @@ def generate(
         help="One process per device, each drawing its shard of the seeds into "
              "OUT/shard-IIIII-of-NNNNN, then merged (gantool merge-shards): all (every visible "
              "GPU), a count of GPUs, or a list (cuda:0,cuda:1; cpu,cpu splits the cores)."),
+    engine: Engine = typer.Option(
+        "local", rich_help_panel=RAY,
+        help="ray: the shards of the seed list as a Ray dataset, drawn by an actor pool on a "
+             "Ray cluster (the ray extra), then merged; --out and the model on storage every "
+             "node sees."),
+    address: str | None = typer.Option(
+        None, rich_help_panel=RAY, help="The Ray cluster (auto: the running one, or "
+        "ray://HOST:10001). Default: start one on this machine."),
+    actors: int | None = typer.Option(
+        None, min=1, rich_help_panel=RAY,
+        help="Actors drawing at once (default: one per GPU of the cluster; without GPUs or "
+             "with --device cpu, one per --actor-cpus CPUs)."),
+    shards: int | None = typer.Option(None, min=1, rich_help_panel=RAY,
+                                      help="Shards of the seed list (default: 4 per actor)."),
+    actor_cpus: float = typer.Option(1.0, min=0.01, rich_help_panel=RAY,
+                                     help="CPU slots per actor on a cluster without GPUs."),
 ) -> None:
     """Draw images for seeds: the same seed and truncation give the same image on every backend.
 
@@ -77,12 +94,18 @@ def generate(
       gantool generate best.pt --seeds 0-99999 --out tars/ --layout webdataset --format jpg
 
       gantool generate export/m --backend trt --seeds 0-9999999 --out renders/ --devices all
+
+      gantool generate /shared/m.pt --seeds 0-9999999 --out /shared/r --engine ray --address auto
     """
     from gantool.backends import FixedClass, class_indices
     from gantool.sampling.render import render_images
 
     if outdir is None and grid is None:
         raise GantoolError("nothing to write: pass --out DIR and/or --grid FILE")
+    if engine == "ray":
+        _on_ray(parse_seed_list(seeds), outdir, grid, shard, devices, sweep, progress, workers,
+                checkpoint, backend, device, classes, address, actors, shards, actor_cpus)
+        return
     if devices is not None:
         _on_devices(devices, parse_seed_list(seeds), outdir, grid, shard, device, progress,
                     workers > 0, checkpoint, backend, classes)
@@ -131,21 +154,53 @@ def _on_devices(text: str, seed_list, outdir: Path | None, grid: Path | None,
         raise GantoolError("--devices renders into --out, each device its shard: leave out "
                            "--grid, --shard and --device")
     found = resolve_devices(text)
-    per_seed = 1
-    if classes:  # one image per seed and class
-        from gantool.backends import class_indices
-
-        gen = open_backend(checkpoint, backend, "auto" if backend == "trt" else "cpu")
-        per_seed = len(class_indices(getattr(gen, "classes", ()), classes))
     t0 = time.perf_counter()
-    lines = run_on_devices(ARGV, found, outdir, len(seed_list) * per_seed, progress,
-                           workers_given, backend != "trt")
+    total = len(seed_list) * _images_per_seed(checkpoint, backend, classes)
+    lines = run_on_devices(ARGV, found, outdir, total, progress, workers_given, backend != "trt")
     for line in lines:
         typer.echo(line)
     done = merge(outdir)
     seconds = time.perf_counter() - t0
     typer.echo(f"{outdir}: {done['images']:,} image(s) from {len(found)} device(s) "
                f"({', '.join(found)}) listed in {done['index']} ({seconds:,.0f} s)")
+
+
+def _on_ray(seed_list, outdir: Path | None, grid: Path | None, shard: str | None,
+            devices: str | None, sweep: str | None, progress: bool, workers: int,
+            checkpoint: Path, backend: str, device: str, classes: list[str],
+            address: str | None, actors: int | None, shards: int | None,
+            actor_cpus: float) -> None:
+    """generate --engine ray: the shards drawn by a Ray actor pool (``gantool.cli.ray_engine``),
+    then merged."""
+    from gantool.cli.main import ARGV
+    from gantool.cli.ray_engine import ray_module, run_on_ray
+    from gantool.sampling.shards import merge
+
+    ray_module()  # the install hint first
+    if outdir is None or grid is not None or shard is not None or devices is not None \
+            or sweep is not None:
+        raise GantoolError("--engine ray renders into --out, each actor its shards: leave out "
+                           "--grid, --shard, --devices and --truncation-sweep")
+    if not checkpoint.exists():
+        raise GantoolError(f"{checkpoint} does not exist")
+    t0 = time.perf_counter()
+    total = len(seed_list) * _images_per_seed(checkpoint, backend, classes)
+    where = run_on_ray(ARGV, outdir, total, address, actors, shards, actor_cpus, progress,
+                       workers or None, device != "cpu")
+    done = merge(outdir)
+    seconds = time.perf_counter() - t0
+    typer.echo(f"{outdir}: {done['images']:,} image(s) from {where}, listed in "
+               f"{done['index']} ({seconds:,.0f} s)")
+
+
+def _images_per_seed(checkpoint: Path, backend: str, classes: list[str]) -> int:
+    """Images a seed gives: one per asked class (the model opened here to check them)."""
+    if not classes:
+        return 1
+    from gantool.backends import class_indices
+
+    gen = open_backend(checkpoint, backend, "auto" if backend == "trt" else "cpu")
+    return len(class_indices(getattr(gen, "classes", ()), classes))
 
 
 def merge_shards(

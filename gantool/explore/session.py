@@ -24,7 +24,7 @@ from gantool.errors import GantoolError
 MAX_GRID = 64  # seeds per page, fewer where images are large (see ``Explorer.max_images``)
 MAX_WALK_SEEDS = 8
 MAX_FRAMES_PER_SEED = 60
-REQUEST_BYTES = 96 * 2**20  # uint8 pixels one request may draw (grid page or walk)
+REQUEST_BYTES = 24 * 2**20  # uint8 pixels one request may draw (grid page or walk)
 CACHE_BYTES = 256 * 2**20  # encoded images kept for the page to fetch
 
 
