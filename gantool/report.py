@@ -94,7 +94,8 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         figures.append((name, buf.getvalue()))
     grids = sorted((run_dir / "samples").glob("step-*.png"))
     config = (run_dir / "config.json").read_text() if (run_dir / "config.json").is_file() else ""
-    page = _page(run_dir, rows, evals, rollbacks, figures, grids, config, start)
+    page = _page(run_dir, rows, evals, rollbacks, figures, grids, config, start,
+                 _classes(config))
     with atomic_write(out) as f:
         f.write(page.encode())
     return out
@@ -148,7 +149,17 @@ def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: s
     return facts
 
 
-def _page(run_dir, rows, evals, rollbacks, figures, grids, config, start=None) -> str:
+def _classes(config: str) -> list[str]:
+    """A conditional run's class names from its config.json text ([] otherwise)."""
+    try:
+        names = json.loads(config).get("model", {}).get("classes") or []
+    except (ValueError, AttributeError):
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def _page(run_dir, rows, evals, rollbacks, figures, grids, config, start=None,
+          classes: list[str] | None = None) -> str:
     items = "".join(f"<li>{html.escape(f)}</li>" for f in _facts(rows, evals, rollbacks, config,
                                                                   start))
     events = "".join(
@@ -159,6 +170,8 @@ def _page(run_dir, rows, evals, rollbacks, figures, grids, config, start=None) -
                                             for i in range(12)]
     samples = "".join(f"<figure>{_img(g.read_bytes(), g.stem, grid=True)}<figcaption>"
                       f"{html.escape(g.stem)}</figcaption></figure>" for g in shown)
+    rows_are = (f"<p>A conditional model: one row per class, top to bottom: "
+                f"{html.escape(', '.join(classes))}.</p>" if classes else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gantool run {html.escape(run_dir.name)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -171,7 +184,7 @@ pre{{background:#f4f4f4;padding:1em;overflow:auto;font-size:12px}}</style></head
 <h2>Divergence guard</h2><ul>{events}</ul>
 <h2>Curves</h2><p>Red lines: steps where the divergence guard rolled back.</p>{plots}
 <h2>Samples over time</h2><p>The same seeds in every grid, from the EMA generator; click a grid
-to enlarge it.</p>{samples}
+to enlarge it.</p>{rows_are}{samples}
 <h2>Configuration</h2><pre>{html.escape(config)}</pre>
 </body></html>
 """

@@ -132,6 +132,15 @@ def test_a_conditional_run_stores_its_classes_and_draws_by_class(conditional_run
     assert grid.shape[:2] == (10 * 30 + 2, 2 * 30 + 2)
 
 
+def test_the_report_names_the_class_of_each_grid_row(conditional_run, tmp_path):
+    pytest.importorskip("matplotlib", reason="the report extra is not installed")
+    from gantool.report import write_report
+
+    page = write_report(conditional_run.run_dir, tmp_path / "report.html").read_text()
+    assert "one row per class, top to bottom: T-shirt/top, Trouser, Pullover" in page
+    assert "Ankle boot." in page
+
+
 def test_a_conditional_run_resumes_exactly(tmp_path):
     straight = run(tiny_config(**COND), out=tmp_path / "a", progress=False)
     first = run(tiny_config(**{**COND, "train.steps": 3}), out=tmp_path / "b", progress=False)
