@@ -137,21 +137,3 @@ def _per_class(gen, real, metrics: list[str], num: int, batch_size: int,
         figures = "  ".join(f"{k.upper()} {r[k]:.{2 if k == 'fid' else 5}f}" for k in metrics)
         typer.echo(f"  {name:<24} {figures}  ({r['num_real']} real)")
     return results
-
-
-def report(run_dir: Path = typer.Argument(..., help="A run directory (runs/NNNNN-name)."),
-           out: Path | None = typer.Option(None, help="HTML file (default: "
-                                           "RUN_DIR/report/index.html)")) -> None:
-    """Write a self-contained HTML page of a run: curves, guard events, samples over time.
-
-    Examples:
-
-      gantool report runs/00001-fashion-mnist
-
-      gantool report runs/00001-fashion-mnist --out fashion.html   (one file, nothing else)
-    """
-    from gantool.report import write_report
-
-    if not run_dir.is_dir():
-        raise GantoolError(f"{run_dir} is not a run directory")
-    typer.echo(f"wrote {write_report(run_dir, out)}")

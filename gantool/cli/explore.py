@@ -34,9 +34,10 @@ def explore(
     precision: Precision = options.precision(MODEL),
     ema: bool = options.ema(MODEL),
 ) -> None:
-    """Explore a generator in the browser: pages of seeds, truncation, walks between seeds,
-    classes; each image downloadable as the PNG gantool generate writes, with the command that
-    does. Prints the page's address; Ctrl-C stops it.
+    """Explore a generator in the browser: seeds, truncation, walks, classes.
+
+    Each image on the page downloads as the PNG gantool generate writes, with the command that
+    draws it. Prints the page's address; Ctrl-C stops it.
 
     Examples:
 

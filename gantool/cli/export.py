@@ -1,4 +1,4 @@
-"""`gantool export` and `gantool info`."""
+"""`gantool export`: a checkpoint to verified ONNX, FP16, TensorRT and Triton files."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def export(
         raise GantoolError(f"checkpoint {checkpoint} does not exist")
     if out.exists() and not out.is_dir():
         raise GantoolError(f"--out {out} is a file; pass a folder")
-    _need_onnx()
+    need_onnx()
     from gantool.export.pipeline import export_checkpoint, write_summary
 
     if fidelity and not fp16:
@@ -103,105 +103,7 @@ def export(
     typer.echo(f"summary: {out / 'export.json'}")
 
 
-def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an engine "
-                                     "(.plan, read from its .plan.json) or an export folder."),
-         verify: bool = typer.Option(False, "--verify", help="Export folder: check every file "
-                                     "against the sizes and SHA-256 export.json recorded.")):
-    """Print what a model file says about itself: resolution, latent, prior, provenance, and
-    for a checkpoint the generator's size and multiply-adds per image.
-
-    Examples: gantool info runs/00001-fashion-mnist/checkpoints/best.pt; gantool info export/fmnist;
-    gantool info export/fmnist --verify
-    """
-    import json
-
-    from gantool.export.folder import check_finished
-    from gantool.model_info import ModelInfo
-
-    if verify:
-        _verify_export(path)
-    if path.is_dir():
-        path = path / "model.onnx"
-    if not path.exists():
-        raise GantoolError(f"{path} does not exist")
-    check_finished(path)
-    suffix = path.suffix.lower()
-    if suffix == ".pt":
-        from gantool.models.checkpoint import generator_from_state, load_checkpoint
-        from gantool.models.layers import generator_cost
-
-        state = load_checkpoint(path)
-        for ema in (False, True):  # both sets of weights must fit: info vouches for the file
-            net, m, _, _ = generator_from_state(state, path, ema)
-        params, macs = generator_cost(net, m.nz)
-        rows = {"kind": "gantool checkpoint", "step": state["step"],
-                "run": state["config"].get("name"),
-                "resolution": m.resolution, "channels": m.channels, "nz": m.nz,
-                "arch": f"{m.arch} / {m.d_arch}",
-                "generator": f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3g} G "
-                             "multiply-adds per image",
-                "prior": m.prior, "truncation": m.truncation,
-                "ema": state.get("G_ema") is not None,
-                "classes": m.classes,
-                "gantool_version": state.get("gantool_version")}
-    elif suffix == ".onnx":
-        _need_onnx()
-        import onnx
-
-        from gantool.export.onnx import read_metadata
-
-        rows = {"kind": "ONNX model", **read_metadata(path).as_dict()}
-        model = onnx.load(str(path), load_external_data=False)
-        rows["inputs"] = ", ".join(_io(v) for v in model.graph.input)
-        rows["outputs"] = ", ".join(_io(v) for v in model.graph.output)
-        rows["opset"] = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    elif suffix == ".plan":
-        sidecar = path.with_suffix(".plan.json")
-        if not sidecar.is_file():
-            raise GantoolError(f"{sidecar} is missing: a bare plan carries no metadata")
-        data = json.loads(sidecar.read_text())
-        info = ModelInfo.from_metadata(data.pop("metadata"), str(sidecar))
-        rows = {"kind": "TensorRT plan", **info.as_dict(), **data}
-    else:
-        raise GantoolError(f"{path}: expected a .pt checkpoint, a .onnx model, a .plan engine "
-                           "or an export folder")
-    names = rows.get("classes")
-    rows["classes"] = (f"{len(names)}: {', '.join(names)}" if names else
-                       "none (unconditional)")
-    width = max(map(len, rows))
-    for key, value in rows.items():
-        typer.echo(f"{key:<{width}}  {value}")
-
-
-def _verify_export(folder: Path) -> None:
-    """Every file of an export folder against export.json's sizes and SHA-256."""
-    import json
-
-    from gantool.export.folder import changed_files, check_finished
-
-    if not (folder / "export.json").is_file():
-        raise GantoolError(f"--verify checks an export folder; {folder} has no export.json")
-    check_finished(folder)
-    problems = changed_files(folder)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise GantoolError(problems[0] + more)
-    recorded = json.loads((folder / "export.json").read_text()).get("hashes", {})
-    if not recorded:
-        raise GantoolError(f"{folder}/export.json records no hashes (an export from an older "
-                           "gantool); export again to be able to verify it")
-    typer.echo(f"verified: {', '.join(sorted(recorded))} match export.json")
-
-
-def _io(value) -> str:
-    import onnx
-
-    t = value.type.tensor_type
-    dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
-    return f"{value.name} {onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)} [{', '.join(dims)}]"
-
-
-def _need_onnx() -> None:
+def need_onnx() -> None:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401

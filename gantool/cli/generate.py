@@ -203,28 +203,6 @@ def _images_per_seed(checkpoint: Path, backend: str, classes: list[str]) -> int:
     return len(class_indices(getattr(gen, "classes", ()), classes))
 
 
-def merge_shards(
-    out: Path = typer.Argument(..., help="The --out folder of a sharded render."),
-) -> None:
-    """Check the shards of a render (every shard there, every seed of each rendered once, the
-    same settings) and write OUT/manifest.jsonl: every seed once, in seed-list order, with its
-    file's path under OUT.
-
-    Examples:
-
-      gantool generate best.pt --seeds 0-99999 --out renders/ --shard 0/2
-
-      gantool generate best.pt --seeds 0-99999 --out renders/ --shard 1/2
-
-      gantool merge-shards renders/
-    """
-    from gantool.sampling.shards import merge
-
-    done = merge(out)
-    typer.echo(f"{out}: {done['shards']} shard(s), {done['images']:,} image(s) listed in "
-               f"{done['index']}")
-
-
 def parse_seed_list(text: str):
     """--seeds as a lazy seed list, or a one-line error."""
     from gantool.sampling.latent import parse_seeds

@@ -9,7 +9,20 @@ import sys
 import typer
 
 from gantool import __version__
-from gantool.cli import bench, evaluate, explore, export, generate, serve, train, video
+from gantool.cli import (
+    bench,
+    evaluate,
+    explore,
+    export,
+    generate,
+    info,
+    merge_shards,
+    render,
+    report,
+    serve,
+    train,
+    video,
+)
 from gantool.errors import GantoolError
 from gantool.fileio import path_error_reason
 
@@ -24,14 +37,14 @@ app = typer.Typer(
 app.command("train", no_args_is_help=True)(train.train)
 app.command("demo")(train.demo)
 app.command("generate", no_args_is_help=True)(generate.generate)
-app.command("merge-shards", no_args_is_help=True)(generate.merge_shards)
+app.command("merge-shards", no_args_is_help=True)(merge_shards.merge_shards)
 app.command("video", no_args_is_help=True)(video.video)
 app.command("export", no_args_is_help=True)(export.export)
-app.command("info", no_args_is_help=True)(export.info)
+app.command("info", no_args_is_help=True)(info.info)
 app.command("eval", no_args_is_help=True)(evaluate.evaluate)
-app.command("report", no_args_is_help=True)(evaluate.report)
+app.command("report", no_args_is_help=True)(report.report)
 app.command("serve", no_args_is_help=True)(serve.serve)
-app.command("render", no_args_is_help=True)(serve.render)
+app.command("render", no_args_is_help=True)(render.render)
 app.command("explore")(explore.explore)
 app.command("bench")(bench.bench)
 
