@@ -17,6 +17,8 @@
 #   gen1024-compile  the torch.compile contenders (float32, fp16) at batch 32
 #   render1024     end to end to PNG on the host's cores: benchmarks/render.py with the torch
 #                  backend on the GPU (DCGAN ngf 64, batch 32), fpng and Pillow's fallback
+#   layouts1024    (not in the default) the output layouts (flat, subdirs, webdataset) at
+#                  1024 px with the torch backend on the GPU, each layout's ratio to flat
 #
 # Output goes to the terminal and OUT/gpu.log; each stage writes its JSON into OUT. A stage that
 # fails or runs past its time limit does not stop the next. Set PYTHON to pick the interpreter.
@@ -100,6 +102,11 @@ EOF
         step render1024 300 "$py" benchmarks/render.py --generator torch --device cuda --ngf 64 \
             --resolution 1024 --batch 32 --images 3200 --repeats 2 --encoders pillow-fast,fpng \
             --json "$out/render1024.json"
+        ;;
+    layouts1024)
+        step layouts1024 300 "$py" benchmarks/render.py --generator torch --device cuda --ngf 64 \
+            --resolution 1024 --batch 32 --images 3200 --repeats 3 \
+            --layouts flat,subdirs,webdataset --json "$out/layouts1024.json"
         ;;
     *)
         echo "unknown stage $stage: see the head of $0" >&2
