@@ -286,7 +286,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "(GLU upsampling, skip-layer excitation) and self-supervised D, hinge, "
                   "DiffAugment translation+color, EMA, flips, batch 8, lr 5e-4, ngf = ndf = 8 "
                   "for CPUs (raise both on a GPU); FID 0.76x colour-small's at equal time "
-                  "at 64 px, 0.72x at 128 px",
+                  "at 64 px, 0.65-0.72x at 128 px (two seeds)",
         "model.arch": "fastgan",
         "model.d_arch": "fastgan",
         "model.resolution": 64,
