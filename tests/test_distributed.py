@@ -67,6 +67,24 @@ def test_two_processes_keep_identical_replicas_and_resume_on_one(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 9
 
 
+def test_a_conditional_pair_trains_in_two_processes(tmp_path):
+    """Labels travel with each rank's share of the batch: the replicas stay identical, and the
+    checkpoint draws by class."""
+    r = torchrun(2, "train", *TINY_FLAGS, "--conditional", "--batch-size", "16", "--steps", "4",
+                 "--checkpoint-every", "2", "--sample-every", "4", "--out", tmp_path,
+                 "--name", "ddp-cond")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    replicas = [row for row in _rows(run_dir) if row.get("event") == "replicas"]
+    assert [row["step"] for row in replicas] == [2, 4]
+    assert all(row["world"] == 2 and len(set(row["sha256"])) == 1 for row in replicas)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    assert _fingerprint_of(ckpt) == replicas[-1]["sha256"][0]
+    drawn = gantool_cli("generate", ckpt, "--class", "Sandal,Bag", "--seeds", "0-3", "--grid",
+                        tmp_path / "classes.png", "--no-progress")
+    assert drawn.returncode == 0 and "2 classes x 4 seeds" in drawn.stdout, drawn.stderr
+
+
 def test_a_global_batch_that_does_not_split_is_refused(tmp_path):
     r = torchrun(2, "train", *TINY_FLAGS, "--batch-size", "15", "--steps", "2",
                  "--out", tmp_path)
