@@ -58,8 +58,10 @@ def main() -> None:
                 loaded(page, "#grid img")
                 if args.truncation:
                     page.locator("#tnone").uncheck()
-                    with page.expect_response(lambda r: "/api/grid" in r.url):
-                        page.locator("#truncation").fill(args.truncation)
+                    page.locator("#truncation").fill(args.truncation)
+                    page.wait_for_function(
+                        "t => [...document.querySelectorAll('#grid img')].every("
+                        "i => i.src.includes('truncation=' + t))", arg=args.truncation)
                 if args.klass:
                     with page.expect_response(lambda r: "/api/grid" in r.url):
                         page.select_option("#klass", args.klass)
