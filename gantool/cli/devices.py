@@ -84,7 +84,7 @@ def run_on_devices(argv: list[str], devices: list[str], out: Path, total: int,
     for r in readers:
         r.start()
     try:
-        _watch(procs, [_Rows(Shard(i, n, "--devices").folder(out)) for i in range(n)], total,
+        watch(procs, [ShardRows(Shard(i, n, "--devices").folder(out)) for i in range(n)], total,
                progress)
     except BaseException:
         for p in procs:  # stopped here: every process stops as a render does
@@ -120,7 +120,7 @@ def _start(argv: list[str], i: int, device: str, n: int, workers_given: bool,
                             preexec_fn=lambda: die_with_parent(signal.SIGTERM))
 
 
-def _watch(procs: list[subprocess.Popen], counters: list[_Rows], total: int,
+def watch(procs: list[subprocess.Popen], counters: list[ShardRows], total: int,
            progress: bool) -> None:
     """One progress bar over every process's images until all have ended."""
     with StepProgress(Console(stderr=True), "generate", total, enabled=progress,
@@ -148,7 +148,7 @@ def _collect(proc: subprocess.Popen, into: list[str]) -> None:
         into.append(line.rstrip("\n"))
 
 
-class _Rows:
+class ShardRows:
     """The rows of a shard folder's growing manifests (its own, or one per class folder), each
     read on from where the last count stopped."""
 

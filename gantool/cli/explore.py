@@ -52,10 +52,10 @@ def explore(
     On a remote GPU machine, forward the port: ssh -L 7860:localhost:7860 gpu-box
     """
     from gantool.cli.generate import open_backend
-    from gantool.explore.app import _starlette, address, bind, serve
+    from gantool.explore.app import address, bind, need_explore, serve
     from gantool.explore.session import Commands, Explorer
 
-    _starlette()  # the one-line hint before a model is opened
+    need_explore()  # the one-line hint before a model is opened
     if (model is None) == (url is None):
         raise GantoolError("pass a MODEL, or --url of a Triton server (not both)")
     sock = bind(host, port)  # a port in use is said before the model loads

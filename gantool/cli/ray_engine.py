@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 from gantool.errors import GantoolError
@@ -49,15 +48,19 @@ class ShardActor:
     def __call__(self, batch: dict) -> dict:
         from gantool.cli.main import command
 
-        done = []
+        done, errors = [], []
         for index in batch["shard"]:
             args = [*self.args, "--shard", f"{int(index)}/{self.shards}", "--no-progress",
                     "--workers", str(self.workers)]
-            # a user error raises GantoolError: the dataset fails with it, once, not retried
-            command().main(args=["generate", *args], standalone_mode=False,
-                           prog_name="gantool")
+            try:
+                command().main(args=["generate", *args], standalone_mode=False,
+                               prog_name="gantool")
+            except GantoolError as e:  # the user's to fix: said once by the driver, not retried
+                errors.append(str(e))
+            else:
+                errors.append("")
             done.append(int(index))
-        return {"shard": done}
+        return {"shard": done, "error": errors}
 
 
 def run_on_ray(argv: list[str], out: Path, total: int, address: str | None,
@@ -65,7 +68,7 @@ def run_on_ray(argv: list[str], out: Path, total: int, address: str | None,
                workers: int | None, on_gpu: bool) -> str:
     """Draw every shard on the Ray cluster at ``address`` (None: start one on this machine)
     with one progress bar over all of them; returns a line saying where it ran."""
-    from gantool.cli.devices import _Rows, _watch
+    from gantool.cli.devices import ShardRows, watch
     from gantool.sampling.shards import Shard
 
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # before the driver's core worker
@@ -100,9 +103,11 @@ def run_on_ray(argv: list[str], out: Path, total: int, address: str | None,
                                 fn_constructor_args=(args, os.getcwd(), shards, per_actor),
                                 **remote)
         job = _Job(lambda: done.take_all())
-        _watch([job], [_Rows(Shard(i, shards, "ray").folder(out)) for i in range(shards)],
-               total, progress)
-        job.result()
+        watch([job], [ShardRows(Shard(i, shards, "ray").folder(out)) for i in range(shards)],
+              total, progress)
+        failed = sorted((row["shard"], row["error"]) for row in job.result() if row["error"])
+        if failed:
+            raise GantoolError(f"shard {failed[0][0]}/{shards}: {failed[0][1]}")
         return f"{shards} shard(s) on Ray: {where}"
     finally:
         if started:
@@ -130,35 +135,23 @@ class _Job:
     runs), so the progress loop that watches processes watches it."""
 
     def __init__(self, run):
+        self.rows: list[dict] = []
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(run,), daemon=True)
         self.thread.start()
 
     def _run(self, run) -> None:
         try:
-            run()
+            self.rows = run()
         except BaseException as e:  # noqa: BLE001 - handed to the caller in result()
             self.error = e
 
     def poll(self):
         return None if self.thread.is_alive() else 0
 
-    def result(self) -> None:
-        while self.thread.is_alive():
-            time.sleep(0.2)
+    def result(self) -> list[dict]:
+        """The dataset's rows once it has run; its exception if it failed."""
+        self.thread.join()
         if self.error is not None:
-            raise _user_error(self.error)
-
-
-def _user_error(error: BaseException) -> BaseException:
-    """A GantoolError raised in an actor (Ray wraps it) as itself: one line for the user."""
-    cause = error
-    while cause is not None:
-        if isinstance(cause, GantoolError):
-            return GantoolError(str(cause))
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    text = str(error).strip().splitlines()
-    reason = next((line for line in reversed(text) if "GantoolError" in line), None)
-    if reason is not None:
-        return GantoolError(reason.split("GantoolError: ", 1)[-1])
-    return error
+            raise self.error
+        return self.rows

@@ -27,7 +27,7 @@ from gantool.explore.session import Explorer
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _starlette():
+def need_explore():
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -40,7 +40,7 @@ def create_app(explorer: Explorer, host: str = "127.0.0.1"):
     """The Starlette app for ``explorer``. Bound to a loopback ``host``, it answers only
     requests addressed to a loopback name (a web page elsewhere cannot reach it through DNS
     rebinding)."""
-    _starlette()
+    need_explore()
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
