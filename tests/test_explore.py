@@ -236,6 +236,9 @@ def test_a_person_in_a_browser(browser, tiny_ckpt, tmp_path):
                                "i => i.src.includes('truncation=0.5'))")
         _all_loaded(page, "#grid img")
 
+        page.focus("#grid figure[data-seed='6']")  # the keyboard opens a seed
+        page.keyboard.press("Enter")
+        assert page.inner_text("#viewer-title") == "seed 6"
         page.click("#grid figure[data-seed='7']")
         assert page.inner_text("#viewer-title") == "seed 7"
         with page.expect_download() as download:
