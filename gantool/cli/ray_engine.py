@@ -86,8 +86,6 @@ def run_on_ray(argv: list[str], out: Path, total: int, address: str | None,
         slots = gpus or max(1, int(cpus // actor_cpus))
         actors = actors or slots
         shards = shards or actors * SHARDS_PER_ACTOR
-        if actors < 1 or shards < 1:
-            raise GantoolError("--actors and --shards must be at least 1")
         where = (f"{actors} actor(s) on {gpus} GPU(s)" if gpus else
                  f"{actors} actor(s) x {actor_cpus:g} CPU of {cpus:g}")
         args = actor_args(argv)
