@@ -150,7 +150,7 @@ def test_cli_export_info_and_onnx_generate_match_torch(tiny_ckpt, tmp_path):
     assert np.abs(images["onnx"].astype(int) - images["torch"].astype(int)).max() <= 1
     assert np.abs(images["onnx-fp16"].astype(int) - images["torch"].astype(int)).max() <= 8
     # the deployment-side engine build reads the same folder (dry run: no docker here)
-    script = Path(__file__).parents[1] / "export" / "build_engine.sh"
+    script = Path(__file__).parents[1] / "deploy" / "build_engine.sh"
     r = subprocess.run(["bash", script, out, "25.01", "1,4,16"], capture_output=True, text=True,
                        env={**os.environ, "DRY_RUN": "1"})
     assert r.returncode == 0, r.stderr

@@ -543,7 +543,7 @@ def test_compose_and_kubernetes_manifests_agree_with_the_repository():
     from gantool.serve.server import PYTHON_BACKEND_ARGS
 
     root = Path(__file__).resolve().parents[1]
-    compose = yaml.safe_load((root / "serve" / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((root / "deploy" / "docker-compose.yml").read_text())
     triton = compose["services"]["triton"]
     image = f"nvcr.io/nvidia/tritonserver:${{TRITON_RELEASE:-{TRITON_RELEASE}}}-py3"
     assert triton["image"] == image
@@ -551,11 +551,11 @@ def test_compose_and_kubernetes_manifests_agree_with_the_repository():
     assert set(PYTHON_BACKEND_ARGS) <= set(triton["command"]), "megapixel tensors in the stubs"
     assert any(v.endswith(":/models:ro") for v in triton["volumes"])
     assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
-    build = (root / "export" / "build_engine.sh").read_text()
+    build = (root / "deploy" / "build_engine.sh").read_text()
     assert re.search(r"release=\$\{2:-(\S+)\}", build).group(1) == TRITON_RELEASE, \
         "engines are built with the TensorRT of the Triton release that serves them"
 
-    k8s = root / "serve" / "k8s"
+    k8s = root / "deploy" / "k8s"
     deployment = yaml.safe_load((k8s / "deployment.yaml").read_text())
     service = yaml.safe_load((k8s / "service.yaml").read_text())
     hpa = yaml.safe_load((k8s / "hpa.yaml").read_text())

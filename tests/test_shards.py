@@ -155,7 +155,7 @@ def test_the_merge_never_replaces_the_manifest_of_a_render_into_that_folder(tiny
 
 @pytest.mark.slow
 def test_the_slurm_array_script_renders_its_tasks_shards(tiny_ckpt, tmp_path):
-    script = Path(__file__).resolve().parents[1] / "serve" / "slurm" / "render-array.sh"
+    script = Path(__file__).resolve().parents[1] / "deploy" / "slurm" / "render-array.sh"
     bin_dir = Path(sys.executable).parent  # where the gantool console script is installed
     out = tmp_path / "renders"
     for task in (7, 5):  # --array=5-7:2 gives tasks 5 and 7, MIN 5, STEP 2, COUNT 2
@@ -173,7 +173,7 @@ def test_the_slurm_array_script_renders_its_tasks_shards(tiny_ckpt, tmp_path):
 def test_the_kubernetes_indexed_job_gives_each_pod_its_shard_of_the_service():
     import yaml
 
-    k8s = Path(__file__).resolve().parents[1] / "serve" / "k8s"
+    k8s = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
     job = yaml.safe_load((k8s / "render-job.yaml").read_text())
     service = yaml.safe_load((k8s / "service.yaml").read_text())
     spec = job["spec"]

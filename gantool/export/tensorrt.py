@@ -7,8 +7,8 @@ Either way the built engine's layers are inspected and the build fails if none r
 
 The plan is written bare (no header), as Triton and trtexec load it, with a JSON sidecar
 (``model.plan.json``) holding the model metadata, the profile and the TensorRT version. A plan is
-tied to its GPU model and TensorRT version: build it where it will run (see ``export/`` at the
-repository root for a trtexec recipe in NVIDIA's container).
+tied to its GPU model and TensorRT version: build it where it will run (the repository's
+``deploy/build_engine.sh`` is a trtexec recipe in NVIDIA's container).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from gantool.model_info import CLASS_INPUT, ModelInfo, graph_inputs
 
 INSTALL_HINT = ("TensorRT engines are built on a machine with an NVIDIA GPU and TensorRT: "
                 "pip install 'gantool[tensorrt]' there, or build from model_fp16.onnx with "
-                "export/build_engine.sh (trtexec in NVIDIA's TensorRT container)")
+                "deploy/build_engine.sh (trtexec in NVIDIA's TensorRT container)")
 
 
 def require_tensorrt():

@@ -37,7 +37,7 @@ ACCELERATORS = ("none", "tensorrt")
 REPOSITORY = "model_repository"
 TEMPLATES = Path(__file__).parent / "triton"
 QUEUE_DELAY_US = 2000  # how long Triton may hold a request to fill a preferred batch
-TRITON_RELEASE = "25.01"  # the NVIDIA container release export/build_engine.sh defaults to
+TRITON_RELEASE = "25.01"  # the NVIDIA container release deploy/build_engine.sh defaults to
 
 
 def model_config_message():
@@ -253,7 +253,7 @@ Written by `gantool export --format triton`. Models:
 
     gantool serve {REPOSITORY} --http-port 8000 --grpc-port 8001
 
-or, in NVIDIA's Triton container (the gpu variant; the `serve/` folder of gantool has a
+or, in NVIDIA's Triton container (the gpu variant; the `deploy/` folder of gantool has a
 compose file and Kubernetes manifests):
 
     docker run --gpus all --shm-size 1g -p 8000:8000 -p 8001:8001 \\

@@ -32,7 +32,7 @@ from gantool.system import die_with_parent
 # 1 MB and grows by 1 MB by default: a 1024 px batch (3 MB an image) then grows it in dozens of
 # steps. Sized for megapixel batches, render through shared memory ran 0.75x -> 0.90x of
 # in-process ONNX Runtime (benchmarks/serving.py --transport, 1024 px). The deployment files in
-# serve/ pass the same flags.
+# deploy/ pass the same flags.
 PYTHON_BACKEND_ARGS = ("--backend-config=python,shm-default-byte-size=8388608",
                        "--backend-config=python,shm-growth-byte-size=67108864")
 

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Render a seed list as a Slurm job array: one shard of the seeds per array task, on one GPU.
 #
-#   sbatch --array=0-7 serve/slurm/render-array.sh best.pt 0-999999 renders/ --truncation 0.7
-#   sbatch --array=0-7 serve/slurm/render-array.sh export/m 0-999999 renders/ --backend trt
+#   sbatch --array=0-7 deploy/slurm/render-array.sh best.pt 0-999999 renders/ --truncation 0.7
+#   sbatch --array=0-7 deploy/slurm/render-array.sh export/m 0-999999 renders/ --backend trt
 #   gantool merge-shards renders/          # once the array has finished
 #
 # Task I of N (gantool reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT) draws block I of N

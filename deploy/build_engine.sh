@@ -5,8 +5,8 @@
 # deployment machine, inside NVIDIA's TensorRT container of the same release (YY.MM) as the
 # Triton container that will load it (tritonserver:YY.MM-py3 ships that TensorRT).
 #
-#   export/build_engine.sh EXPORT_DIR [RELEASE] [MIN,OPT,MAX] [WORKSPACE_MIB]
-#   export/build_engine.sh export/fmnist 25.01 1,8,64 4096
+#   deploy/build_engine.sh EXPORT_DIR [RELEASE] [MIN,OPT,MAX] [WORKSPACE_MIB]
+#   deploy/build_engine.sh export/fmnist 25.01 1,8,64 4096
 #
 # Uses model_fp16.onnx when the folder has one (a strongly typed fp16 build, which TensorRT 10
 # and 11 both accept), else model.onnx (fp32). Writes EXPORT_DIR/model.plan (bare, as Triton
@@ -41,7 +41,7 @@ python3 - "$dir" "$onnx" "$lo" "$opt" "$hi" "$nz" "$release" <<'PY'
 import json, sys
 d, onnx, lo, opt, hi, nz, release = sys.argv[1:]
 summary = json.load(open(f"{d}/export.json"))
-sidecar = {"built_by": "export/build_engine.sh", "container": f"tensorrt:{release}-py3",
+sidecar = {"built_by": "deploy/build_engine.sh", "container": f"tensorrt:{release}-py3",
            "fp16": onnx == "model_fp16.onnx", "source": onnx,
            "profile": {"z": {"min": [int(lo), int(nz)], "opt": [int(opt), int(nz)],
                              "max": [int(hi), int(nz)]}},
