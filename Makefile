@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gantool-installed
 
-.PHONY: demo test test-fast lint bench browser clean
+.PHONY: demo test test-fast lint bench browser docs clean
 
 demo: $(STAMP)
 	$(BIN)/gantool demo --out runs
@@ -26,17 +26,22 @@ browser:
 	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 lint: $(STAMP)
-	$(BIN)/ruff check gantool tests benchmarks scripts
+	$(BIN)/ruff check gantool tests benchmarks scripts docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py
+
+# The manual as a site in site/ (open site/index.html); any broken link, anchor or figure is an
+# error. `$(BIN)/mkdocs serve` serves it with live reload.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[onnx,metrics,report,serve,fastpng,video,tensorboard,explore,ray,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[onnx,metrics,report,serve,fastpng,video,tensorboard,explore,ray,docs,dev]"
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site
