@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of the README's benchmark table, in one command on one machine:
+# The GPU figures of docs/benchmarks.md, in one command on one machine:
 #
 #   benchmarks/gpu.sh OUT [STAGE ...]
 #

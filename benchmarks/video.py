@@ -14,7 +14,7 @@ Each reports its own rate (frames or images per second, measured inside the comm
 interpreter start-up). The table gives medians of ``--repeats`` runs and the ratio to
 ``generate``: 1.0 means a frame costs what an image of ``gantool generate`` costs.
 
-    python benchmarks/video.py --resolution 512 --frames 64          # the figure in the README
+    python benchmarks/video.py --resolution 512 --frames 64          # in docs/sampling.md
     python benchmarks/video.py --resolution 64 --frames 480 --gif
 """
 
