@@ -44,7 +44,7 @@ def test_precedence_preset_then_file_then_flags(tmp_path):
 @pytest.mark.parametrize("over,message", [
     ({"train.lr_gg": 1}, "did you mean 'train.lr_g'"),
     ({"labels": "one-side"}, "did you mean 'one-sided'"),
-    ({"model.channels": 2}, "1 or 3"),
+    ({"model.channels": 2}, "one of 1, 3"),
     ({"train.batch_size": "many"}, "bad value 'many'"),
     ({"train.betas_d": "0.5"}, "expected 2"),
     ({"model.prior": "uniform", "model.truncation": 1.5}, r"\(0, 1\]"),
@@ -74,3 +74,40 @@ def test_unknown_preset_and_bad_set():
         preset_config("faces64")
     with pytest.raises(ConfigError, match="key=value"):
         parse_set_options(["train.lr_g"])
+
+
+def test_train_flags_are_the_schemas_declarations():
+    """gantool train has one flag per option the schema marks, spelt as declared, and no
+    configuration flag of its own: each is written once, in gantool.config.schema."""
+    from gantool.cli.main import command
+    from gantool.cli.train import config_flags
+    from gantool.config import options
+
+    params = {p.name: p for p in command().commands["train"].params}
+    declared = [o for o in options() if o.flag]
+    assert declared == config_flags() and len(declared) >= 20
+    for o in declared:
+        p = params[o.name]
+        assert "/".join(p.opts + p.secondary_opts) == o.flag and p.default is None
+        assert p.help.startswith(o.help.replace("[", "\\[")), o.key
+    own = {"preset", "config", "set_", "resume", "name", "list_presets", "out", "progress",
+           "progress_every", "max_time"}
+    assert set(params) == own | {o.name for o in declared}
+
+
+def test_train_flags_reach_the_run_configuration(tmp_path):
+    from conftest import gantool_cli
+
+    r = gantool_cli("train", "--preset", "fashion-mnist", "--data", "builtin:fashion-mnist",
+                    "--steps", "1", "--lr-g", "0.001", "--labels", "two-sided", "--flip",
+                    "--seed", "3", "--ngf", "8", "--ndf", "8", "--batch-size", "4",
+                    "--sample-every", "1", "--checkpoint-every", "1", "--out", str(tmp_path),
+                    "--no-progress")
+    assert r.returncode == 0, r.stderr
+    saved = json.loads(next(tmp_path.glob("*/config.json")).read_text())
+    assert (saved["train"]["lr_g"], saved["train"]["labels"], saved["data"]["flip"],
+            saved["train"]["seed"], saved["model"]["ngf"]) == (0.001, "two-sided", True, 3, 8)
+    assert saved["model"]["resolution"] == 28  # untouched: the preset's
+    r = gantool_cli("train", "--preset", "fashion-mnist", "--data", "builtin:fashion-mnist",
+                    "--labels", "one-side", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "did you mean 'one-sided'" in r.stderr

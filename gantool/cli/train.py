@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
 import typer
 
 from gantool.errors import GantoolError
-
-# CLI flag -> config key; every other value is reachable with --set section.field=value.
-FLAG_KEYS = {
-    "resolution": "model.resolution", "channels": "model.channels", "nz": "model.nz",
-    "ngf": "model.ngf", "ndf": "model.ndf", "prior": "model.prior",
-    "steps": "train.steps", "batch_size": "train.batch_size", "lr_g": "train.lr_g",
-    "lr_d": "train.lr_d", "labels": "train.labels", "device": "train.device", "amp": "train.amp",
-    "seed": "train.seed", "sample_every": "train.sample_every",
-    "checkpoint_every": "train.checkpoint_every", "fit": "data.fit", "flip": "data.flip",
-    "conditional": "data.class_labels",
-    "compile": "train.compile", "cuda_graphs": "train.cuda_graphs",
-    "tensorboard": "train.tensorboard",
-}
 
 DEMO_STEPS = 600
 OUT_OF_TIME = 75  # exit code when --max-time stopped training: EX_TEMPFAIL, "run me again"
@@ -42,17 +30,10 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-# Help panels of `gantool train`; "preset" marks values whose default comes from the preset.
-RUN, DATA, MODEL, OPTIM, HARDWARE, OUTPUT = "Run", "Data", "Model", "Optimisation", \
-    "Hardware", "Output"
+# help panels of the options that are not the run's configuration (those are in their groups'
+# panels); "preset" marks values whose default comes from the preset
+RUN, OUTPUT = "Run", "Output"
 PRESET = " [dim]\\[default: the preset's][/]"
-
-
-def _opt(default, *names, help: str, panel: str, metavar: str | None = None, **kw):
-    """A train option in its help panel; a None default is the preset's value."""
-    flag = any("/" in n for n in names)  # --x/--no-x: no value to show
-    return typer.Option(default, *names, help=help + (PRESET if default is None else ""),
-                        rich_help_panel=panel, metavar="" if flag else metavar, **kw)
 
 
 def train(
@@ -70,65 +51,19 @@ def train(
                                     metavar="NAME", rich_help_panel=RUN),
     list_presets: bool = typer.Option(False, "--list-presets", help="List presets and exit.",
                                       metavar="", rich_help_panel=RUN),
-    data: str | None = typer.Option(
-        None, help="Image folder, .zip/.tar, IDX file/folder, or builtin:fashion-mnist.",
-        metavar="PATH", rich_help_panel=DATA),
-    resolution: int | None = _opt(None, help="Square image size, e.g. 28, 64, 1024.",
-                                  panel=DATA, metavar="PX"),
-    channels: int | None = _opt(None, help="1 (grayscale) or 3 (colour).", panel=DATA,
-                                metavar="1|3"),
-    fit: str | None = _opt(None, help="Resize fit.", panel=DATA, metavar="crop|pad"),
-    flip: bool | None = _opt(None, "--flip/--no-flip", help="Random horizontal flips.",
-                             panel=DATA),
-    conditional: bool | None = _opt(
-        None, "--conditional/--unconditional", panel=DATA,
-        help="Read class labels (a sub-folder per class, a dataset.json of [file, class] pairs, "
-             "or IDX labels files) and train a class-conditional pair: draw with --class."),
-    nz: int | None = _opt(None, help="Latent size.", panel=MODEL, metavar="N"),
-    ngf: int | None = _opt(None, help="Generator width.", panel=MODEL, metavar="N"),
-    ndf: int | None = _opt(None, help="Discriminator width.", panel=MODEL, metavar="N"),
-    prior: str | None = _opt(None, help="Latent prior.", panel=MODEL, metavar="normal|uniform"),
-    steps: int | None = _opt(None, help="Total training steps (also on --resume).", panel=OPTIM,
-                             metavar="N"),
-    batch_size: int | None = _opt(None, help="Images per step.", panel=OPTIM, metavar="N"),
-    lr_g: float | None = _opt(None, help="Generator learning rate.", panel=OPTIM, metavar="LR"),
-    lr_d: float | None = _opt(None, help="Discriminator learning rate.", panel=OPTIM,
-                              metavar="LR"),
-    labels: str | None = _opt(None, help="Label smoothing.", panel=OPTIM,
-                              metavar="hard|one-sided|two-sided"),
-    seed: int | None = _opt(None, help="Run seed (data order, init, noise).", panel=OPTIM,
-                            metavar="N"),
-    device: str | None = _opt(None, help="Where to train.", panel=HARDWARE,
-                              metavar="auto|cpu|cuda"),
-    amp: str | None = _opt(None, help="Mixed precision.", panel=HARDWARE,
-                           metavar="auto|off|bf16|fp16"),
-    compile: bool | None = _opt(None, "--compile/--no-compile",
-                                help="torch.compile G and D (compiles for a while).",
-                                panel=HARDWARE),
-    cuda_graphs: bool | None = _opt(
-        None, "--cuda-graphs/--no-cuda-graphs",
-        help="Replay each step as one captured CUDA graph (GPU; fastest for small images).",
-        panel=HARDWARE),
-    out: Path = _opt(Path("runs"), help="Parent folder of run directories.", panel=OUTPUT,
-                     metavar="DIR"),
-    sample_every: int | None = _opt(None, help="Steps between sample grids (0: each epoch).",
-                                    panel=OUTPUT, metavar="STEPS"),
-    checkpoint_every: int | None = _opt(None, help="Steps between checkpoints (0: each epoch).",
-                                        panel=OUTPUT, metavar="STEPS"),
-    tensorboard: bool | None = _opt(
-        None, "--tensorboard/--no-tensorboard", panel=OUTPUT,
-        help="Also log scalars, sample grids and the configuration for TensorBoard in "
-             "RUN/tensorboard (the tensorboard extra); view with: tensorboard --logdir runs."),
-    progress: bool = _opt(True, "--progress/--no-progress",
-                          help="Show progress: a bar in a terminal, else status lines.",
-                          panel=OUTPUT),
-    progress_every: float = _opt(
-        30.0, min=0.0, metavar="SECONDS", panel=OUTPUT,
+    out: Path = typer.Option(Path("runs"), help="Parent folder of run directories.",
+                             rich_help_panel=OUTPUT, metavar="DIR"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", metavar="",
+                                  help="Show progress: a bar in a terminal, else status lines.",
+                                  rich_help_panel=OUTPUT),
+    progress_every: float = typer.Option(
+        30.0, min=0.0, metavar="SECONDS", rich_help_panel=OUTPUT,
         help="Seconds between status lines when stderr is not a terminal (a log file, a job)."),
     max_time: str | None = typer.Option(
         None, metavar="TIME", rich_help_panel=RUN,
         help="Time budget of this session, e.g. 90m, 11h30m or 11:30:00 (also on --resume): "
              f"stop at the first step past it with a checkpoint; exit code {OUT_OF_TIME}."),
+    **values,
 ) -> None:
     """Train a generator: writes runs/NNNNN-NAME/ (config, metrics, sample grids, checkpoints).
 
@@ -146,34 +81,66 @@ def train(
     """
     from gantool import config as C
 
-    given = dict(locals())
     if list_presets:
         _print_presets()
         return
     seconds = parse_duration(max_time) if max_time is not None else None
-    flags = {key: v for flag, key in FLAG_KEYS.items()
-             if (v := given[flag]) is not None and flag != "steps"}
+    given = {o: v for o in config_flags() if (v := values[o.name]) is not None}
     if resume is not None:
-        extra = sorted(flags) + [f"--{k}" for k in ("preset", "config", "data", "name")
-                                 if given[k] is not None] + (["--set"] if set_ else [])
+        extra = [o.flag.split("/")[0] for o in given if o.key != "train.steps"]
+        extra += [f"--{k}" for k, v in (("preset", preset), ("config", config), ("name", name))
+                  if v is not None] + (["--set"] if set_ else [])
         if extra:
             raise GantoolError(f"--resume continues a run with its own configuration; only "
                                f"--steps and --max-time may change (got {', '.join(extra)})")
-        _finish(_run(resume=resume, steps=steps, progress=progress,
+        _finish(_run(resume=resume, steps=values["steps"], progress=progress,
                      progress_every=progress_every, max_time=seconds))
         return
     cfg = C.preset_config(preset) if preset else C.RunConfig()
     overrides = C.load_config_file(config) if config else {}
-    overrides.update(flags)
-    if steps is not None:
-        overrides["train.steps"] = steps
-    if data is not None:
-        overrides["data.path"] = data
+    overrides.update({o.key: v for o, v in given.items()})
     if name is not None:
         overrides["name"] = name
     overrides.update(C.parse_set_options(set_))
     _finish(_run(cfg=C.apply_overrides(cfg, overrides), out=out, progress=progress,
                  progress_every=progress_every, max_time=seconds))
+
+
+def config_flags() -> list:
+    """The configuration's options that ``gantool train`` has a flag for (gantool.config's
+    schema declares which, with their help and allowed values)."""
+    from gantool import config as C
+
+    return [o for o in C.options() if o.flag]
+
+
+def _with_config_flags(command):
+    """``command`` with one keyword parameter per configuration flag in its signature, which is
+    what Typer reads: each a ``typer.Option`` in its group's help panel, None when not given
+    (the value then comes from the preset, the config file or the schema's default)."""
+    from rich.markup import escape
+
+    from gantool.config import preset_sets
+
+    fixed = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(command).parameters.values()
+             if p.kind is not p.VAR_KEYWORD]
+    derived = []
+    for o in config_flags():
+        shown = "" if o.default in ("", None) else f" [dim]\\[default: {_shown(o.default)}][/]"
+        option = typer.Option(None, o.flag, rich_help_panel=o.group, metavar=o.metavar,
+                              help=escape(o.help) + (PRESET if preset_sets(o.key) else shown))
+        derived.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY,
+                                         default=option, annotation=o.type | None))
+    at = [p.name for p in fixed].index("out")  # after the Run panel's options
+    command.__signature__ = inspect.Signature(fixed[:at] + derived + fixed[at:])
+    return command
+
+
+def _shown(value) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+train = _with_config_flags(train)
 
 
 def demo(
@@ -244,4 +211,4 @@ def _print_presets() -> None:
         console = Console(width=250)
     console.print(table)
     for name in preset_names():
-        console.print(f"[bold]{name}[/]: {PRESETS[name]['_about']}", highlight=False)
+        console.print(f"[bold]{name}[/]: {PRESETS[name].about}", highlight=False)

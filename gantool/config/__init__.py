@@ -1,0 +1,60 @@
+"""Run configuration: a schema of frozen dataclasses, named presets, JSON/YAML round-trip and
+overrides.
+
+Precedence when a run is configured: preset < config file < ``--set``/CLI flags. Options are
+validated once here, written to ``config.json`` in the run directory, then handed to the training
+loop as plain values.
+
+- ``schema``: every option declared once (default, help, allowed values, train flag), grouped;
+- ``checks``: the checks of a whole configuration;
+- ``parse``: files, ``--set``, overrides, and strings to each option's type;
+- ``presets``: the named configurations, each with its source and measurements.
+"""
+
+from gantool.config.checks import augment_policy, validate, validate_model
+from gantool.config.parse import (
+    apply_overrides,
+    batch_for,
+    load_config_file,
+    model_config,
+    parse_set_options,
+)
+from gantool.config.presets import (
+    MARCHESI_BATCH_SIZES,
+    PRESETS,
+    Preset,
+    preset_config,
+    preset_names,
+    preset_sets,
+    preset_summary,
+)
+from gantool.config.schema import (
+    AMP_MODES,
+    ARCHS,
+    AUGMENTS,
+    COMPILE_MODES,
+    D_ARCHS,
+    DEVICES,
+    EVAL_METRICS,
+    EXTRA_UPDATES,
+    FITS,
+    LABEL_SMOOTHING,
+    LOSSES,
+    SECTIONS,
+    DataConfig,
+    ModelConfig,
+    Option,
+    RunConfig,
+    TrainConfig,
+    all_keys,
+    options,
+)
+
+__all__ = [
+    "AMP_MODES", "ARCHS", "AUGMENTS", "COMPILE_MODES", "D_ARCHS", "DEVICES", "EVAL_METRICS",
+    "EXTRA_UPDATES", "FITS", "LABEL_SMOOTHING", "LOSSES", "MARCHESI_BATCH_SIZES", "PRESETS",
+    "SECTIONS", "DataConfig", "ModelConfig", "Option", "Preset", "RunConfig",
+    "TrainConfig", "all_keys", "apply_overrides", "augment_policy", "batch_for",
+    "load_config_file", "model_config", "options", "parse_set_options", "preset_config",
+    "preset_names", "preset_sets", "preset_summary", "validate", "validate_model",
+]

@@ -1,0 +1,106 @@
+"""Checks of a whole configuration: the declared ones (choices, ranges) and those between
+options. Each failure is a ConfigError with one readable line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gantool.config.schema import AUGMENTS, ModelConfig, RunConfig, TrainConfig, options
+from gantool.errors import ConfigError, did_you_mean
+from gantool.sampling.latent import validate_truncation
+
+
+def validate(cfg: RunConfig) -> None:
+    """Every check of a run's configuration."""
+    if (not cfg.name.strip() or cfg.name in (".", "..") or len(cfg.name) > 100
+            or any(c in cfg.name for c in "/\\\0")):
+        raise ConfigError(f"run name {cfg.name[:100]!r} must be a plain folder name of at most "
+                          "100 characters, without / or \\ (e.g. faces-64-try2)")
+    check_declared(cfg, ("data", "train"))
+    validate_model(cfg.model)
+    _validate_train(cfg.train)
+    if cfg.model.classes and cfg.train.cuda_graphs:
+        raise ConfigError("train.cuda_graphs does not train conditional pairs yet; drop one of "
+                          "--set train.cuda_graphs=true and --conditional")
+    background = cfg.data.background
+    if len(background) != 3 or not all(0 <= c <= 255 for c in background):
+        raise ConfigError(f"data.background must be three values 0..255, got {list(background)}")
+
+
+def validate_model(m: ModelConfig) -> None:
+    """The model section's checks alone (what drawing from a checkpoint needs)."""
+    check_declared(RunConfig(model=m), ("model",))
+    if m.noise and m.arch != "fastgan":
+        raise ConfigError(f"model.noise needs model.arch=fastgan (got {m.arch})")
+    names = [str(c).strip() for c in m.classes]
+    if m.classes and (len(set(names)) != len(names) or not all(names) or len(names) < 2):
+        raise ConfigError(f"model.classes must be two or more distinct, non-empty names, got "
+                          f"{list(m.classes)[:10]}")
+    try:
+        validate_truncation(m.truncation, m.prior)
+    except ValueError as e:
+        raise ConfigError(f"model.truncation: {e}") from None
+
+
+def check_declared(cfg: RunConfig, sections: tuple[str, ...]) -> None:
+    """The checks the schema declares (choices, smallest values, fractions) of the options in
+    ``sections``."""
+    for o in options():
+        if o.key.partition(".")[0] not in sections:
+            continue
+        value = _get(cfg, o.key)
+        if o.choices:
+            choice(o.key, value, o.choices)
+        if o.at_least is not None and not value >= o.at_least:
+            must = "not be negative" if o.at_least == 0 else f"be at least {o.at_least}"
+            raise ConfigError(f"{o.key} must {must}, got {value}")
+        if o.fraction and not 0 <= value < 1:
+            raise ConfigError(f"{o.key} must be in [0, 1), got {value}")
+
+
+def _validate_train(t: TrainConfig) -> None:
+    """The training section's checks that are more than a declared range."""
+    if any(r < 1 or b < 1 for r, b in t.batch_sizes.items()):
+        raise ConfigError(f"train.batch_sizes must map resolutions to batch sizes >= 1, got "
+                          f"{table_text(t.batch_sizes)}")
+    if not 0 < t.guard_lr_factor <= 1:
+        raise ConfigError(f"train.guard_lr_factor must be in (0, 1], got {t.guard_lr_factor}")
+    if t.cuda_graphs and (t.compile or t.loss == "wgan-gp" or t.amp == "fp16"
+                          or t.device == "cpu"):
+        raise ConfigError("train.cuda_graphs captures plain eager steps on a CUDA device: it "
+                          "cannot run with train.compile, the wgan-gp loss, fp16 autocast (its "
+                          "gradient scaler reads values back every step) or --device cpu")
+    if t.compile and t.loss == "wgan-gp":
+        raise ConfigError("train.compile cannot run wgan-gp: torch.compile has no double "
+                          "backward for its gradient penalty; use another loss or compile off")
+    augment_policy(t.augment)
+    if min(t.lr_g, t.lr_d, t.lr_gamma, t.lr_decay_factor) <= 0:
+        raise ConfigError("learning rates, train.lr_gamma and train.lr_decay_factor must be "
+                          "positive")
+    for key, betas in [("train.betas_g", t.betas_g), ("train.betas_d", t.betas_d)]:
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"{key} must be two numbers in [0, 1), got {list(betas)}")
+
+
+def augment_policy(text: str) -> tuple[str, ...]:
+    """"color,translation" -> ("color", "translation"); "" -> (); ConfigError on unknown names."""
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    for n in names:
+        choice("train.augment", n, AUGMENTS)
+    return names
+
+
+def choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        words = [str(c) for c in choices]
+        raise ConfigError(f"{key} must be one of {', '.join(words)}, got {value!r}"
+                          f"{did_you_mean(str(value), words)}")
+
+
+def table_text(table: dict[int, int]) -> str:
+    return ",".join(f"{r}:{b}" for r, b in sorted(table.items()))
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)

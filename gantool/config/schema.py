@@ -1,0 +1,290 @@
+"""The run configuration's schema: every option declared once, with its default, its help, its
+allowed values and, for the few with one, its ``gantool train`` flag.
+
+A run's configuration has three sections, ``model``, ``data`` and ``train``; the training
+section is grouped (schedule, loss, hardware, output, evaluation, guard) as dataclasses that
+``TrainConfig`` joins, so its keys stay flat (``train.lr_g``) in files, checkpoints and
+``--set``. What is declared here drives the checks (``checks.py``), the parsing of strings
+(``parse.py``) and the CLI's train options and their help (``gantool.cli.train``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from gantool.sampling.latent import PRIORS
+
+LABEL_SMOOTHING = ("hard", "one-sided", "two-sided")
+FITS = ("crop", "pad")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+# torch.compile modes for training. The CUDA-graph modes (reduce-overhead, max-autotune) are left
+# out: D runs several times a step and their graph trees overwrite its earlier outputs (seen on
+# an H100, torch 2.11); train.cuda_graphs graphs the whole step instead.
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+DEVICES = ("auto", "cpu", "cuda")
+# generator: Radford's DCGAN, Xin's residual generator, a FastGAN-style few-shot generator
+ARCHS = ("dcgan", "residual", "fastgan")
+# discriminator: DCGAN, Xin's (last layer twice, average pool), FastGAN's self-supervised one
+D_ARCHS = ("dcgan", "pooled", "fastgan")
+LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")  # gantool.train.losses implements each
+EXTRA_UPDATES = ("both", "d", "g")
+AUGMENTS = ("color", "translation", "cutout")  # DiffAugment transforms (gantool.train.augment)
+EVAL_METRICS = ("fid", "kid")  # gantool.metrics
+
+
+def option(default: Any, help: str, *, choices: tuple = (), at_least: int | None = None,
+           fraction: bool = False, flag: bool | str = False, metavar: str | None = None) -> Any:
+    """A field of the schema. ``choices``: the allowed values; ``at_least``: the smallest
+    allowed number; ``fraction``: a value in [0, 1); ``flag``: whether ``gantool train`` has an
+    option for it, named after the field (``--lr-g``, a switch ``--flip/--no-flip``) or spelt
+    as given; ``metavar``: what its value is called in the help (default: the choices, or N
+    for a whole number). Options without a flag are set with ``--set`` or a config file."""
+    meta = {"help": help, "choices": choices, "at_least": at_least, "fraction": fraction,
+            "flag": flag, "metavar": metavar}
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model: the generator/discriminator pair and the latent prior it was trained with."""
+
+    arch: str = option("dcgan", "Generator: Radford's DCGAN, Xin's residual one, or the "
+                       "FastGAN-style few-shot one.", choices=ARCHS)
+    d_arch: str = option("dcgan", "Discriminator: DCGAN, Xin's pooled one (last layer twice, "
+                         "average pool), or FastGAN's self-supervised one.", choices=D_ARCHS)
+    res_blocks: int = option(9, "Residual blocks of the residual generator.", at_least=1)
+    resolution: int = option(64, "Square image size, e.g. 28, 64, 1024.",
+                             flag=True, metavar="PX")
+    channels: int = option(3, "1 (grayscale) or 3 (colour).", choices=(1, 3),
+                           flag=True)
+    nz: int = option(100, "Latent size.", at_least=1, flag=True)
+    ngf: int = option(64, "Generator width.", at_least=1, flag=True)
+    ndf: int = option(64, "Discriminator width.", at_least=1, flag=True)
+    max_channels: int = option(512, "Widest layer of either network.", at_least=1)
+    d_dropout: float = option(0.0, "Dropout after every LeakyReLU of D.", fraction=True)
+    d_dropout_head: float = option(0.0, "One more dropout right before D's logit layer.",
+                                   fraction=True)
+    d_mbstd: bool = option(False, "Minibatch standard deviation channel before D's last layer.")
+    d_spectral_norm: bool = option(False, "Spectral normalisation of every D convolution.")
+    noise: bool = option(False, "FastGAN's per-pixel noise while training (fastgan G only); "
+                         "drawing uses one fixed noise map per layer, stored in the checkpoint, "
+                         "so an image stays a function of its z.")
+    prior: str = option("normal", "Latent prior.", choices=PRIORS, flag=True)
+    truncation: float | None = option(None, "Default sampling truncation (largest |z|); none: "
+                                      "the plain prior.")
+    classes: tuple[str, ...] = option((), "Class names of a conditional pair (conditional "
+                                      "BatchNorm in G, projection D); empty: unconditional. "
+                                      "Filled from the data's labels by data.class_labels.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data: where the images come from and how they are fitted to the training resolution."""
+
+    path: str = option("", "Image folder, .zip/.tar, IDX file/folder, or builtin:fashion-mnist.",
+                       flag="--data", metavar="PATH")
+    fit: str = option("crop", "Resize fit.", choices=FITS, flag=True)
+    flip: bool = option(False, "Random horizontal flips.", flag=True)
+    background: tuple[int, int, int] = option((255, 255, 255), "Colour behind transparent "
+                                              "pixels and --fit pad borders, three values "
+                                              "0..255.")
+    class_labels: bool = option(
+        False, "Read class labels (a sub-folder per class, a dataset.json of [file, class] "
+        "pairs, or IDX labels files) and train a class-conditional pair: draw with --class.",
+        flag="--conditional/--unconditional")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Optimisation: steps, batch, learning rates and their schedules, EMA, the run seed."""
+
+    steps: int = option(10_000, "Total training steps (also on --resume).", at_least=1,
+                        flag=True)
+    batch_size: int = option(64, "Images per step.", at_least=1, flag=True)
+    batch_sizes: dict[int, int] = option(
+        {}, "Resolution -> batch size (e.g. 192:128,1024:6): picks batch_size for the model's "
+        "resolution unless batch_size itself is given (the nearest listed resolution at or "
+        "above; past the end, the largest listed).")
+    lr_g: float = option(2e-4, "Generator learning rate.", flag=True, metavar="LR")
+    lr_d: float = option(2e-4, "Discriminator learning rate.", flag=True, metavar="LR")
+    betas_g: tuple[float, float] = option((0.5, 0.999), "Adam betas of G, two values in [0, 1).")
+    betas_d: tuple[float, float] = option((0.5, 0.999), "Adam betas of D, two values in [0, 1).")
+    lr_gamma: float = option(1.0, "Exponential decay: lr = lr0 * lr_gamma ** (step / "
+                             "lr_gamma_every).")
+    lr_gamma_every: int = option(1000, "Steps of one lr_gamma factor.", at_least=1)
+    lr_decay_at: int = option(0, "Step decay: from this step on, lr *= lr_decay_factor; 0 = off.",
+                              at_least=0)
+    lr_decay_factor: float = option(0.1, "The step decay's factor.")
+    extra_update_every: int = option(0, "Marchesi: every N steps one more alternating update; "
+                                     "0 = off.", at_least=0)
+    extra_update: str = option("both", "Which nets that extra update trains.",
+                               choices=EXTRA_UPDATES)
+    ema_decay: float = option(0.999, "Decay of the EMA generator; 0 = none.", fraction=True)
+    seed: int = option(0, "Run seed (data order, init, noise).", at_least=0,
+                       flag=True)
+
+
+@dataclass(frozen=True)
+class Losses:
+    """Loss: the adversarial loss, its targets and penalties, and D's augmentation."""
+
+    loss: str = option("bce", "Adversarial loss: bce (non-saturating), lsgan, hinge (for a "
+                       "fastgan D) or wgan-gp.", choices=LOSSES)
+    gp_weight: float = option(10.0, "Gradient-penalty weight (lambda) of wgan-gp.", at_least=0)
+    class_loss: float = option(1.0, "A conditional pair: weight of the class loss (P2GAN's dual "
+                               "projection); 0 = the plain projection discriminator.",
+                               at_least=0)
+    augment: str = option("", "DiffAugment policy for D's inputs: a comma list of "
+                          "color,translation,cutout.")
+    labels: str = option("hard", "Label smoothing: one-sided (real 0.9), two-sided (real 0.9, "
+                         "fake 0.1).", choices=LABEL_SMOOTHING, flag=True)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Hardware: device, precision, memory layout, compilation."""
+
+    device: str = option("auto", "Where to train.", choices=DEVICES, flag=True)
+    amp: str = option("auto", "Mixed precision (auto: bf16 on GPUs that have it, else fp16 with "
+                      "scaling; off on CPU).", choices=AMP_MODES, flag=True)
+    channels_last: bool | None = option(None, "Channels-last memory layout (none: on for CUDA "
+                                        "without compile).")
+    sync_bn: bool = option(False, "Under torchrun on GPUs: BatchNorm statistics over the global "
+                           "batch.")
+    compile: bool = option(False, "torch.compile G and D (compiles for a while).",
+                           flag=True)
+    compile_mode: str = option("default", "torch.compile mode.", choices=COMPILE_MODES)
+    cuda_graphs: bool = option(False, "Replay each step as one captured CUDA graph (GPU; "
+                               "fastest for small images).", flag=True)
+
+
+@dataclass(frozen=True)
+class Output:
+    """Output: logs, sample grids and checkpoints in the run directory."""
+
+    log_every: int = option(10, "Steps between log lines.", at_least=1)
+    sample_every: int = option(0, "Steps between sample grids (0: each epoch).", at_least=0,
+                               flag=True, metavar="STEPS")
+    sample_grid: int = option(64, "Seeds 0..N-1 in each sample grid.", at_least=0)
+    checkpoint_every: int = option(0, "Steps between checkpoints (0: each epoch).", at_least=0,
+                                   flag=True, metavar="STEPS")
+    keep: int = option(5, "Step checkpoints kept besides last.pt.", at_least=1)
+    tensorboard: bool = option(
+        False, "Also log scalars, sample grids and the configuration for TensorBoard in "
+        "RUN/tensorboard (the tensorboard extra); view with: tensorboard --logdir runs.",
+        flag=True)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Evaluation: FID/KID while training, and sample diversity."""
+
+    eval_every: int = option(0, "Steps between FID/KID evaluations (metrics extra); 0 = off.",
+                             at_least=0)
+    eval_metric: str = option("fid", "What picks checkpoints/best.pt.", choices=EVAL_METRICS)
+    eval_num: int = option(1000, "Generated (and real) images per evaluation.", at_least=2)
+    diversity_every: int = option(100, "Steps between sample-diversity measures of seeds 0..63 "
+                                  "(logged; the guard's collapse signal); 0 = off.", at_least=0)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Guard: the divergence guard (gantool.train.guard). On a non-finite loss, or a collapse
+    signal held for guard_patience steps, roll back to the last good checkpoint, multiply both
+    learning rates by guard_lr_factor, and stop with an error after guard_max_rollbacks
+    rollbacks."""
+
+    guard: bool = option(True, "The divergence guard on or off.")
+    guard_patience: int = option(200, "Steps a collapse signal must hold.", at_least=1)
+    guard_min_spread: float = option(0.05, "Collapse: the fake batch's spread below this fraction "
+                                     "of the real one.", at_least=0)
+    guard_min_diversity: float = option(0.2, "Collapse: sample diversity below this.",
+                                        at_least=0)
+    guard_lr_factor: float = option(0.5, "Learning-rate factor of a rollback, in (0, 1].")
+    guard_max_rollbacks: int = option(3, "Rollbacks before the run stops with an error.",
+                                      at_least=0)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Guard, Evaluation, Output, Hardware, Losses, Schedule):
+    """Optimisation, loss, hardware, output, evaluation and the guard, as one flat section."""
+
+
+# the groups of the train section, in the order of the help (and of its fields)
+TRAIN_GROUPS = (Schedule, Losses, Hardware, Output, Evaluation, Guard)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; stored in config.json and inside every checkpoint."""
+
+    name: str = "custom"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        from gantool.config.parse import apply_overrides, flatten
+
+        return apply_overrides(cls(), flatten(d))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One declared option: its key (``section.field``), the group it is shown in, and the
+    declaration's parts; ``flag``: its ``gantool train`` spelling, or None."""
+
+    key: str
+    name: str
+    type: Any
+    group: str
+    default: Any
+    help: str
+    choices: tuple
+    at_least: int | None
+    fraction: bool
+    flag: str | None
+    metavar: str
+
+
+def options() -> list[Option]:
+    """Every option of the schema, group by group (data, model, then the train groups)."""
+    groups = [("data", DataConfig), ("model", ModelConfig),
+              *[("train", g) for g in TRAIN_GROUPS]]
+    out = []
+    for section, cls in groups:
+        title = (cls.__doc__ or "").split(":")[0].strip()
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            meta = dict(f.metadata)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kind = hints[f.name]
+            flag = meta.pop("flag")
+            if flag is True:
+                dashed = f.name.replace("_", "-")
+                flag = f"--{dashed}/--no-{dashed}" if kind is bool else f"--{dashed}"
+            metavar = meta.pop("metavar") or ("|".join(map(str, meta["choices"])) or
+                                              {int: "N", float: "X", bool: ""}.get(kind, "TEXT"))
+            out.append(Option(f"{section}.{f.name}", f.name, kind, title, default,
+                              flag=flag or None, metavar=metavar, **meta))
+    return out
+
+
+def all_keys() -> list[str]:
+    return [o.key for o in options()]
