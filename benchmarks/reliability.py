@@ -264,7 +264,7 @@ def run_args(table: Table, work: Path, ckpt: Path) -> None:
     out = work / "stream"
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "gantool", "generate", ckpt, "--seeds",
-                             "0-99999999999", "--outdir", out, "--no-progress"],
+                             "0-99999999999", "--out", out, "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     while len(list(out.glob("*.png"))) < 200 and time.perf_counter() - start < 120:
         time.sleep(0.2)
@@ -456,10 +456,10 @@ def run_outputs(table: Table, work: Path, ckpt: Path) -> None:
     for name, second in (("same settings", []), ("truncation 0.5 vs none", ["--truncation",
                                                                             "0.5"])):
         out = work / f"race-{len(second)}"
-        first = started("generate", ckpt, "--seeds", "0-99999", "--outdir", out,
+        first = started("generate", ckpt, "--seeds", "0-99999", "--out", out,
                         "--no-progress")
         wait_for(out, "*.png", 20, first)
-        o = gantool("generate", ckpt, "--seeds", "0-99999", "--outdir", out, "--no-progress",
+        o = gantool("generate", ckpt, "--seeds", "0-99999", "--out", out, "--no-progress",
                     *second, timeout=60)
         ok, got = one_line_error(o, "another gantool process")
         stop = stopped(first, signal.SIGINT, whole_job=False)
@@ -470,7 +470,7 @@ def run_outputs(table: Table, work: Path, ckpt: Path) -> None:
     # SIGTERM to the whole job of a render with process writers, three times
     for attempt in range(3):
         out = work / f"term-{attempt}"
-        proc = started("generate", ckpt, "--seeds", "0-199999", "--outdir", out, "--format",
+        proc = started("generate", ckpt, "--seeds", "0-199999", "--out", out, "--format",
                        "jpg", "--workers", "2", "--no-progress")
         wait_for(out, "*.jpg", 50 + 100 * attempt, proc)
         workers = children(proc.pid)
@@ -500,7 +500,7 @@ def run_outputs(table: Table, work: Path, ckpt: Path) -> None:
     afile = work / "afile"
     afile.write_text("x")
     for name, args, words in (
-            ("generate --outdir under a file", ["generate", ckpt, "--seeds", "0-3", "--outdir",
+            ("generate --outdir under a file", ["generate", ckpt, "--seeds", "0-3", "--out",
                                                 afile / "g"], "a part of that path is a file"),
             ("generate --grid in /proc", ["generate", ckpt, "--seeds", "0-3", "--grid",
                                           "/proc/g.png"], "cannot write /proc"),
@@ -520,7 +520,7 @@ def run_outputs(table: Table, work: Path, ckpt: Path) -> None:
     ):
         o = gantool(*args, timeout=120)
         table.add("outputs", name, "one-line error", one_line_error(o, words), o)
-    o = gantool("generate", ckpt, "--seeds", "0-15", "--batch-size", "1000000000", "--outdir",
+    o = gantool("generate", ckpt, "--seeds", "0-15", "--batch-size", "1000000000", "--out",
                 work / "huge-batch", "--format", "webp", "--no-progress", timeout=120)
     table.add("outputs", "--batch-size 1e9, thread writer", "16 images (batch capped)",
               success(o, "16 image"), o)
@@ -582,7 +582,7 @@ def run_exports(table: Table, work: Path, ckpt: Path) -> None:
     data[data.find(raw) + len(raw) // 2] ^= 0x10  # one bit of one weight: still a valid model
     (out / "model.onnx").write_bytes(data)
     for command in (["info", out, "--verify"], ["generate", out, "--backend", "onnx", "--seeds",
-                                                "0-1", "--outdir", work / "tg"]):
+                                                "0-1", "--out", work / "tg"]):
         o = gantool(*command, timeout=120)
         table.add("exports", f"bit flip in a weight: {command[0]}", "one line naming the file",
                   one_line_error(o, "model.onnx is not the file gantool export wrote"), o)
@@ -613,7 +613,7 @@ def run_triton(table: Table, work: Path, ckpt: Path) -> None:
         table.add("triton", "all", "skipped", (True, f"no serve extra ({e})"))
         return
     export = work / "export"
-    o = gantool("export", ckpt, "--out", export, "--format", "onnx,triton", timeout=300)
+    o = gantool("export", ckpt, "--out", export, "--formats", "onnx,triton", timeout=300)
     if o.code != 0:
         table.add("triton", "export", "exported", success(o), o)
         return

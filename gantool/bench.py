@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gantool.errors import GantoolError, did_you_mean
+from gantool.errors import GantoolError, OptionError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def parse_contenders(text: str) -> list[Contender]:
                                f"{', '.join(CONTENDERS)}")
         out.append(CONTENDERS[name])
     if not out:
-        raise GantoolError("--backend names no contender")
+        raise OptionError("backend", "names no contender")
     return out
 
 
@@ -217,7 +217,7 @@ def random_checkpoint(folder: Path, resolution: int, ngf: int, preset: str | Non
 
     from gantool.config import ModelConfig, RunConfig, apply_overrides, preset_config
     from gantool.models import build_generator
-    from gantool.models.checkpoint import FORMAT, atomic_torch_save
+    from gantool.models.checkpoint import record, write_checkpoint
 
     if preset:
         cfg = apply_overrides(preset_config(preset), {"model.resolution": resolution})
@@ -228,8 +228,7 @@ def random_checkpoint(folder: Path, resolution: int, ngf: int, preset: str | Non
     g = build_generator(cfg.model).eval()
     path = Path(folder) / f"random-{resolution}px-{preset or f'ngf{ngf}'}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"format": FORMAT, "config": cfg.to_dict(), "step": 0,
-                       "G": g.state_dict(), "G_ema": None}, path)
+    write_checkpoint(record(config=cfg.to_dict(), step=0, G=g.state_dict(), G_ema=None), path)
     return path
 
 

@@ -31,3 +31,19 @@ class PartialBatch(GantoolError):
         more = f" (and {len(failures) - 1} more ranges)" if len(failures) > 1 else ""
         super().__init__(f"seeds {lo}-{hi} failed: {reason}{more}")
 
+
+
+class OptionError(GantoolError):
+    """A bad value of one option, named as the library names it (``"class"``, ``"batch"``),
+    with a message that names no command-line flag: the CLI puts the flag it reads that option
+    from in front (``--class: ...``), other callers (the explore page) the name. ``see``: a
+    related option the user may want instead."""
+
+    def __init__(self, option: str, message: str, see: str | None = None):
+        self.option, self.message, self.see = option, message, see
+        super().__init__(self.spelt(str))
+
+    def spelt(self, flag) -> str:
+        """The message with each option spelt by ``flag(name)``."""
+        see = f" (see {flag(self.see)})" if self.see else ""
+        return f"{flag(self.option)}: {self.message}{see}"

@@ -38,7 +38,7 @@ def test_flops_per_image_matches_a_count_by_hand():
 def test_bench_runs_contenders_writes_json_and_compares(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "--backend", "torch,onnx,triton,trt,torch-fp16-graphs", "--resolution",
-            "32", "--ngf", "4", "--batch", "1,2", "--warmup", "1", "--calls", "2",
+            "32", "--ngf", "4", "--batch-sizes", "1,2", "--warmup", "1", "--calls", "2",
             "--repeats", "2"]
     r = gantool_cli(*args, "--json", out, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -58,7 +58,7 @@ def test_bench_runs_contenders_writes_json_and_compares(tmp_path):
     assert "roofline" in r.stdout and "skipped: needs a CUDA GPU" in r.stdout
 
     again = gantool_cli("bench", "--backend", "onnx", "--resolution", "32", "--ngf", "4",
-                        "--batch", "2", "--warmup", "1", "--calls", "2", "--compare", out,
+                        "--batch-sizes", "2", "--warmup", "1", "--calls", "2", "--compare", out,
                         "--json", tmp_path / "again.json", timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     (row,) = json.loads((tmp_path / "again.json").read_text())["rows"]
@@ -69,7 +69,7 @@ def test_bench_runs_contenders_writes_json_and_compares(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--backend", "onnxx"], "unknown backend 'onnxx' (did you mean 'onnx'?)"),
-    (["--batch", "0,8"], "--batch-sizes expects positive integers"),
+    (["--batch-sizes", "0,8"], "--batch-sizes expects positive integers"),
     (["missing.pt"], "pass a gantool checkpoint (.pt) that exists"),
     (["--compare", "nope.json"], "cannot read it as bench JSON"),
 ])
@@ -85,7 +85,7 @@ def test_bench_without_the_onnx_extra_measures_torch_and_skips_the_rest(tmp_path
     (tmp_path / "sitecustomize.py").write_text(
         "import sys\nsys.modules['onnxscript'] = None\nsys.modules['onnxruntime'] = None\n")
     r = gantool_cli("bench", "--backend", "torch,onnx", "--resolution", "32", "--ngf", "4",
-                    "--batch", "1", "--warmup", "0", "--calls", "2", "--json",
+                    "--batch-sizes", "1", "--warmup", "0", "--calls", "2", "--json",
                     tmp_path / "b.json", env_extra={"PYTHONPATH": str(tmp_path)}, timeout=600)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     rows = {row["backend"]: row for row in json.loads((tmp_path / "b.json").read_text())["rows"]}

@@ -44,11 +44,11 @@ ERRORS = [
     (["generate", "{tmp}/corrupt.pt", "--grid", "{tmp}/g.png"], "cannot read checkpoint"),
     (["generate", "{ckpt}"], "nothing to write"),
     (["eval", "{ckpt}", "--data", "{tmp}/one", "--no-progress"], "holds 1 image; FID and KID"),
-    (["generate", "{ckpt}", "--seeds", "0-3", "--outdir", "{tmp}/afile/x"],
+    (["generate", "{ckpt}", "--seeds", "0-3", "--out", "{tmp}/afile/x"],
      "cannot write .*afile/x: a part of that path is a file, not a folder"),
     (["generate", "{ckpt}", "--seeds", "0-3", "--grid", "{tmp}/afile/g.png"],
      "cannot write .*afile: a part of that path is a file"),
-    (["generate", "{ckpt}", "--seeds", "0-3", "--outdir", "/proc/gantool-out"],
+    (["generate", "{ckpt}", "--seeds", "0-3", "--out", "/proc/gantool-out"],
      "cannot write /proc/gantool-out: "),
     (["eval", "{ckpt}", "--data", "builtin:fashion-mnist", "--json", "{tmp}/afile/r.json"],
      "cannot write in .*afile: a part of that path is a file"),
@@ -121,11 +121,28 @@ def test_fixed_choices_are_refused_in_one_line(cases, argv, message):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_old_option_spellings_still_work(tmp_path):
+def test_old_option_spellings_still_work(tmp_path, tiny_ckpt):
     """Renamed for one name per concept (export --formats and --batch-profile, bench
-    --batch-sizes, generate --out); scripts using the old names keep working."""
+    --batch-sizes, generate and render --out); scripts using the old names keep working, told
+    once per old name on stderr which to use."""
+    from gantool.cli.main import DEPRECATED
+
     for new, old in (("--formats", "--format"), ("--batch-profile", "--batch")):
         r = gantool_cli("export", "--help", env_extra={"COLUMNS": "200"})
         assert f"{new},{old}" in r.stdout.replace(" ", ""), r.stdout
     r = gantool_cli("bench", "--help", env_extra={"COLUMNS": "200"})
     assert "--batch-sizes,--batch" in r.stdout.replace(" ", "")
+    r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-1", "--outdir", tmp_path / "old",
+                    "--no-progress")
+    assert r.returncode == 0 and sorted(p.name for p in (tmp_path / "old").glob("*.png")) == [
+        "seed000000.png", "seed000001.png"]
+    assert r.stderr.splitlines()[0] == ("note: generate --outdir is deprecated and will be "
+                                        "removed; use --out"), r.stderr
+    r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-1", "--out", tmp_path / "new",
+                    "--no-progress")
+    assert r.returncode == 0 and "deprecated" not in r.stderr
+    r = gantool_cli("export", tiny_ckpt, "--out", tmp_path / "e", "--format=bogus", "--batch",
+                    "1,2,4")
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+    assert len(notes) == 2 and r.returncode == 2 and "did you mean" not in notes[0]
+    assert {("export", "--format"), ("export", "--batch")} <= set(DEPRECATED)

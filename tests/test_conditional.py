@@ -16,7 +16,7 @@ from PIL import Image
 from gantool.backends import load_backend
 from gantool.data import load_dataset
 from gantool.errors import DataError, GantoolError
-from gantool.train.checkpoint import load_checkpoint
+from gantool.models.checkpoint import load_checkpoint
 from gantool.train.loop import run
 
 from conftest import assert_same_networks, gantool_cli, tiny_config

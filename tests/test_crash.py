@@ -159,7 +159,7 @@ def test_a_full_disk_is_one_line_and_leaves_whole_files(full_disk, tiny_ckpt):
     assert not list(full_disk.glob("runs/*/checkpoints/*.pt"))
     # rendering: stops at the full disk; every file listed in the manifest is whole
     out = full_disk / "render"
-    r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-99999", "--outdir", out,
+    r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-99999", "--out", out,
                     "--no-progress")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: No space left " \

@@ -22,6 +22,7 @@ from gantool.export import FORMATS, parse_formats
 from gantool.export.onnx import read_metadata
 from gantool.export.pipeline import export_checkpoint
 from gantool.models import build_generator
+from gantool.models.checkpoint import record
 from gantool.sampling.images import to_uint8
 from gantool.sampling.latent import latents
 from gantool.train.checkpoint import save_checkpoint
@@ -52,7 +53,7 @@ def make_checkpoint(tmp_path, overflow: float = 1.0, **model):
             bn.bias.mul_(overflow)
             second = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)][1]
             second.weight.div_(overflow)
-    state = {"config": cfg.to_dict(), "step": 7, "G": g.state_dict(), "G_ema": None}
+    state = record(config=cfg.to_dict(), step=7, G=g.state_dict(), G_ema=None)
     return save_checkpoint(state, tmp_path / "ckpt", keep=1), g.eval(), cfg
 
 
@@ -160,14 +161,16 @@ def test_cli_export_info_and_onnx_generate_match_torch(tiny_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--format", "onxx"], "did you mean 'onnx'"),
-    (["--format", "onnx", "--batch", "8,1,64"], "1 <= min <= opt <= max"),
-    (["--format", "onnx", "--batch", "8"], "min,opt,max"),
-    (["--format", "onnx", "--output", "png"], "'png' is not one of 'uint8', 'float'"),
+    (["--formats", "onxx"], "did you mean 'onnx'"),
+    (["--formats", "onnx", "--batch-profile", "8,1,64"], "1 <= min <= opt <= max"),
+    (["--formats", "onnx", "--batch-profile", "8"], "min,opt,max"),
+    (["--formats", "onnx", "--output", "png"], "'png' is not one of 'uint8', 'float'"),
     (["--formats", "onnx", "--triton-variant", "gpu"],
-     "--triton-variant is an option of the triton format: add it to --formats"),
-    (["--formats", "onnx", "--workspace-gb", "8"], "--workspace-gb is an option of the engine"),
-    (["--format", "engine"], "TensorRT"),
+     "--triton-variant: only the triton format takes it: add that format, e.g. onnx,triton "
+     r"\(see --formats\)"),
+    (["--formats", "onnx", "--workspace-gb", "8"],
+     "--workspace-gb: only the engine format takes it"),
+    (["--formats", "engine"], "TensorRT"),
 ])
 def test_cli_export_errors_are_one_line(tiny_ckpt, tmp_path, args, message):
     if "engine" in args and _tensorrt_ready():
@@ -330,7 +333,7 @@ def test_an_export_killed_anywhere_leaves_one_export_or_a_refused_folder(tiny_ru
     out = tmp_path / "export"
     start = time.perf_counter()
     assert gantool_cli("export", ckpts / "step-0000008.pt", "--out", out, "--fp16",
-                       "--format", "onnx,triton").returncode == 0
+                       "--formats", "onnx,triton").returncode == 0
     took = time.perf_counter() - start  # kills land from early on to past the end
     rng = random.Random(0)
     outcomes = []
@@ -338,7 +341,7 @@ def test_an_export_killed_anywhere_leaves_one_export_or_a_refused_folder(tiny_ru
     for _ in range(4):  # each time the other checkpoint over the export there
         other = ckpts / f"step-{20 - step:07d}.pt"
         proc = subprocess.Popen([sys.executable, "-m", "gantool", "export", other, "--out",
-                                 out, "--fp16", "--format", "onnx,triton"],
+                                 out, "--fp16", "--formats", "onnx,triton"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.3, 1.2) * took)
         proc.send_signal(signal.SIGKILL)
@@ -347,7 +350,7 @@ def test_an_export_killed_anywhere_leaves_one_export_or_a_refused_folder(tiny_ru
             r = gantool_cli("info", out)
             assert r.returncode == 2 and "interrupted export" in r.stderr
             outcomes.append("refused")
-            assert gantool_cli("export", other, "--out", out, "--fp16", "--format",
+            assert gantool_cli("export", other, "--out", out, "--fp16", "--formats",
                                "onnx,triton").returncode == 0
             step = 20 - step
             continue
@@ -366,7 +369,8 @@ def test_an_export_killed_anywhere_leaves_one_export_or_a_refused_folder(tiny_ru
 
 def test_a_folder_marked_unfinished_is_refused_by_every_reader(tiny_ckpt, tmp_path):
     out = tmp_path / "export"
-    assert gantool_cli("export", tiny_ckpt, "--out", out, "--format", "onnx,triton").returncode == 0
+    r = gantool_cli("export", tiny_ckpt, "--out", out, "--formats", "onnx,triton")
+    assert r.returncode == 0
     (out / ".export-unfinished").write_text("")
     for args in (["info", out], ["info", out / "model.onnx"],
                  ["generate", out, "--backend", "onnx", "--grid", tmp_path / "g.png"],

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from gantool.backends import load_backend
 from gantool.export.verify import psnr
-from gantool.train.checkpoint import load_checkpoint
+from gantool.models.checkpoint import load_checkpoint
 from gantool.train.loop import run
 from gantool.train.trainer import Trainer
 
@@ -130,7 +130,7 @@ def test_one_process_per_gpu(tmp_path):
 def test_bench_on_the_gpu(tmp_path):
     out = tmp_path / "bench.json"
     r = gantool_cli("bench", "--backend", "torch,torch-bf16,torch-fp16-graphs",
-                    "--resolution", "32", "--ngf", "4", "--batch", "1,4", "--warmup", "1",
+                    "--resolution", "32", "--ngf", "4", "--batch-sizes", "1,4", "--warmup", "1",
                     "--calls", "3", "--json", out, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(out.read_text())

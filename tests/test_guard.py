@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from gantool.train.checkpoint import load_checkpoint, step_checkpoints, step_of
+from gantool.models.checkpoint import load_checkpoint
+from gantool.train.checkpoint import step_checkpoints, step_of
 from gantool.train.guard import DivergenceGuard
 from gantool.train.loop import run
 

@@ -66,6 +66,36 @@ def test_a_checkpoint_of_an_earlier_version_loads_draws_and_resumes(tmp_path):
     assert rows[-1]["step"] == 6
 
 
+def test_every_checkpoint_is_the_one_record(tiny_ckpt, tmp_path):
+    """Training's step files and last.pt, an earlier version's file and a hand-made record
+    hold the entries gantool.models.checkpoint declares, and read back through it; a newer
+    format is one line asking for an upgrade."""
+    import torch
+
+    from gantool.models.checkpoint import (
+        ENTRIES,
+        FORMAT,
+        load_checkpoint,
+        record,
+        write_checkpoint,
+    )
+
+    envelope = {"format", "gantool_version"}
+    for path in (tiny_ckpt, OLD):
+        written = torch.load(path, weights_only=True)
+        assert set(written) == set(ENTRIES) | envelope and written["format"] == FORMAT, path
+    made = record(config=torch.load(OLD, weights_only=True)["config"], step=3, G={})
+    write_checkpoint(made, tmp_path / "made.pt")
+    read = load_checkpoint(tmp_path / "made.pt")
+    assert set(read) == set(ENTRIES) | envelope and read["step"] == 3 and read["best"] is None
+    with pytest.raises(ValueError):
+        record(config={}, step=0, G={}, weights={})
+    made["format"] = "gantool-checkpoint-v9"
+    torch.save(made, tmp_path / "newer.pt")
+    r = gantool_cli("info", tmp_path / "newer.pt")
+    assert r.returncode == 2 and "gantool-checkpoint-v9" in r.stderr and "upgrade" in r.stderr
+
+
 def test_drawing_reads_only_the_checkpoints_model_section(tiny_ckpt, tmp_path):
     import torch
 

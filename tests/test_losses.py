@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gantool.train.checkpoint import load_checkpoint
+from gantool.models.checkpoint import load_checkpoint
 from gantool.train.loop import run
 from gantool.train.losses import LOSSES, gradient_penalty
 

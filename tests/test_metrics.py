@@ -98,7 +98,7 @@ def test_eval_command_caches_real_statistics(tiny_ckpt, tmp_path, inception):
 def test_training_evaluates_and_keeps_the_best_checkpoint(tmp_path, inception, monkeypatch):
     import json
 
-    from gantool.train.checkpoint import load_checkpoint
+    from gantool.models.checkpoint import load_checkpoint
     from gantool.train.loop import run
 
     from conftest import tiny_config

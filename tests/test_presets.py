@@ -8,7 +8,7 @@ from torch import nn
 
 from gantool.config import PRESETS, apply_overrides, preset_config, preset_names
 from gantool.models import build_discriminator
-from gantool.train.checkpoint import load_checkpoint, load_generator
+from gantool.models.checkpoint import load_checkpoint, load_generator
 from gantool.train.loop import run
 
 from conftest import gantool_cli

@@ -316,7 +316,7 @@ def test_sigterm_to_the_whole_job_stops_a_render_like_ctrl_c(tiny_ckpt, tmp_path
     left, exit 143 with the hint; running it again finishes the job."""
     out = tmp_path / "out"
     args = [sys.executable, "-m", "gantool", "generate", str(tiny_ckpt), "--seeds", "0-199999",
-            "--outdir", str(out), "--format", "jpg", "--workers", "2", "--no-progress"]
+            "--out", str(out), "--format", "jpg", "--workers", "2", "--no-progress"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:

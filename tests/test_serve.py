@@ -45,8 +45,8 @@ def export_dir(tmp_path_factory):
                          "model.truncation": 0.5})
     ckpt = run(cfg, out=root / "runs", progress=False).run_dir / "checkpoints" / "last.pt"
     out = root / "export"
-    r = gantool_cli("export", ckpt, "--out", out, "--format", "onnx,triton", "--fp16",
-                    "--batch", ",".join(map(str, BATCH)))
+    r = gantool_cli("export", ckpt, "--out", out, "--formats", "onnx,triton", "--fp16",
+                    "--batch-profile", ",".join(map(str, BATCH)))
     assert r.returncode == 0, r.stderr
     assert f"wrote {out / 'model_repository'}" in r.stdout
     return out
@@ -152,7 +152,7 @@ def test_config_parser_rejects_what_triton_would(export_dir):
     (["--triton-instances", "0"], "at least 1"),
 ])
 def test_export_triton_option_errors(tiny_ckpt, tmp_path, args, message):
-    r = gantool_cli("export", tiny_ckpt, "--out", tmp_path / "x", "--format", "triton", *args)
+    r = gantool_cli("export", tiny_ckpt, "--out", tmp_path / "x", "--formats", "triton", *args)
     assert r.returncode == 2 and message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
@@ -172,7 +172,7 @@ def test_render_equals_generate_with_onnx(server, export_dir, tmp_path, protocol
     transport = "shared memory" if shm == "on" else "wire"
     assert "wrote 37 image(s)" in r.stdout and f"images by {transport})" in r.stdout
     g = gantool_cli("generate", export_dir, "--backend", "onnx", "--seeds", "0-36",
-                    "--truncation", "0.5", "--outdir", tmp_path / "g", "--no-progress")
+                    "--truncation", "0.5", "--out", tmp_path / "g", "--no-progress")
     assert g.returncode == 0, g.stderr
     assert _close_enough(_folder_images(tmp_path / "r", seeds),
                          _folder_images(tmp_path / "g", seeds))

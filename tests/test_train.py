@@ -8,9 +8,10 @@ from rich.console import Console
 
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
+from gantool.models.checkpoint import load_checkpoint, load_generator
 from gantool.report import read_metrics, write_report
 from gantool.train.batches import EpochOrder
-from gantool.train.checkpoint import load_checkpoint, load_generator, step_checkpoints
+from gantool.train.checkpoint import step_checkpoints
 from gantool.train.loop import run
 from gantool.train.losses import LABEL_TARGETS, d_loss_bce
 

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from gantool.errors import GantoolError, did_you_mean
+from gantool.errors import GantoolError, OptionError, did_you_mean
 
 BACKENDS = ("torch", "onnx", "trt")
 PRECISIONS = ("fp32", "fp16", "bf16")  # the torch backend's network precisions
@@ -126,11 +126,11 @@ def check_class_input(names: Sequence[str], c: np.ndarray | None) -> None:
 
 
 def class_indices(names: Sequence[str], asked: Sequence[str]) -> list[int]:
-    """``--class`` values (names, indices, comma lists, or ``all``) -> class indices of a model
+    """Class values (names, indices, comma lists, or ``all``) -> class indices of a model
     with class ``names``; a one-line error for a model without classes or an unknown class."""
     if not names:
-        raise GantoolError("--class: this model is not conditional (trained without "
-                           "--conditional); drop --class")
+        raise OptionError("class", "this model is not conditional (trained without class "
+                          "labels): draw it without a class")
     lower = {n.lower(): i for i, n in enumerate(names)}
     out: list[int] = []
     for item in (v.strip() for text in asked for v in text.split(",") if v.strip()):
@@ -143,10 +143,10 @@ def class_indices(names: Sequence[str], asked: Sequence[str]) -> list[int]:
         else:
             shown = ", ".join(f"{i}={n}" for i, n in enumerate(names[:20]))
             more = ", ..." if len(names) > 20 else ""
-            raise GantoolError(f"--class {item!r} is not a class of this model"
-                               f"{did_you_mean(item, names)}; its classes: {shown}{more}, or all")
+            raise OptionError("class", f"{item!r} is not a class of this model"
+                              f"{did_you_mean(item, names)}; its classes: {shown}{more}, or all")
     if not out:
-        raise GantoolError("--class needs a class name or index, e.g. --class 0 or --class all")
+        raise OptionError("class", "needs a class name or index, e.g. 0, Sandal or all")
     return out
 
 
@@ -176,9 +176,7 @@ def check_options(name: str, options: dict) -> dict:
     asked = {k: v for k, v in options.items() if v != OPTION_DEFAULTS.get(k, object())}
     for key in asked:
         if key not in OPTIONS[name]:
-            flag = "--" + key.replace("_", "-")
             owners = [b for b in BACKENDS if key in OPTIONS[b]]
-            takes = ", ".join("--" + k.replace("_", "-") for k in OPTIONS[name])
-            raise GantoolError(f"{flag} is an option of the {' and '.join(owners)} backend "
-                               f"(--backend {owners[0]}); the {name} backend takes {takes}")
+            raise OptionError(key, f"only the {' and '.join(owners)} backend takes it; the "
+                              f"{name} backend takes {', '.join(OPTIONS[name])}", see="backend")
     return asked

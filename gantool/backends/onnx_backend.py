@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from gantool.backends import ExportedGenerator
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.export.folder import check_finished, check_unchanged
 from gantool.export.onnx import read_metadata
 from gantool.model_info import graph_inputs
@@ -43,8 +43,8 @@ class OnnxGenerator(ExportedGenerator):
         self.classes = info.classes
         cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if device == "cuda" and not cuda:
-            raise GantoolError("--device cuda: this ONNX Runtime has no CUDA provider; "
-                               "pip install 'gantool[gpu]'")
+            raise OptionError("device", "cuda: this ONNX Runtime has no CUDA provider; "
+                              "pip install 'gantool[gpu]'")
         providers = (["CUDAExecutionProvider"] if cuda and device != "cpu" else []) + [
             "CPUExecutionProvider"]
         options = ort.SessionOptions()

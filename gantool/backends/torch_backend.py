@@ -16,7 +16,7 @@ import torch
 
 from gantool.backends import PRECISIONS, check_class_input, class_input
 from gantool.device import pick_device
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.models.checkpoint import load_generator
 from gantool.models.layers import fold_batchnorm
 from gantool.sampling.images import to_uint8_tensor
@@ -34,7 +34,8 @@ class TorchGenerator:
                                f"{', '.join(PRECISIONS)}")
         self.device = pick_device(device)
         if cuda_graphs and self.device.type != "cuda":
-            raise GantoolError("--cuda-graphs needs a CUDA device (found none, or --device cpu)")
+            raise OptionError("cuda_graphs", "needs a CUDA device (found none, or cpu asked for)",
+                              see="device")
         self.dtype = DTYPES[precision]
         net, m, config, _ = load_generator(path, ema=ema, device=self.device)
         self.net = fold_batchnorm(net).to(self.dtype)  # as exported graphs do: fewer passes

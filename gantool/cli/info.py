@@ -34,23 +34,9 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     check_finished(path)
     suffix = path.suffix.lower()
     if suffix == ".pt":
-        from gantool.models.checkpoint import generator_from_state, load_checkpoint
-        from gantool.models.layers import generator_cost
+        from gantool.models.checkpoint import describe, load_checkpoint
 
-        state = load_checkpoint(path)
-        for ema in (False, True):  # both sets of weights must fit: info vouches for the file
-            net, m, _, _ = generator_from_state(state, path, ema)
-        params, macs = generator_cost(net, m.nz)
-        rows = {"kind": "gantool checkpoint", "step": state["step"],
-                "run": state["config"].get("name"),
-                "resolution": m.resolution, "channels": m.channels, "nz": m.nz,
-                "arch": f"{m.arch} / {m.d_arch}",
-                "generator": f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3g} G "
-                             "multiply-adds per image",
-                "prior": m.prior, "truncation": m.truncation,
-                "ema": state.get("G_ema") is not None,
-                "classes": m.classes,
-                "gantool_version": state.get("gantool_version")}
+        rows = describe(load_checkpoint(path), path)
     elif suffix == ".onnx":
         need_onnx()
         import onnx

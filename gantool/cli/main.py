@@ -23,7 +23,7 @@ from gantool.cli import (
     train,
     video,
 )
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.fileio import path_error_reason
 
 app = typer.Typer(
@@ -115,7 +115,25 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(sig, handler)
 
 
+# Spellings renamed for one name per concept: they still work this release, with a notice.
+DEPRECATED = {("export", "--format"): "--formats", ("export", "--batch"): "--batch-profile",
+              ("bench", "--batch"): "--batch-sizes", ("generate", "--outdir"): "--out",
+              ("render", "--outdir"): "--out"}
+
+
+def deprecation_notices(args: list[str]) -> list[str]:
+    """One line per old spelling in a command line (``--old`` or ``--old=value``, before a
+    ``--``)."""
+    words = args[:args.index("--")] if "--" in args else args
+    command = words[0] if words else ""
+    used = {w.partition("=")[0] for w in words[1:] if w.startswith("--")}
+    return [f"note: {command} {old} is deprecated and will be removed; use {new}"
+            for (cmd, old), new in DEPRECATED.items() if cmd == command and old in used]
+
+
 def _main(argv: list[str] | None) -> None:
+    for line in deprecation_notices(list(map(str, ARGV))):
+        typer.echo(line, err=True)
     try:
         code = command().main(args=argv, standalone_mode=False, prog_name="gantool")
     except typer.TyperException as e:  # bad flags or values, as parsed by Typer
@@ -123,6 +141,8 @@ def _main(argv: list[str] | None) -> None:
         where = ctx.command_path if ctx else "gantool"
         message = e.format_message().replace("Value error, ", "")  # Typer's choice wording
         _fail(f"{message} (see '{where} --help')")
+    except OptionError as e:  # the library names the option; the flag is the command's
+        _fail(e.spelt(flag_of))
     except GantoolError as e:
         _fail(str(e))
     except OSError as e:  # the machine's limits or a path given, not a defect
@@ -152,6 +172,18 @@ def _stop(signum, frame) -> None:
     cleans up the same way (whole files, workers drained, temp files removed)."""
     _STOPPED_BY.append(signum)
     raise KeyboardInterrupt
+
+
+def flag_of(option: str) -> str:
+    """The flag of the running command that sets ``option`` (a parameter of that name, or
+    one spelt ``--option``), else ``--option``."""
+    dashed = f"--{option.replace('_', '-')}"
+    cmd = typer.main.get_command(app)
+    params = getattr(cmd, "commands", {}).get(ARGV[0] if ARGV else "", cmd).params
+    for p in params:
+        if p.name == option or dashed in p.opts:
+            return next((o for o in p.opts if o.startswith("--")), dashed)
+    return dashed
 
 
 def _fail(message: str) -> None:

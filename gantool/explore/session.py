@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 
 MAX_GRID = 64  # seeds per page, fewer where images are large (see ``Explorer.max_images``)
 MAX_WALK_SEEDS = 8
@@ -141,18 +141,15 @@ class Explorer:
     def _class(self, query: Mapping[str, str]) -> int | None:
         """A conditional model's class index (a name or an index); None: seed mod K (what
         gantool generate draws without --class), and always for an unconditional model."""
+        from gantool.backends import class_indices
+
         text = query.get("class", "").strip()
         if not text or text.lower() == "auto":
             return None
-        if not self.classes:
-            raise GantoolError("this model is not conditional: it takes no class")
-        lower = [c.lower() for c in self.classes]
-        if text.lower() in lower:
-            return lower.index(text.lower())
-        if text.isdigit() and int(text) < len(self.classes):
-            return int(text)
-        raise GantoolError(f"class {text[:40]!r} is not one of this model's "
-                           f"{len(self.classes)} classes")
+        picked = class_indices(self.classes, [text[:100]])
+        if len(picked) != 1:
+            raise OptionError("class", "choose one class")
+        return picked[0]
 
     def _walk(self, query: Mapping[str, str]):
         from gantool.sampling.latent import MAX_SEED

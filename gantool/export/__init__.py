@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gantool.errors import GantoolError, did_you_mean
+from gantool.errors import OptionError, did_you_mean
 
 # Options every format takes, and their defaults (an option at its default is not asked for).
 COMMON = ("fp16", "output", "batch", "verify", "ema", "keep_fp32", "fidelity")
@@ -43,9 +43,9 @@ def check_format_options(formats: list[ExportFormat], options: dict) -> None:
             continue
         if not any(key in f.options for f in formats):
             owner = next(f.name for f in FORMATS.values() if key in f.options)
-            raise GantoolError(f"--{key.replace('_', '-')} is an option of the {owner} format: "
-                               f"add it to --formats (e.g. --formats "
-                               f"{','.join([*(f.name for f in formats), owner])})")
+            raise OptionError(key, f"only the {owner} format takes it: add that format, "
+                              f"e.g. {','.join([*(f.name for f in formats), owner])}",
+                              see="formats")
 
 
 def parse_formats(text: str) -> list[ExportFormat]:
@@ -53,11 +53,10 @@ def parse_formats(text: str) -> list[ExportFormat]:
     out = []
     for name in (n.strip().lower() for n in text.split(",") if n.strip()):
         if name not in FORMATS:
-            raise GantoolError(f"unknown export format {name!r}{did_you_mean(name, FORMATS)}; "
-                               "formats: "
-                               f"{', '.join(FORMATS)}")
+            raise OptionError("formats", f"unknown export format {name!r}"
+                              f"{did_you_mean(name, FORMATS)}; formats: {', '.join(FORMATS)}")
         if FORMATS[name] not in out:
             out.append(FORMATS[name])
     if not out:
-        raise GantoolError(f"--format names no format; formats: {', '.join(FORMATS)}")
+        raise OptionError("formats", f"names no format; formats: {', '.join(FORMATS)}")
     return out

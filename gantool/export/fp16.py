@@ -24,10 +24,10 @@ def convert_fp16(model, keep_fp32: list[str] = ()):
     names = {n.name for n in model.graph.node}
     unknown = [n for n in keep_fp32 if n not in names]
     if unknown:
-        from gantool.errors import GantoolError
+        from gantool.errors import OptionError
 
-        raise GantoolError(f"--keep-fp32: no node named {unknown[0]!r} in the model; the names "
-                           "come from the overflow report of a failed --fp16 export")
+        raise OptionError("keep_fp32", f"no node named {unknown[0]!r} in the model; the names "
+                          "come from the overflow report of a failed fp16 export")
     block = list(keep_fp32) + postprocess_nodes(model)
     with warnings.catch_warnings():  # "number truncated to 1e-07": tiny weights, expected
         warnings.simplefilter("ignore", UserWarning)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.export import ExportFormat
 from gantool.export.folder import digest
 from gantool.export.fp16 import FP16_MAX, convert_fp16, fp16_overflows
@@ -155,7 +155,7 @@ def _sidecar(model) -> dict:
 def _check_batch(batch: tuple[int, int, int]) -> None:
     lo, opt, hi = batch
     if not 1 <= lo <= opt <= hi:
-        raise GantoolError(f"--batch needs 1 <= min <= opt <= max, got {lo},{opt},{hi}")
+        raise OptionError("batch", f"needs 1 <= min <= opt <= max, got {lo},{opt},{hi}")
 
 
 def write_summary(out: Path, result: ExportResult) -> Path:

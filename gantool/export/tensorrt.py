@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.export.folder import check_finished, check_unchanged
 from gantool.fileio import atomic_write
 from gantool.model_info import CLASS_INPUT, ModelInfo, graph_inputs
@@ -33,11 +33,11 @@ def require_tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
-        raise GantoolError(f"--format engine: TensorRT is not installed. {INSTALL_HINT}") from None
+        raise OptionError("formats", f"engine: TensorRT is not installed. {INSTALL_HINT}") from None
     import torch
 
     if not torch.cuda.is_available():
-        raise GantoolError(f"--format engine: no CUDA GPU is visible. {INSTALL_HINT}")
+        raise OptionError("formats", f"engine: no CUDA GPU is visible. {INSTALL_HINT}")
     return trt
 
 
@@ -78,7 +78,7 @@ def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int]
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
     precisions = _layer_precisions(trt, engine)
     if fp16 and "Half" not in precisions:
-        raise GantoolError(f"--fp16 was asked for but no engine layer runs in fp16 "
+        raise OptionError("fp16", f"was asked for but no engine layer runs in fp16 "
                            f"(precisions: {', '.join(sorted(precisions)) or 'unknown'})")
     with atomic_write(plan_path) as f:
         f.write(bytes(serialized))  # bare plan, no header
@@ -106,7 +106,7 @@ class EngineRunner:
         sidecar = plan.with_suffix(".plan.json")
         if not plan.is_file() or not sidecar.is_file():
             raise GantoolError(f"{plan} and its {sidecar.name} are needed; export with "
-                               "gantool export --format engine")
+                               "gantool export --formats engine")
         check_finished(plan)
         check_unchanged(plan)
         self.info = ModelInfo.from_metadata(json.loads(sidecar.read_text())["metadata"],

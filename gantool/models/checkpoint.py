@@ -1,10 +1,13 @@
-"""Gantool checkpoint files, as inference reads them: open one safely, rebuild its generator.
+"""The gantool checkpoint record: its format tag and entries, writing one, reading one (an
+older writer's included), rebuilding its generator, and what it says about itself.
 
 A checkpoint is a plain dict of tensors and primitives (``torch.load(weights_only=True)`` opens
 it) that carries its own config, so ``load_generator(path)`` rebuilds the network with no flags.
-Only the config's model section is read (``gantool.config.model_config``): the training options
-of the version that wrote a checkpoint do not matter to drawing from it. Writing a run's
-checkpoints (rotation, last.pt, resume) is ``gantool.train.checkpoint``'s.
+Only the config's model section is read to draw (``gantool.config.model_config``): the training
+options of the version that wrote a checkpoint do not matter to drawing from it. Training fills
+the record (``gantool.train.state.capture``); a run's step files, ``last.pt`` and their rotation
+are ``gantool.train.checkpoint``'s, ``best.pt`` the trainer's, all written through
+``write_checkpoint``.
 """
 
 from __future__ import annotations
@@ -22,13 +25,43 @@ from gantool.fileio import atomic_write
 from gantool.models import build_generator
 
 FORMAT = "gantool-checkpoint-v1"
+# The record's entries. Drawing needs the first three; resuming needs them all.
+REQUIRED = {"config": dict, "G": dict, "step": int}
+ENTRIES = {
+    "config": "the run's whole configuration (RunConfig.to_dict)",
+    "G": "the generator's weights",
+    "step": "training steps done",
+    "G_ema": "the EMA generator's weights, or None when the run keeps none",
+    "D": "the discriminator's weights",
+    "epoch": "passes over the data done (a fraction)",
+    "opt_G": "G's optimizer state", "opt_D": "D's optimizer state",
+    "scaler": "the mixed-precision gradient scaler's state",
+    "rng": "every process's RNG state, so that a resume continues bit for bit",
+    "guard": "the divergence guard's rollbacks and learning-rate scale",
+    "best": "the best evaluation so far ({metric, value, step}), or None",
+}
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save through a temp file, fsync and rename: never a half-written checkpoint."""
+def record(**entries: Any) -> dict:
+    """A checkpoint record of this gantool version: ``entries`` (see ENTRIES) with the format
+    tag and the version that wrote it."""
+    unknown = sorted(set(entries) - set(ENTRIES))
+    missing = sorted(set(REQUIRED) - set(entries))
+    if unknown or missing:
+        raise ValueError(f"a checkpoint record has no entry {unknown} / needs {missing}")
+    from gantool import __version__
+
+    return {"format": FORMAT, "gantool_version": __version__, **entries}
+
+
+def write_checkpoint(rec: dict, path: Path) -> None:
+    """Write a ``record`` through a temp file, fsync and rename: never a half-written
+    checkpoint; a full disk is one line saying the earlier checkpoints are intact."""
+    if rec.get("format") != FORMAT:
+        raise ValueError("write_checkpoint takes a record() of this version")
     try:
         with atomic_write(path) as f:
-            torch.save(obj, f)
+            torch.save(rec, f)
     except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
         if isinstance(e, RuntimeError) and shutil.disk_usage(path.parent).free > 2**30:
             raise
@@ -46,13 +79,34 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated, or not a torch file
         raise GantoolError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise GantoolError(f"{path} is not a gantool checkpoint")
-    for key, kind in [("config", dict), ("G", dict), ("step", int)]:
+    written = state.get("format") if isinstance(state, dict) else None
+    if written != FORMAT:
+        newer = isinstance(written, str) and written.startswith("gantool-checkpoint-")
+        raise GantoolError(f"{path} is a {written} file, which this gantool does not read: "
+                           "upgrade gantool" if newer else f"{path} is not a gantool checkpoint")
+    for key, kind in REQUIRED.items():
         if not isinstance(state.get(key), kind):
             raise GantoolError(f"{path} is a damaged gantool checkpoint (its {key!r} entry is "
                                "missing or malformed); use another checkpoint of the run")
-    return state
+    return {**dict.fromkeys(ENTRIES), "gantool_version": None, **state}
+
+
+def describe(state: dict, path: str | os.PathLike) -> dict[str, Any]:
+    """What a checkpoint says about itself (``gantool info``): run, step, the model, the
+    generator's size and cost; both sets of weights are loaded, so it vouches for the file."""
+    from gantool.models.layers import generator_cost
+
+    for ema in (False, True):
+        net, m, _, _ = generator_from_state(state, path, ema)
+    params, macs = generator_cost(net, m.nz)
+    return {"kind": "gantool checkpoint", "step": state["step"],
+            "run": state["config"].get("name"),
+            "resolution": m.resolution, "channels": m.channels, "nz": m.nz,
+            "arch": f"{m.arch} / {m.d_arch}",
+            "generator": f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3g} G multiply-adds "
+                         "per image",
+            "prior": m.prior, "truncation": m.truncation, "ema": state["G_ema"] is not None,
+            "classes": m.classes, "gantool_version": state["gantool_version"]}
 
 
 class StoredGenerator(NamedTuple):
@@ -83,7 +137,7 @@ def generator_from_state(state: dict, path: str | os.PathLike,
         g = build_generator(model)
     except GantoolError as e:
         raise GantoolError(f"{path}: its configuration is invalid ({e})") from None
-    weights = state.get("G_ema") if ema and state.get("G_ema") is not None else state["G"]
+    weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
     try:
         g.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as e:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from gantool.errors import GantoolError, PartialBatch
+from gantool.errors import GantoolError, OptionError, PartialBatch
 from gantool.fileio import folder_lock
 from gantool.progress import StepProgress
 from gantool.sampling.images import Encoding, save_grid, seed_path
@@ -47,8 +47,8 @@ def render_images(generator, seeds: Sequence[int], truncation: float | None, bat
         return render_seeds(generator, seeds, truncation, batch_size, outdir, grid,
                             layout=layout, **options)
     if grid is not None or outdir is None:
-        raise GantoolError("the webdataset layout writes tars into --out; draw a --grid in a "
-                           "command of its own")
+        raise OptionError("layout", "webdataset writes tars into the output folder, and takes "
+                          "no grid: draw one in a command of its own", see="grid")
     from gantool.sampling.tars import render_tars
 
     return render_tars(generator, seeds, truncation, batch_size, outdir, per_tar=per_tar,

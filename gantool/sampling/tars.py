@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.fileio import atomic_write, claim_folder
 from gantool.sampling.latent import Seeds
 from gantool.sampling.render import manifest_row, render_seeds
@@ -47,7 +47,7 @@ def render_tars(generator, seeds: Sequence[int], truncation: float | None, batch
     options of ``render_seeds`` (workers, console, progress, ...). Returns render_seeds'
     counts (``skipped``: the seeds of tars already there) and ``tars`` written."""
     if per_tar < 1:
-        raise GantoolError(f"--tar-images must be at least 1, got {per_tar}")
+        raise OptionError("tar_images", f"must be at least 1, got {per_tar}")
     out.mkdir(parents=True, exist_ok=True)
     _claim(out, seeds, per_tar)
     todo = _Todo(seeds, per_tar, out)

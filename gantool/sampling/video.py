@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gantool.errors import GantoolError, did_you_mean
+from gantool.errors import GantoolError, OptionError, did_you_mean
 from gantool.fileio import UMASK, atomic_write
 from gantool.progress import StepProgress
 from gantool.sampling.images import pil_image
@@ -78,7 +78,8 @@ def check_video_path(path: Path) -> str:
     if suffix in ANIMATION_SUFFIXES:
         return "animation"
     names = ", ".join([*FFMPEG_SUFFIXES, *ANIMATION_SUFFIXES])
-    raise GantoolError(f"--out {path.name}: write a video ({names}), or frames with --frames-dir")
+    raise OptionError("out", f"{path.name}: write a video ({names}), or frames to a folder",
+                      see="frames_dir")
 
 
 def ffmpeg_exe() -> str:
@@ -98,8 +99,8 @@ def check_codec(exe: str, codec: str) -> None:
     names = {line.split()[1] for line in listing.splitlines()
              if len(line.split()) > 1 and line.startswith(" V")}
     if codec not in names:
-        raise GantoolError(f"--codec {codec}: this FFmpeg has no such video encoder"
-                           f"{did_you_mean(codec, names)}; e.g. libx264, libx265, libvpx-vp9")
+        raise OptionError("codec", f"{codec}: this FFmpeg has no such video encoder"
+                          f"{did_you_mean(codec, names)}; e.g. libx264, libx265, libvpx-vp9")
 
 
 class FfmpegWriter:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from gantool.backends import check_class_input, class_input
-from gantool.errors import GantoolError, PartialBatch
+from gantool.errors import GantoolError, OptionError, PartialBatch
 from gantool.model_info import graph_inputs
 from gantool.sampling.latent import batched
 
@@ -347,7 +347,7 @@ def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, enc
         try:
             validate_truncation(t, generator.prior)
         except ValueError as e:
-            raise GantoolError(f"--truncation: {e}") from None
+            raise OptionError("truncation", str(e)) from None
         picked = class_indices(generator.classes, classes) if classes else [None]
         total: dict = {}
         for i in picked:

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.fileio import UMASK
 from gantool.model_info import ModelInfo
 from gantool.sampling import latent as latent_module
@@ -149,11 +149,11 @@ def check_options(variant: str, instances: int, accelerator: str, output: str | 
         raise GantoolError(f"unknown accelerator {accelerator!r}; choose "
                            f"{' or '.join(ACCELERATORS)}")
     if accelerator != "none" and variant != "gpu":
-        raise GantoolError("--triton-accelerator applies to the gpu variant's ONNX model")
+        raise OptionError("triton_accelerator", "applies to the gpu variant's ONNX model")
     if instances < 1:
-        raise GantoolError(f"--triton-instances must be at least 1, got {instances}")
+        raise OptionError("triton_instances", f"must be at least 1, got {instances}")
     if output != "uint8":
-        raise GantoolError("a Triton repository serves uint8 images: export with --output uint8")
+        raise OptionError("output", "a Triton repository serves uint8 images: export uint8")
     model_config_message()  # the serve extra is installed
 
 

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.system import die_with_parent
 
 # The python backend hands tensors to its stubs through a shared-memory region that starts at
@@ -287,7 +287,7 @@ def _check_port_free(host: str, port: int, flag: str) -> None:
     try:  # the address family of the host: IPv4, IPv6 (::1) or a name
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as e:
-        raise GantoolError(f"--host {host}: not an address of this machine ({e})") from None
+        raise OptionError("host", f"{host} is not an address of this machine ({e})") from None
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
         try:

@@ -1,7 +1,7 @@
 """A run's checkpoints: step files and last.pt, rotation, discovery, resume, the run lock.
 
-Reading a checkpoint and rebuilding its generator (what inference needs) is
-``gantool.models.checkpoint``, which inference code imports without importing training.
+The record itself (its entries, writing, reading, the generator it holds) is
+``gantool.models.checkpoint``'s, which inference imports without importing training.
 """
 
 from __future__ import annotations
@@ -15,14 +15,7 @@ from typing import Any
 
 from gantool.errors import GantoolError
 from gantool.fileio import folder_lock, fsync_dir
-from gantool.models.checkpoint import (  # noqa: F401 - the training side uses them from here
-    FORMAT,
-    atomic_torch_save,
-    generator_from_state,
-    load_checkpoint,
-    load_error,
-    load_generator,
-)
+from gantool.models.checkpoint import load_checkpoint, write_checkpoint
 
 STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 LAST = "last.pt"
@@ -33,10 +26,11 @@ def step_name(step: int) -> str:
 
 
 def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, keep: int) -> Path:
-    """Write ``state`` as ``step-NNNNNNN.pt``, point ``last.pt`` at it, keep the newest ``keep``."""
+    """Write the record ``state`` as ``step-NNNNNNN.pt``, point ``last.pt`` at it, keep the
+    newest ``keep``."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / step_name(int(state["step"]))
-    atomic_torch_save({"format": FORMAT, **state}, path)
+    write_checkpoint(state, path)
     _link_last(path)
     for old in step_checkpoints(ckpt_dir)[keep:]:
         old.unlink(missing_ok=True)

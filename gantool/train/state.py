@@ -1,6 +1,7 @@
-"""A run's state as a checkpoint holds it, and back: networks, optimizers, scaler, the step,
-the guard's counters, the best evaluation, and every process's RNG state, so that ``--resume``
-continues bit for bit (with the same number of processes)."""
+"""A run's state as a checkpoint record (``gantool.models.checkpoint``) holds it, and back:
+networks, optimizers, scaler, the step, the guard's counters, the best evaluation, and every
+process's RNG state, so that ``--resume`` continues bit for bit (with the same number of
+processes)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import time
 
 import torch
 
-import gantool
 from gantool.config import RunConfig
 from gantool.errors import GantoolError
+from gantool.models.checkpoint import record
 from gantool.train import distributed
 from gantool.train.runlog import RunLog
 from gantool.train.update import GanUpdate
@@ -22,21 +23,12 @@ def capture(cfg: RunConfig, up: GanUpdate, step: int, steps_per_epoch: int, guar
     rng = {"torch": torch.get_rng_state()}
     if up.hw.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {
-        "gantool_version": gantool.__version__,
-        "config": cfg.to_dict(),
-        "step": step,
-        "epoch": step / steps_per_epoch,
-        "G": up.G.state_dict(),
-        "D": up.D.state_dict(),
-        "G_ema": up.G_ema.state_dict() if up.G_ema is not None else None,
-        "opt_G": _plain_lr(up.opt_G.state_dict()),
-        "opt_D": _plain_lr(up.opt_D.state_dict()),
-        "scaler": up.scaler.state_dict(),
-        "rng": rng,
-        "guard": guard,
-        "best": best,
-    }
+    return record(
+        config=cfg.to_dict(), step=step, epoch=step / steps_per_epoch,
+        G=up.G.state_dict(), D=up.D.state_dict(),
+        G_ema=up.G_ema.state_dict() if up.G_ema is not None else None,
+        opt_G=_plain_lr(up.opt_G.state_dict()), opt_D=_plain_lr(up.opt_D.state_dict()),
+        scaler=up.scaler.state_dict(), rng=rng, guard=guard, best=best)
 
 
 def restore(up: GanUpdate, state: dict) -> None:

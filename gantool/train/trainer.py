@@ -26,18 +26,12 @@ from gantool.data import ImageSet, load_dataset
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write
 from gantool.models import check_networks
+from gantool.models.checkpoint import load_error, write_checkpoint
 from gantool.progress import PLAIN_EVERY_S, StepProgress
 from gantool.sampling.images import make_grid, save_image
 from gantool.train import distributed
 from gantool.train.batches import EpochOrder, RealBatches
-from gantool.train.checkpoint import (
-    FORMAT,
-    atomic_torch_save,
-    load_error,
-    save_checkpoint,
-    step_checkpoints,
-    step_of,
-)
+from gantool.train.checkpoint import save_checkpoint, step_checkpoints, step_of
 from gantool.train.guard import DivergenceGuard
 from gantool.train.hardware import setup_hardware
 from gantool.train.runlog import RunLog
@@ -363,8 +357,7 @@ class Trainer:
         better = self.best is None or value < self.best["value"]
         if better:
             self.best = {"metric": t.eval_metric, "value": value, "step": self.step}
-            atomic_torch_save({"format": FORMAT, **self.state_dict()},
-                              self.run_dir / "checkpoints" / "best.pt")
+            write_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / "best.pt")
         console.print(f"step {self.step}: {t.eval_metric.upper()} {value:.4g}"
                       + (" (best so far: checkpoints/best.pt)" if better else
                          f" (best {self.best['value']:.4g} at step {self.best['step']})"))
