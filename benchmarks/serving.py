@@ -53,13 +53,12 @@ def make_export(folder: Path, res: int, ngf: int, batch: int, clients: int,
                 max_batch: int = 0) -> Path:
     """``folder/export`` with model.onnx, export.json and model_repository/."""
     from gantool.export import FORMATS
-    from gantool.export.pipeline import export_checkpoint, write_summary
+    from gantool.export.pipeline import export_checkpoint
     from gantool.serve.repository import write_repository
 
     ckpt = random_checkpoint(folder / "ckpt", res, ngf)[0]
     out = folder / "export"
-    result = export_checkpoint(ckpt, out, [FORMATS["onnx"]], log=lambda s: None)
-    write_summary(out, result)
+    export_checkpoint(ckpt, out, [FORMATS["onnx"]], log=lambda s: None)
     top = max_batch or batch * clients  # default: all clients' requests fit one dynamic batch
     write_repository(out, "cpu", (1, min(batch, top), top))
     return out

@@ -177,7 +177,7 @@ def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, eng
     import torch
 
     from gantool.export import FORMATS
-    from gantool.export.pipeline import export_checkpoint, write_summary
+    from gantool.export.pipeline import export_checkpoint
     from gantool.models.checkpoint import load_generator
 
     needs = {c.backend for c in contenders}
@@ -196,11 +196,9 @@ def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, eng
         if needs & {"onnx", "trt", "triton"}:
             formats = [FORMATS["onnx"]] + ([FORMATS["engine"]] if "trt" in needs and engine
                                            else [])
-            result = export_checkpoint(ckpt, export, formats, fp16=fp16,
-                                       batch=(1, min(8, max_batch), max_batch), verify=False,
-                                       log=lambda s: None)
-            write_summary(export, result)
-            if "triton" in needs:
+            export_checkpoint(ckpt, export, formats, fp16=fp16, verify=False, log=lambda s: None,
+                              batch=(1, min(8, max_batch), max_batch))
+            if "triton" in needs:  # batches of its own: written beside the export
                 from gantool.serve.repository import write_repository
 
                 write_repository(export, "cpu", (1, max_batch, max_batch))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from gantool.errors import GantoolError
 
@@ -88,3 +89,15 @@ def graph_inputs(z, c=None) -> dict:
     if c is not None:
         feeds[CLASS_INPUT] = np.ascontiguousarray(c, dtype=np.float32)
     return feeds
+
+
+def read_onnx_metadata(path: str | Path) -> ModelInfo:
+    """gantool's description of the model in an ONNX file (the onnx extra)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - any parse error means "not an ONNX file"
+        raise GantoolError(f"cannot read {path} as ONNX: {str(e).splitlines()[0]}") from None
+    raw = {p.key: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    return ModelInfo.from_metadata(raw, f"{path} (an ONNX model)")

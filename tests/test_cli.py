@@ -27,6 +27,8 @@ ERRORS = [
     (["train", "--data", "builtin:fashion-mnist", "--resolution", "100"],
      "unsupported resolution 100.*nearest: 80, 96, 112"),
     (["train", "--preset", "fashion-mnst", "--data", "x"], "did you mean 'fashion-mnist'"),
+    # library errors name the option; the CLI spells the command's flag for it
+    (["train", "--preset", "fashion-mnist"], "^error: --data: no training data"),
     (["train", "--preset", "fashion-mnist", "--set", "train.lr=1"], "did you mean 'train.lr_g'"),
     (["train", "--preset", "fashion-mnist", "--steps", "abc"], "--steps"),
     (["train", "--preset", "fashion-mnist", "--config", "{tmp}/bad.yaml"], "cannot parse"),
@@ -119,6 +121,16 @@ def test_fixed_choices_are_refused_in_one_line(cases, argv, message):
     r = gantool_cli(*[a.format(tmp=tmp, ckpt=ckpt) for a in argv])
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_training_error_names_the_flag_the_schema_declares(tmp_path):
+    """The library says batch_size; gantool train spells it --batch-size, as declared."""
+    r = gantool_cli("train", "--preset", "fashion-mnist", "--data", "builtin:fashion-mnist",
+                    "--batch-size", "100000", "--out", tmp_path, "--no-progress")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: --batch-size: the dataset has 6000 images, fewer than the batch size 100000; "
+        "lower it or add images")
 
 
 def test_old_option_spellings_still_work(tmp_path, tiny_ckpt):

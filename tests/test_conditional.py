@@ -171,7 +171,7 @@ def test_unlabelled_data_and_classes_without_labels_are_one_line_errors(tmp_path
         Image.new("RGB", (12, 12), (i, i, i)).save(root / f"{i}.png")
     for over, words in (
             ({"data.path": str(root), "data.class_labels": True}, "outside class folders"),
-            ({"model.classes": "a,b", "data.class_labels": False}, "pass --conditional"),
+            ({"model.classes": "a,b", "data.class_labels": False}, "read without labels"),
             ({"model.classes": "a,b"}, "differ from the run's model.classes")):
         with pytest.raises(GantoolError) as e:
             run(tiny_config(**{**COND, **over}), out=tmp_path / "runs", progress=False)

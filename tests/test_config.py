@@ -51,7 +51,7 @@ def test_precedence_preset_then_file_then_flags(tmp_path):
     ({"train.ema_decay": 1.0}, r"\[0, 1\)"),
     ({"train.compile_mode": "reduce-overhead"}, "one of default, max-autotune-no-cudagraphs"),
     ({"train.cuda_graphs": True, "train.amp": "fp16"}, "cannot run with train.compile"),
-    ({"train.cuda_graphs": True, "train.device": "cpu"}, "or --device cpu"),
+    ({"train.cuda_graphs": True, "train.device": "cpu"}, "or the cpu device"),
     # values that would pass every range check and fail later, inside training
     ({"model.truncation": "inf"}, "expected a finite number"),
     ({"model.truncation": float("nan")}, "expected a finite number"),

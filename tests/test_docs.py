@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["index", "training", "presets", "sampling", "export-serving", "rendering-at-scale",
-         "quality", "benchmarks", "architecture", "cli"]
+         "quality", "benchmarks", "architecture", "cli", "options"]
 
 pytestmark = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("mkdocs", "material")),
@@ -54,6 +54,18 @@ def test_cli_reference_is_the_typer_apps(site):
                     if opt.startswith("-"):
                         assert opt in html, f"gantool {name} {opt} is not in the reference"
     assert "<code>--truncation " in html
+
+
+def test_run_options_are_the_schemas(site):
+    """Every option of the run configuration, with its flag where it has one."""
+    from gantool.config import options
+
+    html = (site / "options.html").read_text()
+    assert "<!-- options-reference" not in html
+    for o in options():
+        assert f"<code>{o.key}</code>" in html, o.key
+        if o.flag:
+            assert f"<code>{o.flag}</code>" in html, o.flag
 
 
 def test_committed_cli_page_is_a_stub():

@@ -16,7 +16,7 @@ from conftest import CTRL_C_ABLE, gantool_cli
 
 def _generate(ckpt, outdir, *extra):
     try:
-        main(["generate", str(ckpt), "--outdir", str(outdir), "--no-progress", *extra])
+        main(["generate", str(ckpt), "--out", str(outdir), "--no-progress", *extra])
     except SystemExit as e:
         assert e.code == 0, e.code
 
@@ -66,7 +66,7 @@ def test_grid_through_the_console_script(tiny_ckpt, tmp_path):
 
 
 def _render(ckpt, outdir, *extra):
-    return gantool_cli("generate", ckpt, "--outdir", outdir, "--no-progress", *extra)
+    return gantool_cli("generate", ckpt, "--out", outdir, "--no-progress", *extra)
 
 
 @pytest.mark.slow
@@ -184,7 +184,7 @@ def _render_until(ckpt, out, seeds: str, files: int) -> tuple[int, float]:
     import time
 
     proc = subprocess.Popen([sys.executable, "-m", "gantool", "generate", str(ckpt), "--seeds",
-                             seeds, "--outdir", str(out), "--no-progress", "--batch-size", "32"],
+                             seeds, "--out", str(out), "--no-progress", "--batch-size", "32"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **CTRL_C_ABLE)
     start = time.perf_counter()

@@ -19,23 +19,39 @@ FIXTURES = Path(__file__).parent / "fixtures"
 OLD = FIXTURES / "checkpoint-5afadd2.pt"  # made by commit 5afadd2 (tiny 28 px, nz 8, 4 steps)
 
 INFERENCE = ["gantool.backends", "gantool.backends.torch_backend",
-             "gantool.backends.onnx_backend", "gantool.export", "gantool.export.pipeline",
+             "gantool.backends.onnx_backend", "gantool.backends.trt_backend",
+             "gantool.artifacts", "gantool.model_info", "gantool.export", "gantool.export.pipeline",
              "gantool.export.folder", "gantool.serve", "gantool.serve.client",
              "gantool.serve.server", "gantool.serve.repository", "gantool.bench",
              "gantool.sampling.render", "gantool.sampling.video", "gantool.sampling.walk",
              "gantool.models.checkpoint", "gantool.explore.session", "gantool.explore.app"]
 
 
-def test_inference_never_imports_training():
+def loaded_by(modules: list[str]) -> list[str]:
+    """The gantool modules a fresh interpreter has loaded after importing ``modules``."""
     code = ("import importlib, json, sys\n"
-            f"for name in {INFERENCE!r}:\n"
+            f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('gantool.'))))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    loaded = json.loads(out)
+    return json.loads(out)
+
+
+def test_inference_never_imports_training():
+    loaded = loaded_by(INFERENCE)
     assert "gantool.backends.torch_backend" in loaded
     assert not [m for m in loaded if m.startswith(("gantool.train", "gantool.cli"))], loaded
+
+
+# what draws images: it reads what export wrote without importing the export code
+DRAWING = [m for m in INFERENCE if not m.startswith(("gantool.export", "gantool.bench"))]
+
+
+def test_drawing_never_imports_export():
+    loaded = loaded_by(DRAWING)
+    assert "gantool.backends.trt_backend" in loaded and "gantool.serve.client" in loaded
+    assert not [m for m in loaded if m.startswith("gantool.export")], loaded
 
 
 def test_drawing_from_a_checkpoint_does_not_import_training(tmp_path):

@@ -1,8 +1,10 @@
-"""MkDocs hook: the CLI reference page, generated from the Typer app when the site is built.
+"""MkDocs hook: the reference pages, generated from the code when the site is built.
 
 docs/cli.md holds the page's introduction and a marker comment; this hook replaces the marker
 with every command of ``gantool.cli.main`` (usage, examples, options grouped in the panels that
-``--help`` shows), so the reference cannot drift from the code. Nothing it writes is committed.
+``--help`` shows). docs/options.md's marker becomes every run option of ``gantool.config``'s
+schema (key, default, allowed values, train flag, help), group by group. Neither can drift from
+the code; nothing this writes is committed.
 """
 
 from __future__ import annotations
@@ -15,14 +17,20 @@ from mkdocs.exceptions import PluginError
 from rich.errors import StyleSyntaxError
 from rich.style import Style
 
-PAGE = "cli.md"
+PAGE, OPTIONS_PAGE = "cli.md", "options.md"
 MARKER = re.compile(r"<!-- cli-reference\b.*?-->", re.S)
+OPTIONS_MARKER = re.compile(r"<!-- options-reference\b.*?-->", re.S)
 OPTION = re.compile(r"(?<![\w`/-])(--?[A-Za-z][\w-]*)")
 TAG = re.compile(r"(?<!\\)\[([^\[\]]*)\]")
 EXAMPLE_NOTE = re.compile(r"\s{2,}\((.+)\)$")
 
 
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
+    if page.file.src_uri == OPTIONS_PAGE:
+        if not OPTIONS_MARKER.search(markdown):
+            raise PluginError(f"{OPTIONS_PAGE} has lost its '<!-- options-reference -->' marker")
+        reference = options_reference()
+        return OPTIONS_MARKER.sub(lambda _: reference, markdown, count=1)
     if page.file.src_uri != PAGE:
         return markdown
     if not MARKER.search(markdown):
@@ -47,6 +55,43 @@ def cli_reference() -> str:
         parts.append(_command_section(sub, click.Context(sub, info_name=name, parent=ctx),
                                       f"gantool {name}"))
     return "\n\n".join(parts) + "\n"
+
+
+def options_reference() -> str:
+    """Markdown: a table per group of the run configuration's schema."""
+    from gantool.config import options
+
+    groups: dict[str, list[str]] = {}
+    for o in options():
+        allowed = ", ".join(f"`{c}`" for c in o.choices) or _range(o)
+        flag = f"`{o.flag}`" if o.flag else ""
+        shown = _value(o.default)
+        default = "none" if o.default is None else f"`{shown}`" if shown else "empty"
+        groups.setdefault(o.group, []).append(
+            f"| `{o.key}` | {default} | {allowed} | {flag} | {_cell(o.help)} |")
+    head = "| option | default | allowed | train flag | what it does |\n|---|---|---|---|---|\n"
+    return "\n\n".join(f"## {group}\n\n{head}" + "\n".join(rows)
+                       for group, rows in groups.items()) + "\n"
+
+
+def _value(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items()) or "{}"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _range(o) -> str:
+    if o.fraction:
+        return "[0, 1)"
+    if o.at_least is not None:
+        return f">= {o.at_least}"
+    return ""
+
+
+def _cell(text: str) -> str:
+    return html.escape(text).replace("|", "\\|")
 
 
 def _command_section(cmd: click.Command, ctx: click.Context, path: str) -> str:

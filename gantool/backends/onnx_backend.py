@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gantool.artifacts import check_finished, check_unchanged
 from gantool.backends import ExportedGenerator
 from gantool.errors import GantoolError, OptionError
-from gantool.export.folder import check_finished, check_unchanged
-from gantool.export.onnx import read_metadata
-from gantool.model_info import graph_inputs
+from gantool.model_info import graph_inputs, read_onnx_metadata
 
 
 def onnxruntime():
@@ -36,7 +35,7 @@ class OnnxGenerator(ExportedGenerator):
             raise GantoolError(f"{p} does not exist; export one with gantool export")
         check_finished(p)
         check_unchanged(p)
-        info = read_metadata(p)
+        info = read_onnx_metadata(p)
         self.path, self.info = p, info
         self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
         self.prior, self.default_truncation = prior or info.prior, info.truncation

@@ -54,12 +54,9 @@ def export(
 
       gantool export best.pt --fp16 --formats onnx,engine,triton --triton-variant gpu --out e/
     """
-    from gantool.export import check_format_options, parse_formats
+    from gantool.export import parse_formats
 
     formats = parse_formats(format)
-    check_format_options(formats, {
-        "workspace_gb": workspace_gb, "triton_variant": triton_variant,
-        "triton_instances": triton_instances, "triton_accelerator": triton_accelerator})
     try:
         sizes = tuple(int(b) for b in batch.split(","))
     except ValueError:
@@ -67,39 +64,22 @@ def export(
     if len(sizes) != 3:
         raise GantoolError(f"--batch-profile expects min,opt,max (e.g. 1,8,64), got "
                            f"{batch!r}")
-    triton = any(f.name == "triton" for f in formats)
-    if triton:
-        from gantool.serve.repository import check_options
-
-        check_options(triton_variant, triton_instances, triton_accelerator, output)
     if not checkpoint.is_file():
         raise GantoolError(f"checkpoint {checkpoint} does not exist")
     if out.exists() and not out.is_dir():
         raise GantoolError(f"--out {out} is a file; pass a folder")
     need_onnx()
-    from gantool.export.pipeline import export_checkpoint, write_summary
+    from gantool.export.pipeline import export_checkpoint
 
-    if fidelity and not fp16:
-        raise GantoolError("--fidelity measures the FP16 model: add --fp16")
-    if fidelity == 1:
-        raise GantoolError("--fidelity needs at least 2 seeds")
-    from gantool.export.folder import staged
-
-    nodes = [n.strip() for n in keep_fp32.split(",") if n.strip()]
-    with staged(out) as stage:  # the folder changes as a whole, once everything is verified
-        result = export_checkpoint(checkpoint, stage, formats, fp16=fp16, output=output,
-                                   batch=sizes, keep_fp32=nodes, verify=verify, ema=ema,
-                                   workspace_gb=workspace_gb, fidelity_num=fidelity,
-                                   log=lambda s: typer.echo(s, err=True))
-        write_summary(stage, result)
-        if triton:
-            from gantool.serve.repository import write_repository
-
-            result.files.append(write_repository(stage, triton_variant, sizes,
-                                                 triton_instances, triton_accelerator, fp16))
-            write_summary(stage, result)  # now listing the repository too
+    nodes = tuple(n.strip() for n in keep_fp32.split(",") if n.strip())
+    result = export_checkpoint(checkpoint, out, formats, log=lambda s: typer.echo(s, err=True),
+                               fp16=fp16, output=output, batch=sizes, keep_fp32=nodes,
+                               verify=verify, ema=ema, fidelity=fidelity,
+                               workspace_gb=workspace_gb, triton_variant=triton_variant,
+                               triton_instances=triton_instances,
+                               triton_accelerator=triton_accelerator)
     for path in result.files:
-        typer.echo(f"wrote {out / path.name}")
+        typer.echo(f"wrote {path}")
     typer.echo(f"summary: {out / 'export.json'}")
 
 

@@ -22,7 +22,7 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     """
     import json
 
-    from gantool.export.folder import check_finished
+    from gantool.artifacts import check_finished
     from gantool.model_info import ModelInfo
 
     if verify:
@@ -41,9 +41,9 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
         need_onnx()
         import onnx
 
-        from gantool.export.onnx import read_metadata
+        from gantool.model_info import read_onnx_metadata
 
-        rows = {"kind": "ONNX model", **read_metadata(path).as_dict()}
+        rows = {"kind": "ONNX model", **read_onnx_metadata(path).as_dict()}
         model = onnx.load(str(path), load_external_data=False)
         rows["inputs"] = ", ".join(_io(v) for v in model.graph.input)
         rows["outputs"] = ", ".join(_io(v) for v in model.graph.output)
@@ -70,7 +70,7 @@ def _verify_export(folder: Path) -> None:
     """Every file of an export folder against export.json's sizes and SHA-256."""
     import json
 
-    from gantool.export.folder import changed_files, check_finished
+    from gantool.artifacts import changed_files, check_finished
 
     if not (folder / "export.json").is_file():
         raise GantoolError(f"--verify checks an export folder; {folder} has no export.json")

@@ -141,10 +141,8 @@ def _main(argv: list[str] | None) -> None:
         where = ctx.command_path if ctx else "gantool"
         message = e.format_message().replace("Value error, ", "")  # Typer's choice wording
         _fail(f"{message} (see '{where} --help')")
-    except OptionError as e:  # the library names the option; the flag is the command's
-        _fail(e.spelt(flag_of))
     except GantoolError as e:
-        _fail(str(e))
+        _fail(user_message(e, ARGV[0] if ARGV else ""))
     except OSError as e:  # the machine's limits or a path given, not a defect
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # a full disk, read-only
             _fail(f"cannot write {e.filename or 'a file'}: {e.strerror}")
@@ -174,12 +172,20 @@ def _stop(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def flag_of(option: str) -> str:
-    """The flag of the running command that sets ``option`` (a parameter of that name, or
+def user_message(e: GantoolError, command_name: str) -> str:
+    """A user error's line; an ``OptionError`` names the option by the flag of the command
+    ``command_name`` that sets it (the library names it as it does)."""
+    if isinstance(e, OptionError):
+        return e.spelt(lambda option: flag_of(option, command_name))
+    return str(e)
+
+
+def flag_of(option: str, command_name: str) -> str:
+    """The flag of ``gantool COMMAND_NAME`` that sets ``option`` (a parameter of that name, or
     one spelt ``--option``), else ``--option``."""
     dashed = f"--{option.replace('_', '-')}"
     cmd = typer.main.get_command(app)
-    params = getattr(cmd, "commands", {}).get(ARGV[0] if ARGV else "", cmd).params
+    params = getattr(cmd, "commands", {}).get(command_name, cmd).params
     for p in params:
         if p.name == option or dashed in p.opts:
             return next((o for o in p.opts if o.startswith("--")), dashed)

@@ -46,7 +46,7 @@ class ShardActor:
         os.chdir(cwd)
 
     def __call__(self, batch: dict) -> dict:
-        from gantool.cli.main import command
+        from gantool.cli.main import command, user_message
 
         done, errors = [], []
         for index in batch["shard"]:
@@ -56,7 +56,7 @@ class ShardActor:
                 command().main(args=["generate", *args], standalone_mode=False,
                                prog_name="gantool")
             except GantoolError as e:  # the user's to fix: said once by the driver, not retried
-                errors.append(str(e))
+                errors.append(user_message(e, "generate"))
             else:
                 errors.append("")
             done.append(int(index))

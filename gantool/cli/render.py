@@ -63,16 +63,16 @@ def render(
 
       gantool render --url triton:8001 --seeds 0-9999999 --out renders/ --shard 3/8
     """
-    from gantool.serve.client import render as render_remote
+    from gantool.serve.client import render_from_server
 
     if out.exists() and not out.is_dir():
         raise GantoolError(f"--out {out} is a file; pass a folder")
     seed_list, out = sharded(parse_seed_list(seeds), out, None, shard)
     encoding = image_encoding(format, png_level, quality)
-    stats = render_remote(url, seed_list, truncation, out, encoding, protocol,
-                          batch_size, concurrency, workers or None, timeout, retry_for, retries,
-                          progress=progress, shared_memory=shared_memory, classes=classes,
-                          layout=layout, per_tar=tar_images)
+    stats = render_from_server(url, seed_list, truncation, out, encoding, protocol,
+                               batch_size, concurrency, workers or None, timeout, retry_for,
+                               retries, progress=progress, shared_memory=shared_memory,
+                               classes=classes, layout=layout, per_tar=tar_images)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {stats['written']} image(s) to {out}{skipped} "
                f"({stats['images_per_s']:,.1f} images/s, images by {stats['transport']})")

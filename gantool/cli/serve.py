@@ -32,7 +32,7 @@ def serve(
 
       gantool serve export/fmnist/model_repository --host 0.0.0.0 --metrics-port 8002
     """
-    from gantool.export.folder import check_finished
+    from gantool.artifacts import check_finished
     from gantool.serve.server import TritonServer, is_noise
 
     if not repository.is_dir():

@@ -21,7 +21,7 @@ def validate(cfg: RunConfig) -> None:
     _validate_train(cfg.train)
     if cfg.model.classes and cfg.train.cuda_graphs:
         raise ConfigError("train.cuda_graphs does not train conditional pairs yet; drop one of "
-                          "--set train.cuda_graphs=true and --conditional")
+                          "train.cuda_graphs and data.class_labels")
     background = cfg.data.background
     if len(background) != 3 or not all(0 <= c <= 255 for c in background):
         raise ConfigError(f"data.background must be three values 0..255, got {list(background)}")
@@ -69,7 +69,7 @@ def _validate_train(t: TrainConfig) -> None:
                           or t.device == "cpu"):
         raise ConfigError("train.cuda_graphs captures plain eager steps on a CUDA device: it "
                           "cannot run with train.compile, the wgan-gp loss, fp16 autocast (its "
-                          "gradient scaler reads values back every step) or --device cpu")
+                          "gradient scaler reads values back every step) or the cpu device")
     if t.compile and t.loss == "wgan-gp":
         raise ConfigError("train.compile cannot run wgan-gp: torch.compile has no double "
                           "backward for its gradient penalty; use another loss or compile off")

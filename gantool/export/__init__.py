@@ -1,51 +1,93 @@
-"""Export a trained generator: a table of formats, each with its file, needs and precision."""
+"""Export a trained generator: a table of formats, each with its file, needs, options, the
+formats it is built from, and its builder (``gantool.export.pipeline`` dispatches on it)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from gantool.errors import OptionError, did_you_mean
 
-# Options every format takes, and their defaults (an option at its default is not asked for).
-COMMON = ("fp16", "output", "batch", "verify", "ema", "keep_fp32", "fidelity")
-OPTION_DEFAULTS = {"workspace_gb": 4.0, "triton_variant": "cpu", "triton_instances": 1,
-                   "triton_accelerator": "none"}
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``gantool export`` can be asked; a format's own options are listed in its row."""
+
+    fp16: bool = False  # also model_fp16.onnx; an FP16 engine
+    output: str = "uint8"  # uint8 (B,H,W,C) images, or the float (B,C,H,W) tensor
+    batch: tuple[int, int, int] = (1, 8, 64)  # min, opt, max: engine profile, Triton batching
+    keep_fp32: tuple[str, ...] = ()  # ONNX nodes kept in float32 with fp16
+    verify: bool = True  # every artifact against PyTorch on fixed seeds
+    ema: bool = True  # the EMA weights if the checkpoint has them
+    fidelity: int = 0  # KID/FID seeds between PyTorch's and the FP16 model's images
+    workspace_gb: float = 4.0
+    triton_variant: str = "cpu"
+    triton_instances: int = 1
+    triton_accelerator: str = "none"
 
 
 @dataclass(frozen=True)
 class ExportFormat:
+    """``builder``: the ``gantool.export.pipeline`` function that writes it (given the export
+    job; returns the files written); ``check``: one that refuses impossible options or a
+    machine that cannot build it, before any slow work."""
+
     name: str
     filename: str  # what it writes in the output folder (fp16 variants noted below)
     needs_gpu: bool
     fp16: bool  # whether --fp16 applies
     description: str
-    options: tuple[str, ...] = ()  # the options of this format alone (besides COMMON)
+    builder: str
+    options: tuple[str, ...] = ()  # the options of this format alone
+    built_from: tuple[str, ...] = ()  # formats written first (into the same folder)
+    check: str | None = None
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx", "model.onnx", False, True,
-                 "ONNX, dynamic batch, single file; with --fp16 also model_fp16.onnx"),
+                 "ONNX, dynamic batch, single file; with --fp16 also model_fp16.onnx",
+                 "build_onnx"),
     ExportFormat("engine", "model.plan", True, True,
                  "TensorRT plan (bare) + model.plan.json; needs TensorRT and an NVIDIA GPU",
-                 ("workspace_gb",)),
+                 "build_engine", ("workspace_gb",), ("onnx",), "check_engine"),
     ExportFormat("triton", "model_repository/", False, True,
                  "Triton model repository (latent + generator + render ensemble); "
                  "--triton-variant cpu (python backend + ONNX Runtime) or gpu",
-                 ("triton_variant", "triton_instances", "triton_accelerator")),
+                 "build_triton", ("triton_variant", "triton_instances", "triton_accelerator"),
+                 ("onnx",), "check_triton"),
 )}
+# options every format takes
+COMMON = tuple(f.name for f in dataclasses.fields(ExportOptions)
+               if not any(f.name in row.options for row in FORMATS.values()))
 
 
-def check_format_options(formats: list[ExportFormat], options: dict) -> None:
+def check_format_options(formats: list[ExportFormat], options: ExportOptions) -> None:
     """A one-line error for an option (not at its default) that none of ``formats`` takes,
     naming the format that does."""
-    for key, value in options.items():
-        if key in COMMON or value == OPTION_DEFAULTS.get(key, object()):
+    default = ExportOptions()
+    for key in (f.name for f in dataclasses.fields(ExportOptions) if f.name not in COMMON):
+        if getattr(options, key) == getattr(default, key):
             continue
         if not any(key in f.options for f in formats):
             owner = next(f.name for f in FORMATS.values() if key in f.options)
             raise OptionError(key, f"only the {owner} format takes it: add that format, "
                               f"e.g. {','.join([*(f.name for f in formats), owner])}",
                               see="formats")
+
+
+def build_order(formats: list[ExportFormat]) -> list[ExportFormat]:
+    """``formats`` and the ones they are built from, each after what it needs."""
+    order: list[ExportFormat] = []
+
+    def add(f: ExportFormat) -> None:
+        for name in f.built_from:
+            add(FORMATS[name])
+        if f not in order:
+            order.append(f)
+
+    for f in formats:
+        add(f)
+    return order
 
 
 def parse_formats(text: str) -> list[ExportFormat]:

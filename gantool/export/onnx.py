@@ -32,7 +32,6 @@ from gantool.sampling.images import to_uint8_tensor
 OPSET = 18
 MAX_BATCH = 65_536
 KEEP_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)  # module paths, for overflow reports
-METADATA_PREFIX = PREFIX
 
 
 class UInt8Images(nn.Module):
@@ -90,7 +89,7 @@ def save_model(model, path: Path) -> None:
     data = model.SerializeToString()
     if len(data) >= 2**31:
         raise GantoolError(f"the model is {len(data) / 2**30:.1f} GB; ONNX single files stop at "
-                           "2 GB: lower --set model.max_channels")
+                           "2 GB: train with a lower model.max_channels")
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -99,18 +98,6 @@ def save_model(model, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         f.write(data)
-
-
-def read_metadata(path: str | Path) -> ModelInfo:
-    """gantool's description of the model in an ONNX file."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - any parse error means "not an ONNX file"
-        raise GantoolError(f"cannot read {path} as ONNX: {str(e).splitlines()[0]}") from None
-    raw = {p.key: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
-    return ModelInfo.from_metadata(raw, f"{path} (an ONNX model)")
 
 
 @contextlib.contextmanager

@@ -1,21 +1,27 @@
-"""`gantool export`: checkpoint -> verified artifacts in one folder.
+"""`gantool export`: checkpoint -> verified artifacts in one folder, by one dispatcher.
 
-Each artifact is built in memory, verified against the PyTorch generator on fixed seeds, and
-only then written (atomically): a failed verification leaves no file behind.
+``export_checkpoint`` runs the builder of each format row (``gantool.export.FORMATS``) in
+order. Each artifact is built in memory, verified against the PyTorch generator on fixed
+seeds, and only then written (atomically), into a staging folder that replaces the output
+folder once every format is done: a failed verification leaves no file behind.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from gantool.artifacts import digest
+from gantool.config import ModelConfig
 from gantool.errors import GantoolError, OptionError
-from gantool.export import ExportFormat
-from gantool.export.folder import digest
+from gantool.export import ExportFormat, ExportOptions, build_order, check_format_options
+from gantool.export.folder import staged
 from gantool.export.fp16 import FP16_MAX, convert_fp16, fp16_overflows
 from gantool.export.onnx import export_onnx, save_model
 from gantool.export.verify import Check, compare
@@ -35,69 +41,133 @@ class ExportResult:
     fidelity: dict | None = None  # KID/FID between PyTorch's and the FP16 model's images
 
 
-def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], fp16: bool = False,
-                      output: str = "uint8", batch: tuple[int, int, int] = (1, 8, 64),
-                      keep_fp32: list[str] = (), verify: bool = True, ema: bool = True,
-                      workspace_gb: float = 4.0, fidelity_num: int = 0,
-                      log=print) -> ExportResult:
-    """Write ``out/model.onnx`` (+ ``model_fp16.onnx`` with ``fp16``) and/or ``out/model.plan``."""
-    _check_batch(batch)
-    names = [f.name for f in formats]
-    if "engine" in names:
-        from gantool.export.tensorrt import require_tensorrt
+@dataclass
+class ExportJob:
+    """What each builder gets: the folder to write into, the options, the generator with its
+    images on the verification seeds, the result so far, and the ONNX models once built."""
 
-        require_tensorrt()  # before any slow work: a clear error on machines without it
-    generator, m, config, step = load_generator(checkpoint, ema=ema)
+    out: Path
+    options: ExportOptions
+    generator: torch.nn.Module
+    model: ModelConfig
+    info: ModelInfo  # what the exported files say about the model
+    z: np.ndarray
+    c: np.ndarray | None
+    reference: np.ndarray  # the generator's float (B, C, H, W) output for z (and c)
+    log: Callable[[str], None]
+    result: ExportResult = field(default_factory=ExportResult)
+    onnx: Any = None  # the float32 ONNX model
+    onnx_fp16: Any = None
+
+
+def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], log=print,
+                      **options) -> ExportResult:
+    """Export ``checkpoint`` into ``out`` as ``formats`` (and the formats they are built from),
+    ``options`` being ``ExportOptions`` fields: every option and machine checked first, then
+    each format's builder in order, in a staging folder swapped into ``out`` once all of them
+    are written and verified (``export.json`` describes them)."""
+    opts = ExportOptions(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in options.items()})
+    check_format_options(formats, opts)
+    _check(opts)
+    order = build_order(formats)
+    for f in order:
+        if f.check:
+            globals()[f.check](opts)  # before any slow work: a clear error on the wrong machine
+    with staged(out) as stage:
+        job = _start(checkpoint, stage, opts, log)
+        for f in order:
+            job.result.files += globals()[f.builder](job)
+            write_summary(stage, job.result)
+    job.result.files = [out / p.name for p in job.result.files]
+    return job.result
+
+
+def _start(checkpoint: Path, out: Path, options: ExportOptions, log) -> ExportJob:
+    generator, m, config, step = load_generator(checkpoint, ema=options.ema)
     z = latents(VERIFY_SEEDS, m.nz, m.prior, m.truncation)  # (8, nz) float32
     c = class_vectors(VERIFY_SEEDS, None, len(m.classes)) if m.classes else None
     with torch.no_grad():
         reference = generator(*_tensors(z, c)).numpy()  # (8, C, H, W)
-    result = ExportResult()
-    model = export_onnx(generator, ModelInfo.from_model(m, config, output, step))
-    result.metadata = _sidecar(model)
-    if verify:
-        result.checks.append(_verified(compare("model.onnx", "fp32", reference,
-                                               _run(model, z, c)), log))
-    save_model(model, out / "model.onnx")
-    result.files.append(out / "model.onnx")
-    fp16_model = None
-    if fp16:
-        fp16_model = convert_fp16(model, list(keep_fp32))
-        if verify:
-            check = compare("model_fp16.onnx", "fp16", reference, _run(fp16_model, z, c))
-            over = fp16_overflows(model, graph_inputs(z, c))
-            over = [o for o in over if o[0] not in keep_fp32]
-            if over:
-                node, op, peak = over[0]
-                more = f" (and {len(over) - 1} later nodes)" if len(over) > 1 else ""
-                problems = check.problems + (
-                    f"node {node} ({op}) reaches {peak:.3g}, past fp16's {FP16_MAX:g}{more}; "
-                    f"re-export with --keep-fp32 {','.join(o[0] for o in over)}",)
-                check = Check(**{**check.__dict__, "problems": problems})
-            result.checks.append(_verified(check, log))
-        save_model(fp16_model, out / "model_fp16.onnx")
-        result.files.append(out / "model_fp16.onnx")
-        if fidelity_num:
-            result.fidelity = fp16_fidelity(generator, fp16_model, m, fidelity_num)
-            log(f"model_fp16.onnx fidelity on {fidelity_num} seeds: KID(torch fp32, fp16) "
-                f"{result.fidelity['kid']:.2e} +- {result.fidelity['kid_std']:.1e}, FID "
-                f"{result.fidelity['fid']:.3f}")
-    if "engine" in names:
-        from gantool.export.tensorrt import build_engine
+    info = ModelInfo.from_model(m, config, options.output, step)
+    return ExportJob(out, options, generator, m, info, z, c, reference, log)
 
-        source = fp16_model if fp16 else model
-        plan = build_engine(source, out / "model.plan", fp16=fp16, batch=batch, nz=m.nz,
-                            workspace_gb=workspace_gb, metadata=_sidecar(model),
-                            classes=len(m.classes))
-        result.files += [plan, plan.with_suffix(".plan.json")]
-        if verify:
-            from gantool.export.tensorrt import EngineRunner
 
-            result.checks.append(_verified(compare(
-                "model.plan", "fp16" if fp16 else "fp32", reference,
-                EngineRunner(plan).run(z, c)),
-                log))
-    return result
+def build_onnx(job: ExportJob) -> list[Path]:
+    """``model.onnx`` (+ ``model_fp16.onnx`` with fp16, and its fidelity when asked)."""
+    o, m, z, c = job.options, job.model, job.z, job.c
+    model = export_onnx(job.generator, job.info)
+    job.result.metadata = _sidecar(model)
+    if o.verify:
+        job.result.checks.append(_verified(compare("model.onnx", "fp32", job.reference,
+                                                   _run(model, z, c)), job.log))
+    save_model(model, job.out / "model.onnx")
+    job.onnx, files = model, [job.out / "model.onnx"]
+    if not o.fp16:
+        return files
+    fp16_model = job.onnx_fp16 = convert_fp16(model, list(o.keep_fp32))
+    if o.verify:
+        job.result.checks.append(_verified(_fp16_check(job, fp16_model), job.log))
+    save_model(fp16_model, job.out / "model_fp16.onnx")
+    if o.fidelity:
+        job.result.fidelity = fp16_fidelity(job.generator, fp16_model, m, o.fidelity)
+        job.log(f"model_fp16.onnx fidelity on {o.fidelity} seeds: KID(torch fp32, fp16) "
+                f"{job.result.fidelity['kid']:.2e} +- {job.result.fidelity['kid_std']:.1e}, "
+                f"FID {job.result.fidelity['fid']:.3f}")
+    return files + [job.out / "model_fp16.onnx"]
+
+
+def _fp16_check(job: ExportJob, fp16_model) -> Check:
+    """The FP16 model against PyTorch, naming the nodes that leave fp16's range."""
+    check = compare("model_fp16.onnx", "fp16", job.reference, _run(fp16_model, job.z, job.c))
+    over = fp16_overflows(job.onnx, graph_inputs(job.z, job.c))
+    over = [o for o in over if o[0] not in job.options.keep_fp32]
+    if over:
+        node, op, peak = over[0]
+        more = f" (and {len(over) - 1} later nodes)" if len(over) > 1 else ""
+        problems = check.problems + (
+            f"node {node} ({op}) reaches {peak:.3g}, past fp16's {FP16_MAX:g}{more}; "
+            f"re-export with --keep-fp32 {','.join(o[0] for o in over)}",)
+        check = Check(**{**check.__dict__, "problems": problems})
+    return check
+
+
+def check_engine(options: ExportOptions) -> None:
+    from gantool.backends.trt_backend import require_tensorrt
+
+    require_tensorrt()
+
+
+def build_engine(job: ExportJob) -> list[Path]:
+    """``model.plan`` and ``model.plan.json``, from the (FP16) ONNX model."""
+    from gantool.backends.trt_backend import EngineRunner
+    from gantool.export.tensorrt import build_engine as build_plan
+
+    o, m = job.options, job.model
+    plan = build_plan(job.onnx_fp16 if o.fp16 else job.onnx, job.out / "model.plan",
+                      fp16=o.fp16, batch=o.batch, nz=m.nz, workspace_gb=o.workspace_gb,
+                      metadata=job.result.metadata, classes=len(m.classes))
+    if o.verify:
+        job.result.checks.append(_verified(compare(
+            "model.plan", "fp16" if o.fp16 else "fp32", job.reference,
+            EngineRunner(plan).run(job.z, job.c)), job.log))
+    return [plan, plan.with_suffix(".plan.json")]
+
+
+def check_triton(options: ExportOptions) -> None:
+    from gantool.serve.repository import check_options
+
+    check_options(options.triton_variant, options.triton_instances, options.triton_accelerator,
+                  options.output)
+
+
+def build_triton(job: ExportJob) -> list[Path]:
+    """``model_repository/`` for the models already in the folder (its export.json)."""
+    from gantool.serve.repository import write_repository
+
+    o = job.options
+    return [write_repository(job.out, o.triton_variant, o.batch, o.triton_instances,
+                             o.triton_accelerator, o.fp16)]
 
 
 def fp16_fidelity(generator, fp16_model, m, num: int, batch: int = 32) -> dict:
@@ -152,10 +222,15 @@ def _sidecar(model) -> dict:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _check_batch(batch: tuple[int, int, int]) -> None:
-    lo, opt, hi = batch
+def _check(options: ExportOptions) -> None:
+    """The options' own ranges."""
+    lo, opt, hi = options.batch
     if not 1 <= lo <= opt <= hi:
         raise OptionError("batch", f"needs 1 <= min <= opt <= max, got {lo},{opt},{hi}")
+    if options.fidelity and not options.fp16:
+        raise OptionError("fidelity", "measures the FP16 model: ask for fp16 too", see="fp16")
+    if options.fidelity == 1:
+        raise OptionError("fidelity", "needs at least 2 seeds")
 
 
 def write_summary(out: Path, result: ExportResult) -> Path:

@@ -16,29 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
+from gantool.backends.trt_backend import require_tensorrt
 from gantool.errors import GantoolError, OptionError
-from gantool.export.folder import check_finished, check_unchanged
 from gantool.fileio import atomic_write
-from gantool.model_info import CLASS_INPUT, ModelInfo, graph_inputs
-
-INSTALL_HINT = ("TensorRT engines are built on a machine with an NVIDIA GPU and TensorRT: "
-                "pip install 'gantool[tensorrt]' there, or build from model_fp16.onnx with "
-                "deploy/build_engine.sh (trtexec in NVIDIA's TensorRT container)")
-
-
-def require_tensorrt():
-    """The tensorrt module, or a GantoolError saying what to install and where."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise OptionError("formats", f"engine: TensorRT is not installed. {INSTALL_HINT}") from None
-    import torch
-
-    if not torch.cuda.is_available():
-        raise OptionError("formats", f"engine: no CUDA GPU is visible. {INSTALL_HINT}")
-    return trt
+from gantool.model_info import CLASS_INPUT
 
 
 def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int], nz: int,
@@ -92,51 +73,6 @@ def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int]
     with atomic_write(plan_path.with_suffix(".plan.json")) as f:
         f.write((json.dumps(sidecar, indent=2) + "\n").encode())
     return plan_path
-
-
-class EngineRunner:
-    """Runs a plan with ``execute_async_v3`` on torch CUDA tensors; ``meta`` is the model's
-    metadata from the sidecar."""
-
-    def __init__(self, path: str | Path):
-        import torch
-
-        self.trt, self.torch = require_tensorrt(), torch
-        plan = Path(path) / "model.plan" if Path(path).is_dir() else Path(path)
-        sidecar = plan.with_suffix(".plan.json")
-        if not plan.is_file() or not sidecar.is_file():
-            raise GantoolError(f"{plan} and its {sidecar.name} are needed; export with "
-                               "gantool export --formats engine")
-        check_finished(plan)
-        check_unchanged(plan)
-        self.info = ModelInfo.from_metadata(json.loads(sidecar.read_text())["metadata"],
-                                            str(sidecar))
-        logger = self.trt.Logger(self.trt.Logger.WARNING)
-        self.engine = self.trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
-        if self.engine is None:
-            raise GantoolError(f"TensorRT cannot load {plan}: built for another GPU or "
-                               "TensorRT version? Rebuild it on this machine")
-        self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
-
-    def run(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
-        """The engine's output for z (B, nz) (and one-hot classes c (B, K) of a conditional
-        model): uint8 (B, H, W, C) or float (B, C, H, W)."""
-        torch, trt = self.torch, self.trt
-        inputs = {name: torch.from_numpy(a).cuda() for name, a in graph_inputs(z, c).items()}
-        for name, t in inputs.items():
-            self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, t.data_ptr())
-        shape = tuple(self.context.get_tensor_shape("image"))
-        dtype = {trt.uint8: torch.uint8, trt.float32: torch.float32,
-                 trt.float16: torch.float16}[self.engine.get_tensor_dtype("image")]
-        out = torch.empty(shape, dtype=dtype, device="cuda")
-        self.context.set_tensor_address("image", out.data_ptr())
-        with torch.cuda.stream(self.stream):
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise GantoolError("TensorRT execution failed")
-        self.stream.synchronize()
-        return out.cpu().numpy()
 
 
 def _layer_precisions(trt, engine) -> set[str]:

@@ -107,9 +107,9 @@ class TritonGenerator:
             if reason is None:
                 self.transport = "shared memory"
             elif shared_memory == "on":
-                raise GantoolError(f"Triton at {url} cannot use this host's shared memory "
-                                   f"({reason}); is it on another host? Use --shared-memory "
-                                   "auto or off")
+                raise OptionError("shared_memory", f"Triton at {url} cannot use this host's "
+                                  f"shared memory ({reason}); is it on another host? Ask for "
+                                  "auto or off")
 
     @property
     def batch_size(self) -> int:
@@ -321,13 +321,13 @@ def _transient(e: Exception, reason: str) -> bool:
         text in reason.lower() for text in RELOADING)
 
 
-def render(url: str, seeds: Sequence[int], truncation: float | None, outdir, encoding=None,
-           protocol: str = "grpc", request_batch: int = 8, concurrency: int = 4,
-           workers: int | None = None, timeout: float = 60.0, retry_for: float = RETRY_FOR,
-           retries: int | None = None,
-           model: str = "render", progress: bool = True, console=None,
-           shared_memory: str = "auto", classes: Sequence[str] = (), layout: str = "flat",
-           per_tar: int = 10_000) -> dict:
+def render_from_server(url: str, seeds: Sequence[int], truncation: float | None, outdir,
+                       encoding=None, protocol: str = "grpc", request_batch: int = 8,
+                       concurrency: int = 4, workers: int | None = None, timeout: float = 60.0,
+                       retry_for: float = RETRY_FOR, retries: int | None = None,
+                       model: str = "render", progress: bool = True, console=None,
+                       shared_memory: str = "auto", classes: Sequence[str] = (),
+                       layout: str = "flat", per_tar: int = 10_000) -> dict:
     """Render ``seeds`` through the Triton server at ``url`` into ``outdir``, named and listed
     (manifest.jsonl) as ``gantool generate`` does; resumable. ``truncation`` None: the model's
     default; ``encoding``: a ``gantool.sampling.images.Encoding`` (default: PNG); ``classes``:

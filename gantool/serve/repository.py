@@ -242,7 +242,7 @@ def _readme(variant, kind, nz, image, max_batch, prior, truncation) -> str:
     default = "none (the plain prior)" if truncation is None else f"{truncation:g}"
     return f"""# gantool Triton model repository ({variant} variant)
 
-Written by `gantool export --format triton`. Models:
+Written by `gantool export --formats triton`. Models:
 
 - `render`: ensemble, the one to call: `seed`, `truncation` -> `image`.
 - `latent`: seed -> z ({prior} prior, nz = {nz}), by `latent/1/latent.py`, the same file the

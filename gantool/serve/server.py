@@ -96,7 +96,7 @@ class TritonServer:
         """One-line errors before anything starts: not a repository, a port in use."""
         if not (self.repository / "render" / "config.pbtxt").is_file():
             raise GantoolError(f"{self.repository} is not a gantool model repository (no "
-                               "render/config.pbtxt); write one with gantool export --format "
+                               "render/config.pbtxt); write one with gantool export --formats "
                                "triton")
         ports = [("--http-port", self.http_port), ("--grpc-port", self.grpc_port)]
         if self.metrics_port is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gantool.errors import GantoolError
+from gantool.errors import OptionError
 from gantool.models.layers import one_hot
 from gantool.train import distributed
 from gantool.train.hardware import Hardware
@@ -21,8 +21,8 @@ class EpochOrder:
 
     def __init__(self, n: int, batch_size: int, seed: int, flip: bool):
         if n < batch_size:
-            raise GantoolError(f"the dataset has {n} images, fewer than the batch size "
-                               f"{batch_size}; lower --batch-size or add images")
+            raise OptionError("batch_size", f"the dataset has {n} images, fewer than the batch "
+                              f"size {batch_size}; lower it or add images")
         self.n, self.batch_size, self.seed, self.flip = n, batch_size, seed, flip
         self.steps_per_epoch = n // batch_size
         self._epoch, self._perm, self._flips = -1, None, None

@@ -35,7 +35,7 @@ def setup_hardware(t: TrainConfig, world: distributed.World) -> Hardware:
             raise GantoolError(
                 f"torchrun started process {world.local_rank + 1} on this node but only "
                 f"{torch.cuda.device_count()} GPU(s) are visible: one process per GPU, so "
-                "pass --nproc_per_node at most that (or train with --device cpu)")
+                "pass torchrun's --nproc_per_node at most that (or train on the cpu device)")
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if t.sync_bn and (not world.enabled or device.type != "cuda"):

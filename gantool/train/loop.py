@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from gantool.config import RunConfig
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.progress import PLAIN_EVERY_S
 from gantool.train import distributed
 from gantool.train.checkpoint import (
@@ -81,8 +81,8 @@ def _run(cfg, out, resume, steps, console, progress, progress_every, deadline: f
         if steps is not None:
             cfg = replace(cfg, train=replace(cfg.train, steps=steps))
         if state["step"] >= cfg.train.steps:
-            raise GantoolError(f"{run_dir} already reached step {state['step']} of "
-                               f"{cfg.train.steps}; pass a larger --steps to train further")
+            raise OptionError("steps", f"{run_dir} already reached step {state['step']} of "
+                              f"{cfg.train.steps}; ask for more steps to train further")
     if cfg is None:
         raise ValueError("run() needs a RunConfig or a run to resume")
     if cfg.train.tensorboard and world.main:

@@ -23,7 +23,7 @@ from rich.console import Console
 import gantool
 from gantool.config import RunConfig
 from gantool.data import ImageSet, load_dataset
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.fileio import atomic_write
 from gantool.models import check_networks
 from gantool.models.checkpoint import load_error, write_checkpoint
@@ -105,8 +105,8 @@ class Trainer:
     def _load_data(self) -> ImageSet:
         m, d = self.cfg.model, self.cfg.data
         if not d.path:
-            raise GantoolError("no training data: pass --data PATH (a folder, a .zip, IDX files, "
-                               "or builtin:fashion-mnist)")
+            raise OptionError("path", "no training data: name a folder, a .zip, IDX files or "
+                              "builtin:fashion-mnist")
         data = load_dataset(d.path, m.resolution, m.channels, d.fit, tuple(d.background),
                             progress=self.show_progress, labels=d.class_labels)
         if data.skipped:
@@ -123,8 +123,8 @@ class Trainer:
         have, names = cfg.model.classes, self.data.classes
         if not cfg.data.class_labels:
             if have:
-                raise GantoolError("model.classes is set but the data is read without labels: "
-                                   "pass --conditional (or --set data.class_labels=true)")
+                raise OptionError("class_labels", "model.classes is set but the data is read "
+                                  "without labels: read them (data.class_labels=true)")
             return cfg
         if len(names) < 2:
             raise GantoolError(f"{self.data.source} has {len(names)} class; a conditional "
@@ -313,8 +313,8 @@ class Trainer:
         if given_up:
             raise GantoolError(
                 f"training diverged {rollbacks} times (last: {reason} at step {at_step}); "
-                f"stopped. The last good checkpoint is {self.ckpt}: lower --lr-g/--lr-d, try "
-                "another --seed, or raise --set train.guard_max_rollbacks")
+                f"stopped. The last good checkpoint is {self.ckpt}: lower train.lr_g and "
+                "train.lr_d, try another train.seed, or raise train.guard_max_rollbacks")
         console.print(f"[yellow]divergence guard:[/] {reason} at step {at_step}; rolled back to "
                       f"step {self.step}, learning rates x{self.lr_scale:g} "
                       f"(rollback {rollbacks} of at most {t.guard_max_rollbacks})")
