@@ -41,7 +41,10 @@ class OptionError(GantoolError):
 
     def __init__(self, option: str, message: str, see: str | None = None):
         self.option, self.message, self.see = option, message, see
-        super().__init__(self.spelt(str))
+        super().__init__(option, message, see)  # what pickling rebuilds it from
+
+    def __str__(self) -> str:
+        return self.spelt(str)
 
     def spelt(self, flag) -> str:
         """The message with each option spelt by ``flag(name)``."""

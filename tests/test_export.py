@@ -377,3 +377,42 @@ def test_a_folder_marked_unfinished_is_refused_by_every_reader(tiny_ckpt, tmp_pa
                  ["serve", out / "model_repository"]):
         r = gantool_cli(*args, timeout=120)
         assert r.returncode == 2 and "interrupted export" in r.stderr, (args, r.stderr)
+
+
+def test_formats_build_in_the_tables_order_and_every_row_resolves():
+    from gantool.export import build_order
+    from gantool.export.pipeline import STEPS
+
+    for text in ("triton,engine", "engine,triton", "triton", "engine,onnx"):
+        names = [f.name for f in build_order(parse_formats(text))]
+        assert names == [n for n in FORMATS if n in names] and names[0] == "onnx", text
+    assert [f.name for f in build_order(parse_formats("triton"))] == ["onnx", "triton"]
+    for row in FORMATS.values():
+        assert row.builder in STEPS and (row.check is None or row.check in STEPS), row.name
+
+
+def test_a_plan_built_beside_the_export_is_kept_for_the_same_model(tiny_ckpt, tmp_path):
+    """deploy/build_engine.sh writes model.plan into an export folder on the serving machine;
+    exporting the Triton repository again keeps it when it was built from this same model for
+    these batches (the gpu repository then serves it), and drops it otherwise."""
+    out = tmp_path / "export"
+    args = ["export", tiny_ckpt, "--out", out, "--formats", "onnx,triton", "--triton-variant",
+            "gpu", "--batch-profile", "1,8,64"]
+    assert gantool_cli(*args).returncode == 0
+    summary = json.loads((out / "export.json").read_text())
+    plan = b"a plan as trtexec writes it"  # bytes Triton would load; nothing here reads them
+    (out / "model.plan").write_bytes(plan)
+    (out / "model.plan.json").write_text(json.dumps({
+        "built_by": "deploy/build_engine.sh", "metadata": summary["metadata"],
+        "profile": {"z": {"min": [1, 16], "opt": [8, 16], "max": [64, 16]}}}))
+    r = gantool_cli(*args)
+    assert r.returncode == 0 and "kept model.plan" in r.stderr, r.stderr
+    assert (out / "model.plan").read_bytes() == plan
+    generator = (out / "model_repository" / "generator" / "config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in generator
+    assert "model.plan" in json.loads((out / "export.json").read_text())["hashes"]
+    r = gantool_cli(*args[:-1], "1,8,32")  # other batches: the plan does not fit them
+    assert r.returncode == 0 and "kept" not in r.stderr
+    assert not (out / "model.plan").exists()
+    assert 'platform: "onnxruntime_onnx"' in (
+        out / "model_repository" / "generator" / "config.pbtxt").read_text()

@@ -146,7 +146,7 @@ def class_indices(names: Sequence[str], asked: Sequence[str]) -> list[int]:
             raise OptionError("class", f"{item!r} is not a class of this model"
                               f"{did_you_mean(item, names)}; its classes: {shown}{more}, or all")
     if not out:
-        raise OptionError("class", "needs a class name or index, e.g. 0, Sandal or all")
+        raise OptionError("class", f"needs a class name or index, e.g. 0, {names[0]} or all")
     return out
 
 
@@ -177,6 +177,6 @@ def check_options(name: str, options: dict) -> dict:
     for key in asked:
         if key not in OPTIONS[name]:
             owners = [b for b in BACKENDS if key in OPTIONS[b]]
-            raise OptionError(key, f"only the {' and '.join(owners)} backend takes it; the "
-                              f"{name} backend takes {', '.join(OPTIONS[name])}", see="backend")
+            raise OptionError(key, f"only the {' and '.join(owners)} backend takes it, not "
+                              f"{name}", see="backend")
     return asked

@@ -10,7 +10,7 @@ import numpy as np
 
 from gantool.artifacts import check_finished, check_unchanged
 from gantool.backends import ExportedGenerator
-from gantool.errors import GantoolError, OptionError
+from gantool.errors import GantoolError
 from gantool.model_info import ModelInfo, graph_inputs
 
 INSTALL_HINT = ("TensorRT engines are built on a machine with an NVIDIA GPU and TensorRT: "
@@ -23,11 +23,11 @@ def require_tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
-        raise OptionError("formats", f"engine: TensorRT is not installed. {INSTALL_HINT}") from None
+        raise GantoolError(f"TensorRT is not installed. {INSTALL_HINT}") from None
     import torch
 
     if not torch.cuda.is_available():
-        raise OptionError("formats", f"engine: no CUDA GPU is visible. {INSTALL_HINT}")
+        raise GantoolError(f"TensorRT needs a CUDA GPU and none is visible. {INSTALL_HINT}")
     return trt
 
 

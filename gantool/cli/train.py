@@ -85,9 +85,9 @@ def train(
         _print_presets()
         return
     seconds = parse_duration(max_time) if max_time is not None else None
-    given = {o: v for o in config_flags() if (v := values[o.name]) is not None}
+    given = [(o, v) for o in config_flags() if (v := values[o.name]) is not None]
     if resume is not None:
-        extra = [o.flag.split("/")[0] for o in given if o.key != "train.steps"]
+        extra = [o.flag for o, _ in given if o.key != "train.steps"]
         extra += [f"--{k}" for k, v in (("preset", preset), ("config", config), ("name", name))
                   if v is not None] + (["--set"] if set_ else [])
         if extra:
@@ -98,7 +98,7 @@ def train(
         return
     cfg = C.preset_config(preset) if preset else C.RunConfig()
     overrides = C.load_config_file(config) if config else {}
-    overrides.update({o.key: v for o, v in given.items()})
+    overrides.update({o.key: v for o, v in given})
     if name is not None:
         overrides["name"] = name
     overrides.update(C.parse_set_options(set_))
@@ -131,6 +131,8 @@ def _with_config_flags(command):
                               help=escape(o.help) + (PRESET if preset_sets(o.key) else shown))
         derived.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY,
                                          default=option, annotation=o.type | None))
+    clash = {p.name for p in fixed} & {p.name for p in derived}
+    assert not clash, f"train's own parameters {clash} have the names of config options"
     at = [p.name for p in fixed].index("out")  # after the Run panel's options
     command.__signature__ = inspect.Signature(fixed[:at] + derived + fixed[at:])
     return command
@@ -211,4 +213,6 @@ def _print_presets() -> None:
         console = Console(width=250)
     console.print(table)
     for name in preset_names():
-        console.print(f"[bold]{name}[/]: {PRESETS[name].about}", highlight=False)
+        preset = PRESETS[name]
+        console.print(f"[bold]{name}[/]: {preset.about}\n  [dim]source: {preset.source}[/]",
+                      highlight=False)

@@ -48,7 +48,7 @@ PRESETS: dict[str, Preset] = {
          "train.checkpoint_every": 0}),
     "faces-64": Preset(
         "64x64 colour DCGAN (Radford), one-sided smoothing, horizontal flips",
-        "Radford et al. 2015's settings",
+        "the DCGAN paper's settings (Radford, Metz and Chintala; arXiv 2015, ICLR 2016)",
         {"model.resolution": 64, "model.channels": 3, "train.batch_size": 128,
          "train.labels": "one-sided", "data.flip": True, "train.steps": 20_000,
          "train.sample_every": 500, "train.checkpoint_every": 1000}),

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from gantool.sampling.latent import PRIORS
 
@@ -54,6 +54,8 @@ def option(default: Any, help: str, *, choices: tuple = (), at_least: int | None
 class ModelConfig:
     """Model: the generator/discriminator pair and the latent prior it was trained with."""
 
+    title: ClassVar[str] = "Model"  # its options' help panel and docs section
+
     arch: str = option("dcgan", "Generator: Radford's DCGAN, Xin's residual one, or the "
                        "FastGAN-style few-shot one.", choices=ARCHS)
     d_arch: str = option("dcgan", "Discriminator: DCGAN, Xin's pooled one (last layer twice, "
@@ -87,6 +89,8 @@ class ModelConfig:
 class DataConfig:
     """Data: where the images come from and how they are fitted to the training resolution."""
 
+    title: ClassVar[str] = "Data"  # its options' help panel and docs section
+
     path: str = option("", "Image folder, .zip/.tar, IDX file/folder, or builtin:fashion-mnist.",
                        flag="--data", metavar="PATH")
     fit: str = option("crop", "Resize fit.", choices=FITS, flag=True)
@@ -103,6 +107,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class Schedule:
     """Optimisation: steps, batch, learning rates and their schedules, EMA, the run seed."""
+
+    title: ClassVar[str] = "Optimisation"  # its options' help panel and docs section
 
     steps: int = option(10_000, "Total training steps (also on --resume).", at_least=1,
                         flag=True)
@@ -134,6 +140,8 @@ class Schedule:
 class Losses:
     """Loss: the adversarial loss, its targets and penalties, and D's augmentation."""
 
+    title: ClassVar[str] = "Loss"  # its options' help panel and docs section
+
     loss: str = option("bce", "Adversarial loss: bce (non-saturating), lsgan, hinge (for a "
                        "fastgan D) or wgan-gp.", choices=LOSSES)
     gp_weight: float = option(10.0, "Gradient-penalty weight (lambda) of wgan-gp.", at_least=0)
@@ -149,6 +157,8 @@ class Losses:
 @dataclass(frozen=True)
 class Hardware:
     """Hardware: device, precision, memory layout, compilation."""
+
+    title: ClassVar[str] = "Hardware"  # its options' help panel and docs section
 
     device: str = option("auto", "Where to train.", choices=DEVICES, flag=True)
     amp: str = option("auto", "Mixed precision (auto: bf16 on GPUs that have it, else fp16 with "
@@ -168,6 +178,8 @@ class Hardware:
 class Output:
     """Output: logs, sample grids and checkpoints in the run directory."""
 
+    title: ClassVar[str] = "Output"  # its options' help panel and docs section
+
     log_every: int = option(10, "Steps between log lines.", at_least=1)
     sample_every: int = option(0, "Steps between sample grids (0: each epoch).", at_least=0,
                                flag=True, metavar="STEPS")
@@ -185,6 +197,8 @@ class Output:
 class Evaluation:
     """Evaluation: FID/KID while training, and sample diversity."""
 
+    title: ClassVar[str] = "Evaluation"  # its options' help panel and docs section
+
     eval_every: int = option(0, "Steps between FID/KID evaluations (metrics extra); 0 = off.",
                              at_least=0)
     eval_metric: str = option("fid", "What picks checkpoints/best.pt.", choices=EVAL_METRICS)
@@ -199,6 +213,8 @@ class Guard:
     signal held for guard_patience steps, roll back to the last good checkpoint, multiply both
     learning rates by guard_lr_factor, and stop with an error after guard_max_rollbacks
     rollbacks."""
+
+    title: ClassVar[str] = "Guard"  # its options' help panel and docs section
 
     guard: bool = option(True, "The divergence guard on or off.")
     guard_patience: int = option(200, "Steps a collapse signal must hold.", at_least=1)
@@ -269,7 +285,6 @@ def options() -> list[Option]:
               *[("train", g) for g in TRAIN_GROUPS]]
     out = []
     for section, cls in groups:
-        title = (cls.__doc__ or "").split(":")[0].strip()
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             meta = dict(f.metadata)
@@ -281,7 +296,7 @@ def options() -> list[Option]:
                 flag = f"--{dashed}/--no-{dashed}" if kind is bool else f"--{dashed}"
             metavar = meta.pop("metavar") or ("|".join(map(str, meta["choices"])) or
                                               {int: "N", float: "X", bool: ""}.get(kind, "TEXT"))
-            out.append(Option(f"{section}.{f.name}", f.name, kind, title, default,
+            out.append(Option(f"{section}.{f.name}", f.name, kind, cls.title, default,
                               flag=flag or None, metavar=metavar, **meta))
     return out
 

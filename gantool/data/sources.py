@@ -262,7 +262,7 @@ def _labels_beside(images: Path) -> Path:
         if (images.parent / name).is_file():
             return images.parent / name
     raise DataError(f"no labels file for {images} (looked for {stem}[.gz] beside it); "
-                    "add it, or train without --conditional")
+                    "add it, or train without class labels")
 
 
 def read_idx_labels(path: Path) -> np.ndarray:
@@ -338,7 +338,7 @@ def _class_folders(source: Source) -> tuple[np.ndarray, tuple[str, ...]]:
     top = [item for item in source.items if "/" not in item.removeprefix("./")]
     if top:
         raise DataError(f"{source.root} has images outside class folders (e.g. {top[0]}): for "
-                        f"--conditional put each class in its own sub-folder, or add a "
+                        f"class labels put each class in its own sub-folder, or add a "
                         f"{LABELS_FILE} of [file, class] pairs")
     first = [item.removeprefix("./").split("/", 1)[0] for item in source.items]
     names = tuple(sorted(set(first)))

@@ -76,18 +76,12 @@ def check_format_options(formats: list[ExportFormat], options: ExportOptions) ->
 
 
 def build_order(formats: list[ExportFormat]) -> list[ExportFormat]:
-    """``formats`` and the ones they are built from, each after what it needs."""
-    order: list[ExportFormat] = []
-
-    def add(f: ExportFormat) -> None:
-        for name in f.built_from:
-            add(FORMATS[name])
-        if f not in order:
-            order.append(f)
-
-    for f in formats:
-        add(f)
-    return order
+    """``formats`` and the ones they are built from, in the table's order: each after what it
+    is built from, and the Triton repository after the plan it may serve."""
+    wanted = {f.name for f in formats}
+    while extra := {n for f in FORMATS.values() if f.name in wanted for n in f.built_from} - wanted:
+        wanted |= extra
+    return [f for f in FORMATS.values() if f.name in wanted]
 
 
 def parse_formats(text: str) -> list[ExportFormat]:

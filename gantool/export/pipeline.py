@@ -9,6 +9,7 @@ folder once every format is done: a failed verification leaves no file behind.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from gantool.artifacts import digest
+from gantool.artifacts import changed_files, digest
 from gantool.config import ModelConfig
 from gantool.errors import GantoolError, OptionError
-from gantool.export import ExportFormat, ExportOptions, build_order, check_format_options
+from gantool.export import (
+    FORMATS,
+    ExportFormat,
+    ExportOptions,
+    build_order,
+    check_format_options,
+)
 from gantool.export.folder import staged
 from gantool.export.fp16 import FP16_MAX, convert_fp16, fp16_overflows
 from gantool.export.onnx import export_onnx, save_model
@@ -73,11 +80,13 @@ def export_checkpoint(checkpoint: Path, out: Path, formats: list[ExportFormat], 
     order = build_order(formats)
     for f in order:
         if f.check:
-            globals()[f.check](opts)  # before any slow work: a clear error on the wrong machine
+            STEPS[f.check](opts)  # before any slow work: a clear error on the wrong machine
     with staged(out) as stage:
         job = _start(checkpoint, stage, opts, log)
         for f in order:
-            job.result.files += globals()[f.builder](job)
+            job.result.files += STEPS[f.builder](job)
+            if f.name == "onnx" and FORMATS["engine"] not in order:
+                job.result.files += _keep_plan(out, job)
             write_summary(stage, job.result)
     job.result.files = [out / p.name for p in job.result.files]
     return job.result
@@ -135,7 +144,10 @@ def _fp16_check(job: ExportJob, fp16_model) -> Check:
 def check_engine(options: ExportOptions) -> None:
     from gantool.backends.trt_backend import require_tensorrt
 
-    require_tensorrt()
+    try:
+        require_tensorrt()
+    except GantoolError as e:
+        raise OptionError("formats", f"engine: {e}") from None
 
 
 def build_engine(job: ExportJob) -> list[Path]:
@@ -152,6 +164,26 @@ def build_engine(job: ExportJob) -> list[Path]:
             "model.plan", "fp16" if o.fp16 else "fp32", job.reference,
             EngineRunner(plan).run(job.z, job.c)), job.log))
     return [plan, plan.with_suffix(".plan.json")]
+
+
+def _keep_plan(old: Path, job: ExportJob) -> list[Path]:
+    """The TensorRT plan already in the output folder (``deploy/build_engine.sh`` builds one on
+    the serving machine), carried into this export when it was built from this same model
+    (metadata equal) for this batch profile; anything else is replaced as a whole."""
+    plan, sidecar = old / "model.plan", old / "model.plan.json"
+    if not (plan.is_file() and sidecar.is_file()) or changed_files(old, [plan.name]):
+        return []
+    try:
+        about = json.loads(sidecar.read_text())
+    except ValueError:
+        return []
+    top = about.get("profile", {}).get("z", {}).get("max", [None])[0]
+    if about.get("metadata") != job.result.metadata or top != job.options.batch[2]:
+        return []
+    for path in (plan, sidecar):
+        shutil.copy2(path, job.out / path.name)
+    job.log(f"kept {plan.name}: built from this same model, batches up to {top}")
+    return [job.out / plan.name, job.out / sidecar.name]
 
 
 def check_triton(options: ExportOptions) -> None:
@@ -220,6 +252,10 @@ def _tensors(z: np.ndarray, c: np.ndarray | None) -> tuple[torch.Tensor, ...]:
 
 def _sidecar(model) -> dict:
     return {p.key: p.value for p in model.metadata_props}
+
+
+STEPS = {f.__name__: f for f in (build_onnx, build_engine, check_engine, build_triton,
+                                   check_triton)}  # what the format rows name
 
 
 def _check(options: ExportOptions) -> None:

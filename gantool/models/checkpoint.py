@@ -71,7 +71,8 @@ def write_checkpoint(rec: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Open a gantool checkpoint safely (weights only); a clear error for anything else."""
+    """Open a gantool checkpoint safely (weights only); a clear error for anything else. The
+    record comes back with every entry of ENTRIES, None where the file has none."""
     path = Path(path)
     if not path.is_file():
         raise GantoolError(f"checkpoint {path} does not exist")
