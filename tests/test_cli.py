@@ -133,6 +133,7 @@ def test_a_training_error_names_the_flag_the_schema_declares(tmp_path):
         "lower it or add images")
 
 
+@pytest.mark.slow  # several real commands: the full tier
 def test_old_option_spellings_still_work(tmp_path, tiny_ckpt):
     """Renamed for one name per concept (export --formats and --batch-profile, bench
     --batch-sizes, generate and render --out); scripts using the old names keep working, told

@@ -95,6 +95,7 @@ def test_train_flags_are_the_schemas_declarations():
     assert set(params) == own | {o.name for o in declared}
 
 
+@pytest.mark.slow  # trains a step: the full tier
 def test_train_flags_reach_the_run_configuration(tmp_path):
     from conftest import gantool_cli
 
