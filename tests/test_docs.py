@@ -68,6 +68,17 @@ def test_run_options_are_the_schemas(site):
             assert f"<code>{o.flag}</code>" in html, o.flag
 
 
+def test_preset_values_are_the_codes(site):
+    from gantool.config import PRESETS
+
+    html = (site / "presets.html").read_text()
+    assert "<!-- preset-values" not in html
+    for name, preset in PRESETS.items():
+        assert f"<code>{name}</code>" in html, name
+        for key in preset.values:
+            assert f"<code>{key}=" in html, (name, key)
+
+
 def test_committed_cli_page_is_a_stub():
     text = (ROOT / "docs" / "cli.md").read_text()
     assert "<!-- cli-reference" in text

@@ -17,20 +17,24 @@ from mkdocs.exceptions import PluginError
 from rich.errors import StyleSyntaxError
 from rich.style import Style
 
-PAGE, OPTIONS_PAGE = "cli.md", "options.md"
+PAGE = "cli.md"
 MARKER = re.compile(r"<!-- cli-reference\b.*?-->", re.S)
-OPTIONS_MARKER = re.compile(r"<!-- options-reference\b.*?-->", re.S)
+# the other generated parts: page -> (its marker, the function that writes it)
+GENERATED = {"options.md": ("options-reference", lambda: options_reference()),
+             "presets.md": ("preset-values", lambda: preset_values())}
 OPTION = re.compile(r"(?<![\w`/-])(--?[A-Za-z][\w-]*)")
 TAG = re.compile(r"(?<!\\)\[([^\[\]]*)\]")
 EXAMPLE_NOTE = re.compile(r"\s{2,}\((.+)\)$")
 
 
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
-    if page.file.src_uri == OPTIONS_PAGE:
-        if not OPTIONS_MARKER.search(markdown):
-            raise PluginError(f"{OPTIONS_PAGE} has lost its '<!-- options-reference -->' marker")
-        reference = options_reference()
-        return OPTIONS_MARKER.sub(lambda _: reference, markdown, count=1)
+    if page.file.src_uri in GENERATED:
+        name, write = GENERATED[page.file.src_uri]
+        marker = re.compile(rf"<!-- {name}\b.*?-->", re.S)
+        if not marker.search(markdown):
+            raise PluginError(f"{page.file.src_uri} has lost its '<!-- {name} -->' marker")
+        text = write()
+        return marker.sub(lambda _: text, markdown, count=1)
     if page.file.src_uri != PAGE:
         return markdown
     if not MARKER.search(markdown):
@@ -72,6 +76,16 @@ def options_reference() -> str:
     head = "| option | default | allowed | train flag | what it does |\n|---|---|---|---|---|\n"
     return "\n\n".join(f"## {group}\n\n{head}" + "\n".join(rows)
                        for group, rows in groups.items()) + "\n"
+
+
+def preset_values() -> str:
+    """Markdown: each preset's values as ``gantool.config.PRESETS`` holds them, and its source."""
+    from gantool.config import PRESETS
+
+    rows = [f"| `{name}` | " + "<br>".join(f"`{k}={_value(v)}`" for k, v in p.values.items())
+            + f" | {_cell(p.source)} |" for name, p in PRESETS.items()]
+    return ("| preset | values | source and measurements |\n|---|---|---|\n"
+            + "\n".join(rows) + "\n")
 
 
 def _value(value) -> str:
