@@ -18,6 +18,9 @@ from gantool.errors import GantoolError
 PREFIX = "gantool."
 OUTPUTS = ("uint8", "float")  # what an exported graph returns
 CLASS_INPUT = "class"  # a conditional graph's second input: (B, K) float32 one-hot rows
+# the last input of a graph whose network applies its truncation (an imported StyleGAN): psi
+# (B, 1) float32 (gantool.sampling.latent.truncation_input)
+TRUNCATION_INPUT = "truncation"
 
 
 @dataclass(frozen=True)
@@ -80,14 +83,15 @@ class ModelInfo:
         return asdict(self)
 
 
-def graph_inputs(z, c=None) -> dict:
-    """The feeds of an exported graph: ``z`` (B, nz), and ``c`` (B, K) one-hot for a
-    conditional one, both float32."""
+def graph_inputs(z, c=None, psi=None) -> dict:
+    """The feeds of an exported graph: ``z`` (B, nz), ``c`` (B, K) one-hot for a conditional
+    one, ``psi`` (B, 1) for one whose network applies its truncation, all float32."""
     import numpy as np
 
     feeds = {"z": np.ascontiguousarray(z, dtype=np.float32)}
-    if c is not None:
-        feeds[CLASS_INPUT] = np.ascontiguousarray(c, dtype=np.float32)
+    for name, value in ((CLASS_INPUT, c), (TRUNCATION_INPUT, psi)):
+        if value is not None:
+            feeds[name] = np.ascontiguousarray(value, dtype=np.float32)
     return feeds
 
 

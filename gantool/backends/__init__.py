@@ -46,10 +46,13 @@ class Generator(Protocol):
         ``gantool.sampling.latent.class_vectors``)."""
         ...
 
-    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None,
+                   truncation: float | None = None) -> np.ndarray:
         """uint8 images (B, H, W, C) for latent vectors ``z`` (B, nz) float32 (and one-hot
         classes ``c`` (B, K) of a conditional model): what ``generate`` draws once the seeds are
-        turned into z (a latent walk's frames lie between seeds)."""
+        turned into z (a latent walk's frames lie between seeds). ``truncation``: the psi of a
+        prior whose network applies it (``latent.truncation_input``); the other priors' z
+        carries their truncation, and they ignore it."""
         ...
 
 
@@ -66,16 +69,19 @@ class ExportedGenerator:
         from gantool.sampling.latent import latents
 
         return self.generate_z(latents(seeds, self.nz, self.prior, truncation),
-                               class_input(self.classes, seeds, classes))
+                               class_input(self.classes, seeds, classes), truncation)
 
-    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None,
+                   truncation: float | None = None) -> np.ndarray:
         from gantool.sampling.images import to_uint8
+        from gantool.sampling.latent import truncation_input
 
         check_class_input(self.classes, c)
-        out = self.run(z, c)
+        out = self.run(z, c, truncation_input(truncation, self.prior, len(z)))
         return out if out.dtype == np.uint8 else to_uint8(out.astype(np.float32, copy=False))
 
-    def run(self, z: np.ndarray, c: np.ndarray | None) -> np.ndarray:
+    def run(self, z: np.ndarray, c: np.ndarray | None,
+            psi: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -95,9 +101,20 @@ class FixedClass:
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
         return self.gen.generate(seeds, truncation, [self.index] * len(seeds))
 
-    def generate_z(self, z: np.ndarray) -> np.ndarray:
+    def generate_z(self, z: np.ndarray, truncation: float | None = None) -> np.ndarray:
         index = [self.index] * len(z)
-        return self.gen.generate_z(z, class_input(self.gen.classes, index, index))
+        return self.gen.generate_z(z, class_input(self.gen.classes, index, index), truncation)
+
+
+def model_prior(asked: str | None, own: str) -> str:
+    """The prior to draw a model trained (or imported) with ``own`` by: ``asked`` if given; a
+    one-line error where one applies its truncation in the network and the other in z."""
+    from gantool.sampling.latent import NETWORK_TRUNCATION
+
+    if asked and (asked in NETWORK_TRUNCATION) != (own in NETWORK_TRUNCATION):
+        raise OptionError("prior", f"{asked} cannot draw this model, made for the {own} prior: "
+                          "one truncates in the network, the other in z")
+    return asked or own
 
 
 def class_input(names: Sequence[str], seeds: Sequence[int],

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from gantool.artifacts import check_finished, check_unchanged
-from gantool.backends import ExportedGenerator
+from gantool.backends import ExportedGenerator, model_prior
 from gantool.errors import GantoolError, OptionError
 from gantool.model_info import graph_inputs, read_onnx_metadata
 
@@ -38,7 +38,7 @@ class OnnxGenerator(ExportedGenerator):
         info = read_onnx_metadata(p)
         self.path, self.info = p, info
         self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
-        self.prior, self.default_truncation = prior or info.prior, info.truncation
+        self.prior, self.default_truncation = model_prior(prior, info.prior), info.truncation
         self.classes = info.classes
         cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if device == "cuda" and not cuda:
@@ -59,5 +59,6 @@ class OnnxGenerator(ExportedGenerator):
             raise GantoolError(f"{p}: its metadata says nz {info.nz} but its graph takes "
                                f"{z_dims[-1]} latent values; export it again")
 
-    def run(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
-        return self.session.run(None, graph_inputs(z, c))[0]
+    def run(self, z: np.ndarray, c: np.ndarray | None = None,
+            psi: np.ndarray | None = None) -> np.ndarray:
+        return self.session.run(None, graph_inputs(z, c, psi))[0]

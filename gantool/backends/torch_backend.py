@@ -14,13 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from gantool.backends import PRECISIONS, check_class_input, class_input
+from gantool.backends import PRECISIONS, check_class_input, class_input, model_prior
 from gantool.device import pick_device
 from gantool.errors import GantoolError, OptionError
+from gantool.models import run_generator
 from gantool.models.checkpoint import load_generator
 from gantool.models.layers import fold_batchnorm
 from gantool.sampling.images import to_uint8_tensor
-from gantool.sampling.latent import latents
+from gantool.sampling.latent import latents, truncation_input
 
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 
@@ -43,20 +44,21 @@ class TorchGenerator:
         self.data_path = data.get("path") if isinstance(data, dict) else None  # trained on
         self.resolution, self.channels, self.nz = m.resolution, m.channels, m.nz
         self.classes = m.classes  # class names of a conditional model; () otherwise
-        self.prior = prior or m.prior
+        self.prior = model_prior(prior, m.prior)
         self.default_truncation = m.truncation
         self.forward = torch.compile(self.net) if compile else self.net
         self.cuda_graphs = cuda_graphs
-        self._graphs: dict[int, tuple] = {}  # batch -> (graph, z, c or None, images)
+        self._graphs: dict[int, tuple] = {}  # batch -> (graph, inputs, images)
 
     def generate(self, seeds: Sequence[int], truncation: float | None,
                  classes: Sequence[int] | None = None) -> np.ndarray:
         return self.generate_z(latents(seeds, self.nz, self.prior, truncation),
-                               class_input(self.classes, seeds, classes))
+                               class_input(self.classes, seeds, classes), truncation)
 
     @torch.no_grad()
-    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
-        images = self._draw(z, c)
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None,
+                   truncation: float | None = None) -> np.ndarray:
+        images = self._draw(z, c, truncation)
         if images.device.type == "cpu":
             return images.numpy()  # (B, H, W, C) uint8
         # Into an array numpy allocates: it asks for huge pages, which makes the first write to
@@ -71,40 +73,42 @@ class TorchGenerator:
         """``generate`` into ``out`` (uint8 (B, H, W, C), e.g. a render's shared-memory slot):
         a GPU copies its images straight there."""
         z = latents(seeds, self.nz, self.prior, truncation)
-        torch.from_numpy(out).copy_(self._draw(z, class_input(self.classes, seeds, classes)))
+        torch.from_numpy(out).copy_(self._draw(z, class_input(self.classes, seeds, classes),
+                                               truncation))
 
-    def _draw(self, z: np.ndarray, c: np.ndarray | None) -> torch.Tensor:
+    def _draw(self, z: np.ndarray, c: np.ndarray | None,
+              truncation: float | None) -> torch.Tensor:
         check_class_input(self.classes, c)
-        z = torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device)
-        if c is not None:
-            c = torch.from_numpy(np.ascontiguousarray(c, np.float32)).to(self.device, self.dtype)
-        return self._replay(z, c) if self.cuda_graphs else self._images(z.to(self.dtype), c)
+        psi = truncation_input(truncation, self.prior, len(z))
+        inputs = [a if a is None else torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(
+            self.device, self.dtype) for a in (z, c, psi)]
+        return self._replay(inputs) if self.cuda_graphs else self._images(*inputs)
 
-    def _images(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        """z (and c) -> uint8 images on the device (a quarter of float32's bytes to copy back)."""
-        return to_uint8_tensor(self.forward(z) if c is None else self.forward(z, c))
+    def _images(self, z: torch.Tensor, c: torch.Tensor | None,
+                psi: torch.Tensor | None = None) -> torch.Tensor:
+        """z (and c, psi) -> uint8 images on the device (a quarter of float32's bytes to copy
+        back)."""
+        return to_uint8_tensor(run_generator(self.forward, z, c, psi))
 
-    def _replay(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        """z (and c) -> uint8 images through a CUDA graph captured for this batch size on first
-        use (the graph's own output buffer: valid until the next replay)."""
-        b = z.shape[0]
+    def _replay(self, inputs: list) -> torch.Tensor:
+        """z (and c, psi) -> uint8 images through a CUDA graph captured for this batch size on
+        first use (the graph's own output buffer: valid until the next replay)."""
+        b = inputs[0].shape[0]
         if b not in self._graphs:
-            static_z = torch.zeros(b, self.nz, device=self.device, dtype=self.dtype)
-            static_c = (torch.zeros(b, len(self.classes), device=self.device, dtype=self.dtype)
-                        if self.classes else None)
+            static = [a if a is None else torch.zeros_like(a) for a in inputs]
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
                 for _ in range(3):
-                    self._images(static_z, static_c)
+                    self._images(*static)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                static_out = self._images(static_z, static_c)
-            self._graphs[b] = (graph, static_z, static_c, static_out)
-        graph, static_z, static_c, static_out = self._graphs[b]
-        static_z.copy_(z)
-        if static_c is not None:
-            static_c.copy_(c)
+                static_out = self._images(*static)
+            self._graphs[b] = (graph, static, static_out)
+        graph, static, static_out = self._graphs[b]
+        for buffer, value in zip(static, inputs):
+            if buffer is not None:
+                buffer.copy_(value)
         graph.replay()
         return static_out

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from gantool.artifacts import check_finished, check_unchanged
-from gantool.backends import ExportedGenerator
+from gantool.backends import ExportedGenerator, model_prior
 from gantool.errors import GantoolError
 from gantool.model_info import ModelInfo, graph_inputs
 
@@ -56,11 +56,13 @@ class EngineRunner:
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
 
-    def run(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+    def run(self, z: np.ndarray, c: np.ndarray | None = None,
+            psi: np.ndarray | None = None) -> np.ndarray:
         """The engine's output for z (B, nz) (and one-hot classes c (B, K) of a conditional
-        model): uint8 (B, H, W, C) or float (B, C, H, W)."""
+        model, psi (B, 1) of a truncating network): uint8 (B, H, W, C) or float (B, C, H, W)."""
         torch, trt = self.torch, self.trt
-        inputs = {name: torch.from_numpy(a).cuda() for name, a in graph_inputs(z, c).items()}
+        inputs = {name: torch.from_numpy(a).cuda()
+                  for name, a in graph_inputs(z, c, psi).items()}
         for name, t in inputs.items():
             self.context.set_input_shape(name, tuple(t.shape))
             self.context.set_tensor_address(name, t.data_ptr())
@@ -83,8 +85,9 @@ class TensorRTGenerator(ExportedGenerator):
         self.runner = EngineRunner(path)
         info = self.runner.info
         self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
-        self.prior, self.default_truncation = prior or info.prior, info.truncation
+        self.prior, self.default_truncation = model_prior(prior, info.prior), info.truncation
         self.classes = info.classes
 
-    def run(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
-        return self.runner.run(z, c)
+    def run(self, z: np.ndarray, c: np.ndarray | None = None,
+            psi: np.ndarray | None = None) -> np.ndarray:
+        return self.runner.run(z, c, psi)

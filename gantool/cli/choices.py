@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 from gantool.backends import BACKENDS, PRECISIONS
+from gantool.importers import KINDS
 from gantool.model_info import OUTPUTS
 from gantool.sampling.images import IMAGE_FORMATS
 from gantool.sampling.latent import PRIORS
@@ -24,4 +25,5 @@ SharedMemory = Literal[SHARED_MEMORY]
 TritonVariant = Literal[VARIANTS]
 Accelerator = Literal[ACCELERATORS]
 ExportOutput = Literal[OUTPUTS]
+ImportKind = Literal[KINDS]
 Engine = Literal["local", "ray"]  # generate --engine: this process, or a Ray cluster's actors

@@ -15,6 +15,7 @@ from gantool.cli import (
     explore,
     export,
     generate,
+    import_generator,
     info,
     merge_shards,
     render,
@@ -41,6 +42,7 @@ app.command("merge-shards", no_args_is_help=True)(merge_shards.merge_shards)
 app.command("video", no_args_is_help=True)(video.video)
 app.command("export", no_args_is_help=True)(export.export)
 app.command("info", no_args_is_help=True)(info.info)
+app.command("import", no_args_is_help=True)(import_generator.import_generator)
 app.command("eval", no_args_is_help=True)(evaluate.evaluate)
 app.command("report", no_args_is_help=True)(report.report)
 app.command("serve", no_args_is_help=True)(serve.serve)

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from gantool.config.schema import AUGMENTS, ModelConfig, RunConfig, TrainConfig, options
+from gantool.config.schema import (
+    AUGMENTS,
+    IMPORTED_ARCHS,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    options,
+)
 from gantool.errors import ConfigError, did_you_mean
-from gantool.sampling.latent import validate_truncation
+from gantool.sampling.latent import NETWORK_TRUNCATION, validate_truncation
 
 
 def validate(cfg: RunConfig) -> None:
@@ -18,6 +25,9 @@ def validate(cfg: RunConfig) -> None:
                           "100 characters, without / or \\ (e.g. faces-64-try2)")
     check_declared(cfg, ("data", "train"))
     validate_model(cfg.model)
+    if cfg.model.arch in IMPORTED_ARCHS:
+        raise ConfigError(f"model.arch {cfg.model.arch} is an imported generator (gantool "
+                          "import): gantool draws from it but trains dcgan, residual and fastgan")
     _validate_train(cfg.train)
     if cfg.model.classes and cfg.train.cuda_graphs:
         raise ConfigError("train.cuda_graphs does not train conditional pairs yet; drop one of "
@@ -30,6 +40,12 @@ def validate(cfg: RunConfig) -> None:
 def validate_model(m: ModelConfig) -> None:
     """The model section's checks alone (what drawing from a checkpoint needs)."""
     check_declared(RunConfig(model=m), ("model",))
+    if (m.prior in NETWORK_TRUNCATION) != (m.arch in IMPORTED_ARCHS):
+        raise ConfigError(f"model.prior {m.prior} does not go with model.arch {m.arch}: the "
+                          f"{', '.join(NETWORK_TRUNCATION)} prior is for imported StyleGAN "
+                          "generators, whose network applies the truncation")
+    if m.arch_params and m.arch not in IMPORTED_ARCHS:
+        raise ConfigError(f"model.arch_params is for imported generators, not {m.arch}")
     if m.noise and m.arch != "fastgan":
         raise ConfigError(f"model.noise needs model.arch=fastgan (got {m.arch})")
     names = [str(c).strip() for c in m.classes]

@@ -158,6 +158,10 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
             if len(items) != len(args):
                 raise ValueError(f"expected {len(args)} comma-separated values")
             return tuple(_coerce(v, a, key) for v, a in zip(items, args))
+        if ftype is dict:  # a free-form mapping (an imported generator's hyper-parameters)
+            if not isinstance(value, dict):
+                raise ValueError("expected a mapping")
+            return dict(value)
         return _scalar(value, ftype)
     except (ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"bad value {value!r} for {key}: {e}") from None

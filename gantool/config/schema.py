@@ -27,7 +27,9 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
 # generator: Radford's DCGAN, Xin's residual generator, a FastGAN-style few-shot generator
-ARCHS = ("dcgan", "residual", "fastgan")
+ARCHS = ("dcgan", "residual", "fastgan", "stylegan2")
+# generators gantool draws from but does not train: brought in by gantool import
+IMPORTED_ARCHS = ("stylegan2",)
 # discriminator: DCGAN, Xin's (last layer twice, average pool), FastGAN's self-supervised one
 D_ARCHS = ("dcgan", "pooled", "fastgan")
 LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")  # gantool.train.losses implements each
@@ -57,7 +59,9 @@ class ModelConfig:
     title: ClassVar[str] = "Model"  # its options' help panel and docs section
 
     arch: str = option("dcgan", "Generator: Radford's DCGAN, Xin's residual one, or the "
-                       "FastGAN-style few-shot one.", choices=ARCHS)
+                       "FastGAN-style few-shot one; stylegan2 for an imported generator "
+                       "(gantool import), which gantool draws from but does not train.",
+                       choices=ARCHS)
     d_arch: str = option("dcgan", "Discriminator: DCGAN, Xin's pooled one (last layer twice, "
                          "average pool), or FastGAN's self-supervised one.", choices=D_ARCHS)
     res_blocks: int = option(9, "Residual blocks of the residual generator.", at_least=1)
@@ -80,6 +84,8 @@ class ModelConfig:
     prior: str = option("normal", "Latent prior.", choices=PRIORS, flag=True)
     truncation: float | None = option(None, "Default sampling truncation (largest |z|); none: "
                                       "the plain prior.")
+    arch_params: dict = option({}, "An imported generator's own hyper-parameters (set by "
+                               "gantool import; empty for the architectures gantool trains).")
     classes: tuple[str, ...] = option((), "Class names of a conditional pair (conditional "
                                       "BatchNorm in G, projection D); empty: unconditional. "
                                       "Filled from the data's labels by data.class_labels.")

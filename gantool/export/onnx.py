@@ -1,7 +1,9 @@
 """Generator -> ONNX: dynamic batch, one file, metadata that describes the model.
 
-Input ``z`` (B, nz) float32, and for a conditional model ``class`` (B, K) float32 one-hot rows
-(a float input: no OneHot or integer Gather for older TensorRT parsers to refuse). Output
+Input ``z`` (B, nz) float32, for a conditional model ``class`` (B, K) float32 one-hot rows
+(a float input: no OneHot or integer Gather for older TensorRT parsers to refuse), and for a
+network that applies its truncation (an imported StyleGAN) ``truncation`` (B, 1) float32 psi,
+so that one batch can hold several truncations. Output
 ``image``: uint8 (B, H, W, C) computed inside the graph (the default, so no serving stack
 converts floats), or the raw float (B, C, H, W) in [-1, 1]. The uint8 arithmetic is
 ``gantool.sampling.images.to_uint8``'s: round-half-even of (x + 1) * 127.5, clamped to [0, 255].
@@ -25,25 +27,31 @@ from gantool.model_info import (  # noqa: F401 - OUTPUTS: its choices
     CLASS_INPUT,
     OUTPUTS,
     PREFIX,
+    TRUNCATION_INPUT,
     ModelInfo,
 )
+from gantool.models import run_generator
 from gantool.sampling.images import to_uint8_tensor
+from gantool.sampling.latent import NETWORK_TRUNCATION
 
 OPSET = 18
 MAX_BATCH = 65_536
 KEEP_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)  # module paths, for overflow reports
 
 
-class UInt8Images(nn.Module):
-    """z (B, nz) -> uint8 (B, H, W, C): the generator plus to_uint8 as graph operations."""
+class GraphInputs(nn.Module):
+    """The generator with the graph's inputs as positional arguments (z, then class and
+    truncation where the model has them), its output optionally as uint8 (B, H, W, C)."""
 
-    def __init__(self, generator: nn.Module):
+    def __init__(self, generator: nn.Module, names: list[str], uint8: bool):
         super().__init__()
-        self.generator = generator
+        self.generator, self.names, self.uint8 = generator, names, uint8
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.generator(z) if c is None else self.generator(z, c)
-        return to_uint8_tensor(out)  # from (B, C, H, W) in [-1, 1]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        given = dict(zip(self.names, inputs))
+        out = run_generator(self.generator, given["z"], given.get(CLASS_INPUT),
+                            given.get(TRUNCATION_INPUT))
+        return to_uint8_tensor(out) if self.uint8 else out  # from (B, C, H, W) in [-1, 1]
 
 
 def export_onnx(generator: nn.Module, info: ModelInfo):
@@ -52,12 +60,15 @@ def export_onnx(generator: nn.Module, info: ModelInfo):
     output = info.output
     if output not in OUTPUTS:
         raise GantoolError(f"unknown output {output!r}; choose {' or '.join(OUTPUTS)}")
-    net = (UInt8Images(generator) if output == "uint8" else generator).eval()
-    args, names = (torch.zeros(2, info.nz),), ["z"]
+    args, names = [torch.zeros(2, info.nz)], ["z"]
     if info.classes:
-        args, names = (*args, torch.eye(len(info.classes))[[0, 1]]), [*names, CLASS_INPUT]
+        args, names = [*args, torch.eye(len(info.classes))[[0, 1]]], [*names, CLASS_INPUT]
+    if info.prior in NETWORK_TRUNCATION:
+        args, names = [*args, torch.ones(2, 1)], [*names, TRUNCATION_INPUT]
+    net = GraphInputs(generator, names, output == "uint8").eval()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    shapes = {"z": {0: batch}, **({"c": {0: batch}} if info.classes else {})}
+    shapes = (tuple({0: batch} for _ in args),)
+    args = tuple(args)
     with _quiet():
         program = torch.onnx.export(
             net, args, input_names=names, output_names=["image"], dynamo=True,

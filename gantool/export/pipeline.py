@@ -34,8 +34,9 @@ from gantool.export.onnx import export_onnx, save_model
 from gantool.export.verify import Check, compare
 from gantool.fileio import atomic_write
 from gantool.model_info import ModelInfo, graph_inputs
+from gantool.models import run_generator
 from gantool.models.checkpoint import load_generator
-from gantool.sampling.latent import class_vectors, latents
+from gantool.sampling.latent import class_vectors, latents, truncation_input
 
 VERIFY_SEEDS = tuple(range(8))
 
@@ -60,7 +61,8 @@ class ExportJob:
     info: ModelInfo  # what the exported files say about the model
     z: np.ndarray
     c: np.ndarray | None
-    reference: np.ndarray  # the generator's float (B, C, H, W) output for z (and c)
+    psi: np.ndarray | None  # the truncation input of a network that applies it
+    reference: np.ndarray  # the generator's float (B, C, H, W) output for z (and c, psi)
     log: Callable[[str], None]
     result: ExportResult = field(default_factory=ExportResult)
     onnx: Any = None  # the float32 ONNX model
@@ -96,20 +98,21 @@ def _start(checkpoint: Path, out: Path, options: ExportOptions, log) -> ExportJo
     generator, m, config, step = load_generator(checkpoint, ema=options.ema)
     z = latents(VERIFY_SEEDS, m.nz, m.prior, m.truncation)  # (8, nz) float32
     c = class_vectors(VERIFY_SEEDS, None, len(m.classes)) if m.classes else None
+    psi = truncation_input(m.truncation, m.prior, len(VERIFY_SEEDS))
     with torch.no_grad():
-        reference = generator(*_tensors(z, c)).numpy()  # (8, C, H, W)
+        reference = run_generator(generator, *_tensors(z, c, psi)).numpy()  # (8, C, H, W)
     info = ModelInfo.from_model(m, config, options.output, step)
-    return ExportJob(out, options, generator, m, info, z, c, reference, log)
+    return ExportJob(out, options, generator, m, info, z, c, psi, reference, log)
 
 
 def build_onnx(job: ExportJob) -> list[Path]:
     """``model.onnx`` (+ ``model_fp16.onnx`` with fp16, and its fidelity when asked)."""
-    o, m, z, c = job.options, job.model, job.z, job.c
+    o, m, inputs = job.options, job.model, (job.z, job.c, job.psi)
     model = export_onnx(job.generator, job.info)
     job.result.metadata = _sidecar(model)
     if o.verify:
         job.result.checks.append(_verified(compare("model.onnx", "fp32", job.reference,
-                                                   _run(model, z, c)), job.log))
+                                                   _run(model, *inputs)), job.log))
     save_model(model, job.out / "model.onnx")
     job.onnx, files = model, [job.out / "model.onnx"]
     if not o.fp16:
@@ -128,8 +131,9 @@ def build_onnx(job: ExportJob) -> list[Path]:
 
 def _fp16_check(job: ExportJob, fp16_model) -> Check:
     """The FP16 model against PyTorch, naming the nodes that leave fp16's range."""
-    check = compare("model_fp16.onnx", "fp16", job.reference, _run(fp16_model, job.z, job.c))
-    over = fp16_overflows(job.onnx, graph_inputs(job.z, job.c))
+    inputs = (job.z, job.c, job.psi)
+    check = compare("model_fp16.onnx", "fp16", job.reference, _run(fp16_model, *inputs))
+    over = fp16_overflows(job.onnx, graph_inputs(*inputs))
     over = [o for o in over if o[0] not in job.options.keep_fp32]
     if over:
         node, op, peak = over[0]
@@ -155,14 +159,14 @@ def build_engine(job: ExportJob) -> list[Path]:
     from gantool.backends.trt_backend import EngineRunner
     from gantool.export.tensorrt import build_engine as build_plan
 
-    o, m = job.options, job.model
+    o = job.options
     plan = build_plan(job.onnx_fp16 if o.fp16 else job.onnx, job.out / "model.plan",
-                      fp16=o.fp16, batch=o.batch, nz=m.nz, workspace_gb=o.workspace_gb,
-                      metadata=job.result.metadata, classes=len(m.classes))
+                      fp16=o.fp16, batch=o.batch, workspace_gb=o.workspace_gb,
+                      metadata=job.result.metadata)
     if o.verify:
         job.result.checks.append(_verified(compare(
             "model.plan", "fp16" if o.fp16 else "fp32", job.reference,
-            EngineRunner(plan).run(job.z, job.c)), job.log))
+            EngineRunner(plan).run(job.z, job.c, job.psi)), job.log))
     return [plan, plan.with_suffix(".plan.json")]
 
 
@@ -212,17 +216,18 @@ def fp16_fidelity(generator, fp16_model, m, num: int, batch: int = 32) -> dict:
 
     extract = InceptionFeatures()
     chunks = [(latents(s, m.nz, m.prior, m.truncation),
-               class_vectors(s, None, len(m.classes)) if m.classes else None)
+               class_vectors(s, None, len(m.classes)) if m.classes else None,
+               truncation_input(m.truncation, m.prior, len(s)))
               for s in batched(list(range(num)), batch)]
 
     def torch_images():
-        for z, c in chunks:
+        for inputs in chunks:
             with torch.no_grad():
-                yield to_uint8(generator(*_tensors(z, c)).numpy())
+                yield to_uint8(run_generator(generator, *_tensors(*inputs)).numpy())
 
     def fp16_images():
-        for z, c in chunks:
-            out = _run(fp16_model, z, c)
+        for inputs in chunks:
+            out = _run(fp16_model, *inputs)
             yield out if out.dtype == np.uint8 else to_uint8(out)
 
     a, b = collect(torch_images(), extract), collect(fp16_images(), extract)
@@ -238,16 +243,16 @@ def _verified(check: Check, log) -> Check:
     return check
 
 
-def _run(model, z: np.ndarray, c: np.ndarray | None) -> np.ndarray:
+def _run(model, z: np.ndarray, c: np.ndarray | None, psi: np.ndarray | None) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, graph_inputs(z, c))[0]
+    return session.run(None, graph_inputs(z, c, psi))[0]
 
 
-def _tensors(z: np.ndarray, c: np.ndarray | None) -> tuple[torch.Tensor, ...]:
-    """The generator's inputs as tensors: (z,) or (z, c)."""
-    return tuple(torch.from_numpy(a) for a in (z, c) if a is not None)
+def _tensors(*inputs: np.ndarray | None) -> tuple[torch.Tensor | None, ...]:
+    """The generator's inputs (z, c, psi) as tensors, None where absent."""
+    return tuple(None if a is None else torch.from_numpy(a) for a in inputs)
 
 
 def _sidecar(model) -> dict:

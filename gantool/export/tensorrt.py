@@ -19,14 +19,14 @@ from pathlib import Path
 from gantool.backends.trt_backend import require_tensorrt
 from gantool.errors import GantoolError, OptionError
 from gantool.fileio import atomic_write
-from gantool.model_info import CLASS_INPUT
 
 
-def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int], nz: int,
+def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int],
                  workspace_gb: float = 4.0, metadata: dict | None = None,
-                 timing_cache: Path | None = None, classes: int = 0) -> Path:
-    """Build and write ``plan_path`` (+ ``.plan.json``) from an onnx.ModelProto (with a
-    ``class`` input of ``classes`` one-hot values beside z for a conditional model)."""
+                 timing_cache: Path | None = None) -> Path:
+    """Build and write ``plan_path`` (+ ``.plan.json``) from an onnx.ModelProto whose inputs
+    are (batch, width) matrices: z, and a conditional model's one-hot class, and a truncating
+    network's psi (``gantool.model_info.graph_inputs``)."""
     trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -46,7 +46,7 @@ def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int]
         config.set_flag(trt.BuilderFlag.FP16)
     lo, opt, hi = batch
     profile = builder.create_optimization_profile()
-    widths = {"z": nz, **({CLASS_INPUT: classes} if classes else {})}
+    widths = {i.name: i.type.tensor_type.shape.dim[1].dim_value for i in model.graph.input}
     for name, width in widths.items():
         profile.set_shape(name, (lo, width), (opt, width), (hi, width))
     config.add_optimization_profile(profile)

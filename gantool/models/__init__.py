@@ -5,13 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from gantool.config import ModelConfig
+from gantool.errors import ConfigError
 from gantool.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gantool.models.fastgan import FastGANDiscriminator, FastGANGenerator
 from gantool.models.layers import resolution_plan, supported_resolutions
 from gantool.models.residual import ResidualGenerator
 
 __all__ = ["build_generator", "build_discriminator", "check_networks", "resolution_plan",
-           "supported_resolutions"]
+           "run_generator", "supported_resolutions"]
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
@@ -26,7 +27,23 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "fastgan":
         return FastGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels,
                                 cfg.noise, k)
+    if cfg.arch == "stylegan2":
+        from gantool.models.stylegan2 import StyleGAN2Generator
+
+        try:
+            return StyleGAN2Generator(cfg.resolution, cfg.channels, cfg.nz, k, **cfg.arch_params)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ConfigError(f"model.arch_params do not describe a StyleGAN2 generator "
+                              f"({e})") from None
     raise ValueError(f"unknown architecture {cfg.arch!r}")
+
+
+def run_generator(net: nn.Module, z, c=None, psi=None):
+    """``net``'s images for z (and one-hot c of a conditional model, psi of one that applies
+    its truncation: ``gantool.sampling.latent.truncation_input``)."""
+    if getattr(net, "takes_psi", False):
+        return net(z, c, psi)
+    return net(z) if c is None else net(z, c)
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:

@@ -39,6 +39,8 @@ ENTRIES = {
     "rng": "every process's RNG state, so that a resume continues bit for bit",
     "guard": "the divergence guard's rollbacks and learning-rate scale",
     "best": "the best evaluation so far ({metric, value, step}), or None",
+    "origin": "where an imported generator came from ({kind, tool, file, bytes, sha256}), or "
+              "None for one gantool trained",
 }
 
 
@@ -100,8 +102,15 @@ def describe(state: dict, path: str | os.PathLike) -> dict[str, Any]:
     for ema in (False, True):
         net, m, _, _ = generator_from_state(state, path, ema)
     params, macs = generator_cost(net, m.nz)
-    return {"kind": "gantool checkpoint", "step": state["step"],
-            "run": state["config"].get("name"),
+    origin = state.get("origin")
+    provenance = ({"kind": f"gantool checkpoint, imported {origin.get('kind')}",
+                   "imported from": f"{origin.get('file')} ({origin.get('tool')}, "
+                                    f"{origin.get('bytes')} bytes)",
+                   "source sha256": origin.get("sha256")}
+                  if isinstance(origin, dict) else
+                  {"kind": "gantool checkpoint", "step": state["step"],
+                   "run": state["config"].get("name")})
+    return {**provenance,
             "resolution": m.resolution, "channels": m.channels, "nz": m.nz,
             "arch": f"{m.arch} / {m.d_arch}",
             "generator": f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3g} G multiply-adds "

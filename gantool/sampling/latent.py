@@ -12,6 +12,11 @@ Contract:
   per-seed generator until none is left; t >= ``MIN_NORMAL_TRUNCATION``, because the expected
   number of draws grows like 1/t (about 125 per value at the minimum, a few milliseconds a seed)
   and one request at t = 1e-9 would never finish. ``None`` means the plain prior.
+- ``prior="stylegan"``: z ~ N(0, 1) drawn as NVIDIA's StyleGAN tools draw it,
+  ``numpy.random.RandomState(seed).randn(nz)`` (seeds 0..2**32-1), for imported StyleGAN
+  generators. Its truncation is psi, applied by the network in w space (w_avg + psi (w - w_avg)):
+  z is never truncated, the network takes psi as an input (``truncation_input``), None is psi 1
+  (no truncation), 0 the average image, and any finite value is allowed.
 - Values are drawn in float64 and returned as float32.
 - A conditional model's second input is the class, one-hot (``class_vectors``): class c of K is
   row c of the K x K identity in float32. Drawn without a class, seed s gets class s mod K.
@@ -24,8 +29,10 @@ from itertools import chain, islice
 
 import numpy as np
 
-PRIORS = ("normal", "uniform")
+PRIORS = ("normal", "uniform", "stylegan")
+NETWORK_TRUNCATION = ("stylegan",)  # priors whose truncation (psi) the network applies
 MAX_SEED = 2**63 - 1
+MAX_RANDOMSTATE_SEED = 2**32 - 1  # numpy's RandomState takes 32-bit seeds
 MIN_NORMAL_TRUNCATION = 0.01  # every z is within 1% of the prior's mode: one image for all seeds
 
 
@@ -34,6 +41,10 @@ def validate_truncation(truncation: float | None, prior: str) -> None:
     if prior not in PRIORS:
         raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
     if truncation is None:
+        return
+    if prior in NETWORK_TRUNCATION:
+        if not np.isfinite(truncation):
+            raise ValueError(f"truncation psi must be a finite number, got {truncation}")
         return
     if not np.isfinite(truncation) or truncation <= 0:
         raise ValueError(f"truncation must be a positive number, got {truncation}")
@@ -74,6 +85,11 @@ def latent_row(seed: int, nz: int, prior: str = "normal", truncation: float | No
     """z for one seed: float32 array of shape (nz,)."""
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed {seed} is outside 0..{MAX_SEED}")
+    if prior == "stylegan":
+        if seed > MAX_RANDOMSTATE_SEED:
+            raise ValueError(f"seed {seed} is above {MAX_RANDOMSTATE_SEED}, the largest seed of "
+                             "the stylegan prior (numpy's RandomState, as NVIDIA's tools draw)")
+        return np.random.RandomState(seed).randn(nz).astype(np.float32)
     rng = np.random.Generator(np.random.PCG64(seed))
     if prior == "uniform":
         bound = 1.0 if truncation is None else float(truncation)
@@ -96,6 +112,15 @@ def latents(
     for i, seed in enumerate(seeds):
         z[i] = latent_row(int(seed), nz, prior, truncation)
     return z
+
+
+def truncation_input(truncation: float | None, prior: str, count: int) -> np.ndarray | None:
+    """The network's truncation input for ``count`` images: (count, 1) float32 psi for a prior
+    whose network applies the truncation (psi 1 for None), None for the others (their z carries
+    it)."""
+    if prior not in NETWORK_TRUNCATION:
+        return None
+    return np.full((count, 1), 1.0 if truncation is None else truncation, dtype=np.float32)
 
 
 class Seeds(Sequence[int]):

@@ -28,7 +28,7 @@ def capture(cfg: RunConfig, up: GanUpdate, step: int, steps_per_epoch: int, guar
         G=up.G.state_dict(), D=up.D.state_dict(),
         G_ema=up.G_ema.state_dict() if up.G_ema is not None else None,
         opt_G=_plain_lr(up.opt_G.state_dict()), opt_D=_plain_lr(up.opt_D.state_dict()),
-        scaler=up.scaler.state_dict(), rng=rng, guard=guard, best=best)
+        scaler=up.scaler.state_dict(), rng=rng, guard=guard, best=best, origin=None)
 
 
 def restore(up: GanUpdate, state: dict) -> None:

@@ -1,0 +1,268 @@
+"""gantool import: NVIDIA StyleGAN2 pickles read without running them, rebuilt as gantool's own
+network, drawing the images NVIDIA's own code draws.
+
+The fixtures (tests/fixtures/imported/README.md) are small generators built and pickled with
+NVIDIA's code as its training loop pickles them, with their module source stripped, and the
+reference PNGs that NVIDIA's gen_images.py recipe drew from them (seeds 0, 85, 265; psi 1, 0.7,
+-0.5; noise const; the first and last class of the conditional one).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gantool.backends import load_backend
+from gantool.errors import GantoolError
+from gantool.importers import import_generator
+from gantool.models.checkpoint import load_checkpoint
+
+from conftest import cli_in_process, gantool_cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "imported"
+KINDS = ["sg2-skip-16", "sg2-resnet-32", "sg2-cond-16", "sg2-orig-gray-8"]
+STRIPPED = b"# module source stripped (NVIDIA Source Code License)\n"
+
+
+def references(name: str):
+    """(seed, psi, class or None, uint8 (H, W, C) image) of each reference of a fixture."""
+    for fname, r in json.loads((FIXTURES / f"{name}.json").read_text()).items():
+        image = np.asarray(Image.open(FIXTURES / fname))
+        yield r["seed"], r["psi"], r["cls"], image if image.ndim == 3 else image[..., None]
+
+
+def differences(gen, name: str) -> tuple[int, float, int]:
+    """(max, mean) absolute byte difference from the references, and how many were drawn."""
+    worst, means, count = 0, [], 0
+    for seed, psi, cls, ref in references(name):
+        img = gen.generate([seed], psi, None if cls is None else [cls])[0]
+        d = np.abs(img.astype(int) - ref.astype(int))
+        worst, count = max(worst, int(d.max())), count + 1
+        means.append(d.mean())
+    return worst, float(np.mean(means)), count
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """Every fixture imported once: name -> checkpoint path."""
+    folder = tmp_path_factory.mktemp("imported")
+    return {n: import_generator(FIXTURES / f"{n}.pkl", folder / f"{n}.pt") and
+            folder / f"{n}.pt" for n in KINDS}
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_torch_draws_nvidias_images(imported, name):
+    worst, mean, count = differences(load_backend("torch", str(imported[name])), name)
+    print(f"{name}: {count} references, max {worst}/255, mean {mean:.4f}/255")
+    assert count >= 9
+    assert worst <= 2, (worst, mean)
+
+
+def test_the_record_says_where_it_came_from(imported):
+    import hashlib
+
+    path = imported["sg2-cond-16"]
+    rec = torch.load(path, weights_only=True)  # a plain record: no code, no classes
+    source = (FIXTURES / "sg2-cond-16.pkl").read_bytes()
+    assert rec["origin"] == {"kind": "stylegan2", "tool": "NVIDIA network pickle",
+                             "file": "sg2-cond-16.pkl", "bytes": len(source),
+                             "sha256": hashlib.sha256(source).hexdigest()}
+    m = load_checkpoint(path)["config"]["model"]
+    assert (m["arch"], m["prior"], m["nz"], m["resolution"]) == ("stylegan2", "stylegan", 12, 16)
+    assert m["classes"] == ["0", "1", "2"]
+
+
+def test_truncation_is_psi_toward_the_average_w(imported):
+    gen = load_backend("torch", str(imported["sg2-skip-16"]))
+    a, b = gen.generate([1, 2], 0.0)  # psi 0: every seed draws the average image
+    assert np.array_equal(a, b)
+    assert not np.array_equal(*gen.generate([1, 2], None))
+    # one batch can mix truncations row by row (as Triton's batcher does): psi is (B, 1)
+    z = torch.from_numpy(np.random.RandomState(5).randn(2, 16).astype(np.float32))
+    with torch.no_grad():
+        mixed = gen.net(z, None, torch.tensor([[0.5], [1.0]]))
+        alone = [gen.net(z[i:i + 1], None, torch.tensor([[p]])) for i, p in enumerate((.5, 1))]
+    assert torch.allclose(mixed, torch.cat(alone), atol=1e-5)
+
+
+# ---- reading without running ----------------------------------------------------------------
+
+def _marker_pickle() -> tuple[bytes, bytes]:
+    """The orig fixture with its module source replaced by code that creates the file ``ran``
+    in the working folder when run (as NVIDIA's loader runs it); same length, so the pickle's
+    framing holds."""
+    code = b"import pathlib;pathlib.Path('ran').touch()"
+    code = code.ljust(len(STRIPPED) - 1, b"#") + b"\n"
+    data = (FIXTURES / "sg2-orig-gray-8.pkl").read_bytes()
+    assert data.count(STRIPPED) == 1  # pickled once, memoised for every class
+    return data.replace(STRIPPED, code), code
+
+
+def test_the_source_a_pickle_carries_is_never_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (data, code), marker = _marker_pickle(), tmp_path / "ran"
+    exec(code)  # noqa: S102 - the planted source is live code
+    assert marker.exists()
+    marker.unlink()
+    (tmp_path / "g.pkl").write_bytes(data)
+    import_generator(tmp_path / "g.pkl", tmp_path / "g.pt")
+    assert not marker.exists(), "the pickle's module source ran"
+    gen = load_backend("torch", str(tmp_path / "g.pt"))
+    assert differences(gen, "sg2-orig-gray-8")[0] <= 2  # and the weights still came through
+
+
+class _System:
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _Storage:
+    """Pickles as torch's storage rebuilder fed a torch.save file that runs a command."""
+
+    def __init__(self, command: str):
+        buffer = io.BytesIO()
+        torch.save(_System(command), buffer)
+        self.data = buffer.getvalue()
+
+    def __reduce__(self):
+        return torch.storage._load_from_bytes, (self.data,)
+
+
+@pytest.mark.parametrize("payload,refused", [
+    (lambda cmd: {"G_ema": _System(cmd)}, r"refused: the pickle asks for (posix|os)\.system"),
+    (lambda cmd: {"G_ema": [_Storage(cmd)]},
+     "refused: the pickle asks for a tensor storage holding more than tensor data"),
+], ids=["global call", "storage bytes"])
+def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, capsys, payload,
+                                                                  refused):
+    marker = tmp_path / "ran"
+    src = tmp_path / "evil.pkl"
+    src.write_bytes(pickle.dumps(payload(f"touch {marker}")))
+    assert cli_in_process("import", src, "--out", tmp_path / "m.pt") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(refused, err[0]), err
+    assert not marker.exists() and not (tmp_path / "m.pt").exists()
+
+
+# ---- bad input: one line, exit 2, nothing written --------------------------------------------
+
+def _bad_sources(tmp: Path) -> dict[str, Path]:
+    good = (FIXTURES / "sg2-skip-16.pkl").read_bytes()
+    files = {
+        "truncated": good[: len(good) // 2],
+        "corrupt": good[:200] + bytes(1000) + good[1200:],
+        "other pickle": pickle.dumps({"weights": [1, 2, 3]}),
+        "list pickle": pickle.dumps([1, 2, 3]),
+        "text": b"hello, not a network\n",
+        "torch zip": None,
+    }
+    out = {}
+    for name, data in files.items():
+        path = tmp / (name.replace(" ", "-") + ".pkl")
+        if data is None:
+            torch.save({"G": {}}, path)
+        else:
+            path.write_bytes(data)
+        out[name] = path
+    out["discriminator only"] = FIXTURES / "discriminator-only.pkl"
+    out["unexpected shapes"] = FIXTURES / "bad-shapes.pkl"
+    return out
+
+
+BAD = {
+    "truncated": "is not a readable network pickle .*truncated or damaged",
+    "corrupt": "is not a readable network pickle|refused",
+    "other pickle": "holds no generator \\(weights\\)",
+    "list pickle": "holds a list, not an NVIDIA network pickle",
+    "text": "is not a generator file gantool imports",
+    "torch zip": "is a PyTorch checkpoint, not an NVIDIA network pickle",
+    "discriminator only": "holds only a discriminator",
+    "unexpected shapes": "mapping.w_avg has shape \\[9\\], expected \\[8\\]",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_source_is_one_line_and_writes_nothing(tmp_path, capsys, case):
+    src = _bad_sources(tmp_path)[case]
+    out = tmp_path / "out" / "m.pt"
+    assert cli_in_process("import", src, "--out", out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert re.search(BAD[case], err[0]), err[0]
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_an_existing_file_is_kept_unless_forced(tmp_path, capsys):
+    src, out = FIXTURES / "sg2-orig-gray-8.pkl", tmp_path / "m.pt"
+    out.write_bytes(b"precious")
+    assert cli_in_process("import", src, "--out", out) == 2
+    assert "--out: " in capsys.readouterr().err and out.read_bytes() == b"precious"
+    copy = tmp_path / "g.pkl"
+    copy.write_bytes(src.read_bytes())
+    assert cli_in_process("import", copy, "--out", tmp_path / "g.pkl") == 2  # not a .pt
+    assert cli_in_process("import", src, "--out", out, "--force") == 0
+    assert load_checkpoint(out)["origin"]["file"] == src.name
+
+
+def test_an_unknown_kind_is_refused(tmp_path):
+    r = gantool_cli("import", FIXTURES / "sg2-skip-16.pkl", "--out", tmp_path / "m.pt",
+                    "--kind", "biggan")
+    assert r.returncode == 2 and "'biggan' is not one of" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.pt").exists()
+
+
+def test_an_imported_generator_is_not_trained(imported, capsys):
+    assert cli_in_process("train", "--resume", imported["sg2-skip-16"]) == 2
+    assert "error: " in capsys.readouterr().err
+
+
+# ---- through the other commands ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cli_import_info_generate(tmp_path):
+    src = FIXTURES / "sg2-cond-16.pkl"
+    r = gantool_cli("import", src, "--out", tmp_path / "c.pt")
+    assert r.returncode == 0 and "imported stylegan2, 16 px, z 12, 3 classes" in r.stdout, r
+    r = gantool_cli("info", tmp_path / "c.pt")
+    import hashlib
+
+    assert hashlib.sha256(src.read_bytes()).hexdigest() in r.stdout and "stylegan" in r.stdout
+    r = gantool_cli("generate", tmp_path / "c.pt", "--seeds", "85", "--truncation", "0.7",
+                    "--class", "2", "--out", tmp_path / "imgs", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    ref = np.asarray(Image.open(FIXTURES / "sg2-cond-16-seed85-psi0.7-class2.png")).astype(int)
+    got = np.asarray(Image.open(tmp_path / "imgs" / "seed000085.png")).astype(int)
+    assert np.abs(got - ref).max() <= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", KINDS)
+def test_onnx_runtime_draws_nvidias_images(imported, tmp_path, name):
+    from gantool.export import FORMATS
+    from gantool.export.pipeline import export_checkpoint
+
+    export_checkpoint(imported[name], tmp_path / "e", [FORMATS["onnx"]], log=lambda _: None,
+                      fp16=True)
+    for fp16, bound in ((False, 3), (True, 3)):
+        gen = load_backend("onnx", str(tmp_path / "e"), fp16=fp16)
+        worst, mean, count = differences(gen, name)
+        print(f"{name} onnx{' fp16' if fp16 else ''}: {count} references, max {worst}/255, "
+              f"mean {mean:.4f}/255")
+        assert worst <= bound, (fp16, worst, mean)
+
+
+def test_errors_name_the_file():
+    with pytest.raises(GantoolError, match="does not exist"):
+        import_generator(FIXTURES / "missing.pkl", FIXTURES / "never.pt")
