@@ -13,7 +13,10 @@ gives median images/s and the median of per-repeat ratios onnx / torch.
 
 With ``--presets`` each preset's own generator (arch and widths) is measured instead, and the
 table adds its multiply-adds per image and each backend's images/s relative to the first
-preset's.
+preset's. With ``--stylegan2`` it is a StyleGAN2 generator with the official FFHQ shapes (random
+weights, as ``gantool import`` writes an imported one), drawn at psi 0.7:
+
+    python benchmarks/generate.py --stylegan2 --cases 1024x2 --repeats 3
 """
 
 from __future__ import annotations
@@ -25,19 +28,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import loadavg, random_checkpoint, run_json, spread, time_calls
+from harness import loadavg, random_checkpoint, run_json, spread, stylegan2_checkpoint, time_calls
 
 CONTENDERS = ("torch", "onnx")
 
 
-def make_models(res: int, folder: Path, ngf: int,
-                preset: str | None) -> tuple[Path, Path, int]:
+def make_models(res: int, folder: Path, ngf: int, preset: str | None,
+                stylegan2: bool = False) -> tuple[Path, Path, int]:
     """(checkpoint, ONNX model, multiply-adds per image) of a random generator."""
     from gantool.export.onnx import export_onnx, save_model
     from gantool.model_info import ModelInfo
     from gantool.models.layers import generator_cost
 
-    ckpt, stored = random_checkpoint(folder / f"ckpt{res}", res, ngf, preset)
+    if stylegan2:
+        ckpt, stored = stylegan2_checkpoint(folder, res)
+    else:
+        ckpt, stored = random_checkpoint(folder / f"ckpt{res}", res, ngf, preset)
     onnx_path = folder / f"model{res}-{preset or ngf}.onnx"
     save_model(export_onnx(stored.net, ModelInfo.from_model(stored.model, stored.config)),
                onnx_path)
@@ -54,7 +60,9 @@ def worker(args) -> dict:
     options = {"threads": args.threads} if args.worker == "onnx" else {}
     gen = load_backend(args.worker, path, device="cpu", **options)
     seeds = list(range(args.batch))
-    times, images = time_calls(lambda: gen.generate(seeds, None), args.warmup, args.calls)
+    truncation = 0.7 if gen.prior == "stylegan" else None
+    times, images = time_calls(lambda: gen.generate(seeds, truncation), args.warmup,
+                               args.calls)
     return {"images_per_s": args.batch / spread(times)[0], "shape": list(images.shape)}
 
 
@@ -65,6 +73,8 @@ def main() -> None:
     ap.add_argument("--presets", default="",
                     help="comma-separated presets whose generators to measure (default: a DCGAN "
                          "of width --ngf)")
+    ap.add_argument("--stylegan2", action="store_true",
+                    help="a StyleGAN2 generator with FFHQ's shapes instead (random weights)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--calls", type=int, default=10)
@@ -84,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for preset, case in [(p, c) for c in args.cases.split(",") for p in presets]:
             res, batch = map(int, case.split("x"))
-            ckpt, onnx_path, macs = make_models(res, Path(tmp), args.ngf, preset)
+            ckpt, onnx_path, macs = make_models(res, Path(tmp), args.ngf, preset, args.stylegan2)
             runs = []
             for r in range(args.repeats):
                 order = CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]
@@ -97,7 +107,8 @@ def main() -> None:
                     row[name] = run_json(argv, name)["images_per_s"]
                 row["ratio"] = row["onnx"] / row["torch"]
                 runs.append(row)
-            result = {"resolution": res, "batch": batch, "preset": preset,
+            result = {"resolution": res, "batch": batch,
+                      "preset": "stylegan2-ffhq-shapes" if args.stylegan2 else preset,
                       "multiply_adds": macs, "runs": runs}
             for key in (*CONTENDERS, "ratio"):
                 result[key] = spread([row[key] for row in runs])

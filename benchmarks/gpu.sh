@@ -15,6 +15,9 @@
 #   gen1024        gantool bench at 1024 px, batch 1, 8, 32: torch float32 / bf16 / fp16 / fp16
 #                  with CUDA graphs
 #   gen1024-compile  the torch.compile contenders (float32, fp16) at batch 32
+#   stylegan1024   gantool bench of an imported-style StyleGAN2 with FFHQ-1024's shapes (random
+#                  weights, written as gantool import writes one), batch 1, 8, 32: torch float32
+#                  / fp16 / fp16 with CUDA graphs, at psi 0.7's cost (psi is a network input)
 #   render1024     end to end to PNG on the host's cores: benchmarks/render.py with the torch
 #                  backend on the GPU (DCGAN ngf 64, batch 32), fpng and Pillow's fallback
 #   layouts1024    (not in the default) the output layouts (flat, subdirs, webdataset) at
@@ -25,7 +28,7 @@
 set -u
 out=$(mkdir -p "${1:?usage: benchmarks/gpu.sh OUT [STAGE ...]}" && cd "$1" && pwd)
 shift
-stages=${*:-check train64 train64-graphs train64-compile train1024 gen1024 gen1024-compile render1024}
+stages=${*:-check train64 train64-graphs train64-compile train1024 gen1024 gen1024-compile stylegan1024 render1024}
 py=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
 log="$out/gpu.log"
@@ -97,6 +100,12 @@ EOF
     gen1024-compile)
         step gen1024-compile 180 "$py" -m gantool bench --resolution 1024 --batch-sizes 32 \
             --backend torch-compile,torch-fp16-compile --json "$out/bench1024-compile.json"
+        ;;
+    stylegan1024)
+        "$py" -c "import sys; sys.path.insert(0, 'benchmarks'); import harness
+harness.stylegan2_checkpoint(sys.argv[1], 1024)" "$tmp"
+        step stylegan1024 300 "$py" -m gantool bench "$tmp/stylegan2-1024.pt" --batch-sizes 1,8,32 \
+            --backend torch,torch-fp16,torch-fp16-graphs --json "$out/stylegan1024.json"
         ;;
     render1024)
         step render1024 300 "$py" benchmarks/render.py --generator torch --device cuda --ngf 64 \

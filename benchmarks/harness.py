@@ -76,3 +76,48 @@ def random_checkpoint(folder, resolution: int, ngf: int, preset: str | None = No
 
     path = make(Path(folder), resolution, ngf, preset)
     return path, load_generator(path)
+
+
+def stylegan2_checkpoint(folder, resolution: int = 1024, z_dim: int = 512,
+                         channel_base: int = 32768, channel_max: int = 512):
+    """A StyleGAN2 generator with the official FFHQ shapes (z and w 512, 8 mapping layers,
+    channels min(32768 / resolution, 512), skip, conv clamp 256) and random weights at the
+    scales NVIDIA's initialisation gives them, written as ``gantool import`` writes an imported
+    one -> (path, its StoredGenerator). Speed does not depend on the weights."""
+    import math
+
+    import torch
+
+    from gantool.config import ModelConfig, RunConfig
+    from gantool.models import build_generator
+    from gantool.models.checkpoint import load_generator, record, write_checkpoint
+
+    channels = {str(2**i): min(channel_base // 2**i, channel_max)
+                for i in range(2, int(math.log2(resolution)) + 1)}
+    model = ModelConfig(arch="stylegan2", prior="stylegan", resolution=resolution, channels=3,
+                        nz=z_dim, arch_params={
+                            "w_dim": z_dim, "mapping_layers": 8, "channels": channels,
+                            "architecture": "skip", "conv_clamp": 256, "use_noise": True})
+    net = build_generator(model)
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for name, t in net.state_dict().items():
+        fan_in = t[0].numel() if t.ndim > 1 else 1
+        if name.endswith("affine.bias"):
+            value = torch.ones_like(t)  # styles start at 1
+        elif name.endswith(("bias", "w_avg", "fir")):
+            value = t.clone() if name.endswith("fir") else torch.zeros_like(t)
+        elif name.endswith(("conv0.weight", "conv1.weight", "torgb.weight", "const")):
+            value = torch.randn(t.shape, generator=g)  # demodulated: the scale cancels
+        elif name.endswith("noise"):
+            value = torch.randn(t.shape, generator=g) * 0.1
+        else:  # fully connected: the equalised learning rate's 1 / sqrt(fan in)
+            value = torch.randn(t.shape, generator=g) / math.sqrt(fan_in)
+        if "torgb.affine" in name:  # toRGB's gain 1 / sqrt(its input channels), folded in
+            value = value / math.sqrt(t.shape[0])
+        state[name] = value
+    path = Path(folder) / f"stylegan2-{resolution}.pt"
+    config = RunConfig(name=f"stylegan2-{resolution}", model=model).to_dict()
+    write_checkpoint(record(config=config, G=state, step=0, origin={
+        "kind": "stylegan2", "tool": "benchmarks/harness.py (random weights)"}), path)
+    return path, load_generator(path)

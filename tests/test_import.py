@@ -266,3 +266,44 @@ def test_onnx_runtime_draws_nvidias_images(imported, tmp_path, name):
 def test_errors_name_the_file():
     with pytest.raises(GantoolError, match="does not exist"):
         import_generator(FIXTURES / "missing.pkl", FIXTURES / "never.pt")
+
+
+@pytest.mark.slow
+def test_triton_ensemble_draws_what_onnx_runtime_draws(imported, tmp_path):
+    """The conditional fixture (class and psi inputs) served by a real tritonserver: the
+    render ensemble (latent model -> z, one-hot class, psi -> generator) equals ONNX Runtime,
+    and NVIDIA's references, for mixed truncations in one batch of requests."""
+    from gantool.serve.client import TritonGenerator
+    from gantool.serve.server import TritonServer, free_port
+
+    r = gantool_cli("export", imported["sg2-cond-16"], "--out", tmp_path / "e", "--formats",
+                    "onnx,triton", "--batch-profile", "1,4,8")
+    assert r.returncode == 0, r.stderr
+    onnx = load_backend("onnx", str(tmp_path / "e"))
+    with TritonServer(tmp_path / "e" / "model_repository", free_port(), free_port()) as server:
+        gen = TritonGenerator(server.grpc_url, request_batch=2, concurrency=3)
+        try:
+            assert (gen.prior, gen.classes) == ("stylegan", ("0", "1", "2"))
+            seeds = [0, 85, 265, 7, 11]
+            for psi, classes in ((0.7, [2, 0, 2, 1, 0]), (None, None), (-0.5, [0] * 5)):
+                served = gen.generate(seeds, psi, classes)
+                assert np.array_equal(served, onnx.generate(seeds, psi, classes)), psi
+            assert differences(gen, "sg2-cond-16")[0] <= 3
+        finally:
+            gen.close()
+
+
+def test_a_walk_applies_its_psi_and_starts_at_the_seeds_image(imported, tmp_path):
+    """video's frames through an imported model: frame 0 is generate's image of the first seed
+    at the walk's psi, and every frame is drawn at that psi (z unclipped)."""
+    from gantool.sampling.video import WalkFrames
+    from gantool.sampling.walk import make_walk
+
+    gen = load_backend("torch", str(imported["sg2-skip-16"]))
+    walk = make_walk([85, 265], 1, 4, gen.nz, gen.prior, 0.5)
+    frames = WalkFrames(gen, walk).generate([0, 2, 4])
+    assert np.array_equal(frames[0], gen.generate([85], 0.5)[0])
+    assert np.array_equal(frames[2], gen.generate([265], 0.5)[0])
+    assert np.abs(walk.latents([2])).max() > 0.5  # z between seeds is not clipped to psi
+    assert not np.array_equal(frames[1], WalkFrames(gen, make_walk(
+        [85, 265], 1, 4, gen.nz, gen.prior, None)).generate([2])[0])

@@ -126,3 +126,20 @@ def test_latent_module_is_standalone():
     names |= {n.module.split(".")[0] for n in ast.walk(tree)
               if isinstance(n, ast.ImportFrom) and n.module}
     assert names <= {"numpy", "collections", "itertools", "__future__"}, names
+
+
+def test_stylegan_prior_is_nvidias_randomstate_draw():
+    """z as NVIDIA's gen_images.py draws it, whatever the truncation (psi is the network's)."""
+    seeds = [0, 85, 2**32 - 1]
+    want = np.stack([np.random.RandomState(s).randn(512) for s in seeds]).astype(np.float32)
+    for psi in (None, 0.7, -0.5, 0.0, 2.0):
+        assert np.array_equal(latents(seeds, 512, "stylegan", psi), want)
+    np.testing.assert_array_equal(latent.truncation_input(0.7, "stylegan", 3),
+                                  np.full((3, 1), 0.7, np.float32))
+    assert latent.truncation_input(None, "stylegan", 2).tolist() == [[1.0], [1.0]]
+    assert latent.truncation_input(0.7, "normal", 2) is None
+    assert latent.plain_truncation("stylegan") == 1.0
+    with pytest.raises(ValueError, match="largest seed of the stylegan prior"):
+        latents([2**32], 4, "stylegan")
+    with pytest.raises(ValueError, match="psi must be a finite number"):
+        validate_truncation(float("nan"), "stylegan")

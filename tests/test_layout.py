@@ -24,7 +24,9 @@ INFERENCE = ["gantool.backends", "gantool.backends.torch_backend",
              "gantool.export.folder", "gantool.serve", "gantool.serve.client",
              "gantool.serve.server", "gantool.serve.repository", "gantool.bench",
              "gantool.sampling.render", "gantool.sampling.video", "gantool.sampling.walk",
-             "gantool.models.checkpoint", "gantool.explore.session", "gantool.explore.app"]
+             "gantool.models.checkpoint", "gantool.explore.session", "gantool.explore.app",
+             "gantool.importers", "gantool.importers.nvidia", "gantool.importers.stylegan",
+             "gantool.models.stylegan2"]
 
 
 def loaded_by(modules: list[str]) -> list[str]:

@@ -36,8 +36,8 @@ def truncation(panel: str | None = None):
     """--truncation T|none: the largest |z| allowed; ``none`` (the plain prior, also for a
     model trained with a default truncation) arrives as inf (``latent.asked_truncation``)."""
     return typer.Option(None, metavar="T|none", parser=_truncation, rich_help_panel=panel,
-                        help="Largest |z| allowed (default: the model's; none: the plain "
-                             "prior).")
+                        help="Largest |z| allowed; for an imported StyleGAN, psi toward "
+                             "the average w (default: the model's; none: the plain prior).")
 
 
 def _truncation(text: str) -> float:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gantool.errors import GantoolError, OptionError
+from gantool.sampling.latent import NETWORK_TRUNCATION
 
 MAX_GRID = 64  # seeds per page, fewer where images are large (see ``Explorer.max_images``)
 MAX_WALK_SEEDS = 8
@@ -63,7 +64,8 @@ class Explorer:
         g = self.gen
         return {"name": self.name, "resolution": g.resolution, "channels": g.channels,
                 "nz": g.nz, "prior": g.prior, "default_truncation": g.default_truncation,
-                "truncation_max": 1.0 if g.prior == "uniform" else 3.0,
+                # psi above 1 moves away from the average image: rarely wanted
+                "truncation_max": 1.0 if g.prior in ("uniform", *NETWORK_TRUNCATION) else 3.0,
                 "classes": list(self.classes), "backend": self.backend, "device": self.device,
                 "max_grid": self.max_images, "max_walk_seeds": MAX_WALK_SEEDS,
                 "max_frames_per_seed": MAX_FRAMES_PER_SEED}

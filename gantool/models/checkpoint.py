@@ -102,21 +102,22 @@ def describe(state: dict, path: str | os.PathLike) -> dict[str, Any]:
     for ema in (False, True):
         net, m, _, _ = generator_from_state(state, path, ema)
     params, macs = generator_cost(net, m.nz)
+    base = {"resolution": m.resolution, "channels": m.channels, "nz": m.nz}
+    cost = f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3g} G multiply-adds per image"
+    common = {"generator": cost, "prior": m.prior, "truncation": m.truncation,
+              "classes": m.classes, "gantool_version": state["gantool_version"]}
     origin = state.get("origin")
-    provenance = ({"kind": f"gantool checkpoint, imported {origin.get('kind')}",
-                   "imported from": f"{origin.get('file')} ({origin.get('tool')}, "
-                                    f"{origin.get('bytes')} bytes)",
-                   "source sha256": origin.get("sha256")}
-                  if isinstance(origin, dict) else
-                  {"kind": "gantool checkpoint", "step": state["step"],
-                   "run": state["config"].get("name")})
-    return {**provenance,
-            "resolution": m.resolution, "channels": m.channels, "nz": m.nz,
-            "arch": f"{m.arch} / {m.d_arch}",
-            "generator": f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3g} G multiply-adds "
-                         "per image",
-            "prior": m.prior, "truncation": m.truncation, "ema": state["G_ema"] is not None,
-            "classes": m.classes, "gantool_version": state["gantool_version"]}
+    if isinstance(origin, dict):  # imported: where from, not a run
+        shape = m.arch_params.get("architecture")
+        return {"kind": f"gantool checkpoint, imported {origin.get('kind')}",
+                "imported from": f"{origin.get('file')} ({origin.get('tool')}, "
+                                 f"{origin.get('bytes')} bytes)",
+                "source sha256": origin.get("sha256"), **base,
+                "arch": f"{m.arch} ({shape})" if shape else m.arch,
+                "w": m.arch_params.get("w_dim"), **common}
+    return {"kind": "gantool checkpoint", "step": state["step"],
+            "run": state["config"].get("name"), **base, "arch": f"{m.arch} / {m.d_arch}",
+            **common, "ema": state["G_ema"] is not None}
 
 
 class StoredGenerator(NamedTuple):

@@ -114,6 +114,15 @@ def latents(
     return z
 
 
+def plain_truncation(prior: str) -> float:
+    """The truncation number that means none, for an interface that always takes a number (a
+    Triton request): the uniform prior's bound 1, psi 1, or float32's largest value for the
+    normal prior (no value of z is ever redrawn)."""
+    if prior == "uniform" or prior in NETWORK_TRUNCATION:
+        return 1.0
+    return float(np.finfo(np.float32).max)
+
+
 def truncation_input(truncation: float | None, prior: str, count: int) -> np.ndarray | None:
     """The network's truncation input for ``count`` images: (count, 1) float32 psi for a prior
     whose network applies the truncation (psi 1 for None), None for the others (their z carries

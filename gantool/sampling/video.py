@@ -63,7 +63,8 @@ class WalkFrames:
         """uint8 frames (n, H, W, C); ``truncation`` is the walk's (keyframes are drawn)."""
         z = self.walk.latents(list(frames))  # (n, cells, nz)
         n, cells, r, c = len(z), self.walk.cells, self.resolution, self.channels
-        images = self.generator.generate_z(z.reshape(n * cells, self.nz))  # (n*cells, r, r, c)
+        images = self.generator.generate_z(  # (n*cells, r, r, c); psi where the network takes it
+            z.reshape(n * cells, self.nz), truncation=self.walk.truncation)
         if cells == 1:
             return images
         tiles = images.reshape(n, self.rows, self.cols, r, r, c).transpose(0, 1, 3, 2, 4, 5)

@@ -11,6 +11,8 @@ respects the prior:
   straight line would pass through the low-norm middle, where images wash out). With a
   truncation t, values are then clipped to [-t, t], the box every seed's z lies in.
 - uniform prior: a straight line, which never leaves the box [-t, t] its keyframes lie in.
+- stylegan prior: z is normal and never truncated, so the walk is spherical and unclipped; the
+  network applies the walk's truncation (psi) to every frame.
 
 A walk of several cells (``--grid``) moves every cell at once, each through its own seeds.
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gantool.sampling.latent import latents
+from gantool.sampling.latent import NETWORK_TRUNCATION, latents
 
 MAX_KEYFRAMES = 100_000  # keyframe z are held whole: 100k x nz 512 is 200 MB
 
@@ -85,9 +87,9 @@ class Walk:
         seg, step = np.divmod(frames, self.frames_per_key)
         a = self.keys[:, seg % k].transpose(1, 0, 2)  # (n, cells, nz)
         b = self.keys[:, (seg + 1) % k].transpose(1, 0, 2)
-        path = slerp if self.prior == "normal" else lerp
+        path = lerp if self.prior == "uniform" else slerp
         z = path(a, b, (step / self.frames_per_key)[:, None])  # (n, cells, nz) float64
-        if self.truncation is not None:
+        if self.truncation is not None and self.prior not in NETWORK_TRUNCATION:
             np.clip(z, -self.truncation, self.truncation, out=z)
         z = z.astype(np.float32)
         z[step == 0] = a[step == 0]  # keyframes exactly as the latent contract draws them

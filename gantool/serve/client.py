@@ -27,7 +27,7 @@ import numpy as np
 from gantool.backends import check_class_input, class_input
 from gantool.errors import GantoolError, OptionError, PartialBatch
 from gantool.model_info import graph_inputs
-from gantool.sampling.latent import batched
+from gantool.sampling.latent import batched, plain_truncation, truncation_input
 
 PROTOCOLS = ("grpc", "http")
 # gRPC status names / HTTP codes worth another try: the server is down, busy or slow.
@@ -40,7 +40,6 @@ RELOADING = ("unavailable", "no available versions", "is not ready", "failed to 
 _GRPC_ARGS = [("grpc.max_send_message_length", 2**31 - 1),
               ("grpc.max_receive_message_length", 2**31 - 1),
               ("grpc.use_local_subchannel_pool", 1)]
-PLAIN_NORMAL = float(np.finfo(np.float32).max)  # |z| never exceeds it: no value is redrawn
 SHARED_MEMORY = ("auto", "on", "off")
 RETRY_FOR = 60.0  # seconds a request keeps retrying transient failures: a server restart fits
 MAX_BACKOFF = 4.0  # seconds between two tries at most
@@ -130,7 +129,7 @@ class TritonGenerator:
         """uint8 images (B, H, W, C) (of ``classes``, one per seed, for a conditional model);
         raises PartialBatch if some seed ranges failed."""
         if truncation is None:  # the plain prior, as the latent model accepts it
-            truncation = 1.0 if self.prior == "uniform" else PLAIN_NORMAL
+            truncation = plain_truncation(self.prior)
         parts = self._parts(seeds, classes)
         results = list(self.pool.map(lambda p: self._infer(self._seed_inputs(p, truncation)),
                                      parts))
@@ -153,7 +152,7 @@ class TritonGenerator:
             out[:] = self.generate(seeds, truncation, classes)
             return
         if truncation is None:
-            truncation = 1.0 if self.prior == "uniform" else PLAIN_NORMAL
+            truncation = plain_truncation(self.prior)
         name, offset, size = region
         try:
             self._register(name, size)
@@ -173,12 +172,13 @@ class TritonGenerator:
                 out[:0].copy())
             raise PartialBatch([s for i in ok for s, _ in parts[i]], images, failures)
 
-    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+    def generate_z(self, z: np.ndarray, c: np.ndarray | None = None,
+                   truncation: float | None = None) -> np.ndarray:
         """uint8 images (B, H, W, C) for ``z`` (B, nz) from the ``generator`` model, which the
         ``render`` ensemble feeds after its ``latent`` step; a request still failing after the
         retries is a one-line error (z has no seed ranges to report)."""
         check_class_input(self.classes, c)
-        feeds = graph_inputs(z, c)
+        feeds = graph_inputs(z, c, truncation_input(truncation, self.prior, len(z)))
         parts = [{name: a[i : i + self.z_batch] for name, a in feeds.items()}
                  for i in range(0, len(z), self.z_batch)]
         results = list(self.pool.map(lambda p: self._infer(p, model="generator"), parts))

@@ -13,7 +13,9 @@ The same three models, tensor names and shapes in every variant:
 
 A conditional model's repository adds ``class`` (INT32 [1], the class index) to ``latent`` and
 ``render``; ``latent`` also answers ``onehot`` (FP32 [K]), which the ensemble feeds to the
-generator's ``class`` input.
+generator's ``class`` input. For a prior whose network applies the truncation (an imported
+StyleGAN's psi), ``latent`` answers ``psi`` (FP32 [1]) beside z, which the ensemble feeds to the
+generator's ``truncation`` input.
 
 Every config is built as a dict, parsed into Triton's ``ModelConfig`` protobuf (field names and
 enum values checked; ``tritonclient`` ships the message) and written as text protobuf. The
@@ -31,6 +33,7 @@ from gantool.errors import GantoolError, OptionError
 from gantool.fileio import UMASK
 from gantool.model_info import ModelInfo
 from gantool.sampling import latent as latent_module
+from gantool.sampling.latent import NETWORK_TRUNCATION
 
 VARIANTS = ("cpu", "gpu")
 ACCELERATORS = ("none", "tensorrt")
@@ -78,7 +81,8 @@ def latent_config(nz: int, prior: str, truncation: float | None, max_batch: int,
         "input": [_tensor("seed", "TYPE_INT64", [1]), _tensor("truncation", "TYPE_FP32", [1]),
                   *([_tensor("class", "TYPE_INT32", [1])] if k else [])],
         "output": [_tensor("z", "TYPE_FP32", [nz]),
-                   *([_tensor("onehot", "TYPE_FP32", [k])] if k else [])],
+                   *([_tensor("onehot", "TYPE_FP32", [k])] if k else []),
+                   *([_tensor("psi", "TYPE_FP32", [1])] if prior in NETWORK_TRUNCATION else [])],
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
         "dynamic_batching": {"max_queue_delay_microseconds": delay_us},
         "parameters": _params(nz=nz, prior=prior, classes=json.dumps(list(classes)),
@@ -89,12 +93,14 @@ def latent_config(nz: int, prior: str, truncation: float | None, max_batch: int,
 def generator_config(kind: str, nz: int, image: list[int], batch: tuple[int, int, int],
                      instances: int = 1, delay_us: int = QUEUE_DELAY_US,
                      filename: str | None = None, accelerator: str = "none",
-                     threads: int = 0, classes: int = 0) -> dict:
+                     threads: int = 0, classes: int = 0, psi: bool = False) -> dict:
     """``kind``: ``python`` (ONNX Runtime on the CPU), ``onnx`` or ``plan`` (GPU backends);
-    ``classes``: a conditional model's class count (its ``class`` input)."""
+    ``classes``: a conditional model's class count (its ``class`` input); ``psi``: whether the
+    network takes its truncation (its ``truncation`` input)."""
     lo, opt, hi = batch
     filename = filename or ("model.plan" if kind == "plan" else "model.onnx")
-    inputs = {"z": nz, **({"class": classes} if classes else {})}
+    inputs = {"z": nz, **({"class": classes} if classes else {}), **({"truncation": 1} if psi
+                                                                      else {})}
     config = {
         "name": "generator", "max_batch_size": hi,
         "input": [_tensor(name, "TYPE_FP32", [n]) for name, n in inputs.items()],
@@ -123,7 +129,7 @@ def generator_config(kind: str, nz: int, image: list[int], batch: tuple[int, int
     return config
 
 
-def render_config(image: list[int], max_batch: int, classes: int = 0) -> dict:
+def render_config(image: list[int], max_batch: int, classes: int = 0, psi: bool = False) -> dict:
     cls = {"class": "class"} if classes else {}
     return {
         "name": "render", "platform": "ensemble", "max_batch_size": max_batch,
@@ -133,9 +139,11 @@ def render_config(image: list[int], max_batch: int, classes: int = 0) -> dict:
         "ensemble_scheduling": {"step": [
             {"model_name": "latent", "model_version": -1,
              "input_map": {"seed": "seed", "truncation": "truncation", **cls},
-             "output_map": {"z": "z", **({"onehot": "onehot"} if classes else {})}},
+             "output_map": {"z": "z", **({"onehot": "onehot"} if classes else {}),
+                            **({"psi": "psi"} if psi else {})}},
             {"model_name": "generator", "model_version": -1,
-             "input_map": {"z": "z", **({"class": "onehot"} if classes else {})},
+             "input_map": {"z": "z", **({"class": "onehot"} if classes else {}),
+                           **({"truncation": "psi"} if psi else {})},
              "output_map": {"image": "image"}},
         ]},
     }
@@ -177,11 +185,13 @@ def write_repository(export_dir: Path, variant: str = "cpu",
         kind = "onnx"
     if not source.is_file():
         raise GantoolError(f"{source} is missing; run gantool export again")
+    psi = info.prior in NETWORK_TRUNCATION
     configs = {
         "latent": latent_config(nz, info.prior, truncation, hi, delay_us, info.classes),
         "generator": generator_config(kind, nz, image, batch, instances, delay_us,
-                                      source.name, accelerator, classes=len(info.classes)),
-        "render": render_config(image, hi, len(info.classes)),
+                                      source.name, accelerator, classes=len(info.classes),
+                                      psi=psi),
+        "render": render_config(image, hi, len(info.classes), psi),
     }
     target = export_dir / REPOSITORY
     tmp = Path(tempfile.mkdtemp(prefix=f".{REPOSITORY}.", dir=export_dir))
@@ -239,6 +249,9 @@ def _readme(variant, kind, nz, image, max_batch, prior, truncation) -> str:
                "plan": "the TensorRT plan model.plan (GPU)",
                "onnx": "ONNX Runtime on the GPU (onnxruntime backend)"}[kind]
     plain = "1" if prior == "uniform" else "3.4e38 (no value of z is ever redrawn)"
+    meaning = "largest abs(z) allowed, > 0 (uniform prior: <= 1)"
+    if prior in NETWORK_TRUNCATION:
+        plain, meaning = "1", "psi: w moves toward the average w by this factor (1: none)"
     default = "none (the plain prior)" if truncation is None else f"{truncation:g}"
     return f"""# gantool Triton model repository ({variant} variant)
 
@@ -267,7 +280,7 @@ Model `render`, a batch of B images (1 <= B <= {max_batch}):
 | tensor | dtype | shape | meaning |
 |---|---|---|---|
 | `seed` (in) | INT64 | [B, 1] | image seed, 0 <= seed < 2^63 |
-| `truncation` (in) | FP32 | [B, 1] | largest abs(z) allowed, > 0 (uniform prior: <= 1) |
+| `truncation` (in) | FP32 | [B, 1] | {meaning} |
 | `image` (out) | UINT8 | [B, {h}, {w}, {c}] | the images, rows, columns, channels |
 
 The model's default truncation is {default}; the plain prior is truncation {plain}.

@@ -15,7 +15,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from latent import class_vectors, latent_row, validate_truncation  # noqa: E402
+from latent import (  # noqa: E402
+    NETWORK_TRUNCATION,
+    class_vectors,
+    latent_row,
+    validate_truncation,
+)
 
 
 class TritonPythonModel:
@@ -41,6 +46,8 @@ class TritonPythonModel:
                 return pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(f"row {i} (seed {int(seed)}): {e}"))
         outputs = [pb_utils.Tensor("z", z)]
+        if self.prior in NETWORK_TRUNCATION:  # psi, applied by the generator network
+            outputs.append(pb_utils.Tensor("psi", truncations.astype(np.float32)[:, None]))
         if self.classes:
             asked = pb_utils.get_input_tensor_by_name(request, "class").as_numpy().reshape(-1)
             try:
