@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gantool.errors import GantoolError, OptionError
 
-KINDS = ("auto", "stylegan2")
+KINDS = ("auto", "stylegan2", "stylegan3")
 TORCH_ZIP = b"PK\x03\x04"  # torch.save's zip container
 
 
@@ -24,10 +24,10 @@ def detect_kind(data: bytes, path) -> str:
         return "nvidia"
     if data[:4] == TORCH_ZIP:
         raise GantoolError(f"{path} is a PyTorch checkpoint, not an NVIDIA network pickle; "
-                           "gantool imports StyleGAN2 pickles (stylegan2-ada-pytorch, "
+                           "gantool imports StyleGAN2/3 pickles (stylegan2-ada-pytorch, "
                            "stylegan3); a gantool checkpoint needs no import")
     raise GantoolError(f"{path} is not a generator file gantool imports (an NVIDIA StyleGAN2 "
-                       "network pickle, .pkl)")
+                       "or StyleGAN3 network pickle, .pkl)")
 
 
 def read_source(path: Path) -> tuple[bytes, dict]:
@@ -49,7 +49,11 @@ def convert(path: Path, kind: str = "auto") -> dict:
     rebuilt, loaded strictly and run once."""
     from gantool.config import ModelConfig, RunConfig, model_config
     from gantool.importers import nvidia
-    from gantool.importers.stylegan import Unexpected, stylegan2_generator
+    from gantool.importers.stylegan import (
+        Unexpected,
+        stylegan2_generator,
+        stylegan3_generator,
+    )
     from gantool.models.checkpoint import generator_from_state, record
 
     if kind not in KINDS:
@@ -57,19 +61,21 @@ def convert(path: Path, kind: str = "auto") -> dict:
     data, origin = read_source(path)
     detect_kind(data, path)
     g = nvidia.generator_of(path, nvidia.read_pickle(path, data))
-    if g.child("synthesis") is not None and g.child("synthesis").child("input") is not None:
-        raise GantoolError(f"{path} holds a StyleGAN3 generator; this gantool imports "
-                           "StyleGAN2 generators only")
+    synthesis = g.child("synthesis")
+    found = "stylegan3" if synthesis is not None and synthesis.child("input") else "stylegan2"
+    if kind not in ("auto", found):
+        raise OptionError("kind", f"{kind}, but {path} holds a {found} generator")
     try:
-        model, weights = stylegan2_generator(g)
+        model, weights = (stylegan3_generator if found == "stylegan3" else
+                          stylegan2_generator)(g)
     except Unexpected as e:
-        raise GantoolError(f"{path}: not a StyleGAN2 generator gantool can rebuild: "
+        raise GantoolError(f"{path}: not a {found} generator gantool can rebuild: "
                            f"{e}") from None
     model["classes"] = tuple(model["classes"])
     config = RunConfig(name=path.stem, model=ModelConfig(**model)).to_dict()
     model_config(config)  # the model section's own checks (what drawing needs)
     rec = record(config=config, G=weights, step=0,
-                 origin={"kind": "stylegan2", "tool": "NVIDIA network pickle", **origin})
+                 origin={"kind": found, "tool": "NVIDIA network pickle", **origin})
     net = generator_from_state(rec, path).net
     _check_draws(net, model, path)
     return rec

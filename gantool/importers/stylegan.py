@@ -1,13 +1,15 @@
-"""An NVIDIA StyleGAN2 generator (as ``nvidia.read_pickle`` leaves it) -> gantool's
-``StyleGAN2Generator``: its hyper-parameters and weights, with each layer's runtime gains
-multiplied into its weights. Every tensor is checked against the shape the hyper-parameters
-give, so a pickle that does not describe the network it claims is refused in one line.
+"""An NVIDIA StyleGAN2 or StyleGAN3 generator (as ``nvidia.read_pickle`` leaves it) -> gantool's
+``StyleGAN2Generator`` / ``StyleGAN3Generator``: its hyper-parameters and weights, with each
+layer's runtime gains multiplied into its weights. Every tensor is checked against the shape
+the hyper-parameters give, so a pickle that does not describe the network it claims is refused
+in one line.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from gantool.errors import GantoolError
@@ -174,5 +176,85 @@ def stylegan2_generator(g: Persistent) -> tuple[dict, dict[str, torch.Tensor]]:
     out["fir"] = fir_filter()
     model = {"arch": "stylegan2", "resolution": resolution, "channels": hp.pop("img_channels"),
              "nz": hp.pop("z_dim"), "classes": [str(i) for i in range(hp.pop("c_dim"))],
+             "prior": "stylegan", "arch_params": hp}
+    return model, out
+
+
+def _optional_filter(node: Persistent, name: str, taps: int, radial: bool, where: str):
+    shape = (taps, taps) if radial else (taps,)
+    return None if taps <= 1 else _tensor(node, name, shape, where)
+
+
+def _alias_free_layer(node: Persistent, w_dim: int, where: str, prefix: str,
+                      out: dict) -> dict:
+    """A StyleGAN3 synthesis layer: its geometry (for arch_params) and weights."""
+    n_in, n_out = _int(node, "in_channels", where), _int(node, "out_channels", where)
+    torgb = bool(node.get("is_torgb"))
+    spec = {"in_channels": n_in, "out_channels": n_out, "torgb": torgb,
+            "kernel": _int(node, "conv_kernel", where), "up": _int(node, "up_factor", where),
+            "down": _int(node, "down_factor", where), "up_taps": _int(node, "up_taps", where),
+            "down_taps": _int(node, "down_taps", where),
+            "down_radial": bool(node.get("down_radial")),
+            "padding": [int(p) for p in node.get("padding") or ()]}
+    if len(spec["padding"]) != 4:
+        raise Unexpected(f"{where}.padding is {node.get('padding')!r}, not four sizes")
+    k = spec["kernel"]
+    weight = _tensor(node, "weight", (n_out, n_in, k, k), where)
+    scale = 1.0
+    if torgb:  # toRGB's styles are scaled by 1 / sqrt(fan in): folded into the affine
+        scale = 1 / math.sqrt(n_in * k * k)
+    else:  # each output channel's weights normalised to unit mean square, as the paper's code
+        weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
+    _put(out, f"{prefix}.affine", _dense(_need(node.child("affine"), f"{where}.affine"), w_dim,
+                                         n_in, f"{where}.affine", "linear", scale=scale))
+    out[f"{prefix}.weight"] = weight
+    out[f"{prefix}.bias"] = _tensor(node, "bias", (n_out,), where)
+    out[f"{prefix}.gain"] = _tensor(node, "magnitude_ema", (), where).rsqrt()
+    for name, taps, radial in (("up_filter", spec["up_taps"], False),
+                               ("down_filter", spec["down_taps"], spec["down_radial"])):
+        f = _optional_filter(node, name, taps, radial, where)
+        if f is not None:
+            out[f"{prefix}.{name}"] = f
+    return spec
+
+
+def stylegan3_generator(g: Persistent) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(ModelConfig values, weights) of gantool's StyleGAN3Generator for NVIDIA's ``g``."""
+    out: dict[str, torch.Tensor] = {}
+    hp = _mapping(g, out)
+    if hp.pop("layer_features") != hp["w_dim"] or hp.pop("embed_features") not in (
+            None, hp["w_dim"]):
+        raise Unexpected("its mapping layers are not all w_dim wide, unlike StyleGAN3's")
+    s = _need(g.child("synthesis"), "synthesis network")
+    resolution, channels = _int(g, "img_resolution", "G"), _int(g, "img_channels", "G")
+    i = _need(s.child("input"), "Fourier-feature input")
+    n = _int(i, "channels", "synthesis.input")
+    size = [int(v) for v in np.asarray(i.get("size")).reshape(-1)]
+    if len(set(size)) != 1:
+        raise Unexpected(f"its input is {size}, not square")
+    hp["input"] = {"channels": n, "size": size[0],
+                   "sampling_rate": float(i.get("sampling_rate")),
+                   "bandwidth": float(i.get("bandwidth"))}
+    _put(out, "input.affine", _dense(_need(i.child("affine"), "input.affine"), hp["w_dim"], 4,
+                                     "synthesis.input.affine", "linear"))
+    out["input.weight"] = _tensor(i, "weight", (n, n), "synthesis.input") / math.sqrt(n)
+    out["input.transform"] = _tensor(i, "transform", (3, 3), "synthesis.input")
+    out["input.freqs"] = _tensor(i, "freqs", (n, 2), "synthesis.input")
+    out["input.phases"] = _tensor(i, "phases", (n,), "synthesis.input")
+    names = s.get("layer_names")
+    if not isinstance(names, list) or not names:
+        raise Unexpected("its synthesis network lists no layers")
+    hp["layers"] = [_alias_free_layer(_need(s.child(name), f"layer {name}"), hp["w_dim"],
+                                      f"synthesis.{name}", f"layers.{k}", out)
+                    for k, name in enumerate(names)]
+    clamps = {s.child(name).get("conv_clamp") for name in names}
+    if len(clamps) != 1:
+        raise Unexpected("its layers clamp differently from one another")
+    last = hp["layers"][-1]
+    if not last["torgb"] or last["out_channels"] != channels:
+        raise Unexpected("its last layer is not a toRGB layer of the image's channels")
+    hp.update(conv_clamp=clamps.pop(), output_scale=float(s.get("output_scale", 1.0)))
+    model = {"arch": "stylegan3", "resolution": resolution, "channels": channels,
+             "nz": hp.pop("z_dim"), "classes": [str(c) for c in range(hp.pop("c_dim"))],
              "prior": "stylegan", "arch_params": hp}
     return model, out

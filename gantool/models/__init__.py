@@ -27,13 +27,15 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "fastgan":
         return FastGANGenerator(cfg.resolution, cfg.channels, cfg.nz, cfg.ngf, cfg.max_channels,
                                 cfg.noise, k)
-    if cfg.arch == "stylegan2":
+    if cfg.arch in ("stylegan2", "stylegan3"):
         from gantool.models.stylegan2 import StyleGAN2Generator
+        from gantool.models.stylegan3 import StyleGAN3Generator
 
+        net = StyleGAN2Generator if cfg.arch == "stylegan2" else StyleGAN3Generator
         try:
-            return StyleGAN2Generator(cfg.resolution, cfg.channels, cfg.nz, k, **cfg.arch_params)
+            return net(cfg.resolution, cfg.channels, cfg.nz, k, **cfg.arch_params)
         except (TypeError, ValueError, KeyError) as e:
-            raise ConfigError(f"model.arch_params do not describe a StyleGAN2 generator "
+            raise ConfigError(f"model.arch_params do not describe a {cfg.arch} generator "
                               f"({e})") from None
     raise ValueError(f"unknown architecture {cfg.arch!r}")
 
