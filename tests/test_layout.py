@@ -26,7 +26,8 @@ INFERENCE = ["gantool.backends", "gantool.backends.torch_backend",
              "gantool.sampling.render", "gantool.sampling.video", "gantool.sampling.walk",
              "gantool.models.checkpoint", "gantool.explore.session", "gantool.explore.app",
              "gantool.importers", "gantool.importers.nvidia", "gantool.importers.stylegan",
-             "gantool.models.stylegan2", "gantool.models.stylegan3"]
+             "gantool.models.stylegan2", "gantool.models.stylegan3",
+             "gantool.importers.lightweight_gan", "gantool.models.lightweight_gan"]
 
 
 def loaded_by(modules: list[str]) -> list[str]:

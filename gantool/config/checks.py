@@ -8,6 +8,7 @@ from typing import Any
 from gantool.config.schema import (
     AUGMENTS,
     IMPORTED_ARCHS,
+    PSI_ARCHS,
     ModelConfig,
     RunConfig,
     TrainConfig,
@@ -40,7 +41,7 @@ def validate(cfg: RunConfig) -> None:
 def validate_model(m: ModelConfig) -> None:
     """The model section's checks alone (what drawing from a checkpoint needs)."""
     check_declared(RunConfig(model=m), ("model",))
-    if (m.prior in NETWORK_TRUNCATION) != (m.arch in IMPORTED_ARCHS):
+    if (m.prior in NETWORK_TRUNCATION) != (m.arch in PSI_ARCHS):
         raise ConfigError(f"model.prior {m.prior} does not go with model.arch {m.arch}: the "
                           f"{', '.join(NETWORK_TRUNCATION)} prior is for imported StyleGAN "
                           "generators, whose network applies the truncation")

@@ -14,20 +14,21 @@ from pathlib import Path
 
 from gantool.errors import GantoolError, OptionError
 
-KINDS = ("auto", "stylegan2", "stylegan3")
+KINDS = ("auto", "stylegan2", "stylegan3", "lightweight-gan")
 TORCH_ZIP = b"PK\x03\x04"  # torch.save's zip container
+TOOLS = {"stylegan2": "NVIDIA network pickle", "stylegan3": "NVIDIA network pickle",
+         "lightweight-gan": "lightweight-gan checkpoint"}
 
 
-def detect_kind(data: bytes, path) -> str:
-    """The kind of generator file ``data`` is (its first bytes, then its contents)."""
+def container(data: bytes, path) -> str:
+    """``pickle`` (an NVIDIA network pickle) or ``torch`` (a torch.save file), from the first
+    bytes."""
     if data[:1] == b"\x80":  # a pickle (protocol 2 or later)
-        return "nvidia"
+        return "pickle"
     if data[:4] == TORCH_ZIP:
-        raise GantoolError(f"{path} is a PyTorch checkpoint, not an NVIDIA network pickle; "
-                           "gantool imports StyleGAN2/3 pickles (stylegan2-ada-pytorch, "
-                           "stylegan3); a gantool checkpoint needs no import")
-    raise GantoolError(f"{path} is not a generator file gantool imports (an NVIDIA StyleGAN2 "
-                       "or StyleGAN3 network pickle, .pkl)")
+        return "torch"
+    raise GantoolError(f"{path} is not a generator file gantool imports (an NVIDIA StyleGAN2/3 "
+                       "network pickle .pkl, or a lightweight-gan model_N.pt)")
 
 
 def read_source(path: Path) -> tuple[bytes, dict]:
@@ -48,26 +49,17 @@ def convert(path: Path, kind: str = "auto") -> dict:
     """A gantool checkpoint record of the generator in ``path``, checked: the network is
     rebuilt, loaded strictly and run once."""
     from gantool.config import ModelConfig, RunConfig, model_config
-    from gantool.importers import nvidia
-    from gantool.importers.stylegan import (
-        Unexpected,
-        stylegan2_generator,
-        stylegan3_generator,
-    )
+    from gantool.importers.stylegan import Unexpected
     from gantool.models.checkpoint import generator_from_state, record
 
     if kind not in KINDS:
         raise OptionError("kind", f"unknown kind {kind!r}; choose {', '.join(KINDS)}")
     data, origin = read_source(path)
-    detect_kind(data, path)
-    g = nvidia.generator_of(path, nvidia.read_pickle(path, data))
-    synthesis = g.child("synthesis")
-    found = "stylegan3" if synthesis is not None and synthesis.child("input") else "stylegan2"
+    found, read = _reader(data, path)
     if kind not in ("auto", found):
         raise OptionError("kind", f"{kind}, but {path} holds a {found} generator")
     try:
-        model, weights = (stylegan3_generator if found == "stylegan3" else
-                          stylegan2_generator)(g)
+        model, weights = read()
     except Unexpected as e:
         raise GantoolError(f"{path}: not a {found} generator gantool can rebuild: "
                            f"{e}") from None
@@ -75,23 +67,39 @@ def convert(path: Path, kind: str = "auto") -> dict:
     config = RunConfig(name=path.stem, model=ModelConfig(**model)).to_dict()
     model_config(config)  # the model section's own checks (what drawing needs)
     rec = record(config=config, G=weights, step=0,
-                 origin={"kind": found, "tool": "NVIDIA network pickle", **origin})
+                 origin={"kind": found, "tool": TOOLS[found], **origin})
     net = generator_from_state(rec, path).net
     _check_draws(net, model, path)
     return rec
+
+
+def _reader(data: bytes, path: Path):
+    """(the kind of generator the file holds, a function that converts it)."""
+    from gantool.importers import nvidia
+    from gantool.importers.lightweight_gan import lightweight_gan_generator
+    from gantool.importers.stylegan import stylegan2_generator, stylegan3_generator
+
+    if container(data, path) == "torch":
+        return "lightweight-gan", lambda: lightweight_gan_generator(path, data)
+    g = nvidia.generator_of(path, nvidia.read_pickle(path, data))
+    synthesis = g.child("synthesis")
+    if synthesis is not None and synthesis.child("input") is not None:
+        return "stylegan3", lambda: stylegan3_generator(g)
+    return "stylegan2", lambda: stylegan2_generator(g)
 
 
 def _check_draws(net, model: dict, path) -> None:
     """One image, finite: the weights make a working network."""
     import torch
 
+    from gantool.models import run_generator
     from gantool.sampling.latent import latents, truncation_input
 
     z = torch.from_numpy(latents([0], model["nz"], model["prior"]))
     c = torch.eye(len(model["classes"]))[:1] if model["classes"] else None
     psi = truncation_input(None, model["prior"], 1)
     with torch.no_grad():
-        img = net(z, c, torch.from_numpy(psi))
+        img = run_generator(net, z, c, None if psi is None else torch.from_numpy(psi))
     if not torch.isfinite(img).all():
         raise GantoolError(f"{path}: the rebuilt generator draws non-finite values; its "
                            "weights are damaged")

@@ -37,6 +37,17 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
         except (TypeError, ValueError, KeyError) as e:
             raise ConfigError(f"model.arch_params do not describe a {cfg.arch} generator "
                               f"({e})") from None
+    if cfg.arch == "lightweight-gan":
+        from gantool.models.lightweight_gan import LightweightGANGenerator
+
+        if k:
+            raise ConfigError("a lightweight-gan generator is not conditional")
+        try:
+            return LightweightGANGenerator(cfg.resolution, cfg.channels, cfg.nz,
+                                           **cfg.arch_params)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ConfigError(f"model.arch_params do not describe a lightweight-gan generator "
+                              f"({e})") from None
     raise ValueError(f"unknown architecture {cfg.arch!r}")
 
 
