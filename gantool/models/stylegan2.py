@@ -186,7 +186,19 @@ class Block(nn.Module):
         return x, img
 
 
-class StyleGAN2Generator(nn.Module):
+class DerivedOnLoad(nn.Module):
+    """A network holding values derived from its weights (each sub-module's ``refresh``),
+    recomputed whenever weights are loaded."""
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict, assign)
+        for m in self.modules():
+            if m is not self and callable(getattr(m, "refresh", None)):
+                m.refresh()
+        return result
+
+
+class StyleGAN2Generator(DerivedOnLoad):
     """z (B, z_dim), [one-hot c (B, c_dim)], [psi (B, 1)] -> image (B, C, R, R), about [-1, 1].
 
     ``psi`` is the truncation: w moves toward the average w by that factor (1 or None: none).
@@ -211,17 +223,6 @@ class StyleGAN2Generator(nn.Module):
                           architecture, r == resolution, use_noise)
             for r in self.resolutions})
         self.register_buffer("fir", fir_filter())
-
-    def refresh(self) -> nn.Module:
-        for m in self.modules():
-            if isinstance(m, ModulatedConv):
-                m.refresh()
-        return self
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict, assign)
-        self.refresh()
-        return result
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None,
                 psi: torch.Tensor | None = None) -> torch.Tensor:

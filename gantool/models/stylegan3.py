@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gantool.models.stylegan2 import Dense, Mapping
+from gantool.models.stylegan2 import Dense, DerivedOnLoad, Mapping
 
 
 def upfirdn(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1,
@@ -127,7 +127,7 @@ class AliasFreeLayer(nn.Module):
         return upfirdn(x, self.down_filter, down=self.down)
 
 
-class StyleGAN3Generator(nn.Module):
+class StyleGAN3Generator(DerivedOnLoad):
     """z (B, z_dim), [one-hot c (B, c_dim)], [psi (B, 1)] -> image (B, C, R, R), about [-1, 1].
 
     ``psi`` is the truncation: w moves toward the average w by that factor (1 or None: none).
@@ -144,16 +144,6 @@ class StyleGAN3Generator(nn.Module):
         self.input = FourierInput(w_dim, **input)
         self.layers = nn.ModuleList(AliasFreeLayer(w_dim, conv_clamp=conv_clamp, **spec)
                                     for spec in layers)
-
-    def refresh(self) -> nn.Module:
-        for layer in self.layers:
-            layer.refresh()
-        return self
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict, assign)
-        self.refresh()
-        return result
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None,
                 psi: torch.Tensor | None = None) -> torch.Tensor:
