@@ -36,6 +36,8 @@ def import_generator(
     from gantool.importers import import_generator as run
     from gantool.models.checkpoint import describe, load_checkpoint
 
+    if source.is_file():  # a public 1024 px pickle is 360 MB: say what is happening
+        typer.echo(f"reading {source} ({source.stat().st_size / 2**20:,.0f} MiB) ...")
     run(source, out, kind, force)
     about = describe(load_checkpoint(out), out)  # read back: what every command will read
     classes = f", {len(about['classes'])} classes" if about["classes"] else ""
