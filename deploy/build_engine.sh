@@ -20,7 +20,13 @@ batch=${3:-1,8,64}
 workspace=${4:-4096}
 IFS=, read -r lo opt hi <<< "$batch"
 [[ -f "$dir/export.json" ]] || { echo "error: $dir/export.json missing: run gantool export" >&2; exit 2; }
-nz=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["model"]["nz"])' "$dir/export.json")
+# every graph input is (batch, width): z, a conditional model's class, an imported StyleGAN's
+# truncation; export.json lists them (an older one: z alone)
+inputs=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["model"]
+print(json.dumps(m.get("inputs") or {"z": m["nz"]}))' "$dir/export.json")
+shapes() {  # shapes BATCH -> name:BATCHxWIDTH,...
+    python3 -c 'import json,sys; print(",".join(f"{k}:{sys.argv[2]}x{w}" for k, w in json.loads(sys.argv[1]).items()))' "$inputs" "$1"
+}
 
 if [[ -f "$dir/model_fp16.onnx" ]]; then
     onnx=model_fp16.onnx; precision=(--stronglyTyped)
@@ -29,7 +35,7 @@ else
 fi
 cmd=(docker run --rm --gpus all -v "$dir:/w" "nvcr.io/nvidia/tensorrt:${release}-py3"
      trtexec "--onnx=/w/$onnx" "${precision[@]}"
-     "--minShapes=z:${lo}x${nz}" "--optShapes=z:${opt}x${nz}" "--maxShapes=z:${hi}x${nz}"
+     "--minShapes=$(shapes "$lo")" "--optShapes=$(shapes "$opt")" "--maxShapes=$(shapes "$hi")"
      "--memPoolSize=workspace:${workspace}M" --timingCacheFile=/w/timing.cache
      --saveEngine=/w/model.plan)
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
@@ -37,14 +43,14 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
     exit 0
 fi
 "${cmd[@]}"
-python3 - "$dir" "$onnx" "$lo" "$opt" "$hi" "$nz" "$release" <<'PY'
+python3 - "$dir" "$onnx" "$lo" "$opt" "$hi" "$inputs" "$release" <<'PY'
 import json, sys
-d, onnx, lo, opt, hi, nz, release = sys.argv[1:]
+d, onnx, lo, opt, hi, inputs, release = sys.argv[1:]
 summary = json.load(open(f"{d}/export.json"))
 sidecar = {"built_by": "deploy/build_engine.sh", "container": f"tensorrt:{release}-py3",
            "fp16": onnx == "model_fp16.onnx", "source": onnx,
-           "profile": {"z": {"min": [int(lo), int(nz)], "opt": [int(opt), int(nz)],
-                             "max": [int(hi), int(nz)]}},
+           "profile": {name: {"min": [int(lo), w], "opt": [int(opt), w], "max": [int(hi), w]}
+                       for name, w in json.loads(inputs).items()},
            "metadata": summary["metadata"]}
 json.dump(sidecar, open(f"{d}/model.plan.json", "w"), indent=2)
 PY

@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +289,12 @@ def test_triton_ensemble_draws_what_onnx_runtime_draws(imported, tmp_path):
     r = gantool_cli("export", imported["sg2-cond-16"], "--out", tmp_path / "e", "--formats",
                     "onnx,triton", "--batch-profile", "1,4,8")
     assert r.returncode == 0, r.stderr
+    # a TensorRT plan built on the serving machine gets a profile for every input (dry run)
+    script = Path(__file__).parents[1] / "deploy" / "build_engine.sh"
+    dry = subprocess.run(["bash", script, tmp_path / "e", "25.01", "1,4,8"], capture_output=True,
+                         text=True, env={**os.environ, "DRY_RUN": "1"})
+    assert dry.returncode == 0, dry.stderr
+    assert "--maxShapes=z:8x12\\,class:8x3\\,truncation:8x1" in dry.stdout, dry.stdout
     onnx = load_backend("onnx", str(tmp_path / "e"))
     with TritonServer(tmp_path / "e" / "model_repository", free_port(), free_port()) as server:
         gen = TritonGenerator(server.grpc_url, request_batch=2, concurrency=3)

@@ -282,7 +282,10 @@ def write_summary(out: Path, result: ExportResult) -> Path:
         "files": [p.name for p in result.files],
         "hashes": {p.name: digest(p) for p in result.files if p.is_file()},
         "fp16_fidelity": result.fidelity,
-        "model": {k: getattr(info, k) for k in ("resolution", "channels", "nz")},
+        "model": {**{k: getattr(info, k) for k in ("resolution", "channels", "nz")},
+                  "inputs": {name: a.shape[1] for name, a in graph_inputs(
+                      np.zeros((1, info.nz)), np.zeros((1, len(info.classes))) if info.classes
+                      else None, truncation_input(None, info.prior, 1)).items()}},
         "metadata": result.metadata,
         "checks": [{k: (None if isinstance(v, float) and v == float("inf") else v)
                     for k, v in c.__dict__.items()} for c in result.checks],
