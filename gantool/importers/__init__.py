@@ -64,7 +64,10 @@ def convert(path: Path, kind: str = "auto") -> dict:
         raise GantoolError(f"{path}: not a {found} generator gantool can rebuild: "
                            f"{e}") from None
     model["classes"] = tuple(model["classes"])
-    config = RunConfig(name=path.stem, model=ModelConfig(**model)).to_dict()
+    name = path.stem
+    if found == "lightweight-gan":  # models/NAME/model_N.pt: the run's name is its folder's
+        name, origin["file"] = path.parent.name, f"{path.parent.name}/{path.name}"
+    config = RunConfig(name=name, model=ModelConfig(**model)).to_dict()
     model_config(config)  # the model section's own checks (what drawing needs)
     rec = record(config=config, G=weights, step=0,
                  origin={"kind": found, "tool": TOOLS[found], **origin})

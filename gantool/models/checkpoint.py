@@ -114,7 +114,8 @@ def describe(state: dict, path: str | os.PathLike) -> dict[str, Any]:
                                  f"{origin.get('bytes')} bytes)",
                 "source sha256": origin.get("sha256"), **base,
                 "arch": f"{m.arch} ({shape})" if shape else m.arch,
-                "w": m.arch_params.get("w_dim"), **common}
+                **({"w": m.arch_params["w_dim"]} if "w_dim" in m.arch_params else {}),
+                **common}
     return {"kind": "gantool checkpoint", "step": state["step"],
             "run": state["config"].get("name"), **base, "arch": f"{m.arch} / {m.d_arch}",
             **common, "ema": state["G_ema"] is not None}
