@@ -27,7 +27,8 @@ INFERENCE = ["gantool.backends", "gantool.backends.torch_backend",
              "gantool.models.checkpoint", "gantool.explore.session", "gantool.explore.app",
              "gantool.importers", "gantool.importers.nvidia", "gantool.importers.stylegan",
              "gantool.models.stylegan2", "gantool.models.stylegan3",
-             "gantool.importers.lightweight_gan", "gantool.models.lightweight_gan"]
+             "gantool.importers.lightweight_gan", "gantool.models.lightweight_gan",
+             "gantool.importers.fastgan", "gantool.models.fastgan_pytorch"]
 
 
 def loaded_by(modules: list[str]) -> list[str]:

@@ -27,9 +27,10 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
 # generator: Radford's DCGAN, Xin's residual generator, a FastGAN-style few-shot generator
-ARCHS = ("dcgan", "residual", "fastgan", "stylegan2", "stylegan3", "lightweight-gan")
+ARCHS = ("dcgan", "residual", "fastgan", "stylegan2", "stylegan3", "lightweight-gan",
+         "fastgan-pytorch")
 # generators gantool draws from but does not train: brought in by gantool import
-IMPORTED_ARCHS = ("stylegan2", "stylegan3", "lightweight-gan")
+IMPORTED_ARCHS = ("stylegan2", "stylegan3", "lightweight-gan", "fastgan-pytorch")
 PSI_ARCHS = ("stylegan2", "stylegan3")  # networks that apply the truncation themselves (psi)
 # discriminator: DCGAN, Xin's (last layer twice, average pool), FastGAN's self-supervised one
 D_ARCHS = ("dcgan", "pooled", "fastgan")
@@ -60,9 +61,9 @@ class ModelConfig:
     title: ClassVar[str] = "Model"  # its options' help panel and docs section
 
     arch: str = option("dcgan", "Generator: Radford's DCGAN, Xin's residual one, or the "
-                       "FastGAN-style few-shot one; stylegan2, stylegan3 and lightweight-gan "
-                       "for an imported generator (gantool import), which gantool draws from "
-                       "but does not train.",
+                       "FastGAN-style few-shot one; stylegan2, stylegan3, lightweight-gan and "
+                       "fastgan-pytorch for an imported generator (gantool import), which "
+                       "gantool draws from but does not train.",
                        choices=ARCHS)
     d_arch: str = option("dcgan", "Discriminator: DCGAN, Xin's pooled one (last layer twice, "
                          "average pool), or FastGAN's self-supervised one.", choices=D_ARCHS)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from gantool.errors import GantoolError, OptionError
 
-KINDS = ("auto", "stylegan2", "stylegan3", "lightweight-gan")
+KINDS = ("auto", "stylegan2", "stylegan3", "lightweight-gan", "fastgan")
 TORCH_ZIP = b"PK\x03\x04"  # torch.save's zip container
 TOOLS = {"stylegan2": "NVIDIA network pickle", "stylegan3": "NVIDIA network pickle",
-         "lightweight-gan": "lightweight-gan checkpoint"}
+         "lightweight-gan": "lightweight-gan checkpoint",
+         "fastgan": "FastGAN-pytorch checkpoint"}
 
 
 def container(data: bytes, path) -> str:
@@ -28,7 +29,8 @@ def container(data: bytes, path) -> str:
     if data[:4] == TORCH_ZIP:
         return "torch"
     raise GantoolError(f"{path} is not a generator file gantool imports (an NVIDIA StyleGAN2/3 "
-                       "network pickle .pkl, or a lightweight-gan model_N.pt)")
+                       "network pickle .pkl, a lightweight-gan model_N.pt or a FastGAN-pytorch "
+                       "all_N.pth)")
 
 
 def read_source(path: Path) -> tuple[bytes, dict]:
@@ -79,16 +81,34 @@ def convert(path: Path, kind: str = "auto") -> dict:
 def _reader(data: bytes, path: Path):
     """(the kind of generator the file holds, a function that converts it)."""
     from gantool.importers import nvidia
+    from gantool.importers.fastgan import fastgan_generator, is_fastgan
     from gantool.importers.lightweight_gan import lightweight_gan_generator
     from gantool.importers.stylegan import stylegan2_generator, stylegan3_generator
 
     if container(data, path) == "torch":
-        return "lightweight-gan", lambda: lightweight_gan_generator(path, data)
+        saved = load_torch(data, path)
+        if is_fastgan(saved):
+            return "fastgan", lambda: fastgan_generator(saved)
+        return "lightweight-gan", lambda: lightweight_gan_generator(path, saved)
     g = nvidia.generator_of(path, nvidia.read_pickle(path, data))
     synthesis = g.child("synthesis")
     if synthesis is not None and synthesis.child("input") is not None:
         return "stylegan3", lambda: stylegan3_generator(g)
     return "stylegan2", lambda: stylegan2_generator(g)
+
+
+def load_torch(data: bytes, path):
+    """A torch.save file read weights-only: tensors and containers, never code."""
+    import io
+
+    import torch
+
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - damaged, or holding more than weights
+        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise GantoolError(f"{path} is not a readable PyTorch checkpoint of weights "
+                           f"({why})") from None
 
 
 def _check_draws(net, model: dict, path) -> None:

@@ -22,20 +22,13 @@ NOISE_SEED = 0  # the fixed noise maps: torch.Generator seeded so, one map per l
 BATCHNORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-def read_checkpoint(path: Path, data: bytes) -> dict:
-    """The state dict of a lightweight-gan checkpoint (weights only)."""
-    import io
-
-    try:
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - damaged, or holding more than weights
-        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise GantoolError(f"{path} is not a readable PyTorch checkpoint ({why})") from None
+def read_checkpoint(path: Path, saved) -> dict:
+    """The state dict of a lightweight-gan checkpoint (``torch.load``'s dict)."""
     state = saved.get("GAN") if isinstance(saved, dict) else None
     if not isinstance(state, dict) or not any(k.startswith(("GE.", "G.")) for k in state):
         held = ", ".join(sorted(map(str, saved))[:6]) if isinstance(saved, dict) else "no dict"
-        raise GantoolError(f"{path} is not a lightweight-gan checkpoint (a dict with 'GAN', "
-                           f"the networks' weights; it holds {held})")
+        raise GantoolError(f"{path} is not a lightweight-gan or FastGAN-pytorch checkpoint (a "
+                           f"dict with 'GAN', or with 'g' and 'g_ema'; it holds {held})")
     return state
 
 
@@ -98,9 +91,10 @@ def _layer(state: dict, p: str, i: int, layers: int, out: dict) -> dict:
     return spec
 
 
-def lightweight_gan_generator(path: Path, data: bytes) -> tuple[dict, dict]:
-    """(ModelConfig values, weights) of gantool's LightweightGANGenerator for a checkpoint."""
-    state, config = read_checkpoint(path, data), read_config(path)
+def lightweight_gan_generator(path: Path, saved) -> tuple[dict, dict]:
+    """(ModelConfig values, weights) of gantool's LightweightGANGenerator for a checkpoint
+    (``torch.load``'s dict) at ``path``."""
+    state, config = read_checkpoint(path, saved), read_config(path)
     p = "GE." if any(k.startswith("GE.") for k in state) else "G."
     nz = _shape(state, f"{p}initial_conv.0.weight", 4)[0]
     out = {"initial.weight": state[f"{p}initial_conv.0.weight"],

@@ -37,16 +37,18 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
         except (TypeError, ValueError, KeyError) as e:
             raise ConfigError(f"model.arch_params do not describe a {cfg.arch} generator "
                               f"({e})") from None
-    if cfg.arch == "lightweight-gan":
+    if cfg.arch in ("lightweight-gan", "fastgan-pytorch"):
+        from gantool.models.fastgan_pytorch import FastGANPytorchGenerator
         from gantool.models.lightweight_gan import LightweightGANGenerator
 
+        net = (LightweightGANGenerator if cfg.arch == "lightweight-gan" else
+               FastGANPytorchGenerator)
         if k:
-            raise ConfigError("a lightweight-gan generator is not conditional")
+            raise ConfigError(f"a {cfg.arch} generator is not conditional")
         try:
-            return LightweightGANGenerator(cfg.resolution, cfg.channels, cfg.nz,
-                                           **cfg.arch_params)
+            return net(cfg.resolution, cfg.channels, cfg.nz, **cfg.arch_params)
         except (TypeError, ValueError, KeyError) as e:
-            raise ConfigError(f"model.arch_params do not describe a lightweight-gan generator "
+            raise ConfigError(f"model.arch_params do not describe a {cfg.arch} generator "
                               f"({e})") from None
     raise ValueError(f"unknown architecture {cfg.arch!r}")
 
