@@ -12,7 +12,8 @@ from gantool.cli.choices import ImportKind
 def import_generator(
     source: Path = typer.Argument(..., help="The generator file: an NVIDIA StyleGAN2 or "
                                   "StyleGAN3 network pickle (.pkl, from stylegan2-ada-pytorch "
-                                  "or stylegan3)."),
+                                  "or stylegan3), a lightweight-gan models/NAME/model_N.pt or a "
+                                  "FastGAN-pytorch all_N.pth."),
     out: Path = typer.Option(..., metavar="MODEL.pt", help="The gantool checkpoint to write."),
     kind: ImportKind = typer.Option("auto", help="What the file holds (auto: read it from the "
                                     "file)."),
