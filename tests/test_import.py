@@ -325,3 +325,13 @@ def test_a_walk_applies_its_psi_and_starts_at_the_seeds_image(imported, tmp_path
     assert np.abs(walk.latents([2])).max() > 0.5  # z between seeds is not clipped to psi
     assert not np.array_equal(frames[1], WalkFrames(gen, make_walk(
         [85, 265], 1, 4, gen.nz, gen.prior, None)).generate([2])[0])
+
+
+def test_seeds_past_randomstates_range_are_refused_before_drawing(imported, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli_in_process("generate", imported["sg2-skip-16"], "--seeds", "4294967290-4294967296",
+                          "--out", out, "--no-progress") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --seeds: seed 4294967296 is above 4294967295, the largest seed of the "
+                   "stylegan prior (numpy's RandomState, as NVIDIA's tools draw)"], err
+    assert not out.exists()

@@ -123,6 +123,18 @@ def plain_truncation(prior: str) -> float:
     return float(np.finfo(np.float32).max)
 
 
+def check_seeds(seeds: Sequence[int], prior: str) -> None:
+    """A ValueError, before anything is drawn, for a seed list that ``prior`` cannot draw in
+    full (the stylegan prior's seeds stop at 2**32 - 1)."""
+    if prior != "stylegan" or not len(seeds):
+        return
+    top = (max(r[-1] for r in seeds.ranges if len(r)) if isinstance(seeds, Seeds)
+           else max(seeds))
+    if top > MAX_RANDOMSTATE_SEED:
+        raise ValueError(f"seed {top} is above {MAX_RANDOMSTATE_SEED}, the largest seed of the "
+                         "stylegan prior (numpy's RandomState, as NVIDIA's tools draw)")
+
+
 def truncation_input(truncation: float | None, prior: str, count: int) -> np.ndarray | None:
     """The network's truncation input for ``count`` images: (count, 1) float32 psi for a prior
     whose network applies the truncation (psi 1 for None), None for the others (their z carries

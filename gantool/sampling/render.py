@@ -26,7 +26,7 @@ from gantool.errors import GantoolError, OptionError, PartialBatch
 from gantool.fileio import folder_lock
 from gantool.progress import StepProgress
 from gantool.sampling.images import Encoding, save_grid, seed_path
-from gantool.sampling.latent import Seeds, batched
+from gantool.sampling.latent import Seeds, batched, check_seeds
 from gantool.sampling.writer import MANIFEST, ImageWriter
 
 GRID_MAX_IMAGES = 4096
@@ -55,6 +55,13 @@ def render_images(generator, seeds: Sequence[int], truncation: float | None, bat
                        model=model, **options)
 
 
+def _check_seeds(seeds: Sequence[int], prior: str) -> None:
+    try:
+        check_seeds(seeds, prior)
+    except ValueError as e:
+        raise OptionError("seeds", str(e)) from None
+
+
 def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batch_size: int,
                  outdir: Path | None = None, grid: Path | None = None,
                  encoding: Encoding | None = None, workers: int | None = None,
@@ -81,6 +88,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     resumes, so every seed given is drawn).
     """
     encoding = encoding or Encoding()
+    _check_seeds(seeds, generator.prior)
     shape = getattr(generator, "shape", None) or (
         generator.resolution, generator.resolution, generator.channels)
     if grid is not None:
