@@ -67,7 +67,7 @@ def imported(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", KINDS)
-def test_torch_draws_nvidias_images(imported, name):
+def test_torch_draws_the_tools_images(imported, name):
     worst, mean, count = differences(load_backend("torch", str(imported[name])), name)
     print(f"{name}: {count} references, max {worst}/255, mean {mean:.4f}/255")
     assert count >= 1
@@ -259,9 +259,14 @@ def test_cli_import_info_generate(tmp_path):
     assert np.abs(got - ref).max() <= 2
 
 
+# every kind and architecture through ONNX Runtime (the two other 128/256 px ones add time, not
+# code paths)
+ONNX_KINDS = [n for n in KINDS if n not in ("lwg-dct-gray-128", "fastgan-256")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", KINDS)
-def test_onnx_runtime_draws_nvidias_images(imported, tmp_path, name):
+@pytest.mark.parametrize("name", ONNX_KINDS)
+def test_onnx_runtime_draws_the_tools_images(imported, tmp_path, name):
     from gantool.export import FORMATS
     from gantool.export.pipeline import export_checkpoint
 
