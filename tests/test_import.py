@@ -259,9 +259,8 @@ def test_cli_import_info_generate(tmp_path):
     assert np.abs(got - ref).max() <= 2
 
 
-# every kind and architecture through ONNX Runtime (the two other 128/256 px ones add time, not
-# code paths)
-ONNX_KINDS = [n for n in KINDS if n not in ("lwg-dct-gray-128", "fastgan-256")]
+# every kind and architecture through ONNX Runtime (fastgan-256 adds time, not code paths)
+ONNX_KINDS = [n for n in KINDS if n != "fastgan-256"]
 
 
 @pytest.mark.slow
