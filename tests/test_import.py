@@ -163,6 +163,93 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, caps
     assert not marker.exists() and not (tmp_path / "m.pt").exists()
 
 
+class _Persistent:
+    """Pickles as NVIDIA's persistent objects do (the allowed call), holding ``state``."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def __reduce__(self):
+        return _persistent_call, ({"class_name": "Generator", "state": self.state,
+                                   "module_src": STRIPPED.decode()},)
+
+
+def _persistent_call(meta):
+    return meta
+
+
+_persistent_call.__module__, _persistent_call.__qualname__ = ("torch_utils.persistence",
+                                                              "_reconstruct_persistent_obj")
+_persistent_call.__name__ = "_reconstruct_persistent_obj"
+
+
+class _ForgedDType:
+    """A numpy dtype with an object field whose flags deny holding objects."""
+
+    def __reduce__(self):
+        return (np.dtype, ("V8", False, True),
+                (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0))
+
+
+class _ForgedArray:
+    """An array of that dtype whose bytes are a forged object pointer 0x4141414141414141."""
+
+    def __reduce__(self):
+        return (np.core.multiarray._reconstruct, (np.ndarray, (0,), b"b"),
+                (1, (1,), _ForgedDType(), False, b"A" * 8))
+
+
+def _dumps_with_persistence(obj) -> bytes:
+    import sys
+    import types
+
+    module = types.ModuleType("torch_utils.persistence")
+    module._reconstruct_persistent_obj = _persistent_call
+    saved = {k: sys.modules.get(k) for k in ("torch_utils", "torch_utils.persistence")}
+    sys.modules.update({"torch_utils": types.ModuleType("torch_utils"),
+                        "torch_utils.persistence": module})
+    try:
+        return pickle.dumps(obj, protocol=4)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+@pytest.mark.parametrize("payload,refused", [
+    (lambda: {"G_ema": _Persistent({"z_dim": _ForgedArray(), "_modules": {}})},
+     "refused: the pickle asks for numpy dtype 'V8'"),
+    (lambda: {"G_ema": _Persistent({"_parameters": {
+        "weight": torch.zeros(1).expand(4096, 4096, 3, 3)}})},
+     r"refused: the pickle asks for a tensor of shape \[4096, 4096, 3, 3\] over 4 bytes"),
+    (lambda: {"G_ema": _Persistent({"_modules": [1, 2]})},
+     "not a generator gantool can rebuild: 'list' object has no attribute 'get'"),
+    (lambda: {"G_ema": _Persistent({"z_dim": "sixteen", "_modules": {
+        "mapping": _Persistent({}), "synthesis": _Persistent({})}})},
+     "not a stylegan2 generator gantool can rebuild: .*z_dim is 'sixteen', not a size"),
+], ids=["forged object pointer", "zero-stride giant", "modules of another form", "a string size"])
+def test_crafted_pickles_are_refused_in_one_line(tmp_path, capsys, payload, refused):
+    """numpy's own rebuilders can be driven to forge object pointers (a segfault at best), a
+    view can stand for terabytes, values can have any form: one line each, nothing written."""
+    src = tmp_path / "crafted.pkl"
+    src.write_bytes(_dumps_with_persistence(payload()))
+    assert cli_in_process("import", src, "--out", tmp_path / "m.pt") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(refused, err[0]), err
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_torch_file_with_a_zero_stride_giant_is_refused(tmp_path, capsys):
+    folder = tmp_path / "models" / "run"
+    folder.mkdir(parents=True)
+    torch.save({"GAN": {"GE.initial_conv.0.weight": torch.zeros(1).expand(4096, 4096, 3, 3)}},
+               folder / "model_1.pt")
+    assert cli_in_process("import", folder / "model_1.pt", "--out", tmp_path / "m.pt") == 2
+    assert "refused: it holds a tensor of shape [4096, 4096, 3, 3]" in capsys.readouterr().err
+
+
 # ---- bad input: one line, exit 2, nothing written --------------------------------------------
 
 def _bad_sources(tmp: Path) -> dict[str, Path]:
@@ -216,6 +303,9 @@ def test_an_existing_file_is_kept_unless_forced(tmp_path, capsys):
     out.write_bytes(b"precious")
     assert cli_in_process("import", src, "--out", out) == 2
     assert "--out: " in capsys.readouterr().err and out.read_bytes() == b"precious"
+    (tmp_path / "link.pt").symlink_to(tmp_path / "nowhere.pt")  # a dangling link names a file
+    assert cli_in_process("import", src, "--out", tmp_path / "link.pt") == 2
+    assert (tmp_path / "link.pt").is_symlink() and not (tmp_path / "nowhere.pt").exists()
     copy = tmp_path / "g.pkl"
     copy.write_bytes(src.read_bytes())
     assert cli_in_process("import", copy, "--out", tmp_path / "g.pkl") == 2  # not a .pt

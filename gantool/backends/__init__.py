@@ -101,7 +101,7 @@ class FixedClass:
     def generate(self, seeds: Sequence[int], truncation: float | None) -> np.ndarray:
         return self.gen.generate(seeds, truncation, [self.index] * len(seeds))
 
-    def generate_z(self, z: np.ndarray, truncation: float | None = None) -> np.ndarray:
+    def generate_z(self, z: np.ndarray, *, truncation: float | None = None) -> np.ndarray:
         index = [self.index] * len(z)
         return self.gen.generate_z(z, class_input(self.gen.classes, index, index), truncation)
 

@@ -98,7 +98,7 @@ def generate(
       gantool generate /shared/m.pt --seeds 0-9999999 --out /shared/r --engine ray --address auto
     """
     from gantool.backends import FixedClass, class_indices
-    from gantool.sampling.render import render_images
+    from gantool.sampling.render import check_drawable, render_images
 
     if outdir is None and grid is None:
         raise GantoolError("nothing to write: pass --out DIR and/or --grid FILE")
@@ -114,6 +114,7 @@ def generate(
     gen = open_backend(checkpoint, backend, device, ema, prior, fp16, precision, compile,
                        cuda_graphs)
     t = resolve_truncation(gen, truncation)
+    check_drawable(seed_list, gen.prior)
     if grid is not None and grid.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise GantoolError(f"--grid {grid}: use a .png, .jpg or .webp file name")
     picked = class_indices(getattr(gen, "classes", ()), classes) if classes else []

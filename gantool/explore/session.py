@@ -73,12 +73,13 @@ class Explorer:
     def grid(self, query: Mapping[str, str]) -> dict:
         """Draw seeds ``start`` .. ``start + count - 1`` (one batch) into the cache; their
         images are then ``image`` with each seed."""
-        from gantool.sampling.latent import MAX_SEED
+        from gantool.sampling.latent import max_seed
 
-        start = _int(query, "start", 0, MAX_SEED)
+        top = max_seed(self.gen.prior)
+        start = _int(query, "start", 0, top)
         count = _int(query, "count", 1, self.max_images)
-        if start + count - 1 > MAX_SEED:
-            raise GantoolError(f"seeds end at {MAX_SEED}; start at most {MAX_SEED - count + 1}")
+        if start + count - 1 > top:
+            raise GantoolError(f"seeds end at {top}; start at most {top - count + 1}")
         t, klass = self._truncation(query), self._class(query)
         seeds = list(range(start, start + count))
         timing = self._fill([("image", s, t, klass) for s in seeds],
@@ -88,9 +89,9 @@ class Explorer:
 
     def image(self, query: Mapping[str, str]) -> bytes:
         """The PNG of one seed: gantool generate's bytes for it."""
-        from gantool.sampling.latent import MAX_SEED
+        from gantool.sampling.latent import max_seed
 
-        seed = _int(query, "seed", 0, MAX_SEED)
+        seed = _int(query, "seed", 0, max_seed(self.gen.prior))
         t, klass = self._truncation(query), self._class(query)
         key = ("image", seed, t, klass)
         self._fill([key], lambda todo: self._draw_seeds([seed], t, klass))
@@ -154,14 +155,14 @@ class Explorer:
         return picked[0]
 
     def _walk(self, query: Mapping[str, str]):
-        from gantool.sampling.latent import MAX_SEED
+        from gantool.sampling.latent import max_seed
         from gantool.sampling.walk import make_walk
 
         items = [s.strip() for s in query.get("seeds", "").split(",") if s.strip()]
         if not 2 <= len(items) <= MAX_WALK_SEEDS:
             raise GantoolError(f"a walk goes through 2 to {MAX_WALK_SEEDS} seeds, e.g. 3,17,42; "
                                f"got {len(items)}")
-        seeds = [_int({"seed": s}, "seed", 0, MAX_SEED) for s in items]
+        seeds = [_int({"seed": s}, "seed", 0, max_seed(self.gen.prior)) for s in items]
         per_seed = _int(query, "frames_per_seed", 1, MAX_FRAMES_PER_SEED)
         if len(seeds) * per_seed > 4 * self.max_images:
             raise GantoolError(f"a walk of {len(seeds)} seeds x {per_seed} frames is too long "

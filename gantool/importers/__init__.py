@@ -50,16 +50,30 @@ def read_source(path: Path) -> tuple[bytes, dict]:
 def convert(path: Path, kind: str = "auto") -> dict:
     """A gantool checkpoint record of the generator in ``path``, checked: the network is
     rebuilt, loaded strictly and run once."""
+    if kind not in KINDS:
+        raise OptionError("kind", f"unknown kind {kind!r}; choose {', '.join(KINDS)}")
+    _check_torch()
+    data, origin = read_source(path)
+    found = kind if kind != "auto" else ""
+    try:
+        found, read = _reader(data, path)
+        if kind not in ("auto", found):
+            raise OptionError("kind", f"{kind}, but {path} holds a {found} generator")
+        return _rebuild(path, found, read, origin)
+    except GantoolError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a value of a form no check foresaw: the file's fault
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise GantoolError(f"{path}: not a {found} generator gantool can rebuild: "
+                           f"{why}".replace("a  ", "a ")) from None
+
+
+def _rebuild(path: Path, found: str, read, origin: dict) -> dict:
+    """The checked record: converted, rebuilt, loaded strictly, run once."""
     from gantool.config import ModelConfig, RunConfig, model_config
     from gantool.importers.stylegan import Unexpected
     from gantool.models.checkpoint import generator_from_state, record
 
-    if kind not in KINDS:
-        raise OptionError("kind", f"unknown kind {kind!r}; choose {', '.join(KINDS)}")
-    data, origin = read_source(path)
-    found, read = _reader(data, path)
-    if kind not in ("auto", found):
-        raise OptionError("kind", f"{kind}, but {path} holds a {found} generator")
     try:
         model, weights = read()
     except Unexpected as e:
@@ -76,6 +90,17 @@ def convert(path: Path, kind: str = "auto") -> dict:
     net = generator_from_state(rec, path).net
     _check_draws(net, model, path)
     return rec
+
+
+def _check_torch() -> None:
+    """PyTorch's weights-only loader had holes before 2.10 (code execution before 2.6): reading
+    a stranger's file needs a newer one."""
+    import torch
+
+    if torch.torch_version.TorchVersion(torch.__version__) < "2.10":
+        raise GantoolError(f"gantool import reads untrusted files with PyTorch's weights-only "
+                           f"loader, which is safe from PyTorch 2.10 on; this is "
+                           f"{torch.__version__}: pip install 'torch>=2.10'")
 
 
 def _reader(data: bytes, path: Path):
@@ -103,12 +128,27 @@ def load_torch(data: bytes, path):
 
     import torch
 
+    from gantool.importers.nvidia import Refused, backed
+
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - damaged, or holding more than weights
         why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise GantoolError(f"{path} is not a readable PyTorch checkpoint of weights "
                            f"({why})") from None
+    stack = [saved]
+    while stack:  # every tensor backed by its own bytes (no zero-stride giants)
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            try:
+                backed(item)
+            except Refused as e:
+                raise GantoolError(f"{path}: refused: it holds {e}") from None
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return saved
 
 
 def _check_draws(net, model: dict, path) -> None:
@@ -141,7 +181,7 @@ def import_generator(src: str | os.PathLike, out: str | os.PathLike, kind: str =
         raise OptionError("out", "is the source file itself; name a new .pt file")
     if out.is_dir():
         raise OptionError("out", f"{out} is a folder; name a .pt file")
-    if out.exists() and not force:
+    if os.path.lexists(out) and not force:  # a dangling link counts: it names a file
         raise OptionError("out", f"{out} exists; name a new file", see="force")
     rec = convert(src, kind)
     write_checkpoint(rec, out)

@@ -123,6 +123,11 @@ def plain_truncation(prior: str) -> float:
     return float(np.finfo(np.float32).max)
 
 
+def max_seed(prior: str) -> int:
+    """The largest seed ``prior`` draws."""
+    return MAX_RANDOMSTATE_SEED if prior == "stylegan" else MAX_SEED
+
+
 def check_seeds(seeds: Sequence[int], prior: str) -> None:
     """A ValueError, before anything is drawn, for a seed list that ``prior`` cannot draw in
     full (the stylegan prior's seeds stop at 2**32 - 1)."""

@@ -55,7 +55,8 @@ def render_images(generator, seeds: Sequence[int], truncation: float | None, bat
                        model=model, **options)
 
 
-def _check_seeds(seeds: Sequence[int], prior: str) -> None:
+def check_drawable(seeds: Sequence[int], prior: str) -> None:
+    """An OptionError (seeds) for a seed list ``prior`` cannot draw in full."""
     try:
         check_seeds(seeds, prior)
     except ValueError as e:
@@ -88,7 +89,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
     resumes, so every seed given is drawn).
     """
     encoding = encoding or Encoding()
-    _check_seeds(seeds, generator.prior)
+    check_drawable(seeds, generator.prior)
     shape = getattr(generator, "shape", None) or (
         generator.resolution, generator.resolution, generator.channels)
     if grid is not None:

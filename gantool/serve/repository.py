@@ -253,6 +253,7 @@ def _readme(variant, kind, nz, image, max_batch, prior, truncation) -> str:
     if prior in NETWORK_TRUNCATION:
         plain, meaning = "1", "psi: w moves toward the average w by this factor (1: none)"
     default = "none (the plain prior)" if truncation is None else f"{truncation:g}"
+    top = "2^32 - 1" if prior in NETWORK_TRUNCATION else "2^63 - 1"
     return f"""# gantool Triton model repository ({variant} variant)
 
 Written by `gantool export --formats triton`. Models:
@@ -279,7 +280,7 @@ Model `render`, a batch of B images (1 <= B <= {max_batch}):
 
 | tensor | dtype | shape | meaning |
 |---|---|---|---|
-| `seed` (in) | INT64 | [B, 1] | image seed, 0 <= seed < 2^63 |
+| `seed` (in) | INT64 | [B, 1] | image seed, 0 <= seed <= {top} |
 | `truncation` (in) | FP32 | [B, 1] | {meaning} |
 | `image` (out) | UINT8 | [B, {h}, {w}, {c}] | the images, rows, columns, channels |
 
