@@ -16,6 +16,8 @@ from gantool.errors import GantoolError
 from gantool.importers.nvidia import Persistent
 from gantool.models.stylegan2 import ARCHITECTURES, fir_filter
 
+MAX_SIZE = 16384  # px: no generator gantool imports draws or pads more
+
 
 class Unexpected(GantoolError):
     """The generator's tensors or settings are not those of a network gantool rebuilds."""
@@ -151,7 +153,8 @@ def stylegan2_generator(g: Persistent) -> tuple[dict, dict[str, torch.Tensor]]:
     s = _need(g.child("synthesis"), "synthesis network")
     resolution = _int(g, "img_resolution", "G")
     hp["img_channels"] = _int(g, "img_channels", "G")
-    if resolution < 4 or resolution & (resolution - 1) or hp["img_channels"] not in (1, 3):
+    if (resolution < 4 or resolution > MAX_SIZE or resolution & (resolution - 1)
+            or hp["img_channels"] not in (1, 3)):
         raise Unexpected(f"it draws {resolution} px images with {hp['img_channels']} channels; "
                          "gantool rebuilds powers of two from 4 px, 1 or 3 channels")
     blocks = {r: _need(s.child(f"b{r}"), f"block b{r}")
@@ -196,8 +199,11 @@ def _alias_free_layer(node: Persistent, w_dim: int, where: str, prefix: str,
             "down_taps": _int(node, "down_taps", where),
             "down_radial": bool(node.get("down_radial")),
             "padding": [int(p) for p in node.get("padding") or ()]}
-    if len(spec["padding"]) != 4:
+    if len(spec["padding"]) != 4 or max(map(abs, spec["padding"])) > MAX_SIZE:
         raise Unexpected(f"{where}.padding is {node.get('padding')!r}, not four sizes")
+    if not (1 <= spec["up"] <= 16 and 1 <= spec["down"] <= 16 and spec["kernel"] <= 16
+            and spec["up_taps"] <= 1024 and spec["down_taps"] <= 1024):
+        raise Unexpected(f"{where}'s up/down factors, kernel or filters are out of range")
     k = spec["kernel"]
     weight = _tensor(node, "weight", (n_out, n_in, k, k), where)
     scale = 1.0
@@ -230,8 +236,8 @@ def stylegan3_generator(g: Persistent) -> tuple[dict, dict[str, torch.Tensor]]:
     i = _need(s.child("input"), "Fourier-feature input")
     n = _int(i, "channels", "synthesis.input")
     size = [int(v) for v in np.asarray(i.get("size")).reshape(-1)]
-    if len(set(size)) != 1:
-        raise Unexpected(f"its input is {size}, not square")
+    if len(set(size)) != 1 or not 1 <= size[0] <= MAX_SIZE or resolution > MAX_SIZE:
+        raise Unexpected(f"its input is {size} px for {resolution} px images")
     hp["input"] = {"channels": n, "size": size[0],
                    "sampling_rate": float(i.get("sampling_rate")),
                    "bandwidth": float(i.get("bandwidth"))}
