@@ -9,6 +9,13 @@ def did_you_mean(word: str, options) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception's first line (its type's name when it has no text), for a one-line error
+    about a file whose reader failed."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 class GantoolError(Exception):
     """A problem with the user's input (a path, a flag, a file), not a bug in gantool."""
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from gantool.errors import GantoolError, OptionError
+from gantool.errors import GantoolError, OptionError, first_line
 
 KINDS = ("auto", "stylegan2", "stylegan3", "lightweight-gan", "fastgan")
 TORCH_ZIP = b"PK\x03\x04"  # torch.save's zip container
@@ -63,9 +63,8 @@ def convert(path: Path, kind: str = "auto") -> dict:
     except GantoolError:
         raise
     except Exception as e:  # noqa: BLE001 - a value of a form no check foresaw: the file's fault
-        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise GantoolError(f"{path}: not a {found} generator gantool can rebuild: "
-                           f"{why}".replace("a  ", "a ")) from None
+        what = f"{found} generator" if found else "generator"
+        raise GantoolError(f"{path}: not a {what} gantool can rebuild: {first_line(e)}") from None
 
 
 def _rebuild(path: Path, found: str, read, origin: dict) -> dict:
@@ -133,9 +132,8 @@ def load_torch(data: bytes, path):
     try:
         saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - damaged, or holding more than weights
-        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise GantoolError(f"{path} is not a readable PyTorch checkpoint of weights "
-                           f"({why})") from None
+                           f"({first_line(e, 120)})") from None
     stack = [saved]
     while stack:  # every tensor backed by its own bytes (no zero-stride giants)
         item = stack.pop()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, first_line
 
 
 @dataclass
@@ -212,9 +212,8 @@ def read_pickle(path, data: bytes) -> Any:
     except RecursionError:
         raise GantoolError(f"{path}: the pickle nests too deeply to be a network pickle") from None
     except Exception as e:  # noqa: BLE001 - truncated, corrupt, or not a pickle at all
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GantoolError(f"{path} is not a readable network pickle ({why[:120]}); it may be "
-                           "truncated or damaged: download it again") from None
+        raise GantoolError(f"{path} is not a readable network pickle ({first_line(e, 120)}); "
+                           "it may be truncated or damaged: download it again") from None
 
 
 def generator_of(path, obj: Any) -> Persistent:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from gantool.config import ModelConfig, model_config
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, first_line
 from gantool.fileio import atomic_write
 from gantool.models import build_generator
 
@@ -81,7 +81,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated, or not a torch file
-        raise GantoolError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+        raise GantoolError(f"cannot read checkpoint {path}: {first_line(e)}") from None
     written = state.get("format") if isinstance(state, dict) else None
     if written != FORMAT:
         newer = isinstance(written, str) and written.startswith("gantool-checkpoint-")
@@ -162,8 +162,3 @@ def load_error(e: BaseException) -> str:
     """The telling line of a failed ``load_state_dict``: its second names the tensor."""
     lines = str(e).strip().splitlines() or [type(e).__name__]
     return lines[min(1, len(lines) - 1)].strip()[:160]
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
