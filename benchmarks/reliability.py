@@ -20,6 +20,9 @@ a wait), and is judged by what a user would see: a correct result, or exactly on
 * ``outputs``: two renders racing for one folder, SIGTERM to a whole render job (process
   writers) and to a video, output paths that cannot be written, a billion-image batch, an
   evaluation against one image, bad timeouts;
+* ``folders``: resuming a folder or merging shards drawn by another model, in another format
+  or layout; merge rows naming files outside their shard, tars cut short; empty shards, one
+  device; a webdataset render killed again and again, and rows lost after a tar was linked;
 * ``runfiles``: damaged ``metrics.jsonl`` lines and a damaged newest checkpoint, resumed;
 * ``exports``: a bit flip inside a weight, a corrupted op name, metadata that disagrees with
   the graph;
@@ -51,7 +54,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-GROUPS = ("data", "args", "checkpoints", "kills", "outputs", "runfiles", "exports", "triton")
+GROUPS = ("data", "args", "checkpoints", "kills", "outputs", "folders", "runfiles", "exports",
+          "triton")
 TINY = ["--preset", "fashion-mnist", "--resolution", "28", "--channels", "1", "--ngf", "8",
         "--ndf", "8", "--batch-size", "2", "--no-progress", "--set", "train.log_every=1"]
 
@@ -531,6 +535,142 @@ def run_outputs(table: Table, work: Path, ckpt: Path) -> None:
               one_line_error(o), o)
 
 
+# ---- folders: what drew them, merges, empty shards, stop windows ---------------------------
+def other_model(ckpt: Path, work: Path) -> Path:
+    """``ckpt`` with one weight changed: another model of the same architecture."""
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)
+    for key in ("G", "G_ema"):
+        if state.get(key) is not None:
+            name = next(k for k, v in state[key].items() if v.is_floating_point())
+            state[key][name] = state[key][name] + 0.5
+    path = work / "other-model.pt"
+    torch.save(state, path)
+    return path
+
+
+def manifest_state(out: Path) -> tuple[bool, str]:
+    """Every row of ``out``'s manifest names a file (or tar member) that is there, once, and
+    every image file or tar sample is listed; all rows name one model and one format."""
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()] \
+        if (out / "manifest.jsonl").is_file() else []
+    keys = [(r["file"], r.get("member")) for r in rows]
+    on_disk = {(p.name, None) for p in out.iterdir() if p.suffix in (".png", ".jpg")}
+    for tar in out.glob("*.tar"):
+        with tarfile.open(tar) as t:
+            on_disk |= {(tar.name, m) for m in t.getnames() if not m.endswith(".json")}
+    models = {(r.get("weights_sha256"), r.get("format")) for r in rows}
+    bad = (len(keys) != len(set(keys)), set(keys) - on_disk, on_disk - set(keys), len(models) > 1)
+    return not any(bad), (f"{len(rows)} rows, {len(on_disk)} images: {len(keys) - len(set(keys))} "
+                          f"duplicate, {len(bad[1])} without an image, {len(bad[2])} unlisted, "
+                          f"{len(models)} model/format")
+
+
+def run_folders(table: Table, work: Path, ckpt: Path) -> None:
+    other = other_model(ckpt, work)
+    tars = ["--layout", "webdataset", "--tar-images", "4"]
+    for name, first, second, words in (
+            ("resume with another checkpoint", [ckpt], [other], "rendered with model"),
+            ("resume png folder as jpg", [ckpt], [ckpt, "--format", "jpg"], "format png, not"),
+            ("resume with --no-ema", [ckpt], [ckpt, "--no-ema"], "rendered with model"),
+            ("resume flat folder as subdirs", [ckpt], [ckpt, "--layout", "subdirs"], "layout"),
+            ("webdataset re-run as jpg", [ckpt, *tars], [ckpt, *tars, "--format", "jpg"],
+             "format png, not"),
+            ("webdataset re-run, another model", [ckpt, *tars], [other, *tars], "with model")):
+        out = work / f"mix-{name.replace(' ', '-')}"
+        gantool("generate", first[0], "--seeds", "0-9", "--out", out, "--no-progress",
+                *first[1:], timeout=120)
+        o = gantool("generate", second[0], "--seeds", "0-9", "--out", out, "--no-progress",
+                    *second[1:], timeout=120)
+        ok, got = one_line_error(o, words)
+        whole, state = manifest_state(out)
+        table.add("folders", name, "refused; folder unchanged", (ok and whole, f"{got}; {state}"),
+                  o)
+    run_merges(table, work, ckpt, other)
+    run_tar_kills(table, work, ckpt)
+
+
+def run_merges(table: Table, work: Path, ckpt: Path, other: Path) -> None:
+    def shards(out, seeds, count, *extra, models=None):
+        for i in range(count):
+            gantool("generate", (models or [ckpt] * count)[i], "--seeds", seeds, "--out", out,
+                    "--shard", f"{i}/{count}", "--no-progress", *extra, timeout=120)
+        return gantool("merge-shards", out, timeout=120)
+
+    o = shards(work / "m-models", "0-9", 2, models=[ckpt, other])
+    table.add("folders", "merge shards of two models", "one-line error",
+              one_line_error(o, "rendered with model"), o)
+    (work / "m-formats2").mkdir()
+    for i, fmt in enumerate(("png", "jpg")):
+        gantool("generate", ckpt, "--seeds", "0-9", "--out", work / "m-formats2", "--shard",
+                f"{i}/2", "--format", fmt, "--no-progress", timeout=120)
+    o = gantool("merge-shards", work / "m-formats2", timeout=60)
+    table.add("folders", "merge shards of two formats", "one-line error",
+              one_line_error(o, "rendered with format"), o)
+    out = work / "m-escape"
+    shards(out, "0-9", 2)
+    (out / "manifest.jsonl").unlink()  # merged once; the merge of the tampered shard writes none
+    shard = out / "shard-00001-of-00002"
+    text = (shard / "manifest.jsonl").read_text()
+    for name in ("../../../../etc/hostname", "/etc/hostname"):
+        row = {**json.loads(text.splitlines()[0]), "file": name}
+        (shard / "manifest.jsonl").write_text(json.dumps(row) + "\n" + text)
+        o = gantool("merge-shards", out, timeout=60)
+        ok, got = one_line_error(o, "not in its shard folder")
+        table.add("folders", f"merge: a row naming {name[:16]}", "one-line error; no index",
+                  (ok and not (out / "manifest.jsonl").exists(), got), o)
+    out = work / "m-cut-tar"
+    shards(out, "0-9", 2, "--layout", "webdataset", "--tar-images", "5")
+    tar = out / "shard-00000-of-00002" / "000000.tar"
+    with tarfile.open(tar) as t:
+        cut = t.getmembers()[2].offset  # after its first sample
+    tar.write_bytes(tar.read_bytes()[:cut])
+    o = gantool("merge-shards", out, timeout=60)
+    table.add("folders", "merge: a tar cut to one sample", "one-line error",
+              one_line_error(o, "is not in the tar"), o)
+    for name, seeds, count, layout in (("3 seeds in 5 shards", "0-2", 5, "flat"),
+                                       ("3 seeds in 5 tar shards", "0-2", 5, "webdataset")):
+        out = work / f"m-empty-{layout}"
+        o = shards(out, seeds, count, "--layout", layout)
+        ok, got = success(o, "3 image")
+        table.add("folders", name, "merged: 3 images", (ok, got), o)
+    for devices, seeds, n in (("cpu,cpu", "7", 1), ("cpu", "0-3", 4)):
+        out = work / f"dev-{devices}"
+        o = gantool("generate", ckpt, "--seeds", seeds, "--out", out, "--devices", devices,
+                    "--no-progress", timeout=300)
+        ok, got = success(o, f"{n} image(s)")
+        whole, state = manifest_state(out) if devices == "cpu" else (True, "")
+        table.add("folders", f"--devices {devices}, {n} seed(s)", "rendered and listed",
+                  (ok and whole, f"{got} {state}"), o)
+
+
+def run_tar_kills(table: Table, work: Path, ckpt: Path, kills: int = 12) -> None:
+    """A webdataset render SIGKILLed at random moments, resumed after each: every sample of
+    every tar listed once, none lost."""
+    rng = random.Random(1)
+    out = work / "tar-kills"
+    args = ["generate", ckpt, "--seeds", "0-4999", "--out", out, "--layout", "webdataset",
+            "--tar-images", "20", "--batch-size", "4", "--no-progress"]
+    start = time.perf_counter()
+    for _ in range(kills):
+        proc = started(*args)
+        time.sleep(rng.uniform(1.5, 4.0))  # past the imports, into the render
+        stopped(proc, signal.SIGKILL)
+    o = gantool(*args, timeout=300)
+    o.seconds = time.perf_counter() - start
+    whole, state = manifest_state(out)
+    ok, got = success(o)
+    table.add("folders", f"webdataset: {kills} SIGKILLs + resume", "5000 listed once",
+              (ok and whole and state.startswith("5000 rows"), f"{got}; {state}"), o)
+    lines = (out / "manifest.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "manifest.jsonl").write_bytes(b"".join(lines[:-30]) + lines[-30][:15])
+    o = gantool(*args, timeout=300)
+    whole, state = manifest_state(out)
+    table.add("folders", "webdataset: rows of a linked tar lost", "relisted from the tar",
+              (success(o)[0] and whole and state.startswith("5000 rows"), state), o)
+
+
 # ---- run files ----------------------------------------------------------------------------
 DAMAGED_ROWS = [b"123", b"null", b'{"step": "abc", "loss_d": 1.0}', b'{"step": 2, "loss_d": "x"}',
                 b"\xff\xfe not utf-8", b'{"step": 2, "event": "rollback"}', b'{"step": 2, "loss']
@@ -787,6 +927,7 @@ def main() -> None:
                  "checkpoints": lambda: run_checkpoints(table, work, ckpt),
                  "kills": lambda: run_kills(table, work),
                  "outputs": lambda: run_outputs(table, work, ckpt),
+                 "folders": lambda: run_folders(table, work, ckpt),
                  "runfiles": lambda: run_runfiles(table, work),
                  "exports": lambda: run_exports(table, work, ckpt),
                  "triton": lambda: run_triton(table, work, ckpt)}

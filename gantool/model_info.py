@@ -36,18 +36,21 @@ class ModelInfo:
     config_sha256: str = ""  # of the training configuration (provenance)
     train_step: int | None = None
     classes: tuple[str, ...] = ()  # a conditional model's class names (graph input "class")
+    # of the generator's weights it was exported from (models.checkpoint.weights_sha256): the
+    # model's identity in a render's manifest; "" in an export from an older gantool
+    weights_sha256: str = ""
 
     @classmethod
-    def from_model(cls, m, config: dict, output: str = "uint8",
-                   step: int | None = None) -> ModelInfo:
+    def from_model(cls, m, config: dict, output: str = "uint8", step: int | None = None,
+                   weights: str = "") -> ModelInfo:
         """The description of the generator ``m`` (a ModelConfig) describes, trained by the run
-        whose stored configuration is ``config``."""
+        whose stored configuration is ``config``; ``weights``: its weights' SHA-256."""
         import gantool
 
         config_json = json.dumps(config, sort_keys=True)
         return cls(m.resolution, m.channels, m.nz, m.prior, m.truncation, output, m.arch,
                    gantool.__version__, hashlib.sha256(config_json.encode()).hexdigest(), step,
-                   tuple(m.classes))
+                   tuple(m.classes), weights)
 
     def to_metadata(self) -> dict[str, str]:
         values = asdict(self)
@@ -59,28 +62,82 @@ class ModelInfo:
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: str = "the model") -> ModelInfo:
         """Read ``to_metadata``'s map back (keys with or without the prefix); a one-line error
-        when it does not describe a gantool model."""
-        raw = {k.removeprefix(PREFIX): v for k, v in meta.items()}
-        try:
-            values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
-            for key in ("resolution", "channels", "nz"):
-                values[key] = int(values[key])
-            t = values["truncation"]
-            values["truncation"] = None if t in ("none", None) else float(t)
-            step = values.get("train_step")
-            values["train_step"] = int(step) if step not in ("", None) else None
-            names = json.loads(values.get("classes") or "[]")
-            if not isinstance(names, list):
-                raise TypeError("classes")
-            values["classes"] = tuple(str(n) for n in names)
-            return cls(**values)
-        except (KeyError, ValueError, TypeError):
+        when it does not describe a gantool model, or naming the key whose value is wrong."""
+        raw = {k.removeprefix(PREFIX): v for k, v in meta.items()} if isinstance(
+            meta, dict) else {}
+        missing = [k for k in REQUIRED if k not in raw]
+        if len(missing) == len(REQUIRED):
             raise GantoolError(f"{source} carries no gantool model description (resolution, "
                                "channels, nz, prior, truncation); export it with gantool "
-                               "export") from None
+                               "export")
+        if missing:
+            raise GantoolError(f"{source}: {PREFIX}{missing[0]} is missing; export it again")
+        values = {f.name: _parsed(f.name, raw[f.name], source) for f in fields(cls)
+                  if f.name in raw}
+        from gantool.sampling.latent import validate_truncation
+
+        try:
+            validate_truncation(values["truncation"], values["prior"])
+        except ValueError as e:
+            raise GantoolError(f"{source}: {PREFIX}truncation: {e}; export it again") from None
+        return cls(**values)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+REQUIRED = ("resolution", "channels", "nz", "prior", "truncation")
+
+
+def _whole(text: str, least: int) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < least:
+        raise ValueError(f"a whole number >= {least}")
+    return int(text)
+
+
+def _one_of(text: str, allowed: tuple[str, ...]) -> str:
+    if text not in allowed:
+        raise ValueError(f"one of {', '.join(allowed)}")
+    return text
+
+
+def _names(text: str) -> tuple[str, ...]:
+    try:
+        names = json.loads(text or "[]")
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("a JSON list of class names")
+    return tuple(names)
+
+
+def _truncation(text: str) -> float | None:
+    try:
+        return None if text == "none" else float(text)
+    except ValueError:
+        raise ValueError('a number or "none"') from None
+
+
+def _parsers() -> dict:
+    """Each metadata value's reader: the value from its text, or ValueError(what it must be)."""
+    from gantool.sampling.latent import PRIORS
+
+    return {"resolution": lambda t: _whole(t, 1), "channels": lambda t: _whole(t, 1),
+            "nz": lambda t: _whole(t, 1), "prior": lambda t: _one_of(t, PRIORS),
+            "truncation": _truncation, "output": lambda t: _one_of(t, OUTPUTS),
+            "train_step": lambda t: None if t == "" else _whole(t, 0), "classes": _names}
+
+
+def _parsed(key: str, text, source: str):
+    """The value of metadata ``key``, or a one-line error naming the key and the source."""
+    try:
+        if not isinstance(text, str):
+            raise ValueError("a string")
+        return _parsers().get(key, str)(text)
+    except ValueError as e:
+        shown = text if not isinstance(text, str) or len(text) <= 40 else text[:37] + "..."
+        raise GantoolError(f"{source}: {PREFIX}{key} is {shown!r}, not {e}; export it "
+                           "again") from None
 
 
 def graph_inputs(z, c=None, psi=None) -> dict:
@@ -105,3 +162,13 @@ def read_onnx_metadata(path: str | Path) -> ModelInfo:
         raise GantoolError(f"cannot read {path} as ONNX: {str(e).splitlines()[0]}") from None
     raw = {p.key: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
     return ModelInfo.from_metadata(raw, f"{path} (an ONNX model)")
+
+
+def read_plan_sidecar(path: str | Path) -> tuple[ModelInfo, dict]:
+    """A TensorRT plan's ``.plan.json`` sidecar: the model it describes, and the whole record
+    (profile, versions), checked; a one-line error naming the file and the key otherwise."""
+    from gantool.fileio import COUNT, read_record
+
+    record = read_record(path, {"metadata": {"*": str}, "profile?": {"*": {"*": [COUNT]}}},
+                         hint="export it again")
+    return ModelInfo.from_metadata(record["metadata"], str(path)), record

@@ -38,6 +38,9 @@ class Generator(Protocol):
     default_truncation: float | None
 
     classes: tuple[str, ...]  # a conditional model's class names; () for an unconditional one
+    # the SHA-256 of the weights it draws with (models.checkpoint.weights_sha256; "" where a
+    # server does not say): what a render's manifest names the model by
+    weights_sha256: str
 
     def generate(self, seeds: Sequence[int], truncation: float | None,
                  classes: Sequence[int] | None = None) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gantool.artifacts import check_finished, check_unchanged
+from gantool.artifacts import check_finished, check_unchanged, digest
 from gantool.backends import ExportedGenerator, model_prior
 from gantool.errors import GantoolError, OptionError
 from gantool.model_info import graph_inputs, read_onnx_metadata
@@ -40,6 +40,7 @@ class OnnxGenerator(ExportedGenerator):
         self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
         self.prior, self.default_truncation = model_prior(prior, info.prior), info.truncation
         self.classes = info.classes
+        self.weights_sha256 = info.weights_sha256 or digest(p)["sha256"]
         cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if device == "cuda" and not cuda:
             raise OptionError("device", "cuda: this ONNX Runtime has no CUDA provider; "

@@ -18,7 +18,7 @@ from gantool.backends import PRECISIONS, check_class_input, class_input, model_p
 from gantool.device import pick_device
 from gantool.errors import GantoolError, OptionError
 from gantool.models import run_generator
-from gantool.models.checkpoint import load_generator
+from gantool.models.checkpoint import load_generator, weights_sha256
 from gantool.models.layers import fold_batchnorm
 from gantool.sampling.images import to_uint8_tensor
 from gantool.sampling.latent import latents, truncation_input
@@ -39,6 +39,7 @@ class TorchGenerator:
                               see="device")
         self.dtype = DTYPES[precision]
         net, m, config, _ = load_generator(path, ema=ema, device=self.device)
+        self.weights_sha256 = weights_sha256(net)  # before folding: as exports record it
         self.net = fold_batchnorm(net).to(self.dtype)  # as exported graphs do: fewer passes
         data = config.get("data")
         self.data_path = data.get("path") if isinstance(data, dict) else None  # trained on

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from gantool.artifacts import check_finished, check_unchanged
+from gantool.artifacts import check_finished, check_unchanged, digest
 from gantool.backends import ExportedGenerator, model_prior
 from gantool.errors import GantoolError
-from gantool.model_info import ModelInfo, graph_inputs
+from gantool.model_info import graph_inputs, read_plan_sidecar
 
 INSTALL_HINT = ("TensorRT engines are built on a machine with an NVIDIA GPU and TensorRT: "
                 "pip install 'gantool[tensorrt]' there, or build from model_fp16.onnx with "
@@ -46,8 +45,8 @@ class EngineRunner:
                                "gantool export --formats engine")
         check_finished(plan)
         check_unchanged(plan)
-        self.info = ModelInfo.from_metadata(json.loads(sidecar.read_text())["metadata"],
-                                            str(sidecar))
+        self.plan = plan
+        self.info = read_plan_sidecar(sidecar)[0]
         logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.engine = self.trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
@@ -87,6 +86,7 @@ class TensorRTGenerator(ExportedGenerator):
         self.resolution, self.channels, self.nz = info.resolution, info.channels, info.nz
         self.prior, self.default_truncation = model_prior(prior, info.prior), info.truncation
         self.classes = info.classes
+        self.weights_sha256 = info.weights_sha256 or digest(self.runner.plan)["sha256"]
 
     def run(self, z: np.ndarray, c: np.ndarray | None = None,
             psi: np.ndarray | None = None) -> np.ndarray:

@@ -149,7 +149,7 @@ def _on_devices(text: str, seed_list, outdir: Path | None, grid: Path | None,
     the merge of the shards."""
     from gantool.cli.devices import resolve_devices, run_on_devices
     from gantool.cli.main import ARGV
-    from gantool.sampling.shards import merge
+    from gantool.sampling.shards import finish
 
     if outdir is None or grid is not None or shard is not None or device != "auto":
         raise GantoolError("--devices renders into --out, each device its shard: leave out "
@@ -160,7 +160,7 @@ def _on_devices(text: str, seed_list, outdir: Path | None, grid: Path | None,
     lines = run_on_devices(ARGV, found, outdir, total, progress, workers_given, backend != "trt")
     for line in lines:
         typer.echo(line)
-    done = merge(outdir)
+    done = finish(outdir)
     seconds = time.perf_counter() - t0
     typer.echo(f"{outdir}: {done['images']:,} image(s) from {len(found)} device(s) "
                f"({', '.join(found)}) listed in {done['index']} ({seconds:,.0f} s)")
@@ -175,7 +175,7 @@ def _on_ray(seed_list, outdir: Path | None, grid: Path | None, shard: str | None
     then merged."""
     from gantool.cli.main import ARGV
     from gantool.cli.ray_engine import ray_module, run_on_ray
-    from gantool.sampling.shards import merge
+    from gantool.sampling.shards import finish
 
     ray_module()  # the install hint first
     if outdir is None or grid is not None or shard is not None or devices is not None \
@@ -188,7 +188,7 @@ def _on_ray(seed_list, outdir: Path | None, grid: Path | None, shard: str | None
     total = len(seed_list) * _images_per_seed(checkpoint, backend, classes)
     where = run_on_ray(ARGV, outdir, total, address, actors, shards, actor_cpus, progress,
                        workers or None, device != "cpu")
-    done = merge(outdir)
+    done = finish(outdir)
     seconds = time.perf_counter() - t0
     typer.echo(f"{outdir}: {done['images']:,} image(s) from {where}, listed in "
                f"{done['index']} ({seconds:,.0f} s)")

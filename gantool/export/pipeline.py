@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gantool.artifacts import changed_files, digest
+from gantool.artifacts import RECORD, changed_files, digest
 from gantool.config import ModelConfig
 from gantool.errors import GantoolError, OptionError
 from gantool.export import (
@@ -33,9 +33,9 @@ from gantool.export.fp16 import FP16_MAX, convert_fp16, fp16_overflows
 from gantool.export.onnx import export_onnx, save_model
 from gantool.export.verify import Check, compare
 from gantool.fileio import atomic_write
-from gantool.model_info import ModelInfo, graph_inputs
+from gantool.model_info import ModelInfo, graph_inputs, read_plan_sidecar
 from gantool.models import run_generator
-from gantool.models.checkpoint import load_generator
+from gantool.models.checkpoint import load_generator, weights_sha256
 from gantool.sampling.latent import class_vectors, latents, truncation_input
 
 VERIFY_SEEDS = tuple(range(8))
@@ -101,7 +101,7 @@ def _start(checkpoint: Path, out: Path, options: ExportOptions, log) -> ExportJo
     psi = truncation_input(m.truncation, m.prior, len(VERIFY_SEEDS))
     with torch.no_grad():
         reference = run_generator(generator, *_tensors(z, c, psi)).numpy()  # (8, C, H, W)
-    info = ModelInfo.from_model(m, config, options.output, step)
+    info = ModelInfo.from_model(m, config, options.output, step, weights_sha256(generator))
     return ExportJob(out, options, generator, m, info, z, c, psi, reference, log)
 
 
@@ -178,10 +178,10 @@ def _keep_plan(old: Path, job: ExportJob) -> list[Path]:
     if not (plan.is_file() and sidecar.is_file()) or changed_files(old, [plan.name]):
         return []
     try:
-        about = json.loads(sidecar.read_text())
-    except ValueError:
+        about = read_plan_sidecar(sidecar)[1]
+    except GantoolError:  # a damaged sidecar: the plan is not kept
         return []
-    top = about.get("profile", {}).get("z", {}).get("max", [None])[0]
+    top = (about.get("profile", {}).get("z", {}).get("max") or [None])[0]
     if about.get("metadata") != job.result.metadata or top != job.options.batch[2]:
         return []
     for path in (plan, sidecar):
@@ -276,7 +276,7 @@ def _check(options: ExportOptions) -> None:
 
 def write_summary(out: Path, result: ExportResult) -> Path:
     """``out/export.json``: files written and the verification numbers."""
-    path = out / "export.json"
+    path = out / RECORD
     info = ModelInfo.from_metadata(result.metadata)
     text = json.dumps({
         "files": [p.name for p in result.files],

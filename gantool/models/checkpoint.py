@@ -105,7 +105,8 @@ def describe(state: dict, path: str | os.PathLike) -> dict[str, Any]:
     base = {"resolution": m.resolution, "channels": m.channels, "nz": m.nz}
     cost = f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3g} G multiply-adds per image"
     common = {"generator": cost, "prior": m.prior, "truncation": m.truncation,
-              "classes": m.classes, "gantool_version": state["gantool_version"]}
+              "classes": m.classes, "weights sha256": weights_sha256(net),
+              "gantool_version": state["gantool_version"]}
     origin = state.get("origin")
     if isinstance(origin, dict):  # imported: where from, not a run
         shape = m.arch_params.get("architecture")
@@ -162,3 +163,17 @@ def load_error(e: BaseException) -> str:
     """The telling line of a failed ``load_state_dict``: its second names the tensor."""
     lines = str(e).strip().splitlines() or [type(e).__name__]
     return lines[min(1, len(lines) - 1)].strip()[:160]
+
+
+def weights_sha256(net: torch.nn.Module) -> str:
+    """The SHA-256 of a generator's weights and buffers (names, types, shapes, bytes, in name
+    order): the model's identity in a render's manifest, the same for a checkpoint and every
+    export of it (``ModelInfo.weights_sha256``), whatever file holds them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{flat.dtype}:{tuple(t.shape)};".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return h.hexdigest()

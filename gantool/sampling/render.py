@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -35,6 +35,7 @@ STALE_TMP_S = 600  # a temp file this old is what an interrupted render left beh
 # files in the folder, in a sub-folder per thousand seeds, or in tar shards (sampling/tars.py)
 LAYOUTS = ("flat", "subdirs", "webdataset")
 SUBDIR = re.compile(r"\d{6,}")
+LEGACY = ("format", "weights_sha256")  # what the rows of an older gantool's folder lack
 
 
 def render_images(generator, seeds: Sequence[int], truncation: float | None, batch_size: int,
@@ -94,7 +95,8 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
         generator.resolution, generator.resolution, generator.channels)
     if grid is not None:
         check_grid_size(len(seeds), shape)
-    row = manifest_row(truncation, generator.prior, identity, layout, backend)
+    row = manifest_row(truncation, generator.prior, identity, layout, backend,
+                       getattr(generator, "weights_sha256", ""), encoding.fmt)
     subdirs = layout == "subdirs"
     with ExitStack() as held:
         if outdir is not None:  # one writer per folder: its settings checked under the lock
@@ -103,7 +105,7 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
                 f"another gantool process (pid {{pid}}) is writing images into {outdir}; wait "
                 "for it to finish or stop it, or write into another folder")))
         todo, skipped = _todo(seeds, outdir, grid is None and sink is None, encoding.fmt, row,
-                              stem, subdirs)
+                              stem, subdirs, sink)
         total = len(seeds) - skipped
         batch_size = max(1, min(batch_size, total))  # no batch (nor image slot) beyond the work
         console = console or Console(stderr=True)
@@ -147,23 +149,29 @@ def render_seeds(generator, seeds: Sequence[int], truncation: float | None, batc
 
 
 def manifest_row(truncation: float | None, prior: str, identity: dict | None, layout: str,
-                 backend: str) -> dict:
-    """What every manifest row of a render holds besides its seed and file (the layout only
-    where it is not flat, so older folders read as they were written)."""
+                 backend: str, weights: str = "", fmt: str = "") -> dict:
+    """What every manifest row of a render holds besides its seed and file: its settings, the
+    layout (only where it is not flat, so older folders read as they were written), the image
+    format and the model (its weights' SHA-256, ``models.checkpoint.weights_sha256``)."""
     if layout not in LAYOUTS:
         raise GantoolError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     return {"truncation": truncation, "prior": prior, **(identity or {}),
-            **({"layout": layout} if layout != "flat" else {}), "backend": backend}
+            **({"layout": layout} if layout != "flat" else {}),
+            **({"format": fmt} if fmt else {}),
+            **({"weights_sha256": weights} if weights else {}), "backend": backend}
 
 
 def _todo(seeds: Sequence[int], outdir: Path | None, resume: bool, fmt: str, row: dict,
-          stem: str, subdirs: bool = False) -> tuple[Iterable[int], int]:
+          stem: str, subdirs: bool = False, sink=None) -> tuple[Iterable[int], int]:
     """The seeds still to draw (lazily: memory does not grow with the seed count) and how many
     ``outdir`` already holds; refuses a folder of other images. ``resume``: whether existing
-    files count as done (not for a grid, which needs every image)."""
+    files count as done (not for a grid, which needs every image); a ``sink`` lists what a
+    stop left unlisted (``TarSink.recover``)."""
     if outdir is None:
         return seeds, 0
     check_manifest(outdir, row)
+    if sink is not None:
+        sink.recover()
     finished = _resume(outdir, fmt, row, stem, subdirs) if resume else set()
     if not finished:
         return seeds, 0
@@ -215,20 +223,8 @@ def _resume(outdir: Path, fmt: str, row: dict, stem: str, subdirs: bool = False)
                 elif (entry.name.startswith(f".{stem}") and entry.name.endswith(".tmp")
                       and time.time() - entry.stat().st_mtime > STALE_TMP_S):
                     Path(entry.path).unlink(missing_ok=True)  # not another render's live write
-    listed: set[str] = set()
     path = outdir / MANIFEST
-    if path.is_file():
-        with path.open("rb+") as f:
-            end = 0
-            for line in f:
-                if not line.endswith(b"\n"):  # a row cut by a kill: drop it (listed again below)
-                    f.truncate(end)
-                    break
-                end += len(line)
-                try:
-                    listed.add(json.loads(line)["file"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
+    listed = {row.get("file") for row in manifest_rows(path, repair=True)}
     missing = sorted(present - listed)
     if missing:
         with path.open("a") as f:
@@ -237,29 +233,58 @@ def _resume(outdir: Path, fmt: str, row: dict, stem: str, subdirs: bool = False)
     return {seed for n in present if seed_path(seed := _seed_of(n, stem), fmt, stem, subdirs) == n}
 
 
+def manifest_rows(path: Path, repair: bool = False) -> Iterator[dict]:
+    """The rows of a manifest that are JSON objects (none where there is no manifest).
+    ``repair``: first drop a last row that a kill cut short (the caller lists its image
+    again), so that rows appended after it start on a line of their own."""
+    if not path.is_file():
+        return
+    with path.open("rb+" if repair else "rb") as f:
+        end = 0
+        for line in f:
+            if repair and not line.endswith(b"\n"):
+                f.truncate(end)
+                return
+            end += len(line)
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                yield row
+
+
 def _seed_of(path: str, stem: str) -> int:
     return int(path.rpartition("/")[2][len(stem):].split(".")[0])
 
 
 def check_manifest(outdir: Path, row: dict) -> None:
-    """Resuming into a folder rendered at another truncation or prior (or another walk) would
-    mix two sets."""
-    path = outdir / MANIFEST
-    if not path.is_file():
+    """Resuming into a folder rendered by another model, in another format or layout, at
+    another truncation or prior (or another walk or class) would mix two sets: a one-line
+    error naming what differs. A folder of an older gantool, whose rows name no model or
+    format, is compared on what they name (its files' suffix gives the format)."""
+    before = first_row(outdir / MANIFEST)
+    if before is None:
         return
-    with path.open() as f:
-        first = f.readline()
-    try:
-        before = json.loads(first)
-        was = {k: before.get(k) for k in row if k != "backend"}
-        was["layout"] = before.get("layout", "flat")
-    except (json.JSONDecodeError, AttributeError):
-        return
-    now = {k: v for k, v in row.items() if k != "backend"}
-    now["layout"] = row.get("layout", "flat")
-    if json.loads(json.dumps(now)) != was:  # as the manifest holds it (tuples become lists)
-        def say(d):
-            return ", ".join(f"{k} {v}" for k, v in d.items())
+    before.setdefault("format", str(before.get("member") or before.get("file", "")
+                                    ).rpartition(".")[2])
+    before.setdefault("layout", "flat")
+    now = {k: v for k, v in row.items() if k != "backend" and (k in before or k not in LEGACY)}
+    now.setdefault("layout", "flat")
+    now = json.loads(json.dumps(now))  # as the manifest holds it (tuples become lists)
+    differ = [k for k in now if now[k] != before.get(k)]
+    if differ:
+        raise GantoolError(f"{outdir} holds images rendered with {say_settings(before, differ)}, "
+                           f"not {say_settings(now, differ)}; render into another folder, or "
+                           "with what it holds")
 
-        raise GantoolError(f"{outdir} holds images rendered with {say(was)}; render "
-                           f"{say(now)} into another --out")
+
+def say_settings(row: dict, keys) -> str:
+    """``keys`` of a manifest row, for a message (a model by its weights' SHA-256)."""
+    return ", ".join(f"model {str(row.get(k))[:16]}..." if k == "weights_sha256" and row.get(k)
+                     else f"{k} {row.get(k)}" for k in keys)
+
+
+def first_row(path: Path) -> dict | None:
+    """The first manifest row that is a JSON object (None: no manifest, or none)."""
+    return next(manifest_rows(path), None)

@@ -21,13 +21,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write, claim_folder
 from gantool.sampling.latent import Seeds, parse_seeds
+from gantool.sampling.render import manifest_rows, say_settings
+from gantool.sampling.tars import tar_members
 from gantool.sampling.writer import MANIFEST
 
 SHARD_FILE = "shard.json"
@@ -99,6 +101,18 @@ def shard_from(flag: str | None, environ: Mapping[str, str] = os.environ) -> Sha
 
 
 # ---- merge -------------------------------------------------------------------------------
+def finish(out: Path) -> dict:
+    """The index of a render of the shards of one list under ``out``: their ``merge`` or,
+    where the one shard of one drew into ``out`` itself (one device), its own manifests
+    (``out``'s, or one per class folder), counted. Returns what ``merge`` does."""
+    if any(FOLDER.fullmatch(p.name) for p in out.iterdir()):
+        return merge(out)
+    own = [out / MANIFEST] if (out / MANIFEST).is_file() else sorted(
+        out.glob(f"class[0-9]*/{MANIFEST}"))
+    images = sum(1 for path in own for _ in manifest_rows(path))
+    return {"shards": 1, "images": images, "index": own[0] if len(own) == 1 else out}
+
+
 def merge(out: Path) -> dict:
     """Check the shard folders under ``out`` and write ``out/manifest.jsonl`` listing every
     seed of their list once (per class, for a render of several), in list order, each file's
@@ -115,13 +129,15 @@ def merge(out: Path) -> dict:
         raise GantoolError(f"{out}: shard(s) {listed} of {count} are missing; render them "
                            f"(--shard I/{count}) and merge again")
     seed_list = parse_seeds(seeds) if seeds else Seeds([])
+    parts = [seed_list.part(shard["index"], count) for _, shard in shards]
+    drawn = [(f, s, part) for (f, s), part in zip(shards, parts) if len(part)]  # none: valid
     images = 0
     with atomic_write(out / MANIFEST) as f:
-        for sub in _subfolders(shards):
+        for sub in _subfolders(drawn):
             settings: dict | None = None
-            for folder, shard in shards:
+            for folder, shard, part in drawn:
                 rows, listed = _rows(folder / sub), set()
-                for seed in seed_list.part(shard["index"], count):
+                for seed in part:
                     if seed in listed:
                         continue  # a seed the list names twice is drawn once
                     row = rows.pop(seed, None)
@@ -131,8 +147,11 @@ def merge(out: Path) -> dict:
                             f"{shard['index']}/{count}); run that shard again, then merge")
                     now = {k: v for k, v in row.items() if k not in SETTINGS_IGNORED}
                     if settings is not None and now != settings:
+                        differ = [k for k in {**settings, **now} if now.get(k) != settings.get(k)]
                         raise GantoolError(f"{folder / sub}: seed {seed} was rendered with "
-                                           f"{_say(now)}, other shards with {_say(settings)}")
+                                           f"{say_settings(now, differ)}, other shards with "
+                                           f"{say_settings(settings, differ)}: one render's "
+                                           "shards only")
                     settings = now
                     row["file"] = (folder / sub / row["file"]).relative_to(out).as_posix()
                     f.write((json.dumps(row) + "\n").encode())
@@ -180,22 +199,24 @@ def _shard_folders(out: Path) -> list[tuple[Path, dict]]:
 def _check_not_a_render(out: Path) -> None:
     """``out/manifest.jsonl`` is replaced only when it is a merged index (its files are in shard
     folders), never when it lists images that a render wrote into ``out`` itself."""
-    first = next(_manifest(out / MANIFEST), None) if (out / MANIFEST).is_file() else None
+    first = next(manifest_rows(out / MANIFEST), None)
     if first is not None and not FOLDER.fullmatch(str(first.get("file", "")).split("/")[0]):
         raise GantoolError(f"{out / MANIFEST} lists images rendered into {out} itself; keep "
                            "shards under a folder of their own")
 
 
-def _subfolders(shards: list[tuple[Path, dict]]) -> list[str]:
-    """The folders each shard holds a manifest in: ``.``, or one per class (classNNN), the
-    same in every shard."""
+def _subfolders(shards: list[tuple[Path, dict, Seeds]]) -> list[str]:
+    """The folders each shard that draws seeds holds a manifest in: ``.``, or one per class
+    (classNNN), the same in every shard."""
     def of(folder: Path) -> list[str]:
         if (folder / MANIFEST).is_file():
             return ["."]
         return sorted(p.parent.name for p in folder.glob(f"class[0-9]*/{MANIFEST}"))
 
+    if not shards:
+        return []
     first = of(shards[0][0])
-    for folder, _ in shards:
+    for folder, _, _ in shards:
         if of(folder) != first:
             raise GantoolError(f"{folder} holds {of(folder) or 'no images'} where "
                                f"{shards[0][0].name} holds {first}; finish that shard first")
@@ -203,34 +224,42 @@ def _subfolders(shards: list[tuple[Path, dict]]) -> list[str]:
 
 
 def _rows(folder: Path) -> dict[int, dict]:
-    """The manifest rows of ``folder`` by seed, each naming a file that is there."""
+    """The manifest rows of ``folder`` by seed, each naming a file that is there, inside the
+    folder (and a tar member that the tar holds whole)."""
     rows: dict[int, dict] = {}
-    for row in _manifest(folder / MANIFEST):
+    members: dict[str, set[str]] = {}  # a tar's members, read once per tar
+    for row in manifest_rows(folder / MANIFEST):
         seed = row.get("seed")
-        if not isinstance(seed, int) or not isinstance(row.get("file"), str):
-            continue
-        if not (folder / row["file"]).is_file():
-            raise GantoolError(f"{folder}: {row['file']} is listed but not on disk; run that "
-                               "shard again, then merge")
+        if type(seed) is not int or not isinstance(row.get("file"), str):
+            continue  # not a row of an image (a damaged line)
+        _check_listed(folder, seed, row, members)
         if seed in rows and rows[seed] != row:
             raise GantoolError(f"{folder}: seed {seed} is listed twice, differently")
         rows[seed] = row
     return rows
 
 
-def _manifest(path: Path) -> Iterator[dict]:
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # a row cut by a kill: that shard's next run lists the file again
-            if isinstance(row, dict):
-                yield row
+def _check_listed(folder: Path, seed: int, row: dict, members: dict[str, set[str]]) -> None:
+    """A one-line error unless ``row``'s file is in ``folder`` (no ``..``, no absolute path,
+    no link out of it) and on disk, and its tar member, where it names one, is in the tar."""
+    name, path = row["file"], folder / row["file"]
+    if (Path(name).is_absolute() or ".." in Path(name).parts
+            or not path.resolve().is_relative_to(folder.resolve())):
+        raise GantoolError(f"{folder / MANIFEST}: the row of seed {seed} lists {name!r}, which "
+                           "is not in its shard folder; render that shard again into a fresh "
+                           "folder, then merge")
+    if not path.is_file():
+        raise GantoolError(f"{folder}: {name} is listed but not on disk; run that shard again, "
+                           "then merge")
+    if "member" in row:
+        if name not in members:
+            members[name] = tar_members(path)
+        if row["member"] not in members[name]:
+            raise GantoolError(f"{path}: seed {seed}'s image {row['member']!r} is not in the "
+                               "tar (cut short?); delete the tar, run that shard again, then "
+                               "merge")
 
 
-def _say(settings: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in settings.items())
 
 
 def _read(path: Path) -> dict:

@@ -20,14 +20,16 @@ import json
 import os
 import re
 import tarfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 
-from gantool.errors import GantoolError, OptionError
+from gantool.errors import GantoolError, OptionError, first_line
 from gantool.fileio import atomic_write, claim_folder
+from gantool.sampling.images import Encoding
 from gantool.sampling.latent import Seeds
-from gantool.sampling.render import manifest_row, render_seeds
+from gantool.sampling.render import manifest_row, manifest_rows, render_seeds, say_settings
 from gantool.sampling.writer import MANIFEST
 from gantool.system import signals_held
 
@@ -51,8 +53,10 @@ def render_tars(generator, seeds: Sequence[int], truncation: float | None, batch
     out.mkdir(parents=True, exist_ok=True)
     _claim(out, seeds, per_tar)
     todo = _Todo(seeds, per_tar, out)
-    row = manifest_row(truncation, generator.prior, identity, "webdataset", backend)
-    sink = TarSink(out, todo.blocks(), row, model)
+    encoding = encoding or Encoding()
+    row = manifest_row(truncation, generator.prior, identity, "webdataset", backend,
+                       getattr(generator, "weights_sha256", ""), encoding.fmt)
+    sink = TarSink(out, todo, row, model)
     stats = render_seeds(generator, todo, truncation, batch_size, out, encoding=encoding,
                          backend=backend, identity=identity, layout="webdataset", sink=sink,
                          **render)
@@ -73,6 +77,10 @@ class _Todo(Sequence[int]):
     def _size(self, k: int) -> int:
         return min(self.per, len(self.seeds) - k * self.per)
 
+    def block(self, k: int) -> Sequence[int]:
+        """The seeds of tar ``k``."""
+        return self.seeds[k * self.per : (k + 1) * self.per]
+
     def blocks(self) -> Iterator[tuple[int, int]]:
         return ((k, self._size(k)) for k in range(self.count) if k not in self.done)
 
@@ -80,19 +88,19 @@ class _Todo(Sequence[int]):
         return self.n
 
     def __iter__(self) -> Iterator[int]:
-        return chain.from_iterable(self.seeds[k * self.per : (k + 1) * self.per]
-                                   for k, _ in self.blocks())
+        return chain.from_iterable(self.block(k) for k, _ in self.blocks())
 
     def __getitem__(self, index):
         raise TypeError("the seeds of a tar render are read in order only")
 
 
 class TarSink:
-    """Where an ``ImageWriter`` puts encoded images for tars: ``blocks`` yields (tar index,
-    images) of the tars to write, in the order their seeds arrive."""
+    """Where an ``ImageWriter`` puts encoded images for tars: ``todo.blocks()`` yields (tar
+    index, images) of the tars to write, in the order their seeds arrive."""
 
-    def __init__(self, out: Path, blocks: Iterator[tuple[int, int]], row: dict, model: str):
-        self.out, self.blocks, self.row, self.model = out, blocks, row, model
+    def __init__(self, out: Path, todo: _Todo, row: dict, model: str):
+        self.out, self.todo, self.row, self.model = out, todo, row, model
+        self.blocks = todo.blocks()
         self.meta = {k: v for k, v in row.items() if k != "layout"}
         self.tars = 0
         self._open = None  # (context, fd, tar name, images left, manifest rows, keys)
@@ -115,6 +123,38 @@ class TarSink:
             if left == 1:
                 listed += self._finish()
         return listed
+
+    def recover(self) -> None:
+        """List the samples of whole tars that a stop between linking a tar and listing it
+        left out of the manifest, rebuilt from the tar's own sample records (called under the
+        folder's lock); a tar of other settings is refused as a folder of other images is."""
+        path = self.out / MANIFEST
+        listed = Counter(r.get("file") for r in manifest_rows(path, repair=True))
+        short = {tar_name(k) for k in self.todo.done
+                 if listed[tar_name(k)] < len(set(self.todo.block(k)))}
+        if not short:
+            return
+        have = {(r.get("file"), r.get("member")) for r in manifest_rows(path)
+                if r.get("file") in short}
+        rows = [r for tar in sorted(short) for r in self._rows_of(tar)
+                if (r["file"], r["member"]) not in have]
+        with signals_held(), path.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    def _rows_of(self, tar: str) -> list[dict]:
+        """The manifest rows of a whole tar, from its samples' .json members."""
+        rows = []
+        for name, meta in sample_records(self.out / tar):
+            row = {"seed": meta.get("seed"), "file": tar, "member": name,
+                   **{k: meta.get(k, v) for k, v in self.row.items()}}
+            differ = [k for k, v in self.row.items()
+                      if k != "backend" and json.loads(json.dumps(v)) != row[k]]
+            if differ:
+                raise GantoolError(f"{self.out / tar} holds images rendered with "
+                                   f"{say_settings(row, differ)}; render into another folder, "
+                                   "or with what it holds")
+            rows.append(row)
+        return rows
 
     def abort(self) -> None:
         """Drop the tar being written (it was never linked in under its name)."""
@@ -146,8 +186,51 @@ def _claim(out: Path, seeds: Sequence[int], per_tar: int) -> None:
     record = {"seeds": str(seeds) if isinstance(seeds, Seeds) else None, "per_tar": per_tar}
     before = claim_folder(out / RECORD, record)
     if before is not None:
-        raise GantoolError(f"{out} holds tars of {before}; render seeds {record['seeds']} in "
-                           f"tars of {per_tar} into another --out")
+        raise GantoolError(f"{out} holds tars of seeds {before.get('seeds')} in tars of "
+                           f"{before.get('per_tar')}; render seeds {record['seeds']} in tars of "
+                           f"{per_tar} into another folder")
+
+
+def sample_records(path: Path) -> list[tuple[str, dict]]:
+    """(image member, its .json record) of every sample of a tar gantool wrote, in order; a
+    one-line error for a tar that is cut short or damaged."""
+    images, out = {}, []
+    for member, data in _members(path):
+        key, _, suffix = member.name.rpartition(".")
+        if suffix != "json":
+            images[key] = member.name
+            continue
+        try:
+            meta = json.loads(data)
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict) or key not in images:
+            raise GantoolError(f"{path}: sample {key} is damaged; delete the tar and render "
+                               "again to redraw it")
+        out.append((images[key], meta))
+    return out
+
+
+def tar_members(path: Path) -> set[str]:
+    """The names of a tar's members, from its headers (no image is read); a one-line error
+    for a tar that is cut short or damaged."""
+    return {member.name for member, _ in _members(path, data=False)}
+
+
+def _members(path: Path, data: bool = True) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+    """A tar's members (and the bytes of its .json ones, with ``data``), each checked to lie
+    whole within the file."""
+    size = path.stat().st_size
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile() or member.offset_data + member.size > size:
+                    raise tarfile.ReadError(f"member {member.name} is cut short")
+                read = data and member.name.endswith(".json")
+                yield member, tar.extractfile(member).read() if read else None
+    except (tarfile.TarError, OSError) as e:
+        raise GantoolError(f"{path} is not a whole tar ({first_line(e)}); delete it and "
+                           "render again to redraw it") from None
 
 
 def _member(fd: int, data: bytes, name: str) -> None:

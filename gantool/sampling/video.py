@@ -53,6 +53,7 @@ class WalkFrames:
         r, c = generator.resolution, generator.channels
         self.resolution, self.channels, self.nz = r, c, generator.nz
         self.prior, self.default_truncation = walk.prior, walk.truncation
+        self.weights_sha256 = getattr(generator, "weights_sha256", "")
         self.shape = (self.rows * r, self.cols * r, c)  # (H, W, C) of a frame
 
     @property

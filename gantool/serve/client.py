@@ -93,6 +93,7 @@ class TritonGenerator:
         t = params.get("default_truncation", "none")
         self.default_truncation = None if t == "none" else float(t)
         self.classes = tuple(json.loads(params.get("classes", "[]")))  # a conditional model's
+        self.weights_sha256 = params.get("weights_sha256", "")  # "" from an older repository
         self.max_batch = int(render.get("max_batch_size", 0)) or request_batch
         self.request_batch = max(1, min(request_batch, self.max_batch))
         generator = int(self._config(client, "generator").get("max_batch_size", 0))

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from gantool.artifacts import RECORD, export_record
 from gantool.errors import GantoolError, OptionError
 from gantool.fileio import UMASK
 from gantool.model_info import ModelInfo
@@ -74,7 +75,7 @@ def parse_pbtxt(text: str):
 
 
 def latent_config(nz: int, prior: str, truncation: float | None, max_batch: int,
-                  delay_us: int, classes: tuple[str, ...] = ()) -> dict:
+                  delay_us: int, classes: tuple[str, ...] = (), weights: str = "") -> dict:
     k = len(classes)
     return {
         "name": "latent", "backend": "python", "max_batch_size": max_batch,
@@ -86,7 +87,8 @@ def latent_config(nz: int, prior: str, truncation: float | None, max_batch: int,
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
         "dynamic_batching": {"max_queue_delay_microseconds": delay_us},
         "parameters": _params(nz=nz, prior=prior, classes=json.dumps(list(classes)),
-                              default_truncation="none" if truncation is None else truncation),
+                              default_truncation="none" if truncation is None else truncation,
+                              **({"weights_sha256": weights} if weights else {})),
     }
 
 
@@ -171,8 +173,8 @@ def write_repository(export_dir: Path, variant: str = "cpu",
                      delay_us: int = QUEUE_DELAY_US) -> Path:
     """``export_dir/model_repository`` for the models ``gantool export`` wrote into
     ``export_dir`` (its ``export.json`` says what they are). Returns the repository path."""
-    summary = _summary(export_dir)
-    info = ModelInfo.from_metadata(summary["metadata"], str(export_dir / "export.json"))
+    summary = export_record(export_dir, need=("metadata",), hint="run gantool export again")
+    info = ModelInfo.from_metadata(summary["metadata"], str(export_dir / RECORD))
     check_options(variant, instances, accelerator, info.output)
     nz, truncation = info.nz, info.truncation
     image, hi = [info.resolution, info.resolution, info.channels], batch[2]
@@ -187,7 +189,8 @@ def write_repository(export_dir: Path, variant: str = "cpu",
         raise GantoolError(f"{source} is missing; run gantool export again")
     psi = info.prior in NETWORK_TRUNCATION
     configs = {
-        "latent": latent_config(nz, info.prior, truncation, hi, delay_us, info.classes),
+        "latent": latent_config(nz, info.prior, truncation, hi, delay_us, info.classes,
+                                info.weights_sha256),
         "generator": generator_config(kind, nz, image, batch, instances, delay_us,
                                       source.name, accelerator, classes=len(info.classes),
                                       psi=psi),
@@ -223,16 +226,6 @@ def write_repository(export_dir: Path, variant: str = "cpu",
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _summary(export_dir: Path) -> dict:
-    path = export_dir / "export.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise GantoolError(f"{path} is missing: run gantool export first") from None
-    except json.JSONDecodeError as e:
-        raise GantoolError(f"{path} is not valid JSON ({e}); run gantool export again") from None
 
 
 def _tensor(name: str, dtype: str, dims: list[int]) -> dict:
