@@ -167,3 +167,20 @@ def test_one_device_needs_no_merge_and_two_for_one_seed_merge(tiny_ckpt, tmp_pat
                "--no-progress") == 0
     assert [r["seed"] for r in rows(out)] == [7]
     assert os.path.isdir(out / "shard-00001-of-00002")
+
+
+def test_an_export_names_its_checkpoint_s_model_so_a_render_resumes_across_backends(
+        tiny_ckpt, tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    export = tmp_path / "export"
+    assert cli("export", tiny_ckpt, "--out", export, "--formats", "onnx") == 0
+    out = tmp_path / "r"
+    assert cli("generate", tiny_ckpt, "--seeds", "0-3", "--out", out, "--no-progress") == 0
+    assert cli("generate", export, "--backend", "onnx", "--seeds", "0-7", "--out", out,
+               "--no-progress") == 0
+    listed = rows(out)
+    assert [r["backend"] for r in listed] == ["torch"] * 4 + ["onnx"] * 4
+    assert len({r["weights_sha256"] for r in listed}) == 1
+    capsys.readouterr()
+    assert cli("info", export) == 0
+    assert listed[0]["weights_sha256"] in capsys.readouterr().out
