@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -184,3 +185,30 @@ def test_an_export_names_its_checkpoint_s_model_so_a_render_resumes_across_backe
     capsys.readouterr()
     assert cli("info", export) == 0
     assert listed[0]["weights_sha256"] in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["flat", "webdataset"])
+def test_rows_of_wrong_types_are_damage_never_a_traceback(tiny_ckpt, tmp_path, capsys, layout):
+    source = tmp_path / "source"
+    shard_render(tiny_ckpt, source, "0-5", 2, "--layout", layout, "--tar-images", "2")
+    for n, (key, value) in enumerate((k, v) for k in ("seed", "file", "member", None)
+                                     for v in ("x", None, [], {"a": 1}, [1], 1.5, True)):
+        out = tmp_path / f"case{n}"
+        shutil.copytree(source, out)
+        manifest = out / "shard-00001-of-00002" / "manifest.jsonl"
+        lines = manifest.read_text().splitlines()
+        row = value if key is None else {**json.loads(lines[0]), key: value}
+        manifest.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
+        capsys.readouterr()
+        code = cli("merge-shards", out)
+        err = capsys.readouterr().err
+        assert code == 0 or code == 2 and err.startswith("error:"), (key, value, err)
+        assert cli("generate", tiny_ckpt, "--seeds", "0-5", "--out", out, "--shard", "1/2",
+                   "--layout", layout, "--tar-images", "2", "--no-progress") == 0, (key, value)
+        code = cli("merge-shards", out)  # a row naming a file of no seed stays an error
+        err = capsys.readouterr().err
+        last = (err.strip().splitlines() or [""])[-1]
+        assert code == 0 or code == 2 and last.startswith("error:"), (key, value, err)
+        if key in ("seed", None):  # the rerun listed the image again
+            assert len(rows(out)) == 6, (key, value)

@@ -224,7 +224,8 @@ def _resume(outdir: Path, fmt: str, row: dict, stem: str, subdirs: bool = False)
                       and time.time() - entry.stat().st_mtime > STALE_TMP_S):
                     Path(entry.path).unlink(missing_ok=True)  # not another render's live write
     path = outdir / MANIFEST
-    listed = {row.get("file") for row in manifest_rows(path, repair=True)}
+    listed = {row["file"] for row in manifest_rows(path, repair=True)
+              if type(row.get(stem)) is int}  # a row of another seed type is damage
     missing = sorted(present - listed)
     if missing:
         with path.open("a") as f:
@@ -234,9 +235,10 @@ def _resume(outdir: Path, fmt: str, row: dict, stem: str, subdirs: bool = False)
 
 
 def manifest_rows(path: Path, repair: bool = False) -> Iterator[dict]:
-    """The rows of a manifest that are JSON objects (none where there is no manifest).
-    ``repair``: first drop a last row that a kill cut short (the caller lists its image
-    again), so that rows appended after it start on a line of their own."""
+    """The rows of a manifest that name an image: JSON objects whose ``file`` (and ``member``,
+    where there is one) is a string; other lines are damage, skipped (none where there is no
+    manifest). ``repair``: first drop a last row that a kill cut short (the caller lists its
+    image again), so that rows appended after it start on a line of their own."""
     if not path.is_file():
         return
     with path.open("rb+" if repair else "rb") as f:
@@ -250,7 +252,8 @@ def manifest_rows(path: Path, repair: bool = False) -> Iterator[dict]:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(row, dict):
+            if isinstance(row, dict) and isinstance(row.get("file"), str) and isinstance(
+                    row.get("member", ""), str):
                 yield row
 
 

@@ -129,13 +129,14 @@ class TarSink:
         left out of the manifest, rebuilt from the tar's own sample records (called under the
         folder's lock); a tar of other settings is refused as a folder of other images is."""
         path = self.out / MANIFEST
-        listed = Counter(r.get("file") for r in manifest_rows(path, repair=True))
+        listed = Counter(r["file"] for r in manifest_rows(path, repair=True)
+                         if type(r.get("seed")) is int)
         short = {tar_name(k) for k in self.todo.done
                  if listed[tar_name(k)] < len(set(self.todo.block(k)))}
         if not short:
             return
-        have = {(r.get("file"), r.get("member")) for r in manifest_rows(path)
-                if r.get("file") in short}
+        have = {(r["file"], r.get("member")) for r in manifest_rows(path)
+                if r["file"] in short and type(r.get("seed")) is int}
         rows = [r for tar in sorted(short) for r in self._rows_of(tar)
                 if (r["file"], r["member"]) not in have]
         with signals_held(), path.open("a") as f:
