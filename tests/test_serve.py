@@ -179,6 +179,9 @@ def test_render_equals_generate_with_onnx(server, export_dir, tmp_path, protocol
     rows = [json.loads(line) for line in (tmp_path / "r" / "manifest.jsonl").open()]
     assert sorted(row["seed"] for row in rows) == seeds
     assert {row["backend"] for row in rows} == {f"triton-{protocol}"}
+    onnx_rows = [json.loads(line) for line in (tmp_path / "g" / "manifest.jsonl").open()]
+    assert {row["weights_sha256"] for row in rows + onnx_rows} == {
+        onnx_rows[0]["weights_sha256"]}  # the server names the model its export does
     again = gantool_cli("render", "--url", url, "--protocol", protocol, "--seeds", "0-39",
                         "--truncation", "0.5", "--out", tmp_path / "r", "--no-progress")
     assert again.returncode == 0 and "wrote 3 image(s)" in again.stdout
