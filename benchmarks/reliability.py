@@ -13,16 +13,30 @@ a wait), and is judged by what a user would see: a correct result, or exactly on
   archives with ``../`` and absolute member names, and a zip holding a 300 MiB member;
 * ``args``: bad configurations and arguments (non-finite values, booleans as numbers, tiny
   truncations, a hundred billion seeds, run names with ``/``);
+* ``small``: numbers in other scripts' digits (``--class '²'``, seeds, shards, devices, time
+  budgets, ``--set``, the explore page), a preset's batch on a folder of 3 images, ``.pt``
+  files that are no checkpoint (a pickled module, a plain pickle, a truncated one), a hundred
+  thousand writer workers;
 * ``checkpoints``: forged ones (no config, wrong shapes, wrong types) and one whose pickle would
   run code (a marker file it would create must not exist);
 * ``kills``: 20 SIGKILLs at random moments of a training run, each followed by a resume: every
   checkpoint stays readable and the run ends at its last step;
+* ``stops``: Ctrl-C or SIGTERM while training writes the checkpoint of a stop (at
+  ``--max-time``, after the last step), once (the save finishes, said) and twice (it is
+  aborted; the checkpoint before it stays whole);
 * ``outputs``: two renders racing for one folder, SIGTERM to a whole render job (process
   writers) and to a video, output paths that cannot be written, a billion-image batch, an
   evaluation against one image, bad timeouts;
 * ``folders``: resuming a folder or merging shards drawn by another model, in another format
   or layout; merge rows naming files outside their shard, tars cut short; empty shards, one
   device; a webdataset render killed again and again, and rows lost after a tar was linked;
+* ``engines``: a job's environment naming half a shard (an index without its count), the
+  process and Ray engines inside a sharded job, Ray addresses with no cluster behind them,
+  more CPUs per actor than a node has, SIGTERM and Ctrl-C to a Ray render (driver, whole job);
+* ``records``: every record gantool reads back (export.json, a plan's sidecar, ONNX metadata,
+  config.json, session.json, metrics rows, a bench baseline, a config file, shard.json) with
+  values of the wrong kind: one line naming the file and key, or skipped where reading is
+  lenient on purpose;
 * ``runfiles``: damaged ``metrics.jsonl`` lines and a damaged newest checkpoint, resumed;
 * ``exports``: a bit flip inside a weight, a corrupted op name, metadata that disagrees with
   the graph;
@@ -34,9 +48,11 @@ a wait), and is judged by what a user would see: a correct result, or exactly on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -47,6 +63,8 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +72,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-GROUPS = ("data", "args", "checkpoints", "kills", "outputs", "folders", "runfiles", "exports",
-          "triton")
+GROUPS = ("data", "args", "small", "checkpoints", "kills", "stops", "outputs", "folders",
+          "engines", "records", "runfiles", "exports", "triton")
 TINY = ["--preset", "fashion-mnist", "--resolution", "28", "--channels", "1", "--ngf", "8",
         "--ndf", "8", "--batch-size", "2", "--no-progress", "--set", "train.log_every=1"]
 
@@ -671,6 +689,586 @@ def run_tar_kills(table: Table, work: Path, ckpt: Path, kills: int = 12) -> None
               (success(o)[0] and whole and state.startswith("5000 rows"), state), o)
 
 
+# ---- records ------------------------------------------------------------------------------
+# Records gantool writes and reads back, each key given a value of the wrong kind: export.json,
+# a plan's .plan.json sidecar, the ONNX model's metadata, a run's config.json, session.json and
+# metrics.jsonl, a bench baseline, a config file. A one-line error naming the file and the key,
+# or, where the reader is lenient on purpose (report, resume), the damage skipped and counted.
+
+
+def _edit_json(path: Path, change) -> None:
+    """Rewrite the JSON file ``path`` as ``change(its value)`` returns it (bytes: as they are)."""
+    value = change(json.loads(path.read_text()))
+    path.write_bytes(value if isinstance(value, bytes) else json.dumps(value).encode())
+
+
+def _with_hash(key: str, value):
+    def change(record):
+        entry = record["hashes"]["model.onnx"]
+        record["hashes"]["model.onnx"] = {**entry, key: value}
+        return record
+    return change
+
+
+EXPORT_JSON_CASES = [  # (case, change, command, words)
+    ("hashes a string", lambda r: {**r, "hashes": "abc"}, "verify",
+     "export.json: key hashes is a string"),
+    ("hashes a list", lambda r: {**r, "hashes": ["model.onnx"]}, "generate",
+     "export.json: key hashes is a list"),
+    ("hashes null", lambda r: {**r, "hashes": None}, "verify", "export.json: key hashes is null"),
+    ("a hash a number", lambda r: {**r, "hashes": {"model.onnx": 5}}, "generate",
+     "key hashes['model.onnx'] is a number"),
+    ("size a number as string", _with_hash("bytes", "327947"), "verify",
+     "key hashes['model.onnx']['bytes'] is a string"),
+    ("size negative", _with_hash("bytes", -1), "generate",
+     "key hashes['model.onnx']['bytes'] is a number (-1), not a whole number >= 0"),
+    ("sha256 an object", _with_hash("sha256", {"a": 1}), "verify",
+     "key hashes['model.onnx']['sha256'] is an object"),
+    ("metadata a list", lambda r: {**r, "metadata": ["x"]}, "generate",
+     "export.json: key metadata is a list"),
+    ("a hash naming ../x", lambda r: {**r, "hashes": {**r["hashes"], "../x": {"bytes": 1,
+                                                                               "sha256": "0"}}},
+     "verify", "key hashes names '../x'"),
+    ("not an object", lambda r: [r], "verify", "export.json holds a list, not an object"),
+    ("not JSON", lambda r: b'{"hashes": ', "generate", "export.json is not valid JSON"),
+    ("not UTF-8", lambda r: b'{"hashes": "\xff"}', "verify", "export.json is not valid JSON"),
+]
+
+
+def _records_exports(table: Table, work: Path, out: Path) -> None:
+    for case, change, command, words in EXPORT_JSON_CASES:
+        folder = work / "rec-export"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(out, folder)
+        _edit_json(folder / "export.json", change)
+        args = (["info", folder, "--verify"] if command == "verify" else
+                ["generate", folder, "--backend", "onnx", "--seeds", "0", "--grid",
+                 work / "rec.png"])
+        o = gantool(*args, timeout=120)
+        table.add("records", f"export.json {case}: {command}", "one line: file, key",
+                  one_line_error(o, words), o)
+
+
+PLAN_CASES = [  # (case, change of a good sidecar, words)
+    ("not an object", lambda s: [s], "model.plan.json holds a list"),
+    ("metadata a string", lambda s: {**s, "metadata": "abc"}, "key metadata is a string"),
+    ("metadata missing", lambda s: {k: v for k, v in s.items() if k != "metadata"},
+     "key metadata is missing"),
+    ("a metadata value a number",
+     lambda s: {**s, "metadata": {**s["metadata"], "gantool.nz": 100}},
+     "key metadata['gantool.nz'] is a number (100), not a string"),
+    ("profile max negative", lambda s: {**s, "profile": {"z": {"max": [-64, 100]}}},
+     "key profile['z']['max'][0] is a number (-64)"),
+]
+
+
+def _records_plans(table: Table, work: Path, out: Path) -> None:
+    metadata = json.loads((out / "export.json").read_text())["metadata"]
+    good = {"built_by": "deploy/build_engine.sh", "metadata": metadata,
+            "profile": {"z": {"min": [1, 100], "opt": [8, 100], "max": [64, 100]}}}
+    folder = work / "rec-plan"
+    folder.mkdir(exist_ok=True)
+    (folder / "model.plan").write_bytes(b"a plan as trtexec writes it")
+    for case, change, words in PLAN_CASES:
+        (folder / "model.plan.json").write_text(json.dumps(change(json.loads(json.dumps(good)))))
+        o = gantool("info", folder / "model.plan", timeout=120)
+        table.add("records", f"model.plan.json {case}: info", "one line: file, key",
+                  one_line_error(o, words), o)
+
+
+METADATA_CASES = [  # (key, value, command, words)
+    ("nz", "abc", "generate", "gantool.nz is 'abc', not a whole number >= 1"),
+    ("nz", "-5", "info", "gantool.nz is '-5', not a whole number >= 1"),
+    ("resolution", "0", "generate", "gantool.resolution is '0'"),
+    ("truncation", "nan", "generate", "gantool.truncation: truncation must be a positive"),
+    ("prior", "abc", "info", "gantool.prior is 'abc', not one of normal, uniform, stylegan"),
+    ("classes", "5", "info", "gantool.classes is '5', not a JSON list of class names"),
+    ("train_step", "-4", "info", "gantool.train_step is '-4'"),
+]
+
+
+def _records_metadata(table: Table, work: Path, out: Path) -> None:
+    import onnx
+
+    clean = onnx.load(str(out / "model.onnx"))
+    folder = work / "rec-bare"  # a model without its export.json: its metadata is all it says
+    folder.mkdir(exist_ok=True)
+    for key, value, command, words in METADATA_CASES:
+        model = onnx.ModelProto()
+        model.CopyFrom(clean)
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in clean.metadata_props},
+                                            f"gantool.{key}": value})
+        onnx.save(model, str(folder / "model.onnx"))
+        args = (["info", folder / "model.onnx"] if command == "info" else
+                ["generate", folder / "model.onnx", "--backend", "onnx", "--seeds", "0",
+                 "--grid", work / "rec.png"])
+        o = gantool(*args, timeout=120)
+        table.add("records", f"ONNX metadata {key}={value!r}: {command}", "one line: file, key",
+                  one_line_error(o, words), o)
+
+
+RUN_CASES = [  # (case, file, bytes appended (metrics.jsonl) or written, words in the output)
+    ("config.json a list", "config.json", b"[1]", "wrote"),
+    ("config.json not UTF-8", "config.json", b'\xff{"train": {}}', "wrote"),
+    ("config.json sections wrong", "config.json", b'{"train": "x", "model": ["x"]}', "wrote"),
+    ("session.json values wrong", "session.json", b'{"device": ["x"], "processes": "abc"}',
+     "wrote"),
+    ("session.json null", "session.json", b"null", "wrote"),
+    ("metrics row event a list", "metrics.jsonl", b'{"step": 1, "event": ["rollback"]}\n',
+     "skipped 1 damaged line"),
+    ("metrics row loss a 400-digit int", "metrics.jsonl",
+     b'{"step": 1, "loss_d": 1' + b"0" * 400 + b"}\n", "skipped 1 damaged line"),
+    ("metrics row step a string", "metrics.jsonl", b'{"step": "3", "loss_d": 1.0}\n',
+     "skipped 1 damaged line"),
+    ("metrics row nested 100,000 deep", "metrics.jsonl", b"[" * 100000 + b"\n",
+     "skipped 1 damaged line"),
+    ("metrics row not an object", "metrics.jsonl", b'["step", 1]\n', "skipped 1 damaged line"),
+    ("metrics eval rows: fid, kid, none", "metrics.jsonl",
+     b'{"step": 1, "event": "eval", "fid": 30.5}\n{"step": 2, "event": "eval", "kid": 0.1}\n'
+     b'{"step": 2, "event": "eval"}\n', "wrote"),
+]
+
+
+def _records_runs(table: Table, work: Path) -> None:
+    o = gantool("train", *TINY, "--data", "builtin:fashion-mnist", "--steps", "2", "--out",
+                work / "rec-runs", timeout=300)
+    if o.code != 0:
+        table.add("records", "train a run", "trained", success(o), o)
+        return
+    run_dir = next((work / "rec-runs").iterdir())
+    for case, name, data, words in RUN_CASES:
+        copy = work / "rec-run"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+        path = copy / name
+        path.write_bytes((path.read_bytes() if name == "metrics.jsonl" else b"") + data)
+        o = gantool("report", copy, timeout=300)
+        table.add("records", f"report: {case}", "report; damage skipped", success(o, words), o)
+    metrics = run_dir / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes() + b'{"step": 1, "event": {"a": 1}}\n'
+                        + b'{"step": 1, "loss_g": null}\n' + b"[" * 100000 + b"\n")
+    o = gantool("train", "--resume", run_dir, "--steps", "3", "--no-progress", timeout=300)
+    table.add("records", "resume over 3 rows of the wrong kind", "resumes; dropped 3",
+              success(o, "dropped 3 damaged line(s)"), o)
+
+
+OTHER_CASES = [  # (case, file name, bytes, argv before the file, words)
+    ("bench baseline a list", "base.json", b"[1]", ["bench", "--compare"],
+     "base.json holds a list, not an object"),
+    ("bench baseline resolution \"28\"", "base.json",
+     b'{"rows": [{"backend": "torch", "resolution": "28", "batch": 1}]}', ["bench", "--compare"],
+     "key rows[0]['resolution'] is a string"),
+    ("bench baseline images/s NaN", "base.json",
+     b'{"rows": [{"backend": "torch", "resolution": 28, "batch": 1, "images_per_s": NaN}]}',
+     ["bench", "--compare"], "key rows[0]['images_per_s'] is a number (NaN)"),
+    ("config file not UTF-8", "conf.json", b'\xff{"train": {}}', ["train", "--config"],
+     "cannot parse config file"),
+]
+
+
+def _records_others(table: Table, work: Path) -> None:
+    for case, name, data, argv, words in OTHER_CASES:
+        (work / name).write_bytes(data)
+        o = gantool(*argv, work / name, timeout=120)
+        table.add("records", case, "one line: file, key", one_line_error(o, words), o)
+
+
+def _records_shard(table: Table, work: Path, ckpt: Path) -> None:
+    shard = work / "rec-shards" / "shard-00001-of-00002"  # --shard 1/2's folder
+    shard.mkdir(parents=True)
+    (shard / "shard.json").write_bytes(b"[" * 100000)
+    o = gantool("generate", ckpt, "--seeds", "0-3", "--out", work / "rec-shards", "--shard",
+                "1/2", timeout=120)
+    table.add("records", "shard.json nested 100,000 deep: generate --shard", "one-line error",
+              one_line_error(o, str(shard)), o)
+
+
+def run_records(table: Table, work: Path, ckpt: Path) -> None:
+    _records_others(table, work)
+    _records_shard(table, work, ckpt)
+    _records_runs(table, work)
+    try:
+        import onnx  # noqa: F401
+    except ImportError as e:
+        table.add("records", "exports", "skipped", (True, f"no onnx extra ({e})"))
+        return
+    out = work / "rec-export-clean"
+    o = gantool("export", ckpt, "--out", out, timeout=300)
+    if o.code != 0:
+        table.add("records", "export", "exported", success(o), o)
+        return
+    _records_exports(table, work, out)
+    _records_plans(table, work, out)
+    _records_metadata(table, work, out)
+
+
+# ---- stops: a signal while training writes the checkpoint of a stop -------------------------
+
+# A checkpoint of about 100 MB (G, G_ema, D, two Adams): its save takes a while, a step does not.
+SLOW_SAVE = [*TINY, "--data", "builtin:fashion-mnist", "--ngf", "256", "--ndf", "16",
+             "--checkpoint-every", "100000", "--sample-every", "100000", "--name", "stops"]
+
+
+def writing_into(pid: int, folder: Path) -> bool:
+    """Whether process ``pid`` holds a file open in ``folder`` that has no final name yet (an
+    unnamed O_TMPFILE shows as "#inode (deleted)", a named one ends in .tmp)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)) and target.endswith((" (deleted)", ".tmp")):
+            return True
+    return False
+
+
+def frozen_mid_save(proc: subprocess.Popen, ckpts: Path, timeout: float = 300) -> bool:
+    """Wait for a checkpoint write of ``proc`` and stop the process inside it (SIGSTOP): True
+    when it is frozen mid-save; False (and running) when it ended or the save did first."""
+    deadline = time.perf_counter() + timeout
+    while not writing_into(proc.pid, ckpts):
+        if proc.poll() is not None or time.perf_counter() > deadline:
+            return False
+        time.sleep(0.0005)
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(0.05)  # stopped for sure
+    if writing_into(proc.pid, ckpts):
+        return True
+    proc.send_signal(signal.SIGCONT)
+    return False
+
+
+def checkpoint_files(ckpts: Path) -> tuple[dict[str, int], list[str], list[str]]:
+    """(every readable .pt -> its step, the unreadable ones, temp files left)."""
+    import torch
+
+    steps, unreadable = {}, []
+    for p in sorted(ckpts.glob("*.pt")):
+        try:
+            steps[p.name] = int(torch.load(p, weights_only=True)["step"])
+        except Exception:  # noqa: BLE001 - counted
+            unreadable.append(p.name)
+    temps = [n for n in os.listdir(ckpts) if n.endswith(".tmp")] if ckpts.is_dir() else []
+    return steps, unreadable, temps
+
+
+def trained_to(run_dir: Path) -> int:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+    return max((r["step"] for r in rows if "event" not in r), default=0)
+
+
+def stop_verdict(o: Outcome, run_dir: Path, code: int, last: int,
+                 said: str) -> tuple[bool, str]:
+    """Exit ``code``, ``said`` on stderr, last.pt at step ``last``, every checkpoint readable,
+    no temp file, no traceback."""
+    steps, unreadable, temps = checkpoint_files(run_dir / "checkpoints")
+    got = steps.get("last.pt")
+    ok = (o.code == code and "Traceback" not in o.err and said in o.err and got == last
+          and not unreadable and not temps)
+    lines = o.err.strip().splitlines() or [""]
+    return ok, (f"exit {o.code}: {next((x for x in lines if said in x), lines[-1])[:70]}; "
+                f"last.pt step {got} of {last}; {len(steps)} readable, {len(unreadable)} "
+                f"unreadable, {len(temps)} temp" + ("; TRACEBACK" if "Traceback" in o.err else ""))
+
+
+def run_stops(table: Table, work: Path) -> None:
+    """A signal that lands while training writes its checkpoint at a stop: the save finishes,
+    says so, exit 130/143, last.pt at the last step; a second Ctrl-C aborts it, the checkpoint
+    before intact. The moment is frozen (SIGSTOP) while the file is open, so no timing luck."""
+    cases = [("SIGINT mid-save at --max-time", ["--steps", "100000", "--max-time", "15s"],
+              signal.SIGINT, 130, "press Ctrl-C again"),
+             ("SIGINT mid-save at the last step", ["--steps", "4"], signal.SIGINT, 130,
+              "press Ctrl-C again"),
+             ("SIGTERM job mid-save at --max-time", ["--steps", "100000", "--max-time", "15s"],
+              signal.SIGTERM, 143, "send SIGTERM again")]
+    for i, (case, args, sig, code, again) in enumerate(cases):
+        run_dir = work / f"stops-{i}" / "00001-stops"
+        proc = started("train", *SLOW_SAVE, *args, "--out", run_dir.parent)
+        caught = frozen_mid_save(proc, run_dir / "checkpoints")
+        if caught:
+            os.killpg(proc.pid, sig)  # while frozen: handled inside the save
+        o = stopped(proc, signal.SIGCONT if caught else sig, whole_job=True, timeout=300)
+        step = trained_to(run_dir)
+        ok, got = stop_verdict(o, run_dir, code, step,
+                               f"finishing the checkpoint at step {step}; {again} to abort it")
+        table.add("stops", case, f"{code}; says so; last.pt at the last step",
+                  (ok and caught, got if caught else f"save never caught; {got}"), o)
+    run_two_ctrl_cs(table, work)
+
+
+def run_two_ctrl_cs(table: Table, work: Path) -> None:
+    """Ctrl-C mid-save, then Ctrl-C again once it said it finishes: the save is aborted, last.pt
+    stays at the checkpoint before it."""
+    import threading
+
+    run_dir = work / "stops-2x" / "00001-stops"
+    start = time.perf_counter()
+    proc = started("train", *SLOW_SAVE, "--steps", "6", "--checkpoint-every", "3", "--set",
+                   "train.keep=2", "--out", run_dir.parent)
+    lines: list[str] = []
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while not (run_dir / "checkpoints" / "last.pt").exists() and proc.poll() is None:
+        time.sleep(0.01)  # step 3's checkpoint; the next save is step 6's
+    caught = [frozen_mid_save(proc, run_dir / "checkpoints")]
+    if caught[0]:
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)
+        while proc.poll() is None and not any("finishing" in x for x in lines):
+            time.sleep(0.001)
+        caught.append(frozen_mid_save(proc, run_dir / "checkpoints", timeout=5))
+        if caught[-1]:
+            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGCONT)
+    out = proc.stdout.read()
+    code = proc.wait(timeout=300)
+    reader.join(timeout=10)
+    o = Outcome(code, out, "".join(lines), time.perf_counter() - start, 0.0)
+    ok, got = stop_verdict(o, run_dir, 130, 3, "aborted the checkpoint at step 6")
+    table.add("stops", "two SIGINTs mid-save (last step)", "130; checkpoint before intact",
+              (ok and all(caught) and len(caught) == 2,
+               got if all(caught) else f"save never caught ({caught}); {got}"), o)
+
+
+# ---- engines: a job's environment, Ray's connection and stops (issue 39, class 5) -----------
+
+JOB_VARIABLES = ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
+                 "JOB_COMPLETION_INDEX", "GANTOOL_SHARDS", "RAY_ADDRESS")
+
+
+@contextlib.contextmanager
+def job_environment(**values: str):
+    """The harness's environment (which ``gantool`` passes on) with only ``values`` of the
+    job variables set, as a scheduler would set them; restored after."""
+    saved = {k: os.environ.get(k) for k in JOB_VARIABLES}
+    for k in JOB_VARIABLES:
+        os.environ.pop(k, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_engines(table: Table, work: Path, ckpt: Path) -> None:
+    for name, values, words in (
+            ("JOB_COMPLETION_INDEX, no GANTOOL_SHARDS", {"JOB_COMPLETION_INDEX": "1"},
+             "GANTOOL_SHARDS is not"),
+            ("GANTOOL_SHARDS, no JOB_COMPLETION_INDEX", {"GANTOOL_SHARDS": "8"},
+             "JOB_COMPLETION_INDEX is not"),
+            ("SLURM_ARRAY_TASK_ID, no _COUNT", {"SLURM_ARRAY_TASK_ID": "3"},
+             "SLURM_ARRAY_TASK_COUNT is not"),
+            ("RANK, no WORLD_SIZE", {"RANK": "1"}, "WORLD_SIZE is not")):
+        out = work / f"env-{len(table.rows)}"
+        with job_environment(**values):
+            o = gantool("generate", ckpt, "--seeds", "0-9", "--out", out, "--no-progress",
+                        timeout=120)
+        ok, got = one_line_error(o, words)
+        table.add("engines", f"env {name}", "one-line error, nothing drawn",
+                  (ok and not out.exists(), got), o)
+    with job_environment(RANK="0", WORLD_SIZE="1"):  # a plain single-process torchrun
+        o = gantool("generate", ckpt, "--seeds", "0-3", "--out", work / "env-torchrun",
+                    "--no-progress", timeout=120)
+    table.add("engines", "env RANK=0 WORLD_SIZE=1", "the whole list", success(o, "wrote 4"), o)
+    for name, values, engine in (
+            ("--devices cpu,cpu in a Slurm array task",
+             {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4"}, ["--devices", "cpu,cpu"]),
+            ("--engine ray in a Kubernetes Indexed Job",
+             {"JOB_COMPLETION_INDEX": "2", "GANTOOL_SHARDS": "8"}, ["--engine", "ray"])):
+        out = work / f"env-{len(table.rows)}"
+        with job_environment(**values):  # each process of the job would draw every seed
+            o = gantool("generate", ckpt, "--seeds", "0-9", "--out", out, *engine,
+                        "--no-progress", timeout=120)
+        ok, got = one_line_error(o, "splits the whole seed list")
+        table.add("engines", name, "one-line error, nothing drawn", (ok and not out.exists(), got),
+                  o)
+    run_ray_addresses(table, work, ckpt)
+    for name, sig, whole in (("SIGTERM to the Ray driver", signal.SIGTERM, False),
+                             ("SIGTERM to the whole Ray job", signal.SIGTERM, True),
+                             ("Ctrl-C to the whole Ray job", signal.SIGINT, True)):
+        ray_stop(table, work, ckpt, name, sig, whole)
+
+
+def run_ray_addresses(table: Table, work: Path, ckpt: Path) -> None:
+    """--address where no cluster answers: one line within a bounded time, not a traceback or
+    endless retries; actors no node can hold: one line, not an endless wait."""
+    for address, words in (("auto", "no Ray cluster runs on this machine"),
+                           ("localhost:1", "no Ray cluster answers there"),
+                           ("10.255.255.1:6379", "no Ray cluster answers there")):
+        with job_environment():
+            o = gantool("generate", ckpt, "--seeds", "0-3", "--out", work / "ray-addr",
+                        "--engine", "ray", "--address", address, "--no-progress", timeout=90)
+        ok, got = one_line_error(o, words)
+        table.add("engines", f"ray --address {address}, no cluster", "one line within 90 s",
+                  (ok and len(o.err.strip().splitlines()) == 1, got), o)
+    o = gantool("generate", ckpt, "--seeds", "0-3", "--out", work / "ray-cpus", "--engine",
+                "ray", "--actor-cpus", "64", "--no-progress", timeout=120)
+    table.add("engines", "ray --actor-cpus 64 on this machine", "one-line error",
+              one_line_error(o, "--actor-cpus 64"), o)
+
+
+def _gantool_shm() -> set[str]:
+    return {p for p in os.listdir("/dev/shm") if p.startswith("gantool-")}
+
+
+def _processes_of(out: Path) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if str(out) in line and "gantool" in line]
+
+
+def ray_stop(table: Table, work: Path, ckpt: Path, name: str, sig: int, whole: bool) -> None:
+    """A stop of a Ray render as of any render: its exit code and line, every whole file of
+    every shard listed, no /dev/shm segment and no render process left (10 s grace)."""
+    out, shm = work / f"ray-stop-{len(table.rows)}", _gantool_shm()
+    proc = started("generate", ckpt, "--seeds", "0-199999", "--out", out, "--engine", "ray",
+                   "--actors", "2", "--shards", "4", "--format", "jpg", "--no-progress")
+    wait_for(out, "shard-*/*.jpg", 100, proc, timeout=180)
+    o = stopped(proc, sig, whole_job=whole, timeout=90)
+    code = 143 if sig == signal.SIGTERM else 130
+    last = (o.err.strip().splitlines() or [""])[-1]
+    states = [folder_state(f, "jpg") for f in sorted(out.glob("shard-*"))]
+    deadline = time.perf_counter() + 10
+    while (_processes_of(out) or _gantool_shm() - shm) and time.perf_counter() < deadline:
+        time.sleep(0.2)
+    left = ", ".join(x for x in (f"{len(_processes_of(out))} render processes" if
+                                 _processes_of(out) else "",
+                                 f"{len(_gantool_shm() - shm)} /dev/shm segments" if
+                                 _gantool_shm() - shm else "") if x)
+    ok = (o.code == code and "whole" in last and "Traceback" not in o.err and
+          "SIGTERM received" not in o.err and states and all(s[0] for s in states) and not left)
+    unlisted = sum(int(s[1].split(" unlisted")[0].rsplit(" ", 1)[1]) for s in states)
+    table.add("engines", name, f"{code}; all listed; nothing left",
+              (ok, f"{_got(o, last[:40])}; {len(states)} shards, {unlisted} unlisted"
+                   + (f"; {left}" if left else "")), o)
+
+
+# ---- small ones: digits, a small dataset, foreign .pt files, workers (issue 39, class 7) --
+SUPERSCRIPT_TWO, ARABIC_THREE, ARABIC_ZERO_SLASH_TWO = "\u00b2", "\u0663", "\u0660/\u0662"
+
+
+def run_small(table: Table, work: Path, ckpt: Path) -> None:
+    run_digits(table, work, ckpt)
+    run_small_dataset(table, work)
+    run_foreign_files(table, work, ckpt)
+    o = gantool("generate", ckpt, "--seeds", "0-9", "--out", work / "w100k", "--format", "jpg",
+                "--workers", "100000", "--no-progress", timeout=120)
+    listed = len((work / "w100k" / "manifest.jsonl").read_text().splitlines()) \
+        if (work / "w100k" / "manifest.jsonl").is_file() else 0
+    ok, got = success(o, "encoding worker(s), not 100000")
+    table.add("small", "generate --workers 100000", "capped, said; 10 images",
+              (ok and listed == 10 and "wrote 10" in o.out, got), o)
+    o = gantool("generate", ckpt, "--seeds", "0-9", "--out", work / "w-1", "--workers", "-1",
+                "--no-progress", timeout=60)
+    table.add("small", "generate --workers -1", "one-line error", one_line_error(o, "--workers"),
+              o)
+
+
+def run_digits(table: Table, work: Path, ckpt: Path) -> None:
+    """Numbers in other scripts' digits (str.isdigit says yes, int says no or reads them):
+    refused in one line wherever a user types one."""
+    o = gantool("train", *TINY, "--data", "builtin:fashion-mnist", "--conditional", "--steps",
+                "2", "--out", work / "cond", timeout=300)
+    conditional = next((work / "cond").glob("*/checkpoints/last.pt"))
+    train = ["train", *TINY, "--data", "builtin:fashion-mnist", "--out", work / "d-runs"]
+    for name, args, words in (
+            ("generate --class '\u00b2'", ["generate", conditional, "--seeds", "0-1", "--class",
+                                           SUPERSCRIPT_TWO], "is not a class of this model"),
+            ("generate --seeds '\u0663'", ["generate", ckpt, "--seeds", ARABIC_THREE],
+             "bad seed item"),
+            ("generate --shard '\u0660/\u0662'", ["generate", ckpt, "--seeds", "0-3", "--shard",
+                                                  ARABIC_ZERO_SLASH_TWO], "digits 0-9"),
+            ("generate --devices 'cuda:\u00b2'", ["generate", ckpt, "--seeds", "0-3",
+                                                  "--devices", f"cuda:{SUPERSCRIPT_TWO}"],
+             "is not cpu"),
+            ("train --max-time '\u00b2:00'", [*train, "--max-time", f"{SUPERSCRIPT_TWO}:00"],
+             "cannot read"),
+            ("train --set train.steps=\u0663", [*train, "--set", f"train.steps={ARABIC_THREE}"],
+             "expected an integer")):
+        out = ["--out", work / f"d{len(table.rows)}", "--no-progress"] \
+            if args[0] == "generate" else []
+        o = gantool(*args, *out, timeout=120)
+        table.add("small", name, "one-line error", one_line_error(o, words), o)
+    table.add("small", "explore /api/grid?class=\u00b2", "400 and one line, not a 500",
+              *explore_answer(conditional, "/api/grid?start=0&count=2&class=%C2%B2"))
+
+
+def explore_answer(ckpt: Path, query: str) -> tuple[tuple[bool, str], None]:
+    """A real `gantool explore` server's answer to ``query``: (400 with one-line error, got)."""
+    proc = subprocess.Popen([sys.executable, "-m", "gantool", "explore", str(ckpt), "--port",
+                             "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line, deadline = "", time.perf_counter() + 120
+        while "http://" not in line and time.perf_counter() < deadline and proc.poll() is None:
+            line = proc.stderr.readline()
+        if "http://" not in line:
+            return (False, f"explore did not start: {line.strip()[:80]}"), None
+        url = line.split("gantool explore: ")[1].split()[0].rstrip("/")
+        try:
+            with urllib.request.urlopen(url + query, timeout=60) as r:
+                return (False, f"HTTP {r.status}: {r.read()[:80]!r}"), None
+        except urllib.error.HTTPError as e:
+            said = json.loads(e.read()).get("error", "")
+            return (e.code == 400 and "not a class" in said and "\n" not in said,
+                    f"HTTP {e.code}: {said[:90]}"), None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_small_dataset(table: Table, work: Path) -> None:
+    """The few-shot preset (batch 8) on a folder of 3 images: trains on batches of 3, says so
+    in one line; a batch size the user names is still theirs (one-line error)."""
+    folder = work / "three"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(
+            folder / f"{i}.png")
+    o = gantool("train", "--preset", "few-shot", "--data", folder, "--steps", "1",
+                "--no-progress", "--out", work / "few", timeout=300)
+    table.add("small", "few-shot preset on 3 images", "batches of 3, said",
+              success(o, "note: batches of 3 images, not 8"), o)
+    o = gantool("train", "--preset", "few-shot", "--data", folder, "--steps", "1",
+                "--batch-size", "8", "--no-progress", "--out", work / "few8", timeout=300)
+    table.add("small", "few-shot on 3 images, --batch-size 8", "one-line error",
+              one_line_error(o, "fewer than the batch size 8"), o)
+
+
+def run_foreign_files(table: Table, work: Path, ckpt: Path) -> None:
+    """.pt files that are not gantool checkpoints: said for what they are in one line, never
+    PyTorch's advice to load them with weights_only=False."""
+    import torch
+
+    files = {"a pickled nn.Module": ("module.pt", "pickled torch.nn.modules.linear.Linear"),
+             "a plain pickle": ("plain.pt", "it is a Python pickle"),
+             "a truncated checkpoint": ("cut.pt", "the file is truncated")}
+    torch.save(torch.nn.Linear(2, 2), work / "module.pt")
+    (work / "plain.pt").write_bytes(pickle.dumps({"a": [1, 2]}, protocol=4))
+    (work / "cut.pt").write_bytes(ckpt.read_bytes()[:6773])  # torch: [Errno 22]
+    for kind, (name, words) in files.items():
+        for command in (["info", work / name],
+                        ["generate", work / name, "--seeds", "0", "--out", work / "fo"],
+                        ["train", "--resume", work / name]):
+            o = gantool(*command, timeout=120)
+            ok, got = one_line_error(o, words)
+            table.add("small", f"{kind}: {command[0]}", "what it is, one line",
+                      (ok and "weights_only" not in o.err and "Errno" not in o.err, got), o)
+
+
 # ---- run files ----------------------------------------------------------------------------
 DAMAGED_ROWS = [b"123", b"null", b'{"step": "abc", "loss_d": 1.0}', b'{"step": 2, "loss_d": "x"}',
                 b"\xff\xfe not utf-8", b'{"step": 2, "event": "rollback"}', b'{"step": 2, "loss']
@@ -924,10 +1522,14 @@ def main() -> None:
         ckpt = next((work / "base").glob("*/checkpoints/last.pt"))
         steps = {"data": lambda: run_data(table, work),
                  "args": lambda: run_args(table, work, ckpt),
+                 "small": lambda: run_small(table, work, ckpt),
                  "checkpoints": lambda: run_checkpoints(table, work, ckpt),
                  "kills": lambda: run_kills(table, work),
+                 "stops": lambda: run_stops(table, work),
                  "outputs": lambda: run_outputs(table, work, ckpt),
                  "folders": lambda: run_folders(table, work, ckpt),
+                 "engines": lambda: run_engines(table, work, ckpt),
+                 "records": lambda: run_records(table, work, ckpt),
                  "runfiles": lambda: run_runfiles(table, work),
                  "exports": lambda: run_exports(table, work, ckpt),
                  "triton": lambda: run_triton(table, work, ckpt)}

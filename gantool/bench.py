@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gantool.errors import GantoolError, OptionError, did_you_mean
+from gantool.fileio import COUNT, NUMBER
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def parse_contenders(text: str) -> list[Contender]:
 
 def parse_ints(text: str, flag: str) -> list[int]:
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()] if text.isascii() else []
     except ValueError:
         values = []
     if not values or min(values) < 1:
@@ -263,6 +264,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return f"CPU x {os.cpu_count()}"
+
+
+# what ``compare`` reads of a baseline (gantool bench --json), checked by fileio.read_record
+BASELINE = {"rows?": [{"backend": str, "resolution": COUNT, "batch": COUNT,
+                       "images_per_s?": NUMBER}]}
 
 
 def compare(results: dict, baseline: dict) -> None:

@@ -160,12 +160,92 @@ def claim_folder(path: Path, record: dict) -> dict | None:
     """Write ``record`` as JSON at ``path`` (what a folder's contents are cut from: a seed list,
     a shard) unless one is there; -> the record found there when it differs (None: the same, or
     newly written), for the caller to refuse the folder in its own words."""
+    from gantool.errors import GantoolError
+
     if path.is_file():
         try:
-            before = json.loads(path.read_text())
-        except (OSError, ValueError):
+            before = read_record(path, {})
+        except GantoolError:  # unreadable, or not a JSON object: a record that differs
             before = {}
-        return None if before == record else (before if isinstance(before, dict) else {})
+        return None if before == record else before
     with atomic_write(path) as f:
         f.write(json.dumps(record).encode())
     return None
+
+
+# the kinds of value ``read_record`` checks besides str, bool, dict and list
+COUNT = "count"  # a whole number >= 0
+NUMBER = "number"  # a finite number
+_KINDS = {str: "a string", bool: "true or false", dict: "an object", list: "a list",
+          COUNT: "a whole number >= 0", NUMBER: "a finite number"}
+
+
+def read_record(path: str | os.PathLike, schema: dict, hint: str = "") -> dict:
+    """The JSON object in the file ``path`` (a record gantool wrote and reads back), its keys
+    checked against ``schema``: a one-line GantoolError naming the file, and the key, when it
+    cannot be read, is not a JSON object, or a key is missing or holds the wrong kind of value;
+    ``hint`` (what to do) ends that line.
+
+    ``schema`` maps a key to its kind: str, bool, dict or list (any contents), ``COUNT``,
+    ``NUMBER``, a dict (an object: a schema of its own) or ``[kind]`` (a list of that kind). A
+    key ending in ``?`` may be absent; ``"*"`` stands for every key of the object."""
+    from gantool.errors import GantoolError, first_line
+
+    tail = f"; {hint}" if hint else ""
+    try:
+        record = json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise GantoolError(f"{path} is missing{tail}") from None
+    except OSError as e:
+        raise GantoolError(f"cannot read {path}: {path_error_reason(e)}{tail}") from None
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested past Python's stack
+        raise GantoolError(f"{path} is not valid JSON ({first_line(e, 100)}){tail}") from None
+    problem = record_problem(record, schema)
+    if problem:
+        raise GantoolError(f"{path}{':' if problem.startswith('key') else ''} {problem}{tail}")
+    return record
+
+
+def record_problem(value, kind, where: str = "") -> str | None:
+    """What is wrong with ``value`` as ``kind`` (``read_record``'s kinds), naming the key
+    ``where`` it sits at (phrased "key ... is ...", or "holds ..." for the whole value); None
+    when nothing is."""
+    if isinstance(kind, dict):
+        return _object_problem(value, kind, where)
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            return _wrong(value, "a list", where)
+        return next(filter(None, (record_problem(v, kind[0], f"{where}[{i}]")
+                                  for i, v in enumerate(value))), None)
+    ok = {COUNT: lambda v: type(v) is int and v >= 0,
+          NUMBER: lambda v: type(v) in (int, float) and v - v == 0,  # finite: inf - inf is nan
+          bool: lambda v: isinstance(v, bool)}.get(kind, lambda v: type(v) is kind)
+    return None if ok(value) else _wrong(value, _KINDS[kind], where)
+
+
+def _object_problem(value, schema: dict, where: str) -> str | None:
+    if not isinstance(value, dict):
+        return _wrong(value, "an object", where)
+    for key, kind in schema.items():
+        name = key.removesuffix("?")
+        if name != "*" and name not in value and name == key:
+            return f"key {_key(where, name)} is missing"
+        for k in (value if name == "*" else [name] if name in value else []):
+            problem = record_problem(value[k], kind, _key(where, k))
+            if problem:
+                return problem
+    return None
+
+
+def _key(where: str, key: str) -> str:
+    return f"{where}[{key!r}]" if where else key
+
+
+def _wrong(value, expected: str, where: str) -> str:
+    shown = {str: "a string", bool: "a boolean", dict: "an object", list: "a list",
+             type(None): "null"}.get(type(value), "a number")
+    if not isinstance(value, (dict, list)) and value is not None:
+        text = json.dumps(value[:40] if isinstance(value, str) else value)
+        shown += f" ({text if len(text) <= 40 else text[:37] + '...'})"
+    return f"key {where} is {shown}, not {expected}" if where else \
+        f"holds {shown}, not {expected}"

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from gantool.errors import GantoolError
-from gantool.fileio import atomic_write
+from gantool.fileio import atomic_write, read_record
 from gantool.train.runlog import METRICS, read_rows
 
 PLOTS = (
@@ -62,7 +62,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     rollbacks = [e for e in events if e["event"] in ("rollback", "stop")]
     evals = [e for e in events if e["event"] == "eval"]
-    start = _read_json(run_dir / "session.json")
+    start = _record(run_dir / "session.json")
     plots = list(PLOTS)
     for metric in ("fid", "kid"):
         if any(metric in e for e in evals):
@@ -93,7 +93,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
                 f.write(buf.getvalue())
         figures.append((name, buf.getvalue()))
     grids = sorted((run_dir / "samples").glob("step-*.png"))
-    config = (run_dir / "config.json").read_text() if (run_dir / "config.json").is_file() else ""
+    config = _record(run_dir / "config.json")
     page = _page(run_dir, rows, evals, rollbacks, figures, grids, config, start,
                  _classes(config))
     with atomic_write(out) as f:
@@ -101,12 +101,13 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     return out
 
 
-def _read_json(path: Path) -> dict | None:
+def _record(path: Path) -> dict | None:
+    """A run's record (config.json, session.json) as an object, or None where it is missing or
+    damaged: the report is drawn without what it would have added."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_record(path, {})
+    except GantoolError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _img(png: bytes, alt: str, grid: bool = False) -> str:
@@ -116,7 +117,7 @@ def _img(png: bytes, alt: str, grid: bool = False) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{click}>'
 
 
-def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: str,
+def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: dict | None,
            start: dict | None = None) -> list:
     """The headline numbers: progress, wall time, throughput, device, losses, best metric."""
     last = rows[-1]
@@ -131,30 +132,26 @@ def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: s
     if start is not None:  # what the latest training session ran on
         facts.append(f"device: {start.get('device', '?')}, precision: "
                      f"{start.get('precision', '?')}, processes: {start.get('processes', 1)}")
-    else:  # a run from before session.json: as configured
-        try:
-            train = json.loads(config).get("train", {})
-            facts.append(f"device: {train.get('device', '?')} (configured), amp: "
-                         f"{train.get('amp', '?')}")
-        except (json.JSONDecodeError, AttributeError):
-            pass
+    elif isinstance((config or {}).get("train"), dict):  # a run from before session.json
+        train = config["train"]
+        facts.append(f"device: {train.get('device', '?')} (configured), amp: "
+                     f"{train.get('amp', '?')}")
     facts.append(f"last D loss {last.get('loss_d', float('nan')):.3f}, "
                  f"G loss {last.get('loss_g', float('nan')):.3f}")
     facts.append(f"divergence-guard events: {len(rollbacks)}")
-    if evals:
-        metric = "fid" if "fid" in evals[0] else "kid"
-        best = min(evals, key=lambda e: e[metric])
+    scored = [e for e in evals if "fid" in e or "kid" in e]
+    if scored:
+        metric = "fid" if "fid" in scored[0] else "kid"
+        best = min((e for e in scored if metric in e), key=lambda e: e[metric])
         facts.append(f"best {metric.upper()} {best[metric]:.4g} at step {best['step']:,} "
                      "(checkpoints/best.pt)")
     return facts
 
 
-def _classes(config: str) -> list[str]:
-    """A conditional run's class names from its config.json text ([] otherwise)."""
-    try:
-        names = json.loads(config).get("model", {}).get("classes") or []
-    except (ValueError, AttributeError):
-        return []
+def _classes(config: dict | None) -> list[str]:
+    """A conditional run's class names from its config.json ([] otherwise)."""
+    model = (config or {}).get("model")
+    names = model.get("classes") if isinstance(model, dict) else None
     return [str(n) for n in names] if isinstance(names, list) else []
 
 
@@ -185,6 +182,7 @@ pre{{background:#f4f4f4;padding:1em;overflow:auto;font-size:12px}}</style></head
 <h2>Curves</h2><p>Red lines: steps where the divergence guard rolled back.</p>{plots}
 <h2>Samples over time</h2><p>The same seeds in every grid, from the EMA generator; click a grid
 to enlarge it.</p>{rows_are}{samples}
-<h2>Configuration</h2><pre>{html.escape(config)}</pre>
+<h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2) if config else
+                                          "(config.json is missing or damaged)")}</pre>
 </body></html>
 """

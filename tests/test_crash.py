@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -168,3 +169,128 @@ def test_a_full_disk_is_one_line_and_leaves_whole_files(full_disk, tiny_ckpt):
     assert listed and len(listed) == len(set(listed))
     for name in listed:
         Image.open(out / name).load()  # whole
+
+
+# ---- a signal while a stop's checkpoint is written -------------------------------------------
+# A Ctrl-C or SIGTERM that lands while training writes its checkpoint at a stop (--max-time,
+# the last step, a Ctrl-C's own save): the save finishes, says so, and the run exits 130/143
+# with last.pt at that step; a second signal aborts the save and leaves the earlier files
+# intact. The moment is found from the file system, not a knob: the trainer holds the file it
+# writes open in checkpoints/; the test freezes it there (SIGSTOP), sends the signal and lets
+# it go on (SIGCONT), so the signal is handled mid-save whatever the machine's load.
+
+# A checkpoint of about 100 MB (G, G_ema, D, two Adams): a save takes a while, a step does not.
+SLOW_SAVE = ["--data", "builtin:fashion-mnist", "--resolution", "28", "--channels", "1",
+             "--ngf", "256", "--ndf", "16", "--batch-size", "2", "--sample-every", "100000",
+             "--checkpoint-every", "100000", "--set", "train.log_every=1", "--no-progress"]
+FINISHING = "finishing the checkpoint at step {step}; press Ctrl-C again to abort it"
+
+
+class Training:
+    """``gantool train ARGS`` in a process of its own; its stderr lines collected as they come."""
+
+    def __init__(self, out, *args):
+        self.ckpts = out / "00001-custom" / "checkpoints"
+        self.proc = subprocess.Popen([sys.executable, "-m", "gantool", "train", *map(str, args),
+                                      "--out", str(out)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, **CTRL_C_ABLE)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def signal_mid_save(self, *signals, timeout=120.0):
+        """Wait for a checkpoint write in progress, freeze the process there, send ``signals``
+        and let it go on: they are handled before the save can end."""
+        assert _wait_for(lambda: _writing_into(self.proc.pid, self.ckpts)
+                         or self.proc.poll() is not None, timeout), "no checkpoint write"
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(0.05)  # stopped for sure (a signal's delivery is asynchronous)
+            assert _writing_into(self.proc.pid, self.ckpts), "the save ended before the stop"
+            for sig in signals:
+                self.proc.send_signal(sig)
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def said(self, text, timeout=60.0) -> bool:
+        """Wait until the process said ``text`` (a line) or ended."""
+        _wait_for(lambda: text in self.lines or self.proc.poll() is not None, timeout)
+        return text in self.lines
+
+    def finish(self, timeout=300):
+        out = self.proc.stdout.read()  # (stderr is the reader's)
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return self.proc.returncode, out, "\n".join(self.lines)
+
+
+def _trained_to(ckpts) -> int:
+    rows = [json.loads(x) for x in (ckpts.parent / "metrics.jsonl").read_text().splitlines()]
+    return max(r["step"] for r in rows if "event" not in r)
+
+
+def _steps_on_disk(ckpts) -> dict[str, int]:
+    """Every checkpoint file's step (each must load), and no temp file beside them."""
+    assert not [n for n in os.listdir(ckpts) if n.endswith(".tmp")], os.listdir(ckpts)
+    return {p.name: torch.load(p, weights_only=True)["step"] for p in ckpts.glob("*.pt")}
+
+
+@pytest.mark.parametrize("sig, code, why", [(signal.SIGINT, 130, "interrupted"),
+                                            (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_signal_during_the_save_at_max_time_finishes_it(tmp_path, sig, code, why):
+    run = Training(tmp_path, *SLOW_SAVE, "--steps", "100000", "--max-time", "10s")
+    run.signal_mid_save(sig)
+    rc, _, err = run.finish()
+    step = _trained_to(run.ckpts)
+    assert rc == code, err
+    again = "press Ctrl-C again" if sig == signal.SIGINT else "send SIGTERM again"
+    assert err.count(f"finishing the checkpoint at step {step}; {again} to abort it") == 1, err
+    assert f"{why} at step {step}; checkpoint:" in err and "Traceback" not in err, err
+    assert _steps_on_disk(run.ckpts) == {"last.pt": step, f"step-{step:07d}.pt": step}
+
+
+def test_a_ctrl_c_during_the_last_steps_save_finishes_it_and_exits_130(tmp_path):
+    run = Training(tmp_path, *SLOW_SAVE, "--steps", "3")
+    run.signal_mid_save(signal.SIGINT)
+    rc, out, err = run.finish()
+    assert rc == 130, err
+    assert err.count(FINISHING.format(step=3)) == 1 and "Traceback" not in err, err
+    assert "trained 3 steps" in out
+    assert _steps_on_disk(run.ckpts) == {"last.pt": 3, "step-0000003.pt": 3}
+
+
+def test_a_ctrl_c_during_a_ctrl_cs_own_save_finishes_it(tmp_path):
+    run = Training(tmp_path, *SLOW_SAVE, "--steps", "100000")
+    assert _wait_for(lambda: (run.ckpts.parent / "metrics.jsonl").exists())
+    run.proc.send_signal(signal.SIGINT)  # stop at the next step, with a checkpoint ...
+    run.signal_mid_save(signal.SIGINT)  # ... and a second Ctrl-C while it is written
+    rc, _, err = run.finish()
+    step = _trained_to(run.ckpts)
+    assert rc == 130, err
+    assert err.count(FINISHING.format(step=step)) == 1 and "Traceback" not in err, err
+    assert f"interrupted at step {step}; checkpoint:" in err
+    assert _steps_on_disk(run.ckpts) == {"last.pt": step, f"step-{step:07d}.pt": step}
+
+
+def test_a_second_signal_aborts_the_save_and_keeps_the_checkpoint_before_it(tmp_path):
+    run = Training(tmp_path, *SLOW_SAVE, "--steps", "6", "--checkpoint-every", "3",
+                   "--set", "train.keep=2")
+    assert _wait_for(lambda: (run.ckpts / "last.pt").exists() or run.proc.poll() is not None)
+    run.signal_mid_save(signal.SIGINT)  # the save at step 6
+    assert run.said(FINISHING.format(step=6)), run.lines
+    run.signal_mid_save(signal.SIGINT)  # the same save, still being written
+    rc, _, err = run.finish()
+    assert rc == 130, err
+    assert "aborted the checkpoint at step 6" in err and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert _steps_on_disk(run.ckpts) == {"last.pt": 3, "step-0000003.pt": 3}  # no half file
+    # the lock went with the process; the run goes on from step 3
+    again = subprocess.run([sys.executable, "-m", "gantool", "train", "--resume",
+                            run.ckpts.parent, "--steps", "4", "--no-progress"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resuming" in again.stderr, again.stderr
+    assert torch.load(run.ckpts / "last.pt", weights_only=True)["step"] == 4

@@ -108,3 +108,88 @@ def test_without_the_extra_an_install_hint(tiny_ckpt, tmp_path):
                     env_extra={"PYTHONPATH": str(tmp_path)})
     assert r.returncode == 2 and "pip install 'gantool[ray]'" in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _no_ray_address_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+@pytest.mark.parametrize("address, within, words", [
+    ("auto", 30, "--address auto: no Ray cluster runs on this machine"),
+    ("localhost:1", 75, "--address localhost:1: no Ray cluster answers there"),
+])
+def test_an_address_without_a_cluster_is_one_line_in_bounded_time(tiny_ckpt, tmp_path, address,
+                                                                   within, words):
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "gantool", "generate", str(tiny_ckpt), "--seeds",
+                        "0-3", "--out", str(tmp_path / "o"), "--engine", "ray", "--address",
+                        address, "--no-progress"], capture_output=True, text=True,
+                       timeout=within + 60, env=_no_ray_address_env())
+    assert time.monotonic() - t0 < within, "Ray's connection retries are not bounded"
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {words}"), \
+        r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_actors_larger_than_the_machine_are_one_line(tiny_ckpt, tmp_path):
+    r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-3", "--out", tmp_path / "o",
+                    "--engine", "ray", "--actor-cpus", "64", "--no-progress", timeout=120)
+    assert r.returncode == 2, r.stderr  # not a wait for a node that never comes
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        "error: --actor-cpus 64: this machine's Ray cluster has"), r.stderr
+
+
+def _shm() -> set[str]:
+    return {p for p in os.listdir("/dev/shm") if p.startswith("gantool-")}
+
+
+def _renders_of(out: Path) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if str(out) in line and "gantool" in line]
+
+
+@pytest.mark.parametrize("whole_job", [False, True], ids=["driver", "whole-job"])
+def test_sigterm_stops_a_ray_render_as_ctrl_c_does(tiny_ckpt, tmp_path, whole_job):
+    """Exit 143 and one line (no Ray stack trace), every whole file listed in its shard's
+    manifest, no shared memory and no process left: to the driver alone, and to the whole job
+    (the cluster this machine started goes down with it)."""
+    out, shm = tmp_path / "ray", _shm()
+    proc = subprocess.Popen([sys.executable, "-m", "gantool", "generate", str(tiny_ckpt),
+                             "--seeds", "0-199999", "--out", str(out), "--engine", "ray",
+                             "--actors", "2", "--shards", "4", "--format", "jpg",
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline and sum(
+            len(p.read_bytes().splitlines()) for p in out.glob("shard-*/manifest.jsonl")) < 100:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    (os.killpg if whole_job else os.kill)(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 143, err
+    assert lines[-1].startswith("terminated (SIGTERM); the files written are whole"), err
+    assert "Traceback" not in err and "SIGTERM received" not in err, err
+    for folder in out.glob("shard-*"):
+        rows = [json.loads(x)["file"] for x in (folder / "manifest.jsonl").read_text()
+                .splitlines()] if (folder / "manifest.jsonl").exists() else []
+        files = sorted(p.name for p in folder.glob("*.jpg"))
+        assert sorted(rows) == files, f"{folder.name}: listed and on disk differ"
+        assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
+    deadline = time.monotonic() + 15
+    while (_renders_of(out) or _shm() - shm) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _renders_of(out), "a render outlived its driver"
+    assert not _shm() - shm, "shared memory left behind"
+
+
+def test_a_ray_render_in_a_sharded_job_is_refused(tiny_ckpt, tmp_path):
+    r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-9", "--out", tmp_path / "o",
+                    "--engine", "ray", "--no-progress",
+                    env_extra={"JOB_COMPLETION_INDEX": "2", "GANTOOL_SHARDS": "8"})
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: --engine ray splits the whole seed list, but this process is shard 2/8 of a job "
+        "(JOB_COMPLETION_INDEX/GANTOOL_SHARDS): each of the job's processes would draw every "
+        "seed; leave out --engine ray (each then draws its shard)"], r.stderr
+    assert not (tmp_path / "o").exists()

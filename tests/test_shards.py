@@ -47,13 +47,34 @@ def test_the_flag_wins_over_the_environment_and_each_job_system_is_read():
     assert str(shard_from(None, {"RANK": "3", "WORLD_SIZE": "4"})) == "3/4"
     k8s = {"JOB_COMPLETION_INDEX": "5", "GANTOOL_SHARDS": "8"}
     assert str(shard_from(None, k8s)) == "5/8"
-    assert shard_from(None, {"JOB_COMPLETION_INDEX": "5"}) is None  # no count: the whole list
     assert shard_from(None, {}) is None
+    assert str(shard_from(None, {"RANK": "0", "WORLD_SIZE": "1", "JOB_COMPLETION_INDEX": "5"})) \
+        == "0/1"  # the first job that names a shard wins (a plain torchrun in a pod)
+    assert str(shard_from(None, {**slurm, "JOB_COMPLETION_INDEX": "5"})) == "2/3"
     for bad in ("8/8", "-1/2", "1/0", "a/b", "3"):
         with pytest.raises(ValueError, match="--shard"):
             shard_from(bad, {})
     with pytest.raises(ValueError, match="RANK/WORLD_SIZE"):
         shard_from(None, {"RANK": "4", "WORLD_SIZE": "4"})
+
+
+@pytest.mark.parametrize("environ, have, lack", [
+    ({"JOB_COMPLETION_INDEX": "5"}, "JOB_COMPLETION_INDEX", "GANTOOL_SHARDS"),
+    ({"GANTOOL_SHARDS": "8"}, "GANTOOL_SHARDS", "JOB_COMPLETION_INDEX"),
+    ({"SLURM_ARRAY_TASK_ID": "3"}, "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"),
+    ({"RANK": "1"}, "RANK", "WORLD_SIZE"),
+    ({"WORLD_SIZE": "4"}, "WORLD_SIZE", "RANK"),
+])
+def test_a_job_that_names_its_index_but_not_its_count_is_refused(environ, have, lack):
+    """Every process of such a job would draw every seed: one line naming what is missing."""
+    with pytest.raises(ValueError, match=f"{have} is set but {lack} is not"):
+        shard_from(None, environ)
+
+
+def test_a_shard_in_other_digits_is_refused():
+    for bad in ("\u0661/\u0662", "\u00b2/3"):  # Arabic-Indic 1/2 (int reads it), superscript 2
+        with pytest.raises(ValueError, match="digits 0-9"):
+            shard_from(bad, {})
 
 
 @pytest.mark.slow
@@ -135,6 +156,38 @@ def test_a_shard_from_the_environment_is_said_and_refuses_a_grid(tiny_ckpt, tmp_
     assert cli("generate", tiny_ckpt, "--seeds", "0-3", "--out", tmp_path / "all", "--shard",
                "0/1", "--no-progress") == 0
     assert sorted(files(tmp_path / "all")) == [0, 1, 2, 3]
+
+
+def test_a_pod_without_its_shard_count_draws_nothing_and_says_what_is_missing(
+        tiny_ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    monkeypatch.delenv("GANTOOL_SHARDS", raising=False)
+    for name in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "r"
+    assert cli("generate", tiny_ckpt, "--seeds", "0-9", "--out", out, "--no-progress") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: JOB_COMPLETION_INDEX is set but "
+                                               "GANTOOL_SHARDS is not"), err
+    assert not out.exists()
+    # the flag still wins: a pod may render a shard it names
+    assert cli("generate", tiny_ckpt, "--seeds", "0-3", "--out", out, "--shard", "0/1",
+               "--no-progress") == 0
+    assert sorted(files(out)) == [0, 1, 2, 3]
+
+
+def test_devices_in_a_sharded_job_is_refused_not_drawn_by_every_process(tiny_ckpt, tmp_path,
+                                                                         capsys, monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    out = tmp_path / "r"
+    assert cli("generate", tiny_ckpt, "--seeds", "0-9", "--out", out, "--devices", "cpu,cpu",
+               "--no-progress") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --devices splits the whole seed list, but this process is shard 1/4 "
+                   "of a job (SLURM_ARRAY_TASK_ID): each of the job's processes would draw "
+                   "every seed; leave out --devices (each then draws its shard)"], err
+    assert not out.exists()
 
 
 def test_the_merge_never_replaces_the_manifest_of_a_render_into_that_folder(tiny_ckpt, tmp_path,

@@ -158,7 +158,7 @@ def class_indices(names: Sequence[str], asked: Sequence[str]) -> list[int]:
             out += range(len(names))
         elif item.lower() in lower:
             out.append(lower[item.lower()])
-        elif item.isdigit() and int(item) < len(names):
+        elif item.isascii() and item.isdigit() and int(item) < len(names):
             out.append(int(item))
         else:
             shown = ", ".join(f"{i}={n}" for i, n in enumerate(names[:20]))

@@ -39,8 +39,9 @@ def bench(
 
       gantool bench --resolution 256,1024 --backend torch,torch-fp16 --batch-sizes 1,8,32
     """
+    from gantool.bench import BASELINE, parse_contenders, parse_ints, run_bench
     from gantool.bench import compare as add_ratios
-    from gantool.bench import parse_contenders, parse_ints, run_bench
+    from gantool.fileio import read_record
 
     contenders = parse_contenders(backend)
     batches = parse_ints(batch, "--batch-sizes")
@@ -50,10 +51,9 @@ def bench(
     baseline = None
     if compare is not None:
         try:
-            baseline = json.loads(compare.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise GantoolError(f"--compare {compare}: cannot read it as bench JSON ({e})") \
-                from None
+            baseline = read_record(compare, BASELINE)
+        except GantoolError as e:
+            raise GantoolError(f"--compare: cannot read it as bench JSON: {e}") from None
     if json_out is not None and json_out.is_dir():
         raise GantoolError(f"--json {json_out} is a folder; pass a file name")
     results = run_bench(checkpoint, contenders, resolutions, batches, ngf, warmup, calls,

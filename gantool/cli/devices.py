@@ -36,7 +36,7 @@ def resolve_devices(text: str) -> list[str]:
 
     text = text.strip()
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if text == "all" or text.isdigit():
+    if text == "all" or text.isascii() and text.isdigit():
         want = gpus if text == "all" else int(text)
         if not gpus or want < 1 or want > gpus:
             raise GantoolError(f"--devices {text}: this machine has {gpus} CUDA GPU(s); pass a "
@@ -44,7 +44,8 @@ def resolve_devices(text: str) -> list[str]:
         return [f"cuda:{i}" for i in range(want)]
     devices = [d.strip() for d in text.split(",") if d.strip()]
     for d in devices:
-        if not (d == "cpu" or d == "cuda" or d.startswith("cuda:") and d[5:].isdigit()):
+        if not (d in ("cpu", "cuda") or d.startswith("cuda:") and d[5:].isascii()
+                and d[5:].isdigit()):
             raise GantoolError(f"--devices: {d!r} is not cpu, cuda or cuda:N")
         if d.startswith("cuda") and (d == "cuda" and not gpus or d[5:] and int(d[5:]) >= gpus):
             raise GantoolError(f"--devices: {d} is not among this machine's {gpus} CUDA GPU(s)")

@@ -58,7 +58,7 @@ def export(
 
     formats = parse_formats(format)
     try:
-        sizes = tuple(int(b) for b in batch.split(","))
+        sizes = tuple(int(b) for b in batch.split(",")) if batch.isascii() else ()
     except ValueError:
         sizes = ()
     if len(sizes) != 3:

@@ -111,6 +111,7 @@ def generate(
                     workers > 0, checkpoint, backend, classes)
         return
     seed_list, outdir = sharded(parse_seed_list(seeds), outdir, grid, shard)
+    workers = writer_workers(workers) if outdir is not None else None
     gen = open_backend(checkpoint, backend, device, ema, prior, fp16, precision, compile,
                        cuda_graphs)
     t = resolve_truncation(gen, truncation)
@@ -123,7 +124,7 @@ def generate(
                    lambda g, out, label: render_images(
                        g, seed_list, t, batch_size, out, None, layout, tar_images,
                        str(checkpoint), encoding=image_encoding(format, png_level, quality),
-                       workers=workers or None, backend=backend, progress=progress,
+                       workers=workers, backend=backend, progress=progress,
                        identity=label))
         return
     identity = None
@@ -134,7 +135,7 @@ def generate(
         return
     stats = render_images(gen, seed_list, t, batch_size, outdir, grid, layout, tar_images,
                           str(checkpoint), encoding=image_encoding(format, png_level, quality),
-                          workers=workers or None, backend=backend, progress=progress,
+                          workers=workers, backend=backend, progress=progress,
                           identity=identity)
     where = " and ".join(str(p) for p in (outdir, grid) if p is not None)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
@@ -154,6 +155,7 @@ def _on_devices(text: str, seed_list, outdir: Path | None, grid: Path | None,
     if outdir is None or grid is not None or shard is not None or device != "auto":
         raise GantoolError("--devices renders into --out, each device its shard: leave out "
                            "--grid, --shard and --device")
+    whole_list_only("--devices")
     found = resolve_devices(text)
     t0 = time.perf_counter()
     total = len(seed_list) * _images_per_seed(checkpoint, backend, classes)
@@ -177,11 +179,12 @@ def _on_ray(seed_list, outdir: Path | None, grid: Path | None, shard: str | None
     from gantool.cli.ray_engine import ray_module, run_on_ray
     from gantool.sampling.shards import finish
 
-    ray_module()  # the install hint first
+    ray_module(address)  # the install hint first (and the settings before the import)
     if outdir is None or grid is not None or shard is not None or devices is not None \
             or sweep is not None:
         raise GantoolError("--engine ray renders into --out, each actor its shards: leave out "
                            "--grid, --shard, --devices and --truncation-sweep")
+    whole_list_only("--engine ray")
     if not checkpoint.exists():
         raise GantoolError(f"{checkpoint} does not exist")
     t0 = time.perf_counter()
@@ -192,6 +195,22 @@ def _on_ray(seed_list, outdir: Path | None, grid: Path | None, shard: str | None
     seconds = time.perf_counter() - t0
     typer.echo(f"{outdir}: {done['images']:,} image(s) from {where}, listed in "
                f"{done['index']} ({seconds:,.0f} s)")
+
+
+def whole_list_only(flag: str) -> None:
+    """``flag`` splits the whole seed list itself: a job's environment that names this
+    process's shard (torchrun, a Slurm array, an Indexed Job) is a one-line error, or every
+    process of the job would draw every seed."""
+    from gantool.sampling.shards import shard_from
+
+    try:
+        job = shard_from(None)
+    except ValueError as e:
+        raise GantoolError(str(e)) from None
+    if job is not None and job.count > 1:
+        raise GantoolError(f"{flag} splits the whole seed list, but this process is shard {job} "
+                           f"of a job ({job.source}): each of the job's processes would draw "
+                           f"every seed; leave out {flag} (each then draws its shard)")
 
 
 def _images_per_seed(checkpoint: Path, backend: str, classes: list[str]) -> int:
@@ -212,6 +231,19 @@ def parse_seed_list(text: str):
         return parse_seeds(text)
     except ValueError as e:
         raise GantoolError(f"--seeds: {e}") from None
+
+
+def writer_workers(asked: int) -> int | None:
+    """--workers (0: one per usable core) as the encoders the writer runs: past the cores or the
+    open-file limit it would only run out of files, so fewer, said in one line."""
+    from gantool.sampling.writer import capped_workers
+
+    if not asked:
+        return None
+    workers, note = capped_workers(asked)
+    if note:
+        typer.echo(note, err=True)
+    return workers
 
 
 def sharded(seed_list, out: Path | None, grid: Path | None, flag: str | None):
@@ -309,6 +341,8 @@ def _sweep(gen, seeds: list[int], text: str, grid: Path | None, outdir: Path | N
     values: list[float | None] = []
     for item in (v.strip() for v in text.split(",") if v.strip()):
         try:
+            if not item.isascii():  # float() reads other scripts' digits; the CLI does not
+                raise ValueError("not a number in digits 0-9")
             t = None if item.lower() == "none" else float(item)
             validate_truncation(t, gen.prior)
         except ValueError as e:

@@ -20,10 +20,8 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     Examples: gantool info runs/00001-fashion-mnist/checkpoints/best.pt; gantool info export/fmnist;
     gantool info export/fmnist --verify
     """
-    import json
-
     from gantool.artifacts import check_finished
-    from gantool.model_info import ModelInfo
+    from gantool.model_info import read_plan_sidecar
 
     if verify:
         _verify_export(path)
@@ -52,9 +50,9 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
         sidecar = path.with_suffix(".plan.json")
         if not sidecar.is_file():
             raise GantoolError(f"{sidecar} is missing: a bare plan carries no metadata")
-        data = json.loads(sidecar.read_text())
-        info = ModelInfo.from_metadata(data.pop("metadata"), str(sidecar))
-        rows = {"kind": "TensorRT plan", **info.as_dict(), **data}
+        info, record = read_plan_sidecar(sidecar)
+        rows = {"kind": "TensorRT plan", **info.as_dict()}
+        rows.update((k, v) for k, v in record.items() if k not in rows and k != "metadata")
     else:
         raise GantoolError(f"{path}: expected a .pt checkpoint, a .onnx model, a .plan engine "
                            "or an export folder")
@@ -68,18 +66,16 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
 
 def _verify_export(folder: Path) -> None:
     """Every file of an export folder against export.json's sizes and SHA-256."""
-    import json
-
-    from gantool.artifacts import changed_files, check_finished
+    from gantool.artifacts import changed_files, check_finished, export_record
 
     if not (folder / "export.json").is_file():
         raise GantoolError(f"--verify checks an export folder; {folder} has no export.json")
     check_finished(folder)
+    recorded = export_record(folder).get("hashes", {})
     problems = changed_files(folder)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise GantoolError(problems[0] + more)
-    recorded = json.loads((folder / "export.json").read_text()).get("hashes", {})
     if not recorded:
         raise GantoolError(f"{folder}/export.json records no hashes (an export from an older "
                            "gantool); export again to be able to verify it")

@@ -44,6 +44,8 @@ def _truncation(text: str) -> float:
     if str(text).strip().lower() == "none":
         return math.inf
     try:
+        if not str(text).isascii():  # float() reads other scripts' digits; Typer's numbers not
+            raise ValueError(text)
         return float(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a number or none") from None

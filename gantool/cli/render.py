@@ -14,6 +14,7 @@ from gantool.cli.generate import (
     image_encoding,
     parse_seed_list,
     sharded,
+    writer_workers,
 )
 from gantool.errors import GantoolError
 
@@ -69,8 +70,9 @@ def render(
         raise GantoolError(f"--out {out} is a file; pass a folder")
     seed_list, out = sharded(parse_seed_list(seeds), out, None, shard)
     encoding = image_encoding(format, png_level, quality)
+    workers = writer_workers(workers)  # 0: one per core; past the cores or open files: fewer
     stats = render_from_server(url, seed_list, truncation, out, encoding, protocol,
-                               batch_size, concurrency, workers or None, timeout, retry_for,
+                               batch_size, concurrency, workers, timeout, retry_for,
                                retries, progress=progress, shared_memory=shared_memory,
                                classes=classes, layout=layout, per_tar=tar_images)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""

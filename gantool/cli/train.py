@@ -20,9 +20,10 @@ def parse_duration(text: str) -> float:
     """"90m", "11h30m", "1d2h", "45s" or Slurm's "H:MM:SS" / "MM:SS" -> seconds (> 0)."""
     text = text.strip().lower()
     seconds = None
-    if ":" in text and all(p.isdigit() for p in text.split(":")) and text.count(":") <= 2:
+    plain = text.isascii()  # \d, int() and float() read other scripts' digits; not here
+    if plain and ":" in text and all(p.isdigit() for p in text.split(":")) and text.count(":") <= 2:
         seconds = sum(int(p) * 60**i for i, p in enumerate(reversed(text.split(":"))))
-    elif text and (m := DURATION.fullmatch(text)):
+    elif plain and text and (m := DURATION.fullmatch(text)):
         seconds = sum(float(v or 0) * unit for v, unit in zip(m.groups(), (86400, 3600, 60, 1)))
     if not seconds:
         raise GantoolError(f"--max-time: cannot read {text!r} as a time budget; write e.g. "
@@ -103,7 +104,18 @@ def train(
         overrides["name"] = name
     overrides.update(C.parse_set_options(set_))
     _finish(_run(cfg=C.apply_overrides(cfg, overrides), out=out, progress=progress,
-                 progress_every=progress_every, max_time=seconds))
+                 progress_every=progress_every, max_time=seconds,
+                 fit_batch=not _batch_named(overrides)))
+
+
+def _batch_named(overrides: dict) -> bool:
+    """Whether the user named the batch size (a flag, --set or the config file; a table of
+    them too): else it is the preset's, which a smaller dataset may lower."""
+    from gantool.config.parse import resolve_key
+
+    return any(key != "name" and resolve_key(key) in (("train", "batch_size"),
+                                                      ("train", "batch_sizes"))
+               for key in overrides)
 
 
 def config_flags() -> list:
@@ -176,24 +188,28 @@ def _run(**kwargs):
 
 def _finish(result) -> None:
     import os
+    import signal
 
     quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 reports
     grids = sorted((result.run_dir / "samples").glob("step-*.png"))
+    term = result.stopped_by == signal.SIGTERM
     if result.interrupted:
         saved = (f"checkpoint: {result.checkpoint}" if result.checkpoint
                  else "no step finished since the last checkpoint")
-        why = "time budget (--max-time) reached" if result.out_of_time else "interrupted"
+        why = ("time budget (--max-time) reached" if result.out_of_time else
+               "terminated (SIGTERM)" if term else "interrupted")
         if not quiet:
             typer.echo(f"{why} at step {result.step}; {saved}\n"
                        f"continue with: gantool train --resume {result.run_dir}", err=True)
-        raise typer.Exit(OUT_OF_TIME if result.out_of_time else 130)
-    if quiet:
-        return
-    typer.echo(f"trained {result.step} steps ({result.images_per_s:,.0f} images/s) in "
-               f"{result.run_dir}")
-    typer.echo(f"checkpoint: {result.run_dir / 'checkpoints' / 'last.pt'}")
-    if grids:
-        typer.echo(f"samples:    {grids[-1]}")
+        raise typer.Exit(OUT_OF_TIME if result.out_of_time else 143 if term else 130)
+    if not quiet:
+        typer.echo(f"trained {result.step} steps ({result.images_per_s:,.0f} images/s) in "
+                   f"{result.run_dir}")
+        typer.echo(f"checkpoint: {result.run_dir / 'checkpoints' / 'last.pt'}")
+        if grids:
+            typer.echo(f"samples:    {grids[-1]}")
+    if result.stopped_by is not None:  # a stop asked for while the last files were written
+        raise typer.Exit(143 if term else 130)
 
 
 def _print_presets() -> None:

@@ -155,7 +155,7 @@ def _frames(source, folder: Path, encoding, seeds: str, grid: str, loop: bool,
 
 
 def _grid(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text, re.ASCII)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
         raise GantoolError(f"--grid {text!r}: write COLSxROWS, e.g. 4x2")
     return int(match[1]), int(match[2])

@@ -22,8 +22,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
     try:
+        text = path.read_text()
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
@@ -180,11 +180,13 @@ def _scalar(value: Any, ftype: type) -> Any:
         raise ValueError(f"expected {'text' if ftype is str else 'a number'}")
     if ftype is int:
         text = str(value).replace("_", "")
-        if not text.lstrip("+-").isdigit() and not (
+        if not (text.isascii() and text.lstrip("+-").isdigit()) and not (
                 isinstance(value, float) and value.is_integer()):
             raise ValueError("expected an integer")
         return int(value) if isinstance(value, float) else int(text)
     if ftype is float:
+        if isinstance(value, str) and not value.isascii():  # float() reads any script's digits
+            raise ValueError("expected a number in digits 0-9")
         number = float(value)
         if not math.isfinite(number):  # nan would pass every range check below
             raise ValueError("expected a finite number")

@@ -134,6 +134,8 @@ class Explorer:
         if text.lower() == "none":
             return None
         try:
+            if not text.isascii():  # as the CLI: digits 0-9 only
+                raise ValueError
             t = float(text)
             validate_truncation(t, self.gen.prior)
         except ValueError as e:
@@ -240,6 +242,8 @@ class Explorer:
 def _int(query: Mapping[str, str], name: str, lo: int, hi: int) -> int:
     text = query.get(name, "").strip()
     try:
+        if not text.isascii():  # int() reads other scripts' digits; the CLI's numbers do not
+            raise ValueError
         value = int(text)
     except ValueError:
         raise GantoolError(f"{name}: {text[:40]!r} is not a whole number") from None

@@ -13,7 +13,10 @@ are ``gantool.train.checkpoint``'s, ``best.pt`` the trainer's, all written throu
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,14 +59,19 @@ def record(**entries: Any) -> dict:
     return {"format": FORMAT, "gantool_version": __version__, **entries}
 
 
-def write_checkpoint(rec: dict, path: Path) -> None:
+def write_checkpoint(rec: dict, path: Path,
+                     before_naming: Callable[[], None] | None = None) -> None:
     """Write a ``record`` through a temp file, fsync and rename: never a half-written
-    checkpoint; a full disk is one line saying the earlier checkpoints are intact."""
+    checkpoint; a full disk is one line saying the earlier checkpoints are intact.
+    ``before_naming`` runs once the record is written, before the file is synced and named:
+    what it raises leaves no file (training aborts a save there on a second Ctrl-C)."""
     if rec.get("format") != FORMAT:
         raise ValueError("write_checkpoint takes a record() of this version")
     try:
         with atomic_write(path) as f:
             torch.save(rec, f)
+            if before_naming is not None:
+                before_naming()
     except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
         if isinstance(e, RuntimeError) and shutil.disk_usage(path.parent).free > 2**30:
             raise
@@ -79,9 +87,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise GantoolError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns of a pickle's protocol before refusing it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated, or not a torch file
-        raise GantoolError(f"cannot read checkpoint {path}: {first_line(e)}") from None
+        raise GantoolError(f"cannot read checkpoint {path}: {_unreadable(path, e)}") from None
     written = state.get("format") if isinstance(state, dict) else None
     if written != FORMAT:
         newer = isinstance(written, str) and written.startswith("gantool-checkpoint-")
@@ -92,6 +102,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise GantoolError(f"{path} is a damaged gantool checkpoint (its {key!r} entry is "
                                "missing or malformed); use another checkpoint of the run")
     return {**dict.fromkeys(ENTRIES), "gantool_version": None, **state}
+
+
+def _unreadable(path: Path, e: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, said about the file: not
+    PyTorch's advice to load it with ``weights_only=False``, which would run an unknown file's
+    code."""
+    import zipfile
+
+    with path.open("rb") as f:
+        head = f.read(4)
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))  # the weights-only unpickler names the class
+    if head == b"PK\x03\x04" and found:
+        return (f"it holds a pickled {found[1]}, a Python object, not a gantool checkpoint's "
+                "tensors; gantool never runs a file's code (a generator of another tool: see "
+                "gantool import)")
+    if head == b"PK\x03\x04":  # torch's zip format, cut short or damaged
+        return (f"the file is damaged ({first_line(e, 80)})" if zipfile.is_zipfile(path) else
+                "the file is truncated: its end is missing (an interrupted copy or write?)")
+    if head[:1] == b"\x80":
+        return ("it is a Python pickle, not a gantool checkpoint (a PyTorch zip file of "
+                "tensors); a generator of another tool: see gantool import")
+    return "the file is empty" if not head else "it is not a PyTorch file"
 
 
 def describe(state: dict, path: str | os.PathLike) -> dict[str, Any]:

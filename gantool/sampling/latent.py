@@ -218,6 +218,8 @@ def parse_seeds(spec: str) -> Seeds:
             raise ValueError(f"empty item in seed list {spec!r}; write e.g. 0-63,100")
         lo, sep, hi = part.partition("-")
         try:
+            if not part.isascii():  # int() reads other scripts' digits; the CLI's numbers do not
+                raise ValueError
             start = int(lo)
             stop = int(hi) if sep else start
         except ValueError:

@@ -250,7 +250,7 @@ def manifest_rows(path: Path, repair: bool = False) -> Iterator[dict]:
             end += len(line)
             try:
                 row = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past the stack
                 continue
             if isinstance(row, dict) and isinstance(row.get("file"), str) and isinstance(
                     row.get("member", ""), str):

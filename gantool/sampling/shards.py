@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gantool.errors import GantoolError
-from gantool.fileio import atomic_write, claim_folder
+from gantool.fileio import atomic_write, claim_folder, read_record
 from gantool.sampling.latent import Seeds, parse_seeds
 from gantool.sampling.render import manifest_rows, say_settings
 from gantool.sampling.tars import tar_members
@@ -57,6 +57,9 @@ class Shard:
         if self.count == 1:
             return seeds, folder
         before = claim_folder(folder / SHARD_FILE, {"seeds": str(seeds), "shard": str(self)})
+        if before == {}:
+            raise GantoolError(f"{folder / SHARD_FILE} is damaged; render this shard into a "
+                               "fresh folder")
         if before is not None:
             raise GantoolError(f"{folder} holds shard {before.get('shard')} of seeds "
                                f"{before.get('seeds')}; render other seeds or shard counts into "
@@ -80,9 +83,24 @@ def parse_shard(text: str, source: str = "--shard") -> Shard:
 
 def shard_from(flag: str | None, environ: Mapping[str, str] = os.environ) -> Shard | None:
     """The shard of this process: ``flag`` (``I/N``) if given, else the first job environment
-    that names one, else None (the whole list). A ValueError names the source that is wrong."""
+    that names one, else None (the whole list). A ValueError names the source that is wrong,
+    or the variable a job's environment lacks (with only its index, every process of the job
+    would draw every seed)."""
     if flag is not None:
+        if not flag.isascii():  # int() reads other scripts' digits; every other number refuses
+            raise ValueError(f"--shard {flag!r} is not I/N in digits 0-9 (e.g. 3/8)")
         return parse_shard(flag)
+    for index, count, job in (("RANK", "WORLD_SIZE", "torchrun sets both"),
+                              ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
+                               "a Slurm array sets both"),
+                              ("JOB_COMPLETION_INDEX", "GANTOOL_SHARDS", "a Kubernetes Indexed "
+                               "Job sets the index; deploy/k8s/render-job.yaml the count")):
+        if (index in environ) != (count in environ):
+            have, lack = (index, count) if index in environ else (count, index)
+            raise ValueError(f"{have} is set but {lack} is not ({job}): every process would "
+                             f"draw every seed; set {lack} too, or unset {have}")
+        if index in environ:
+            break  # the first job that names a shard names it
     if "RANK" in environ and "WORLD_SIZE" in environ:
         return parse_shard(f"{environ['RANK']}/{environ['WORLD_SIZE']}", "RANK/WORLD_SIZE")
     if "SLURM_ARRAY_TASK_ID" in environ and "SLURM_ARRAY_TASK_COUNT" in environ:
@@ -171,13 +189,13 @@ def _shard_folders(out: Path) -> list[tuple[Path, dict]]:
         raise GantoolError(f"{out} is not a folder")
     found = []
     for folder in sorted(p for p in out.iterdir() if FOLDER.fullmatch(p.name) and p.is_dir()):
-        record = _read(folder / SHARD_FILE)
+        again = "render that shard again into a fresh folder"
+        record = read_record(folder / SHARD_FILE, {"shard": str, "seeds": str}, again)
         try:
             shard = parse_shard(record["shard"])
             parse_seeds(record["seeds"]) if record["seeds"] else None
-        except (KeyError, TypeError, ValueError):
-            raise GantoolError(f"{folder / SHARD_FILE} is missing or damaged; render that shard "
-                               "again into a fresh folder") from None
+        except ValueError:
+            raise GantoolError(f"{folder / SHARD_FILE} is damaged; {again}") from None
         if shard.folder(out) != folder:
             raise GantoolError(f"{folder} holds shard {shard} (a copy under another name?); "
                                "keep each shard in the folder it was rendered into")
@@ -258,13 +276,3 @@ def _check_listed(folder: Path, seed: int, row: dict, members: dict[str, set[str
             raise GantoolError(f"{path}: seed {seed}'s image {row['member']!r} is not in the "
                                "tar (cut short?); delete the tar, run that shard again, then "
                                "merge")
-
-
-
-
-def _read(path: Path) -> dict:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}

@@ -203,9 +203,9 @@ def sample_records(path: Path) -> list[tuple[str, dict]]:
             continue
         try:
             meta = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             meta = None
-        if not isinstance(meta, dict) or key not in images:
+        if not isinstance(meta, dict) or type(meta.get("seed")) is not int or key not in images:
             raise GantoolError(f"{path}: sample {key} is damaged; delete the tar and render "
                                "again to redraw it")
         out.append((images[key], meta))

@@ -43,9 +43,36 @@ from gantool.system import die_with_parent, signals_held, usable_cpus
 
 MANIFEST = "manifest.jsonl"
 PARALLEL = ("auto", "thread", "process")
+# open files a worker costs at most: its share of the slots (each with its encodings' region
+# under a sink), its process's pipe, the file it writes; and those the process keeps besides
+FILES_PER_WORKER, FILES_KEPT = 8, 64
 
 # Slots of this process by name: created here (the main process) or attached (a worker).
 _SLOTS: dict[str, tuple[np.ndarray, shared_memory.SharedMemory | None]] = {}
+
+
+def capped_workers(asked: int | None) -> tuple[int, str]:
+    """The encoders a writer runs for ``asked`` (None: one per usable core): at most one per
+    usable core (more only take turns on them) and few enough for their open files to fit this
+    process's limit (``ulimit -n``); with a line saying so when that is fewer than asked."""
+    cores, limit = usable_cpus(), _open_files_limit()
+    fit = max(1, (limit - FILES_KEPT) // FILES_PER_WORKER) if limit else cores
+    workers = max(1, min(asked or cores, cores, fit))
+    if asked is None or workers >= asked:
+        return workers, ""
+    why = (f"one per usable core ({cores})" if workers == cores else
+           f"as many as the open-file limit ({limit}, ulimit -n) allows")
+    return workers, f"note: {workers} encoding worker(s), not {asked}: {why}"
+
+
+def _open_files_limit() -> int | None:
+    """This process's soft limit on open files; None where there is none (or no such limit)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def default_depth(batch: int, workers: int) -> int:
@@ -79,7 +106,7 @@ class ImageWriter:
                                f"{', '.join(PARALLEL)}")
         self.outdir, self.encoding, self.row = Path(outdir), encoding, row or {}
         self.stem, self.subdirs, self.sink = stem, subdirs, sink
-        self.workers = workers or usable_cpus()
+        self.workers = capped_workers(workers)[0]  # not past the cores nor the open files
         self.depth = depth or default_depth(batch, self.workers)
         self.slot_shape = (batch, *shape)
         if parallel == "auto":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,13 @@ def step_name(step: int) -> str:
     return f"step-{step:07d}.pt"
 
 
-def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, keep: int) -> Path:
+def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, keep: int,
+                    before_naming: Callable[[], None] | None = None) -> Path:
     """Write the record ``state`` as ``step-NNNNNNN.pt``, point ``last.pt`` at it, keep the
-    newest ``keep``."""
+    newest ``keep``. ``before_naming``: see ``write_checkpoint``."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / step_name(int(state["step"]))
-    write_checkpoint(state, path)
+    write_checkpoint(state, path, before_naming)
     _link_last(path)
     for old in step_checkpoints(ckpt_dir)[keep:]:
         old.unlink(missing_ok=True)
@@ -113,10 +114,14 @@ def _link_last(path: Path) -> None:
     tmp = path.parent / f".{LAST}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     try:
-        os.link(path, tmp)
-    except OSError:
-        import shutil
+        try:
+            os.link(path, tmp)
+        except OSError:
+            import shutil
 
-        shutil.copyfile(path, tmp)
-    os.replace(tmp, last)
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, last)
+    except BaseException:  # a full disk mid-copy, a Ctrl-C that aborts the save: no temp left
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)

@@ -39,18 +39,21 @@ RUN_RE = re.compile(r"^(\d{5})-")
 def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
         resume: str | os.PathLike | None = None, steps: int | None = None,
         console: Console | None = None, progress: bool = True,
-        progress_every: float = PLAIN_EVERY_S, max_time: float | None = None) -> TrainResult:
+        progress_every: float = PLAIN_EVERY_S, max_time: float | None = None,
+        fit_batch: bool = False) -> TrainResult:
     """Start a new run from ``cfg`` under ``out``, or continue the run named by ``resume``.
 
     On resume the configuration comes from the checkpoint; only the total ``steps`` may change.
     ``progress_every``: seconds between status lines where stderr is not a terminal.
     ``max_time``: this session's time budget in seconds (a job's wall-time limit): training
     stops at the first step past it with a checkpoint (``TrainResult.out_of_time``).
+    ``fit_batch``: the batch size is the preset's (the user named none): a smaller dataset
+    lowers it, with a line, instead of stopping the run.
     """
     deadline = time.perf_counter() + max_time if max_time else float("inf")  # from the start
     with ExitStack() as held:
         return _run(cfg, out, resume, steps, console or Console(stderr=True), progress,
-                    progress_every, deadline, held)
+                    progress_every, deadline, held, fit_batch and resume is None)
 
 
 def _resumed(resume, world, console, held: ExitStack) -> tuple[Path, dict]:
@@ -72,7 +75,7 @@ def _resumed(resume, world, console, held: ExitStack) -> tuple[Path, dict]:
 
 
 def _run(cfg, out, resume, steps, console, progress, progress_every, deadline: float,
-         held: ExitStack) -> TrainResult:
+         held: ExitStack, fit_batch: bool = False) -> TrainResult:
     state = None
     world = distributed.from_env()
     if resume is not None:
@@ -89,7 +92,7 @@ def _run(cfg, out, resume, steps, console, progress, progress_every, deadline: f
         tensorboard_writer_class()  # a missing extra is one line before any file is made
     if not world.main:  # one voice: rank 0 reports, the others only train
         console, progress = Console(stderr=True, quiet=True), False
-    trainer = Trainer(cfg, console, progress, world, progress_every)  # before any file
+    trainer = Trainer(cfg, console, progress, world, progress_every, fit_batch)  # before files
     cfg = trainer.cfg  # with the data's class names, for a conditional pair
     try:
         if state is None:
@@ -111,7 +114,7 @@ def _run(cfg, out, resume, steps, console, progress, progress_every, deadline: f
             bad = log.truncate(trainer.step)
             if bad:
                 console.print(f"{run_dir / METRICS}: dropped {bad} damaged line(s) it could "
-                              "not read", highlight=False)
+                              "not read", highlight=False, soft_wrap=True)
             console.print(f"resuming {run_dir} at step {trainer.step}")
         return trainer.fit(run_dir, log, deadline)
     finally:

@@ -118,7 +118,8 @@ EVENT_FIELDS = {"rollback": {"at_step": int, "reason": str, "lr_scale": (int, fl
 def read_rows(path: Path) -> tuple[list[tuple[str, dict]], int]:
     """Every usable line of a metrics.jsonl as (its text, its row), and how many were not:
     not UTF-8, not JSON, not an object, no whole-number ``step``, a number field that is not a
-    number, an event without its fields (a torn last line after a crash, or a hand edit).
+    number, a text field that is not text, an event without its fields (a torn last line after
+    a crash, or a hand edit).
     The one reader of the file: resume keeps the usable lines, the report draws them."""
     kept, bad = [], 0
     for raw in path.read_bytes().splitlines():
@@ -127,7 +128,7 @@ def read_rows(path: Path) -> tuple[list[tuple[str, dict]], int]:
         try:
             line = raw.decode()
             row = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested past the stack
             bad += 1
             continue
         if _usable(row):
@@ -137,16 +138,25 @@ def read_rows(path: Path) -> tuple[list[tuple[str, dict]], int]:
     return kept, bad
 
 
+TEXT = ("event", "reason")  # a row's fields that are text; all but "sha256" (the replicas'
+# fingerprints, read by no one) are numbers
+
+
 def _usable(row) -> bool:
-    if not isinstance(row, dict) or type(row.get("step")) is not int or row["step"] < 0:
+    if not isinstance(row, dict) or not _number(row.get("step"), int) or row["step"] < 0:
+        return False
+    if any(not isinstance(v, str) if k in TEXT else not _number(v)
+           for k, v in row.items() if k != "sha256"):
         return False
     needs = EVENT_FIELDS.get(row.get("event"), {})
-    if any(not isinstance(row.get(k), t) or isinstance(row.get(k), bool)
-           for k, t in needs.items()):
-        return False
-    text = ("event", "reason", "sha256")  # the fields that are not numbers
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool)
-               for k, v in row.items() if k not in text and k not in needs)
+    return all(isinstance(row.get(k), t) for k, t in needs.items()) and row.get("at_step", 0) >= 0
+
+
+def _number(value, kind: type | tuple = (int, float)) -> bool:
+    """A JSON number of ``kind`` that every reader can take as a float: not a bool, not an
+    integer past 64 bits."""
+    return (isinstance(value, kind) and not isinstance(value, bool)
+            and (isinstance(value, float) or abs(value) < 2**63))
 
 
 def truncate_metrics(path: Path, step: int) -> int:

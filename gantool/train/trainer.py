@@ -57,6 +57,7 @@ class TrainResult:
     checkpoint: Path | None
     images_per_s: float
     out_of_time: bool = False  # stopped by the session's time budget (``max_time``)
+    stopped_by: int | None = None  # the signal (SIGINT, SIGTERM) that stopped it, if one did
 
 
 class _Window:
@@ -80,7 +81,10 @@ class Trainer:
     the steps (metrics rows, sample grids, evaluations, checkpoints, the divergence guard)."""
 
     def __init__(self, cfg: RunConfig, console: Console, progress: bool = True,
-                 world: distributed.World | None = None, progress_every: float = PLAIN_EVERY_S):
+                 world: distributed.World | None = None, progress_every: float = PLAIN_EVERY_S,
+                 fit_batch: bool = False):
+        """``fit_batch``: the batch size is the preset's, not the user's: lower it to what the
+        data holds rather than refuse a folder of fewer images."""
         self.cfg, self.console, self.show_progress = cfg, console, progress
         self.progress_every = progress_every
         t = cfg.train
@@ -89,12 +93,17 @@ class Trainer:
         check_networks(cfg.model)  # an unsupported model fails before the data is read
         self.data = self._load_data()
         self.cfg = cfg = self._with_classes(cfg)
+        if fit_batch:
+            self.cfg = cfg = self._fit_batch(cfg)
+            t = cfg.train
         self.update = GanUpdate(cfg, self.hw, world)
         self.guard = (DivergenceGuard(t.guard_patience, t.guard_min_spread, t.loss == "bce",
                                       t.guard_min_diversity) if t.guard else None)
         self.rollbacks, self.lr_scale = 0, 1.0  # the guard's doing; saved in checkpoints
         self.best: dict | None = None  # {"metric", "value", "step"} of checkpoints/best.pt
-        self.step = 0
+        self.step, self._saved = 0, None  # _saved: the step of the newest checkpoint written
+        self._stop = _Stop(lambda line: self.console.print(line, highlight=False,
+                                                           soft_wrap=True))
         self.order = EpochOrder(len(self.data), t.batch_size, t.seed, cfg.data.flip)
         self.real_batch = RealBatches(self.data.images, self.order, world, self.hw,
                                       self.data.labels, len(cfg.model.classes))
@@ -135,6 +144,18 @@ class Trainer:
                                "data the run was started with, or leave model.classes unset")
         return replace(cfg, model=replace(cfg.model, classes=names))
 
+    def _fit_batch(self, cfg: RunConfig) -> RunConfig:
+        """``cfg`` with a batch no larger than the data (the largest that splits over the
+        processes), said in one line, where the preset's batch is larger than the data."""
+        t, n, size = cfg.train, len(self.data), self.world.size
+        fit = n - n % size
+        if t.batch_size <= n or fit < 1:
+            return cfg  # it fits, or nothing does (EpochOrder says so)
+        self.console.print(f"note: batches of {fit} images, not {t.batch_size}: the data holds "
+                           f"{n}", highlight=False)
+        self.hw = replace(self.hw, local_batch=fit // size)
+        return replace(cfg, train=replace(t, batch_size=fit))
+
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return capture(self.cfg, self.update, self.step, self.order.steps_per_epoch,
@@ -166,9 +187,16 @@ class Trainer:
             gather_replicas(state, self.update, self.world, self.step, self.log)
         return state
 
-    def _save(self, state: dict) -> None:
-        if self.world.main:
-            self.ckpt = save_checkpoint(state, self.run_dir / "checkpoints", self.cfg.train.keep)
+    def _save(self, state: dict | None = None) -> dict:
+        """Write ``state`` (default: this step's) as a step checkpoint and last.pt; a first
+        Ctrl-C or SIGTERM meanwhile lets it finish (see ``_Stop``). -> the state written."""
+        with self._stop.saving(f"the checkpoint at step {self.step}"):
+            state = state if state is not None else self._checkpoint_state()
+            if self.world.main:
+                self.ckpt = save_checkpoint(state, self.run_dir / "checkpoints",
+                                            self.cfg.train.keep, self._stop.check)
+            self._saved = self.step
+        return state
 
     # ---- the loop ----------------------------------------------------------------------------
     def train_step(self, real: torch.Tensor,
@@ -194,23 +222,26 @@ class Trainer:
         window = _Window()
         bar = StepProgress(self.console, "train", t.steps, self.step, self.show_progress,
                            self.progress_every, short=("D", "G", "img/s"))
-        with _graceful_stop() as stop, bar:
-            while self.step < t.steps and not distributed.any_rank(
-                    stop() or time.perf_counter() >= deadline, self.world, self.hw.device):
-                window.add(self.train_step(self.real_batch(self.step),
-                                           self.real_batch.classes(self.step)))
-                bar.advance(self.step)
-                if self._due(t.log_every) and self._log_window(window, bar):
-                    continue  # rolled back
-                self._scheduled(window, bar)
-            out_of_time = not stop() and deadline < float("inf")  # no signal: the budget
-        interrupted = self.step < t.steps
-        if interrupted and (self.step > start_step or self.step == 0):
-            self._save(self._checkpoint_state())  # at step 0 too: the resume hint must work
+        with self._stop as stop:  # until the last file is written
+            with bar:
+                while self.step < t.steps and not distributed.any_rank(
+                        stop.signal is not None or time.perf_counter() >= deadline, self.world,
+                        self.hw.device):
+                    window.add(self.train_step(self.real_batch(self.step),
+                                               self.real_batch.classes(self.step)))
+                    bar.advance(self.step)
+                    if self._due(t.log_every) and self._log_window(window, bar):
+                        continue  # rolled back
+                    self._scheduled(window, bar)
+            interrupted = self.step < t.steps
+            if interrupted and self._saved != self.step and (self.step > start_step
+                                                             or self.step == 0):
+                self._save()  # at step 0 too: the resume hint must work
+        out_of_time = stop.signal is None and deadline < float("inf")  # no signal: the budget
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) * t.batch_size / elapsed if elapsed > 0 else 0.0
         return TrainResult(run_dir, self.step, interrupted, self.ckpt, rate,
-                           out_of_time=interrupted and out_of_time)
+                           out_of_time=interrupted and out_of_time, stopped_by=stop.signal)
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.cfg.train.steps
@@ -248,15 +279,15 @@ class Trainer:
         if samples or evaluates:  # on every rank: a SyncBatchNorm G_ema measures together
             self.update.standing_stats(self.step)
         if main and samples:
-            grid = self.write_samples()
+            with self._stop.saving(f"the sample grid at step {self.step}", at_once=True):
+                grid = self.write_samples()
             bar.print(f"step {self.step} (epoch {self.step / spe:.2f}): {grid}")
         if evaluates:
             if main:
                 self._evaluate(bar)
             self.best = distributed.broadcast_object(self.best, self.world)
         if self._due(t.checkpoint_every or spe):
-            state = self._checkpoint_state()
-            self._save(state)
+            state = self._save()
             if main:
                 bar.mark()
             if self._healthy(window.sums):
@@ -357,7 +388,9 @@ class Trainer:
         better = self.best is None or value < self.best["value"]
         if better:
             self.best = {"metric": t.eval_metric, "value": value, "step": self.step}
-            write_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / "best.pt")
+            with self._stop.saving(f"best.pt at step {self.step}"):
+                write_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / "best.pt",
+                                 self._stop.check)
         console.print(f"step {self.step}: {t.eval_metric.upper()} {value:.4g}"
                       + (" (best so far: checkpoints/best.pt)" if better else
                          f" (best {self.best['value']:.4g} at step {self.best['step']})"))
@@ -368,22 +401,62 @@ def _next(step: int, every: int) -> int:
     return (step // every + 1) * every if every else 0
 
 
-@contextmanager
-def _graceful_stop() -> Iterator:
-    """First Ctrl-C (or SIGTERM) asks the loop to stop at the next step; a second one aborts."""
-    requested = {"flag": False}
+class _Stop:
+    """Ctrl-C and SIGTERM while a run trains. Between saves the first asks the loop to stop at
+    the next step (a checkpoint follows) and a second aborts. During a save (a checkpoint,
+    best.pt, a sample grid) the first lets it finish, saying so, and stops the run after it; a
+    second aborts the save: a checkpoint's where its file is whole but not yet named (``check``;
+    torch.save cut in two loses the Ctrl-C or turns it into a RuntimeError), a grid's at once.
+    An abort is the caller's handler's (the CLI's: "interrupted", exit 130 or 143)."""
 
-    def handler(signum, frame):
-        if requested["flag"]:
-            raise KeyboardInterrupt
-        requested["flag"] = True
+    def __init__(self, say):
+        self.signal: int | None = None  # the first signal: the run stops at the next step
+        self._say, self._previous = say, {}
+        self._saving, self._at_once, self._hit, self._pending = None, False, False, None
 
-    if threading.current_thread() is threading.main_thread():
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    else:
-        old = {}
-    try:
-        yield lambda: requested["flag"]
-    finally:
-        for s, h in old.items():
+    def __enter__(self) -> _Stop:
+        self.signal = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handler)
+                              for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._previous.items():
             signal.signal(s, h)
+        self._previous = {}
+
+    @contextmanager
+    def saving(self, what: str, at_once: bool = False) -> Iterator[None]:
+        """Write ``what`` (e.g. "the checkpoint at step 900") under the rules above; a second
+        signal aborts at ``check`` or, ``at_once``, wherever it lands. One that comes after the
+        file was named aborts nothing: the save is whole, the run stops as asked."""
+        self._saving, self._at_once, self._hit, self._pending = what, at_once, False, None
+        try:
+            yield
+        finally:
+            self._saving = self._pending = None
+
+    def check(self) -> None:
+        """Abort the save here if a second signal asked for it (its file is whole, unnamed)."""
+        if self._pending is not None:
+            self._say(f"aborted {self._saving}; the checkpoints before it are intact")
+            self._abort(self._pending, None)
+
+    def _handler(self, signum, frame) -> None:
+        again = "press Ctrl-C again" if signum == signal.SIGINT else "send SIGTERM again"
+        if self._saving is not None and not self._hit:
+            self._hit, self.signal = True, self.signal or signum
+            self._say(f"finishing {self._saving}; {again} to abort it")
+        elif self._saving is not None and not self._at_once:
+            self._pending = signum
+        elif self.signal is None:
+            self.signal = signum
+        else:
+            self._abort(signum, frame)
+
+    def _abort(self, signum: int, frame) -> None:
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
