@@ -227,6 +227,7 @@ def test_files_that_are_not_checkpoints_are_said_for_what_they_are(tiny_ckpt, tm
         assert "weights_only" not in said and "Errno" not in said, said
 
 
+@pytest.mark.slow  # a process per command (torch's own warnings on stderr are what it checks)
 @pytest.mark.parametrize("command", [["info", "{f}"],
                                      ["generate", "{f}", "--seeds", "0", "--out", "{tmp}/o"],
                                      ["train", "--resume", "{f}"]])
