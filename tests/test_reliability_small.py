@@ -184,19 +184,6 @@ def test_the_trainer_lowers_the_batch_only_when_asked(tmp_path):
         Trainer(cfg, console, progress=False)  # the library's default: the caller's batch
 
 
-@pytest.mark.slow
-def test_the_few_shot_preset_trains_on_three_images(tmp_path):
-    folder = tmp_path / "three"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(
-            folder / f"{i}.png")
-    r = gantool_cli("train", "--preset", "few-shot", "--data", folder, "--steps", "1",
-                    "--no-progress", "--out", tmp_path / "runs")
-    assert r.returncode == 0, r.stderr
-    assert "note: batches of 3 images, not 8: the data holds 3" in r.stderr
-
-
 # ---- files that are not gantool checkpoints ----------------------------------------------------
 def _not_checkpoints(folder: Path, tiny_ckpt: Path) -> dict[str, str]:
     """name -> what the error must say, for files of each kind."""
