@@ -47,7 +47,7 @@ def _reliability():
     """benchmarks/reliability.py, loaded from its file (benchmarks/ is not a package)."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "reliability.py"
     spec = importlib.util.spec_from_file_location("reliability", path)
-    module = importlib.util.module_from_spec(spec)
+    module = sys.modules["reliability"] = importlib.util.module_from_spec(spec)  # dataclasses
     spec.loader.exec_module(module)
     return module
 
