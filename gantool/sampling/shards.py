@@ -69,6 +69,8 @@ class Shard:
 
 def parse_shard(text: str, source: str = "--shard") -> Shard:
     """``I/N`` (0 <= I < N) as a Shard, or a ValueError saying what is wrong."""
+    if not str(text).isascii():  # int() reads other scripts' digits; every other number refuses
+        raise ValueError(f"{source} {text!r} is not I/N in digits 0-9 (e.g. 3/8)")
     index, sep, count = str(text).strip().partition("/")
     try:
         i, n = int(index), int(count)
@@ -87,8 +89,6 @@ def shard_from(flag: str | None, environ: Mapping[str, str] = os.environ) -> Sha
     or the variable a job's environment lacks (with only its index, every process of the job
     would draw every seed)."""
     if flag is not None:
-        if not flag.isascii():  # int() reads other scripts' digits; every other number refuses
-            raise ValueError(f"--shard {flag!r} is not I/N in digits 0-9 (e.g. 3/8)")
         return parse_shard(flag)
     for index, count, job in (("RANK", "WORLD_SIZE", "torchrun sets both"),
                               ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
