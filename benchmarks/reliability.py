@@ -1,6 +1,6 @@
 """Replay a hostile-input corpus against the real CLI and print one table: case, expected, got.
 
-    python benchmarks/reliability.py                 # everything (about 10 minutes on 2 cores)
+    python benchmarks/reliability.py                 # everything (about 16 minutes on 2 cores)
     python benchmarks/reliability.py --skip kills,triton --json out.json
 
 Every case runs ``gantool ...`` in its own process under a timeout (a hang is a failure, never
