@@ -114,9 +114,10 @@ def _no_ray_address_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
 
+# an address where nothing answers (localhost:1: Ray's own 45 s connect timeout) is the
+# reliability script's case (benchmarks/reliability.py, group engines): CI time
 @pytest.mark.parametrize("address, within, words", [
     ("auto", 30, "--address auto: no Ray cluster runs on this machine"),
-    ("localhost:1", 75, "--address localhost:1: no Ray cluster answers there"),
 ])
 def test_an_address_without_a_cluster_is_one_line_in_bounded_time(tiny_ckpt, tmp_path, address,
                                                                    within, words):
