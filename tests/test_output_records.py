@@ -170,6 +170,7 @@ def test_one_device_needs_no_merge_and_two_for_one_seed_merge(tiny_ckpt, tmp_pat
     assert os.path.isdir(out / "shard-00001-of-00002")
 
 
+@pytest.mark.slow  # an export (test_serve's Triton render checks the same in the slow tier)
 def test_an_export_names_its_checkpoint_s_model_so_a_render_resumes_across_backends(
         tiny_ckpt, tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
