@@ -4,11 +4,14 @@ In a terminal, ``StepProgress`` is a rich bar that advances every step (so its E
 the first steps) with the latest figures beside it, narrow enough for 80 columns. Where stderr
 is not a terminal (``> train.log 2>&1``, nohup, a cluster job, CI), a bar only draws its final
 state, so it writes one plain line every ``every`` seconds instead, and one at every event
-(sample grid, checkpoint, evaluation, rollback): what ``tail -f`` should show.
+(sample grid, checkpoint, evaluation, rollback): what ``tail -f`` should show. A timer keeps
+that promise while a step takes longer than ``every`` (a slow first step, a megapixel step on a
+CPU): its line says which step is running and for how long.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 from rich.console import Console
@@ -36,18 +39,21 @@ class StepProgress:
     ``figures`` are the latest values (name -> text), shown beside the bar and in every plain
     line; ``short`` names those that fit beside the bar at 80 columns. ``print(text)`` prints an
     event above the bar (in plain mode the status line follows), so it stands in for a Console
-    where events are reported. ``enabled=False`` shows only events.
+    where events are reported. ``enabled=False`` shows only events. ``unit``: what one count is
+    ("step"), for the timer's line while one takes long.
     """
 
     def __init__(self, console: Console, label: str, total: int, start: int = 0,
                  enabled: bool = True, every: float = PLAIN_EVERY_S,
-                 short: tuple[str, ...] = ()):
+                 short: tuple[str, ...] = (), unit: str | None = None):
         self.console, self.label, self.total, self.start = console, label, total, start
-        self.every, self.short = every, short
+        self.every, self.short, self.unit = every, short, unit
         self.live = enabled and console.is_terminal
         self.plain = enabled and not console.is_terminal
         self.done, self.figures, self._shown = start, {}, start
-        self._t0 = self._last_line = time.perf_counter()
+        self._t0 = self._last_line = self._last_step = time.perf_counter()
+        self._lock, self._quit = threading.Lock(), threading.Event()
+        self._timer: threading.Thread | None = None
         self._bar = Progress(TextColumn(f"[bold]{label}"), MofNCompleteColumn(),
                              BarColumn(bar_width=12), TimeElapsedColumn(), TextColumn("eta"),
                              TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
@@ -58,13 +64,29 @@ class StepProgress:
         self._bar.__enter__()
         self._task = self._bar.add_task(self.label, total=self.total, completed=self.start,
                                         figures="")
+        if self.plain and self.every > 0:
+            self._quit.clear()
+            self._timer = threading.Thread(target=self._heartbeat, daemon=True,
+                                           name="gantool-status")
+            self._timer.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._quit.set()
+            self._timer.join()
+            self._timer = None
         self._bar.__exit__(*exc)
 
+    def _heartbeat(self) -> None:
+        """The status line every ``every`` seconds when no step brought one."""
+        while not self._quit.wait(min(self.every, 1.0)):
+            if time.perf_counter() - self._last_line >= self.every:
+                self._line()
+
     def advance(self, done: int, figures: dict[str, str] | None = None) -> None:
-        self.done = done
+        if done != self.done:
+            self.done, self._last_step = done, time.perf_counter()
         if figures is not None:
             self.figures = figures
             shown = "  ".join(f"{k} {figures[k]}" for k in self.short if k in figures)
@@ -76,7 +98,7 @@ class StepProgress:
 
     def print(self, text: str) -> None:
         """An event: a line above the bar; in plain mode the status line follows it."""
-        self._bar.console.print(text, highlight=False)
+        self._bar.console.print(text, highlight=False, soft_wrap=True)  # whole, for grep
         self.mark()
 
     def mark(self) -> None:
@@ -85,12 +107,17 @@ class StepProgress:
             self._line()
 
     def _line(self) -> None:
-        now = time.perf_counter()
-        self._last_line, self._shown = now, self.done
-        elapsed = now - self._t0
-        rate = (self.done - self.start) / elapsed if elapsed > 0 else 0.0
-        eta = clock((self.total - self.done) / rate) if rate > 0 else "?"
-        figures = "  ".join(f"{k} {v}" for k, v in self.figures.items())
-        self.console.print(f"{self.label} {self.done}/{self.total}  {figures}  "
-                           f"elapsed {clock(elapsed)}  eta {eta}", highlight=False,
-                           soft_wrap=True)
+        with self._lock:  # the step loop's lines and the timer's, one at a time
+            now = time.perf_counter()
+            self._last_line, self._shown = now, self.done
+            elapsed = now - self._t0
+            rate = (self.done - self.start) / elapsed if elapsed > 0 else 0.0
+            eta = clock((self.total - self.done) / rate) if rate > 0 else "?"
+            figures = "".join(f"{k} {v}  " for k, v in self.figures.items())
+            waiting = now - self._last_step
+            running = "" if waiting < self.every or self.done >= self.total else (
+                f"  ({self.unit} {self.done + 1} running for {clock(waiting)})" if self.unit
+                else f"  (no progress for {clock(waiting)})")
+            self.console.print(f"{self.label} {self.done}/{self.total}  {figures}"
+                               f"elapsed {clock(elapsed)}  eta {eta}{running}", highlight=False,
+                               soft_wrap=True)

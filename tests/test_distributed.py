@@ -57,7 +57,8 @@ def test_two_processes_keep_identical_replicas_and_resume_on_one(tmp_path):
     assert len(ranks) == 2 and not torch.equal(ranks[0], ranks[1]), "each rank its own z"
     losses = [row for row in rows if "loss_d" in row]
     assert losses and all(row["loss_d"] == row["loss_d"] for row in losses)  # finite, logged
-    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step-0000006.png"]
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
+        "step-0000000.png", "step-0000006.png"]  # before the first step, then every 6
 
     resumed = gantool_cli("train", "--resume", run_dir, "--steps", "9", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -27,7 +27,7 @@ def test_run_directory_layout(tiny_run):
     for key in ("loss_d", "loss_g", "d_real", "d_fake", "lr_g", "lr_d", "images_per_s"):
         assert all(isinstance(r[key], float) for r in rows), key
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
-        "step-0000006.png", "step-0000012.png"]
+        "step-0000000.png", "step-0000006.png", "step-0000012.png"]  # before step 1, then 6
     session = json.loads((run_dir / "session.json").read_text())
     assert (session["device"], session["precision"], session["processes"]) == (
         "cpu", "float32", 1)
@@ -267,7 +267,7 @@ def test_a_log_file_gets_status_lines(tmp_path):
     for key in ("D ", "G ", "D(x) ", "D(G(z)) ", "img/s ", "elapsed ", "eta "):
         assert key in status[-1], status[-1]
     assert len(set(status)) == len(status)  # no line twice
-    assert f"step 20 (epoch 0.05): {run_dir}/samples/step-0000020.png" in lines
+    assert f"step 20 (epoch 0.05): sample grid {run_dir}/samples/step-0000020.png" in lines
     assert any(ln.startswith("train 20/40") for ln in status)
     assert "━" not in r.stderr  # no bar
 
@@ -304,7 +304,7 @@ def test_tensorboard_events_read_back_and_a_resume_replaces_what_came_after(tmp_
     assert [e.value for e in loss_d] == pytest.approx([r["loss_d"] for r in rows], rel=1e-6)
     assert [e.step for e in events.Scalars("diversity")] == [4, 8, 12]
     grids = events.Images("samples")
-    assert [g.step for g in grids] == [6, 12]
+    assert [g.step for g in grids] == [0, 6, 12]
     from PIL import Image
 
     png = Image.open(result.run_dir / "samples" / "step-0000012.png")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 
 import typer
@@ -12,22 +11,14 @@ from gantool.errors import GantoolError
 
 DEMO_STEPS = 600
 OUT_OF_TIME = 75  # exit code when --max-time stopped training: EX_TEMPFAIL, "run me again"
-DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
-                      r"(?:(\d+(?:\.\d+)?)s)?")
-
-
 def parse_duration(text: str) -> float:
     """"90m", "11h30m", "1d2h", "45s" or Slurm's "H:MM:SS" / "MM:SS" -> seconds (> 0)."""
-    text = text.strip().lower()
-    seconds = None
-    plain = text.isascii()  # \d, int() and float() read other scripts' digits; not here
-    if plain and ":" in text and all(p.isdigit() for p in text.split(":")) and text.count(":") <= 2:
-        seconds = sum(int(p) * 60**i for i, p in enumerate(reversed(text.split(":"))))
-    elif plain and text and (m := DURATION.fullmatch(text)):
-        seconds = sum(float(v or 0) * unit for v, unit in zip(m.groups(), (86400, 3600, 60, 1)))
+    from gantool.config import duration
+
+    seconds = duration(text)
     if not seconds:
-        raise GantoolError(f"--max-time: cannot read {text!r} as a time budget; write e.g. "
-                           "90m, 11h30m, 45s or 11:30:00")
+        raise GantoolError(f"--max-time: cannot read {text.strip().lower()!r} as a time budget; "
+                           "write e.g. 90m, 11h30m, 45s or 11:30:00")
     return seconds
 
 
@@ -88,14 +79,8 @@ def train(
     seconds = parse_duration(max_time) if max_time is not None else None
     given = [(o, v) for o in config_flags() if (v := values[o.name]) is not None]
     if resume is not None:
-        extra = [o.flag for o, _ in given if o.key != "train.steps"]
-        extra += [f"--{k}" for k, v in (("preset", preset), ("config", config), ("name", name))
-                  if v is not None] + (["--set"] if set_ else [])
-        if extra:
-            raise GantoolError(f"--resume continues a run with its own configuration; only "
-                               f"--steps and --max-time may change (got {', '.join(extra)})")
-        _finish(_run(resume=resume, steps=values["steps"], progress=progress,
-                     progress_every=progress_every, max_time=seconds))
+        _finish(_run(resume=resume, changes=_resume_changes(given, set_, preset, config, name),
+                     progress=progress, progress_every=progress_every, max_time=seconds))
         return
     cfg = C.preset_config(preset) if preset else C.RunConfig()
     overrides = C.load_config_file(config) if config else {}
@@ -106,6 +91,27 @@ def train(
     _finish(_run(cfg=C.apply_overrides(cfg, overrides), out=out, progress=progress,
                  progress_every=progress_every, max_time=seconds,
                  fit_batch=not _batch_named(overrides)))
+
+
+def _resume_changes(given: list, set_: list[str], preset, config, name) -> dict:
+    """What ``--resume`` changes (``RESUME_CHANGES``, by flag or --set), or one line naming
+    what it may not."""
+    from gantool.config import parse_set_options
+    from gantool.config.parse import resolve_key
+    from gantool.train.loop import RESUME_CHANGES
+
+    flags = {o.key: o.flag for o in config_flags()}
+    changes = {o.key: v for o, v in given}
+    for key, value in parse_set_options(set_).items():
+        changes[".".join(resolve_key(key))] = value
+    extra = [flags.get(k, f"--set {k}") for k in changes if k not in RESUME_CHANGES]
+    extra += [f"--{k}" for k, v in (("preset", preset), ("config", config), ("name", name))
+              if v is not None]
+    if extra:
+        may = ", ".join(flags.get(k, f"--set {k}") for k in RESUME_CHANGES)
+        raise GantoolError(f"--resume continues a run with its own configuration; only "
+                           f"--max-time, {may} may change (got {', '.join(extra)})")
+    return changes
 
 
 def _batch_named(overrides: dict) -> bool:
@@ -187,11 +193,12 @@ def _run(**kwargs):
 
 
 def _finish(result) -> None:
+    """Say how training ended, where its files are and the commands that look at them; exit
+    with the code of a stop (75 for the time budget, 130 Ctrl-C, 143 SIGTERM)."""
     import os
     import signal
 
     quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 reports
-    grids = sorted((result.run_dir / "samples").glob("step-*.png"))
     term = result.stopped_by == signal.SIGTERM
     if result.interrupted:
         saved = (f"checkpoint: {result.checkpoint}" if result.checkpoint
@@ -200,35 +207,70 @@ def _finish(result) -> None:
                "terminated (SIGTERM)" if term else "interrupted")
         if not quiet:
             typer.echo(f"{why} at step {result.step}; {saved}\n"
-                       f"continue with: gantool train --resume {result.run_dir}", err=True)
+                       + "\n".join(_next_steps(result)), err=True)
         raise typer.Exit(OUT_OF_TIME if result.out_of_time else 143 if term else 130)
     if not quiet:
         typer.echo(f"trained {result.step} steps ({result.images_per_s:,.0f} images/s) in "
-                   f"{result.run_dir}")
-        typer.echo(f"checkpoint: {result.run_dir / 'checkpoints' / 'last.pt'}")
-        if grids:
-            typer.echo(f"samples:    {grids[-1]}")
+                   f"{result.run_dir}\ncheckpoint: {result.run_dir / 'checkpoints' / 'last.pt'}"
+                   "\n" + "\n".join(_next_steps(result)))
     if result.stopped_by is not None:  # a stop asked for while the last files were written
         raise typer.Exit(143 if term else 130)
 
 
-def _print_presets() -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _next_steps(result) -> list[str]:
+    """The newest sample grid, and the commands (with the run's paths, called the way this
+    gantool was) that go on: resume, a grid of seeds, the explorer, the report."""
+    from shlex import quote
+
+    run, gantool = result.run_dir, _program()
+    grids = sorted((run / "samples").glob("step-*.png"))
+    last = run / "checkpoints" / "last.pt"
+    lines = [f"samples:    {grids[-1]} (newest of {len(grids)})"] if grids else []
+    if result.interrupted:
+        lines.append(f"continue with: {gantool} train --resume {quote(str(run))}")
+    if last.is_file():
+        ckpt = quote(str(last))
+        seeds = "--class all --seeds 0-7" if result.classes else "--seeds 0-63"
+        lines += ["look at it:",
+                  f"  {gantool} generate {ckpt} {seeds} --grid grid.png    # a grid of seeds",
+                  f"  {gantool} explore {ckpt}    # seeds, truncation and walks in a browser",
+                  f"  {gantool} report {quote(str(run))}    # curves and samples over time"]
+    return lines
+
+
+def _program() -> str:
+    """How to call gantool again the way this one was called: ``gantool`` where that is on the
+    PATH (or not a script here), else the script's path as typed (``.venv/bin/gantool``)."""
+    import shutil
+    import sys
+    from shlex import quote
+
+    script = Path(sys.argv[0])
+    if script.name != "gantool" or (shutil.which("gantool") and Path(
+            shutil.which("gantool")).resolve() == script.resolve()):
+        return "gantool"
+    return quote(sys.argv[0])
+
+
+def _print_presets(width: int = 80) -> None:
+    """Each preset as a few lines that fit ``width`` columns: its name, its key values, what
+    it is for and where its values come from."""
+    from textwrap import fill
 
     from gantool.config import PRESETS, preset_names, preset_summary
 
-    rows = [preset_summary(n) for n in preset_names()]
-    table = Table(*rows[0], title="presets (gantool train --preset NAME; any value can be "
-                  "overridden with flags or --set)", title_justify="left")
-    for row in rows:
-        table.add_row(*row.values())
-    table.columns[0].no_wrap = True  # full names, whatever the width: they are what users type
-    console = Console()
-    if not console.is_terminal:  # a file or a pipe has no width: do not cut anything
-        console = Console(width=250)
-    console.print(table)
+    lines = ["presets (gantool train --preset NAME; flags or --set override any value)"]
+    label = {"G / D": "G/D", "lr G / D": "lr G/D"}
     for name in preset_names():
-        preset = PRESETS[name]
-        console.print(f"[bold]{name}[/]: {preset.about}\n  [dim]source: {preset.source}[/]",
-                      highlight=False)
+        facts = preset_summary(name)
+        facts.pop("preset")
+        tricks = facts.pop("tricks")
+        summary = ", ".join(f"{label.get(k, k)} {v}" if k not in ("size", "steps") else
+                            f"{v} steps" if k == "steps" else v for k, v in facts.items())
+        lines += ["", name, fill(summary + (f", {tricks}" if tricks != "-" else ""), width,
+                                 break_on_hyphens=False,
+                                 initial_indent="  ", subsequent_indent="  "),
+                  fill(PRESETS[name].about, width, initial_indent="  ", subsequent_indent="  "),
+                  fill(f"source: {PRESETS[name].source}", width, initial_indent="  ",
+                       subsequent_indent="    ")]
+    typer.echo("\n".join(lines))

@@ -11,7 +11,13 @@ loop as plain values.
 - ``presets``: the named configurations, each with its source and measurements.
 """
 
-from gantool.config.checks import augment_policy, validate, validate_model
+from gantool.config.checks import (
+    augment_policy,
+    duration,
+    sample_cadence,
+    validate,
+    validate_model,
+)
 from gantool.config.parse import (
     apply_overrides,
     batch_for,
@@ -54,7 +60,8 @@ __all__ = [
     "AMP_MODES", "ARCHS", "AUGMENTS", "COMPILE_MODES", "D_ARCHS", "DEVICES", "EVAL_METRICS",
     "EXTRA_UPDATES", "FITS", "LABEL_SMOOTHING", "LOSSES", "MARCHESI_BATCH_SIZES", "PRESETS",
     "SECTIONS", "DataConfig", "ModelConfig", "Option", "Preset", "RunConfig",
-    "TrainConfig", "all_keys", "apply_overrides", "augment_policy", "batch_for",
+    "TrainConfig", "all_keys", "apply_overrides", "augment_policy", "batch_for", "duration",
     "load_config_file", "model_config", "options", "parse_set_options", "preset_config",
-    "preset_names", "preset_sets", "preset_summary", "validate", "validate_model",
+    "preset_names", "preset_sets", "preset_summary", "sample_cadence", "validate",
+    "validate_model",
 ]

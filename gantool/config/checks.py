@@ -3,6 +3,7 @@ options. Each failure is a ConfigError with one readable line."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gantool.config.schema import (
@@ -91,6 +92,7 @@ def _validate_train(t: TrainConfig) -> None:
         raise ConfigError("train.compile cannot run wgan-gp: torch.compile has no double "
                           "backward for its gradient penalty; use another loss or compile off")
     augment_policy(t.augment)
+    sample_cadence(t.sample_every)
     if min(t.lr_g, t.lr_d, t.lr_gamma, t.lr_decay_factor) <= 0:
         raise ConfigError("learning rates, train.lr_gamma and train.lr_decay_factor must be "
                           "positive")
@@ -105,6 +107,38 @@ def augment_policy(text: str) -> tuple[str, ...]:
     for n in names:
         choice("train.augment", n, AUGMENTS)
     return names
+
+
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                      r"(?:(\d+(?:\.\d+)?)s)?")
+
+
+def duration(text: str) -> float | None:
+    """"90m", "11h30m", "1d2h", "45s" or Slurm's "H:MM:SS" / "MM:SS" -> seconds; None for text
+    that is none of those, or no time at all."""
+    text = str(text).strip().lower()
+    seconds = None
+    plain = text.isascii()  # \d, int() and float() read other scripts' digits; not here
+    if plain and ":" in text and all(p.isdigit() for p in text.split(":")) and text.count(":") <= 2:
+        seconds = sum(int(p) * 60**i for i, p in enumerate(reversed(text.split(":"))))
+    elif plain and text and (m := DURATION.fullmatch(text)):
+        seconds = sum(float(v or 0) * unit for v, unit in zip(m.groups(), (86400, 3600, 60, 1)))
+    return seconds or None
+
+
+def sample_cadence(text: str) -> tuple[str, float]:
+    """``train.sample_every`` -> ("auto", 0), ("steps", N) (0: each epoch) or ("time", seconds);
+    ConfigError for anything else."""
+    text = str(text).strip().lower()
+    if text == "auto":
+        return "auto", 0
+    if text.isascii() and text.isdigit():
+        return "steps", int(text)
+    seconds = duration(text) if not text.isdigit() else None
+    if seconds is None:
+        raise ConfigError(f"train.sample_every must be a number of steps, a time such as 90s, "
+                          f"2m or 1h, or auto; got {text[:40]!r}")
+    return "time", seconds
 
 
 def choice(key: str, value: Any, choices: tuple) -> None:

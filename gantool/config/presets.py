@@ -32,7 +32,7 @@ FEW_SHOT = {
     "model.max_channels": 1024, "model.d_spectral_norm": True, "train.loss": "hinge",
     "train.batch_size": 8, "train.lr_g": 5e-4, "train.lr_d": 5e-4,
     "train.augment": "translation,color", "train.ema_decay": 0.999, "data.flip": True,
-    "train.steps": 10_000, "train.sample_every": 500, "train.checkpoint_every": 1000,
+    "train.steps": 10_000, "train.checkpoint_every": 1000,
 }
 
 PRESETS: dict[str, Preset] = {
@@ -44,14 +44,13 @@ PRESETS: dict[str, Preset] = {
         "4,690 steps are 10 epochs of 60k images",
         {"model.resolution": 28, "model.channels": 1, "model.ngf": 64, "model.ndf": 64,
          "train.batch_size": 128, "train.labels": "one-sided", "train.lr_g": 5e-4,
-         "train.lr_d": 2e-4, "train.steps": 4690, "train.sample_every": 0,
-         "train.checkpoint_every": 0}),
+         "train.lr_d": 2e-4, "train.steps": 4690, "train.checkpoint_every": 0}),
     "faces-64": Preset(
         "64x64 colour DCGAN (Radford), one-sided smoothing, horizontal flips",
         "the DCGAN paper's settings (Radford, Metz and Chintala; arXiv 2015, ICLR 2016)",
         {"model.resolution": 64, "model.channels": 3, "train.batch_size": 128,
          "train.labels": "one-sided", "data.flip": True, "train.steps": 20_000,
-         "train.sample_every": 500, "train.checkpoint_every": 1000}),
+         "train.checkpoint_every": 1000}),
     "colour-small": Preset(
         "64 px colour from 1k-10k images: DCGAN, G lr 5e-4 / D lr 2e-4, DiffAugment "
         "translation+color, EMA 0.99, one-sided 0.9, flips, batch 64",
@@ -65,7 +64,7 @@ PRESETS: dict[str, Preset] = {
         {"model.resolution": 64, "model.channels": 3, "train.batch_size": 64,
          "train.lr_g": 5e-4, "train.lr_d": 2e-4, "train.labels": "one-sided",
          "train.augment": "translation,color", "train.ema_decay": 0.99, "data.flip": True,
-         "train.steps": 10_000, "train.sample_every": 500, "train.checkpoint_every": 1000}),
+         "train.steps": 10_000, "train.checkpoint_every": 1000}),
     "sharma-fmnist": Preset(
         "Sharma: 28x28 grey, batch 32, Adam 1e-3 b1 0.5, D dropout 0.3/0.4, one-sided 0.9, "
         "20 epochs",
@@ -81,8 +80,7 @@ PRESETS: dict[str, Preset] = {
         {"model.resolution": 64, "model.channels": 3, "model.d_dropout": 0.3,
          "model.d_dropout_head": 0.4, "train.batch_size": 128, "train.lr_g": 2e-3,
          "train.lr_d": 2e-3, "train.lr_decay_at": 40_000, "train.lr_decay_factor": 0.1,
-         "train.labels": "one-sided", "train.steps": 80_000, "train.sample_every": 1000,
-         "train.checkpoint_every": 2000}),
+         "train.labels": "one-sided", "train.steps": 80_000, "train.checkpoint_every": 2000}),
     "xin-anime96-baseline": Preset(
         "Xin's baseline (experiment 5): 96x96 DCGAN, batch 128, lr 2e-4 both, betas "
         "0.5/0.999, hard labels",
@@ -90,8 +88,7 @@ PRESETS: dict[str, Preset] = {
         "and 3; 7,800 steps are 100 epochs of 10,000 images",
         {"model.resolution": 96, "model.channels": 3, "model.nz": 100, "model.ngf": 64,
          "model.ndf": 64, "train.batch_size": 128, "train.lr_g": 2e-4, "train.lr_d": 2e-4,
-         "train.labels": "hard", "train.steps": 7_800, "train.sample_every": 500,
-         "train.checkpoint_every": 1000}),
+         "train.labels": "hard", "train.steps": 7_800, "train.checkpoint_every": 1000}),
     "xin-anime96": Preset(
         "Xin's improved DCGAN (experiment 8): residual G, pooled D, D lr 6.4e-3, G lr 1.28e-3, "
         "two-sided 0.9/0.1, batch 24",
@@ -100,7 +97,7 @@ PRESETS: dict[str, Preset] = {
         {"model.resolution": 96, "model.channels": 3, "model.arch": "residual",
          "model.d_arch": "pooled", "train.batch_size": 24, "train.lr_g": 1.28e-3,
          "train.lr_d": 6.4e-3, "train.labels": "two-sided", "train.steps": 41_600,
-         "train.sample_every": 500, "train.checkpoint_every": 1000}),
+         "train.checkpoint_every": 1000}),
     "few-shot": Preset(
         "choose for 1k-10k images at 64-256 px (use --resolution): FastGAN-style G (GLU "
         "upsampling, skip-layer excitation) and self-supervised D, hinge, DiffAugment "
@@ -120,7 +117,7 @@ PRESETS: dict[str, Preset] = {
         "iterations at batch 8)",
         {**FEW_SHOT, "model.resolution": 1024, "model.ngf": 64, "model.ndf": 64,
          "train.lr_g": 2e-4, "train.lr_d": 2e-4, "train.steps": 50_000,
-         "train.sample_every": 1000, "train.checkpoint_every": 5000}),
+         "train.checkpoint_every": 5000}),
     **{f"marchesi-{res}": Preset(
         f"Marchesi 2017: {res} px DCGAN for under 2k images; batch table "
         f"{table_text(MARCHESI_BATCH_SIZES)}; samples with uniform z in [-0.5, 0.5]",
@@ -130,7 +127,7 @@ PRESETS: dict[str, Preset] = {
          "model.truncation": 0.5, "train.batch_sizes": MARCHESI_BATCH_SIZES,
          "train.extra_update_every": 50, "train.extra_update": "both",
          "train.augment": "color,translation,cutout", "data.flip": True, "train.steps": 20_000,
-         "train.sample_every": 500, "train.checkpoint_every": 1000})
+         "train.checkpoint_every": 1000})
        for res in MARCHESI_BATCH_SIZES},
 }
 

@@ -189,10 +189,13 @@ class Output:
 
     title: ClassVar[str] = "Output"  # its options' help panel and docs section
 
-    log_every: int = option(10, "Steps between log lines.", at_least=1)
-    sample_every: int = option(0, "Steps between sample grids (0: each epoch).", at_least=0,
-                               flag=True, metavar="STEPS")
-    sample_grid: int = option(64, "Seeds 0..N-1 in each sample grid.", at_least=0)
+    log_every: int = option(10, "Steps between metrics rows (also on --resume).", at_least=1)
+    sample_every: str = option(
+        "auto", "Sample grids besides the first step's and the last: every N steps (0: each "
+        "epoch), every TIME of training (90s, 2m, 1h), or auto: 2, 4, 8, 16 and 32 minutes into "
+        "the session, then every 30 (also on --resume).", flag=True, metavar="STEPS|TIME")
+    sample_grid: int = option(64, "Seeds 0..N-1 in each sample grid; 0: none (also on --resume).",
+                              at_least=0)
     checkpoint_every: int = option(0, "Steps between checkpoints (0: each epoch).", at_least=0,
                                    flag=True, metavar="STEPS")
     keep: int = option(5, "Step checkpoints kept besides last.pt.", at_least=1)

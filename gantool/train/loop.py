@@ -11,12 +11,11 @@ import os
 import re
 import time
 from contextlib import ExitStack, closing
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
-from gantool.config import RunConfig
+from gantool.config import RunConfig, apply_overrides
 from gantool.errors import GantoolError, OptionError
 from gantool.progress import PLAIN_EVERY_S
 from gantool.train import distributed
@@ -31,19 +30,23 @@ from gantool.train.checkpoint import (
 from gantool.train.runlog import METRICS, RunLog, tensorboard_writer_class
 from gantool.train.trainer import Trainer, TrainResult
 
-__all__ = ["TrainResult", "Trainer", "new_run_dir", "run"]
+__all__ = ["RESUME_CHANGES", "TrainResult", "Trainer", "new_run_dir", "run"]
 
 RUN_RE = re.compile(r"^(\d{5})-")
+# what a resumed run may change: its length, and how often it logs and draws sample grids (the
+# divergence guard judges at metrics rows, so log_every moves its decisions within a window)
+RESUME_CHANGES = ("train.steps", "train.sample_every", "train.sample_grid", "train.log_every")
 
 
 def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
         resume: str | os.PathLike | None = None, steps: int | None = None,
         console: Console | None = None, progress: bool = True,
         progress_every: float = PLAIN_EVERY_S, max_time: float | None = None,
-        fit_batch: bool = False) -> TrainResult:
+        fit_batch: bool = False, changes: dict | None = None) -> TrainResult:
     """Start a new run from ``cfg`` under ``out``, or continue the run named by ``resume``.
 
-    On resume the configuration comes from the checkpoint; only the total ``steps`` may change.
+    On resume the configuration comes from the checkpoint; ``steps`` and ``changes`` (keys of
+    ``RESUME_CHANGES`` -> values) may change it.
     ``progress_every``: seconds between status lines where stderr is not a terminal.
     ``max_time``: this session's time budget in seconds (a job's wall-time limit): training
     stops at the first step past it with a checkpoint (``TrainResult.out_of_time``).
@@ -51,8 +54,15 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
     lowers it, with a line, instead of stopping the run.
     """
     deadline = time.perf_counter() + max_time if max_time else float("inf")  # from the start
+    changes = dict(changes or {})
+    if steps is not None:
+        changes["train.steps"] = steps
+    other = sorted(set(changes) - set(RESUME_CHANGES))
+    if resume is not None and other:
+        raise OptionError(other[0].partition(".")[2], f"a resumed run keeps its configuration "
+                          f"but for {', '.join(RESUME_CHANGES)} (got {', '.join(other)})")
     with ExitStack() as held:
-        return _run(cfg, out, resume, steps, console or Console(stderr=True), progress,
+        return _run(cfg, out, resume, changes, console or Console(stderr=True), progress,
                     progress_every, deadline, held, fit_batch and resume is None)
 
 
@@ -74,15 +84,13 @@ def _resumed(resume, world, console, held: ExitStack) -> tuple[Path, dict]:
     return run_dir, state
 
 
-def _run(cfg, out, resume, steps, console, progress, progress_every, deadline: float,
+def _run(cfg, out, resume, changes: dict, console, progress, progress_every, deadline: float,
          held: ExitStack, fit_batch: bool = False) -> TrainResult:
     state = None
     world = distributed.from_env()
     if resume is not None:
         run_dir, state = _resumed(resume, world, console, held)
-        cfg = RunConfig.from_dict(state["config"])
-        if steps is not None:
-            cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+        cfg = apply_overrides(RunConfig.from_dict(state["config"]), changes)
         if state["step"] >= cfg.train.steps:
             raise OptionError("steps", f"{run_dir} already reached step {state['step']} of "
                               f"{cfg.train.steps}; ask for more steps to train further")

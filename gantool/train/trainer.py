@@ -21,13 +21,13 @@ import torch
 from rich.console import Console
 
 import gantool
-from gantool.config import RunConfig
+from gantool.config import RunConfig, sample_cadence
 from gantool.data import ImageSet, load_dataset
 from gantool.errors import GantoolError, OptionError
 from gantool.fileio import atomic_write
 from gantool.models import check_networks
 from gantool.models.checkpoint import load_error, write_checkpoint
-from gantool.progress import PLAIN_EVERY_S, StepProgress
+from gantool.progress import PLAIN_EVERY_S, StepProgress, clock
 from gantool.sampling.images import make_grid, save_image
 from gantool.train import distributed
 from gantool.train.batches import EpochOrder, RealBatches
@@ -35,7 +35,7 @@ from gantool.train.checkpoint import save_checkpoint, step_checkpoints, step_of
 from gantool.train.guard import DivergenceGuard
 from gantool.train.hardware import setup_hardware
 from gantool.train.runlog import RunLog
-from gantool.train.samples import NetworkGenerator, real_distance, sample_diversity
+from gantool.train.samples import GridClock, NetworkGenerator, real_distance, sample_diversity
 from gantool.train.state import (
     capture,
     cpu_copy,
@@ -58,6 +58,7 @@ class TrainResult:
     images_per_s: float
     out_of_time: bool = False  # stopped by the session's time budget (``max_time``)
     stopped_by: int | None = None  # the signal (SIGINT, SIGTERM) that stopped it, if one did
+    classes: int = 0  # the number of classes of a conditional pair
 
 
 class _Window:
@@ -102,8 +103,7 @@ class Trainer:
         self.rollbacks, self.lr_scale = 0, 1.0  # the guard's doing; saved in checkpoints
         self.best: dict | None = None  # {"metric", "value", "step"} of checkpoints/best.pt
         self.step, self._saved = 0, None  # _saved: the step of the newest checkpoint written
-        self._stop = _Stop(lambda line: self.console.print(line, highlight=False,
-                                                           soft_wrap=True))
+        self._stop = _Stop(self._say)
         self.order = EpochOrder(len(self.data), t.batch_size, t.seed, cfg.data.flip)
         self.real_batch = RealBatches(self.data.images, self.order, world, self.hw,
                                       self.data.labels, len(cfg.model.classes))
@@ -155,6 +155,9 @@ class Trainer:
                            f"{n}", highlight=False)
         self.hw = replace(self.hw, local_batch=fit // size)
         return replace(cfg, train=replace(t, batch_size=fit))
+
+    def _say(self, line: str) -> None:
+        self.console.print(line, highlight=False, soft_wrap=True)
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -211,7 +214,9 @@ class Trainer:
         """Train to ``train.steps``, recording into ``log`` (default: metrics.jsonl only).
 
         ``deadline``: a ``time.perf_counter()`` value (the session's time budget): training
-        stops at the first step past it, with a checkpoint, as a Ctrl-C does."""
+        stops at the first step past it, with a checkpoint, as a Ctrl-C does.
+        Sample grids: one before the first step of a run, on ``train.sample_every``'s cadence,
+        and one wherever training stops (the end, the budget, Ctrl-C, SIGTERM)."""
         t = self.cfg.train
         self.run_dir, self.log, self.ckpt = run_dir, log or RunLog(run_dir, self.world.main), None
         start_step, t0 = self.step, time.perf_counter()
@@ -219,10 +224,16 @@ class Trainer:
             self._write_session(deadline - t0 if deadline < float("inf") else None)
         self._good = cpu_copy(self.state_dict())  # where the divergence guard rolls back to
         self._next_diversity = _next(self.step, t.diversity_every)
-        window = _Window()
+        self.grids = GridClock(sample_cadence(t.sample_every), self.order.steps_per_epoch, t0)
+        self._grid_step: int | None = None
+        self._budget = (deadline, t0) if deadline < float("inf") else None  # said once
         bar = StepProgress(self.console, "train", t.steps, self.step, self.show_progress,
-                           self.progress_every, short=("D", "G", "img/s"))
+                           self.progress_every, short=("D", "G", "img/s"), unit="step")
         with self._stop as stop:  # until the last file is written
+            if self.step == 0 and t.sample_grid:
+                self._sample(self._say, "before training")
+            self._pace = (time.perf_counter(), self.step)  # after the first grid
+            window = _Window()
             with bar:
                 while self.step < t.steps and not distributed.any_rank(
                         stop.signal is not None or time.perf_counter() >= deadline, self.world,
@@ -237,11 +248,14 @@ class Trainer:
             if interrupted and self._saved != self.step and (self.step > start_step
                                                              or self.step == 0):
                 self._save()  # at step 0 too: the resume hint must work
+            if self.step > start_step and self._grid_step != self.step and t.sample_grid:
+                self._sample(self._say, "where training stopped")
         out_of_time = stop.signal is None and deadline < float("inf")  # no signal: the budget
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) * t.batch_size / elapsed if elapsed > 0 else 0.0
         return TrainResult(run_dir, self.step, interrupted, self.ckpt, rate,
-                           out_of_time=interrupted and out_of_time, stopped_by=stop.signal)
+                           out_of_time=interrupted and out_of_time, stopped_by=stop.signal,
+                           classes=len(self.cfg.model.classes))
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.cfg.train.steps
@@ -258,6 +272,8 @@ class Trainer:
             row["diversity"] = round(self.sample_diversity(), 4)
             self._next_diversity = _next(self.step, t.diversity_every)
         self.log.write(row)
+        if self._budget:
+            self._say_budget(bar, now)
         bar.advance(self.step, {
             "epoch": f"{self.step / self.order.steps_per_epoch:.2f}", "D": f"{row['loss_d']:.3f}",
             "G": f"{row['loss_g']:.3f}", "D(x)": f"{row['d_real']:.2f}",
@@ -271,18 +287,28 @@ class Trainer:
         bar.advance(self.step)
         return True
 
+    def _say_budget(self, out: StepProgress, now: float) -> None:
+        """Once, at the first metrics row: what the time budget buys at this session's pace,
+        where it ends before the run's steps do."""
+        (deadline, t0), (since, from_step) = self._budget, self._pace
+        self._budget, steps = None, self.cfg.train.steps
+        per_step = (now - since) / max(1, self.step - from_step)
+        if now + (steps - self.step) * per_step <= deadline:
+            return
+        fits = self.step + int((deadline - now) / per_step)
+        out.print(f"--max-time {clock(deadline - t0)} buys about {fits:,} of the {steps:,} "
+                  f"steps at {per_step:.3g} s a step (all of them: "
+                  f"{clock(now - t0 + (steps - self.step) * per_step)}); training stops there "
+                  "with a checkpoint and a sample grid, and --resume goes on from it")
+
     def _scheduled(self, window: _Window, bar: StepProgress) -> None:
         """The sample grid, evaluation and checkpoint due at this step."""
         t, main, spe = self.cfg.train, self.world.main, self.order.steps_per_epoch
-        samples = self._due(t.sample_every or spe)
         evaluates = t.eval_every and self._due(t.eval_every)
-        if samples or evaluates:  # on every rank: a SyncBatchNorm G_ema measures together
-            self.update.standing_stats(self.step)
-        if main and samples:
-            with self._stop.saving(f"the sample grid at step {self.step}", at_once=True):
-                grid = self.write_samples()
-            bar.print(f"step {self.step} (epoch {self.step / spe:.2f}): {grid}")
+        if self._grid_due():
+            self._sample(bar.print, f"epoch {self.step / spe:.2f}")
         if evaluates:
+            self.update.standing_stats(self.step)  # on every rank: SyncBatchNorm measures together
             if main:
                 self._evaluate(bar)
             self.best = distributed.broadcast_object(self.best, self.world)
@@ -292,6 +318,25 @@ class Trainer:
                 bar.mark()
             if self._healthy(window.sums):
                 self._good = cpu_copy(state)
+
+    def _grid_due(self) -> bool:
+        """Whether a sample grid is due at this step (the same answer on every rank)."""
+        t = self.cfg.train
+        if not t.sample_grid or self.step == t.steps:
+            return bool(t.sample_grid)
+        due = self.grids.due(self.step, time.perf_counter())
+        return distributed.any_rank(due, self.world, self.hw.device) if self.grids.by_time else due
+
+    def _sample(self, say, when: str) -> None:
+        """This step's sample grid (every rank measures G_ema's standing statistics; rank 0
+        writes), its path said with ``when``."""
+        self.update.standing_stats(self.step)
+        if self.world.main:
+            with self._stop.saving(f"the sample grid at step {self.step}", at_once=True):
+                grid = self.write_samples()
+            say(f"step {self.step} ({when}): sample grid {grid}")
+        self._grid_step = self.step
+        self.grids.wrote(time.perf_counter())
 
     def _log_row(self, sums: dict, n: int, images_per_s: float) -> dict:
         row = {"step": self.step, "epoch": round(self.step / self.order.steps_per_epoch, 4)}
