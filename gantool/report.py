@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     grids = sorted((run_dir / "samples").glob("step-*.png"))
     config = _record(run_dir / "config.json")
     page = _page(run_dir, rows, evals, rollbacks, figures, grids, config, start,
-                 _classes(config))
+                 _classes(config), checkpointed_step(run_dir))
     with atomic_write(out) as f:
         f.write(page.encode())
     return out
@@ -110,6 +111,36 @@ def _record(path: Path) -> dict | None:
         return None
 
 
+# a run's step checkpoints, checkpoints/step-NNNNNNN.pt (gantool.train.checkpoint's names, read
+# here by name: the report needs no torch); a rollback deletes those past the step it returns to
+STEP_CHECKPOINT = re.compile(r"^step-(\d+)\.pt$")
+
+
+def checkpointed_step(run_dir: Path) -> int | None:
+    """The step of a run's newest step checkpoint (last.pt's), from the file names; None when
+    it has none."""
+    steps = [int(m[1]) for p in (run_dir / "checkpoints").glob("step-*.pt")
+             if (m := STEP_CHECKPOINT.match(p.name))]
+    return max(steps, default=None)
+
+
+def _progress(last: dict, checkpointed: int | None) -> str:
+    """Where the run is: its newest checkpoint's step (and epoch), and the last metrics row's
+    where that differs (rows are written every train.log_every steps)."""
+    logged, epoch = last["step"], last.get("epoch")
+    per_step = epoch / logged if logged and isinstance(epoch, (int, float)) else None
+
+    def at(step: int) -> str:
+        return f"step {step:,}" + (f" (epoch {step * per_step:.2f})" if per_step else "")
+
+    if checkpointed is None:
+        return f"{at(logged)}, as last logged; no checkpoint yet"
+    if checkpointed >= logged:
+        return at(checkpointed) + ("" if checkpointed == logged else
+                                   f"; metrics logged to step {logged:,}")
+    return f"{at(logged)}, as last logged; last checkpoint at step {checkpointed:,}"
+
+
 def _img(png: bytes, alt: str, grid: bool = False) -> str:
     data = base64.b64encode(png).decode()
     click = ' class="grid" title="click to enlarge" onclick="this.classList.toggle(\'big\')"' \
@@ -118,10 +149,10 @@ def _img(png: bytes, alt: str, grid: bool = False) -> str:
 
 
 def _facts(rows: list[dict], evals: list[dict], rollbacks: list[dict], config: dict | None,
-           start: dict | None = None) -> list:
+           start: dict | None = None, checkpointed: int | None = None) -> list:
     """The headline numbers: progress, wall time, throughput, device, losses, best metric."""
     last = rows[-1]
-    facts = [f"steps logged: {last['step']:,} (epoch {last.get('epoch', 0):g})"]
+    facts = [_progress(last, checkpointed)]
     times = [r["time"] for r in rows if "time" in r]
     if len(times) > 1:
         wall = times[-1] - times[0]
@@ -156,9 +187,9 @@ def _classes(config: dict | None) -> list[str]:
 
 
 def _page(run_dir, rows, evals, rollbacks, figures, grids, config, start=None,
-          classes: list[str] | None = None) -> str:
+          classes: list[str] | None = None, checkpointed: int | None = None) -> str:
     items = "".join(f"<li>{html.escape(f)}</li>" for f in _facts(rows, evals, rollbacks, config,
-                                                                  start))
+                                                                  start, checkpointed))
     events = "".join(
         f"<li>step {e['at_step']:,} -> {e['step']:,}: {html.escape(e['reason'])} "
         f"(lr x{e['lr_scale']:g})</li>" for e in rollbacks) or "<li>none</li>"
@@ -169,6 +200,10 @@ def _page(run_dir, rows, evals, rollbacks, figures, grids, config, start=None,
                       f"{html.escape(g.stem)}</figcaption></figure>" for g in shown)
     rows_are = (f"<p>A conditional model: one row per class, top to bottom: "
                 f"{html.escape(', '.join(classes))}.</p>" if classes else "")
+    about = ("<p>The same seeds in every grid, from the EMA generator; click a grid to enlarge "
+             f"it.</p>{rows_are}" if grids else
+             "<p>samples/ holds no sample grid: training writes one at its first step, on the "
+             "train.sample_every cadence and when it stops.</p>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gantool run {html.escape(run_dir.name)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -180,8 +215,7 @@ pre{{background:#f4f4f4;padding:1em;overflow:auto;font-size:12px}}</style></head
 <h1>{html.escape(run_dir.name)}</h1><ul>{items}</ul>
 <h2>Divergence guard</h2><ul>{events}</ul>
 <h2>Curves</h2><p>Red lines: steps where the divergence guard rolled back.</p>{plots}
-<h2>Samples over time</h2><p>The same seeds in every grid, from the EMA generator; click a grid
-to enlarge it.</p>{rows_are}{samples}
+<h2>Samples over time</h2>{about}{samples}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2) if config else
                                           "(config.json is missing or damaged)")}</pre>
 </body></html>

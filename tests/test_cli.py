@@ -34,7 +34,8 @@ ERRORS = [
     (["train", "--preset", "fashion-mnist", "--config", "{tmp}/bad.yaml"], "cannot parse"),
     (["train", "--data", "builtin:fashion-mnist", "--cuda-graphs", "--device", "cpu"],
      "train.cuda_graphs captures plain eager steps on a CUDA device"),
-    (["train", "--resume", "{tmp}", "--lr-g", "1"], "only --steps and --max-time may change"),
+    (["train", "--resume", "{tmp}", "--lr-g", "1"],
+     "only --max-time, --steps, --sample-every.* may change \\(got --lr-g\\)"),
     (["train", "--resume", "{tmp}/empty"], "neither a checkpoint nor a run directory"),
     (["generate", "{ckpt}", "--seeds", "9-2", "--grid", "{tmp}/g.png"], "runs backwards"),
     (["generate", "{ckpt}", "--seeds", "x", "--grid", "{tmp}/g.png"], "bad seed item"),
@@ -90,8 +91,47 @@ def test_help_and_presets():
 
     r = gantool_cli("train", "--list-presets", env_extra={"COLUMNS": ""})  # piped, no width
     assert r.returncode == 0
-    for name in preset_names():  # every name whole in the table, as users type it
-        assert f"│ {name} " in r.stdout, name
+    lines = r.stdout.splitlines()
+    for name in preset_names():  # every name whole on a line of its own, as users type it
+        assert name in lines, name
+    assert max(len(line) for line in lines) <= 80  # readable in an 80-column terminal
+
+
+def _command_summaries(columns: int) -> dict[str, list[str]]:
+    """``gantool --help`` at ``columns`` columns: command -> the lines of its summary there."""
+    r = gantool_cli("--help", env_extra={"COLUMNS": str(columns)})
+    assert r.returncode == 0, r.stderr
+    panel = r.stdout.split("─ Commands ")[1].splitlines()[1:]
+    summaries: dict[str, list[str]] = {}
+    for line in panel:
+        if not line.startswith("│"):
+            break
+        inner = line[1:-1]
+        if inner[1] != " ":  # a command's first row: its name, then its summary
+            name = inner.split()[0]
+            summaries[name] = []
+            column = len(inner) - len(inner[1 + len(name):].lstrip())
+        summaries[name].append(inner[column:].strip())
+    return summaries
+
+
+def test_every_command_summary_is_a_whole_short_sentence():
+    """The top-level help shows each command's first docstring paragraph: a complete sentence,
+    one line of text (no line breaks of its own that would leave a line half empty and read as
+    cut off), at most two lines at 80 columns, never cut by Rich's '…'."""
+    from gantool.cli.main import app
+
+    names = [c.name for c in app.registered_commands]
+    wide = _command_summaries(300)
+    assert sorted(wide) == sorted(names)
+    for name, lines in wide.items():
+        assert len(lines) == 1, (name, lines)  # its own line breaks would show here
+    narrow = _command_summaries(80)
+    for name, lines in narrow.items():
+        text = " ".join(lines)
+        assert text == wide[name][0], (name, lines)  # the whole of it, wrapped
+        assert "…" not in text and text.endswith("."), (name, text)
+        assert len(lines) <= 2, (name, lines)
 
 
 @pytest.mark.slow

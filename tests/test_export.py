@@ -190,6 +190,27 @@ def test_info_and_generate_reject_what_they_cannot_read(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
+@pytest.mark.parametrize("model,says", [
+    ({}, "none (the full prior)"),
+    ({"prior": "uniform", "truncation": 0.5}, "0.5 by default (|z| at most 0.5)"),
+])
+def test_info_says_what_the_default_truncation_means(tmp_path, capsys, model, says):
+    """No default truncation is the plain prior, not Python's None; a checkpoint and its export
+    folder say it alike."""
+    from gantool.cli.main import main
+
+    ckpt, _, _ = make_checkpoint(tmp_path, **model)
+    export_checkpoint(ckpt, tmp_path / "export", ONNX, log=lambda s: None)
+    for path in (ckpt, tmp_path / "export"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["info", str(path)])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0
+        line = next(x for x in out.splitlines() if x.startswith("truncation "))
+        assert line.split(None, 1)[1] == says, (path, out)
+        assert "None" not in out, out
+
+
 @pytest.mark.slow
 def test_a_changed_export_file_is_named_before_it_draws(tiny_ckpt, tmp_path):
     """export.json records each file's size and SHA-256: a bit flip inside a weight (which

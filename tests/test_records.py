@@ -239,7 +239,7 @@ def test_report_draws_a_run_whose_config_or_session_record_is_damaged(run_copy, 
     (run_copy / name).write_bytes(text)
     assert cli("report", run_copy) == 0, capsys.readouterr().err
     page = (run_copy / "report" / "index.html").read_text()
-    assert "steps logged: 12" in page
+    assert "step 12 (epoch 0.03), as last logged; no checkpoint yet" in page  # none copied
     assert ("(config.json is missing or damaged)" in page) == (name == "config.json"
                                                                and not text.startswith(b"{\""))
 

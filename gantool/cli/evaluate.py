@@ -109,7 +109,9 @@ def _say(result: dict) -> None:
     if "fid" in result:
         typer.echo(f"FID {result['fid']:.2f}")
     if "kid" in result:
-        typer.echo(f"KID {result['kid']:.5f} +- {result['kid_std']:.5f}")
+        from gantool.metrics.fid import kid_text
+
+        typer.echo(f"KID {kid_text(result['kid'], result['kid_std'], result['num_fake'])}")
 
 
 def _per_class(gen, real, metrics: list[str], num: int, batch_size: int,

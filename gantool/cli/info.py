@@ -14,11 +14,17 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
                                      "(.plan, read from its .plan.json) or an export folder."),
          verify: bool = typer.Option(False, "--verify", help="Export folder: check every file "
                                      "against the sizes and SHA-256 export.json recorded.")):
-    """Print what a model file says about itself: resolution, latent, prior, provenance, and
-    for a checkpoint the generator's size and multiply-adds per image.
+    """Print what a model file says about itself: its resolution, latent and provenance.
 
-    Examples: gantool info runs/00001-fashion-mnist/checkpoints/best.pt; gantool info export/fmnist;
-    gantool info export/fmnist --verify
+    Also its prior, default truncation and classes, and a checkpoint's size and cost per image.
+
+    Examples:
+
+      gantool info runs/00001-fashion-mnist/checkpoints/best.pt
+
+      gantool info export/fmnist
+
+      gantool info export/fmnist --verify
     """
     from gantool.artifacts import check_finished
     from gantool.model_info import read_plan_sidecar
@@ -56,12 +62,27 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
     else:
         raise GantoolError(f"{path}: expected a .pt checkpoint, a .onnx model, a .plan engine "
                            "or an export folder")
+    if "truncation" in rows:
+        rows["truncation"] = truncation_text(rows["truncation"], rows.get("prior"))
     names = rows.get("classes")
     rows["classes"] = (f"{len(names)}: {', '.join(names)}" if names else
                        "none (unconditional)")
     width = max(map(len, rows))
     for key, value in rows.items():
         typer.echo(f"{key:<{width}}  {value}")
+
+
+def truncation_text(truncation: float | None, prior: str | None) -> str:
+    """The model's default truncation as a user reads it: what generate draws with when no
+    --truncation is given (``gantool.sampling.latent``: None is the plain prior, psi 1 for a
+    StyleGAN, whose network applies it in w space; else the largest |z|)."""
+    from gantool.sampling.latent import NETWORK_TRUNCATION
+
+    if prior in NETWORK_TRUNCATION:
+        return ("none (psi 1: the full prior)" if truncation is None else
+                f"psi {truncation:g} by default (toward the average w)")
+    return ("none (the full prior)" if truncation is None else
+            f"{truncation:g} by default (|z| at most {truncation:g})")
 
 
 def _verify_export(folder: Path) -> None:

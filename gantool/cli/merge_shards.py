@@ -10,9 +10,11 @@ import typer
 def merge_shards(
     out: Path = typer.Argument(..., help="The --out folder of a sharded render."),
 ) -> None:
-    """Check the shards of a render (every shard there, every seed of each rendered once, the
-    same settings) and write OUT/manifest.jsonl: every seed once, in seed-list order, with its
-    file's path under OUT.
+    """Check a sharded render's shards and write its one index, OUT/manifest.jsonl.
+
+    Every shard must be there, each seed of each rendered once, all with the same settings.
+
+    The index lists every seed once, in seed-list order, with its file's path under OUT.
 
     Examples:
 

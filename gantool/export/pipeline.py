@@ -122,10 +122,12 @@ def build_onnx(job: ExportJob) -> list[Path]:
         job.result.checks.append(_verified(_fp16_check(job, fp16_model), job.log))
     save_model(fp16_model, job.out / "model_fp16.onnx")
     if o.fidelity:
-        job.result.fidelity = fp16_fidelity(job.generator, fp16_model, m, o.fidelity)
+        from gantool.metrics.fid import kid_text
+
+        done = job.result.fidelity = fp16_fidelity(job.generator, fp16_model, m, o.fidelity)
         job.log(f"model_fp16.onnx fidelity on {o.fidelity} seeds: KID(torch fp32, fp16) "
-                f"{job.result.fidelity['kid']:.2e} +- {job.result.fidelity['kid_std']:.1e}, "
-                f"FID {job.result.fidelity['fid']:.3f}")
+                f"{kid_text(done['kid'], done['kid_std'], done['num'], '.2e', '.1e')}, "
+                f"FID {done['fid']:.3f}")
     return files + [job.out / "model_fp16.onnx"]
 
 

@@ -93,24 +93,38 @@ def fid(a: FeatureStats, b: FeatureStats) -> float:
 
 
 def kid(a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS,
-        subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> tuple[float, float]:
-    """Unbiased KID of feature rows ``a`` and ``b``: (mean, std) over ``subsets`` subsets."""
+        subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> tuple[float, float | None]:
+    """Unbiased KID of feature rows ``a`` and ``b``: (mean, std) over ``subsets`` subsets.
+
+    Where neither set is larger than a subset, every subset would be both whole sets: KID is
+    computed once, on them, and its spread is unknown (None), not the 0 that repeating the same
+    computation would give."""
     rng = np.random.default_rng(seed)
     m = min(len(a), len(b), subset_size)
     if m < 2:
         raise ValueError("KID needs at least 2 images per set")
+    whole = len(a) == len(b) == m
     d = a.shape[1]
     values = []
-    for _ in range(subsets):
-        x = a[rng.choice(len(a), m, replace=False)].astype(np.float64)
-        y = b[rng.choice(len(b), m, replace=False)].astype(np.float64)
+    for _ in range(1 if whole else subsets):
+        x = (a if whole else a[rng.choice(len(a), m, replace=False)]).astype(np.float64)
+        y = (b if whole else b[rng.choice(len(b), m, replace=False)]).astype(np.float64)
         kxx = (x @ x.T / d + 1) ** 3
         kyy = (y @ y.T / d + 1) ** 3
         kxy = (x @ y.T / d + 1) ** 3
         off = m * (m - 1)
         values.append((kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off
                       - 2 * kxy.mean())
-    return float(np.mean(values)), float(np.std(values))
+    return float(np.mean(values)), (None if whole else float(np.std(values)))
+
+
+def kid_text(value: float, std: float | None, n: int, digits: str = ".5f",
+             std_digits: str | None = None) -> str:
+    """KID with its spread over subsets ("0.01234 +- 0.00056"), or, where ``kid`` had one
+    subset (``std`` None: both sets of ``n`` images whole), that it has none."""
+    if std is None:
+        return f"{value:{digits}} (one subset of {n:,}, the whole sets: no spread)"
+    return f"{value:{digits}} +- {std:{std_digits or digits}}"
 
 
 def collect(batches: Iterable[np.ndarray], extract: Callable[[np.ndarray], np.ndarray],
