@@ -105,7 +105,7 @@ def test_training_ends_with_the_commands_that_look_at_it(tmp_path):
     run_dir = next(tmp_path.iterdir())
     ckpt = run_dir / "checkpoints" / "last.pt"
     assert f"samples:    {run_dir}/samples/step-0000003.png (newest of 2)" in r.stdout
-    for command in (f"gantool generate {ckpt} --seeds 0-63 --grid grid.png",
+    for command in (f"gantool generate {ckpt} --seeds 0-63 --grid out/grid.png",
                     f"gantool explore {ckpt}", f"gantool report {run_dir}"):
         assert f"  {command}    # " in r.stdout, r.stdout
     r = gantool_cli("train", "--resume", run_dir, "--steps", "4", "--lr-g", "1e-3")

@@ -232,7 +232,7 @@ def _next_steps(result) -> list[str]:
         ckpt = quote(str(last))
         seeds = "--class all --seeds 0-7" if result.classes else "--seeds 0-63"
         lines += ["look at it:",
-                  f"  {gantool} generate {ckpt} {seeds} --grid grid.png    # a grid of seeds",
+                  f"  {gantool} generate {ckpt} {seeds} --grid out/grid.png    # a grid of seeds",
                   f"  {gantool} explore {ckpt}    # seeds, truncation and walks in a browser",
                   f"  {gantool} report {quote(str(run))}    # curves and samples over time"]
     return lines
