@@ -85,7 +85,7 @@ def test_render_resumes_and_keeps_a_manifest(tiny_ckpt, tmp_path):
     assert {(r["truncation"], r["prior"], r["backend"]) for r in rows} == {(None, "normal",
                                                                            "torch")}
     r = _render(tiny_ckpt, out, "--seeds", "0-3", "--truncation", "0.5")
-    assert r.returncode == 2 and "truncation None, not truncation 0.5" in r.stderr
+    assert r.returncode == 2 and "truncation none, not truncation 0.5" in r.stderr
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "webp", "npy"])

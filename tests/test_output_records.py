@@ -92,7 +92,7 @@ def test_a_tar_folder_refuses_another_format_and_relists_rows_a_stop_lost(tiny_c
     # every row gone, and a tar of other settings: its own records refuse it
     (out / "manifest.jsonl").write_bytes(b"")
     assert cli(*common, "--truncation", "0.5") == 2
-    assert "000000.tar holds images rendered with truncation None" in capsys.readouterr().err
+    assert "000000.tar holds images rendered with truncation none" in capsys.readouterr().err
 
 
 def shard_render(ckpt, out: Path, seeds: str, count: int, *extra) -> None:

@@ -285,7 +285,7 @@ def check_manifest(outdir: Path, row: dict) -> None:
 def say_settings(row: dict, keys) -> str:
     """``keys`` of a manifest row, for a message (a model by its weights' SHA-256)."""
     return ", ".join(f"model {str(row.get(k))[:16]}..." if k == "weights_sha256" and row.get(k)
-                     else f"{k} {row.get(k)}" for k in keys)
+                     else f"{k} {'none' if row.get(k) is None else row.get(k)}" for k in keys)
 
 
 def first_row(path: Path) -> dict | None:
