@@ -35,7 +35,7 @@ def bench(
 
     Examples:
 
-      gantool bench runs/00001-fashion-mnist/checkpoints/last.pt --backend torch,onnx
+      gantool bench runs/00001-demo/checkpoints/last.pt --backend torch,onnx
 
       gantool bench --resolution 256,1024 --backend torch,torch-fp16 --batch-sizes 1,8,32
     """

@@ -34,7 +34,7 @@ def evaluate(
 
     Examples:
 
-      gantool eval runs/00001-fashion-mnist --num 1000   (real images: the run's data)
+      gantool eval runs/00001-demo --num 1000   (real images: the run's data)
 
       gantool eval runs/00002-fashion-mnist --per-class   (a conditional model, class by class)
     """

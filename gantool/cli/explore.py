@@ -41,7 +41,7 @@ def explore(
 
     Examples:
 
-      gantool explore runs/00001-fashion-mnist/checkpoints/best.pt
+      gantool explore runs/00001-demo/checkpoints/last.pt
 
       gantool explore export/faces --backend onnx --port 8080
 

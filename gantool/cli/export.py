@@ -48,9 +48,9 @@ def export(
 
     Examples:
 
-      gantool export runs/00001-fashion-mnist/checkpoints/best.pt --fp16 --out export/fmnist
+      gantool export runs/00001-demo/checkpoints/last.pt --fp16 --out export/demo
 
-      gantool export best.pt --formats onnx,triton --batch-profile 1,8,32 --out export/fmnist
+      gantool export best.pt --formats onnx,triton --batch-profile 1,8,32 --out export/demo
 
       gantool export best.pt --fp16 --formats onnx,engine,triton --triton-variant gpu --out e/
     """

@@ -81,15 +81,15 @@ def generate(
 
     Examples:
 
-      gantool generate runs/00001-fashion-mnist/checkpoints/best.pt --seeds 0-63 --grid grid.png
+      gantool generate runs/00001-demo/checkpoints/last.pt --seeds 0-63 --grid grid.png
 
-      gantool generate export/fmnist --backend onnx --seeds 0-99999 --out renders/ --format jpg
+      gantool generate export/demo --backend onnx --seeds 0-99999 --out renders/ --format jpg
 
       gantool generate best.pt --seeds 0-7 --truncation-sweep 0.25,0.5,1,none --grid sweep.png
 
       gantool generate conditional.pt --class all --seeds 0-9 --grid classes.png
 
-      gantool generate export/fmnist --backend onnx --seeds 0-999999 --out renders/ --shard 3/8
+      gantool generate export/demo --backend onnx --seeds 0-999999 --out renders/ --shard 3/8
 
       gantool generate best.pt --seeds 0-99999 --out tars/ --layout webdataset --format jpg
 

@@ -20,11 +20,11 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
 
     Examples:
 
-      gantool info runs/00001-fashion-mnist/checkpoints/best.pt
+      gantool info runs/00001-demo/checkpoints/last.pt
 
-      gantool info export/fmnist
+      gantool info export/demo
 
-      gantool info export/fmnist --verify
+      gantool info export/demo --verify
     """
     from gantool.artifacts import check_finished
     from gantool.model_info import read_plan_sidecar

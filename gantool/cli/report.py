@@ -16,9 +16,9 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory (runs/NNNNN
 
     Examples:
 
-      gantool report runs/00001-fashion-mnist
+      gantool report runs/00001-demo
 
-      gantool report runs/00001-fashion-mnist --out fashion.html   (one file, nothing else)
+      gantool report runs/00001-demo --out fashion.html   (one file, nothing else)
     """
     from gantool.report import write_report
 

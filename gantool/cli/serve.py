@@ -28,9 +28,9 @@ def serve(
 
     Examples:
 
-      gantool serve export/fmnist/model_repository
+      gantool serve export/demo/model_repository
 
-      gantool serve export/fmnist/model_repository --host 0.0.0.0 --metrics-port 8002
+      gantool serve export/demo/model_repository --host 0.0.0.0 --metrics-port 8002
     """
     from gantool.artifacts import check_finished
     from gantool.serve.server import TritonServer, is_noise

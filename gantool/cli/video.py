@@ -77,7 +77,7 @@ def video(
 
     Examples:
 
-      gantool video runs/00001-fashion-mnist/best.pt --seeds 0-7 --truncation 0.5 --out walk.mp4
+      gantool video runs/00001-demo/checkpoints/last.pt --seeds 0-7 --truncation 0.5 --out walk.mp4
 
       gantool video best.pt --seeds 0-31 --grid 4x2 --frames-per-seed 30 --out loop.gif
 
