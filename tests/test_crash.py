@@ -253,6 +253,9 @@ def test_a_signal_during_the_save_at_max_time_finishes_it(tmp_path, sig, code, w
     assert err.count(f"finishing the checkpoint at step {step}; {again} to abort it") == 1, err
     assert f"{why} at step {step}; checkpoint:" in err and "Traceback" not in err, err
     assert _steps_on_disk(run.ckpts) == {"last.pt": step, f"step-{step:07d}.pt": step}
+    grids = sorted(p.name for p in (run.ckpts.parent / "samples").iterdir())
+    assert grids == ["step-0000000.png", f"step-{step:07d}.png"], grids  # first, and the stop's
+    assert f"step {step} (where training stopped): sample grid" in err, err
 
 
 def test_a_ctrl_c_during_the_last_steps_save_finishes_it_and_exits_130(tmp_path):
