@@ -227,13 +227,13 @@ class Trainer:
         self.grids = GridClock(sample_cadence(t.sample_every), self.order.steps_per_epoch, t0)
         self._grid_step: int | None = None
         self._budget = (deadline, t0) if deadline < float("inf") else None  # said once
-        bar = StepProgress(self.console, "train", t.steps, self.step, self.show_progress,
-                           self.progress_every, short=("D", "G", "img/s"), unit="step")
         with self._stop as stop:  # until the last file is written
             if self.step == 0 and t.sample_grid:
                 self._sample(self._say, "before training")
             self._pace = (time.perf_counter(), self.step)  # after the first grid
             window = _Window()
+            bar = StepProgress(self.console, "train", t.steps, self.step, self.show_progress,
+                               self.progress_every, short=("D", "G", "img/s"), unit="step")
             with bar:
                 while self.step < t.steps and not distributed.any_rank(
                         stop.signal is not None or time.perf_counter() >= deadline, self.world,
@@ -296,8 +296,8 @@ class Trainer:
         if now + (steps - self.step) * per_step <= deadline:
             return
         fits = self.step + int((deadline - now) / per_step)
-        out.print(f"--max-time {clock(deadline - t0)} buys about {fits:,} of the {steps:,} "
-                  f"steps at {per_step:.3g} s a step (all of them: "
+        out.print(f"the time left of --max-time ({clock(deadline - t0)}) buys about {fits:,} "
+                  f"of the {steps:,} steps at {per_step:.3g} s a step (all of them: "
                   f"{clock(now - t0 + (steps - self.step) * per_step)}); training stops there "
                   "with a checkpoint and a sample grid, and --resume goes on from it")
 
