@@ -3,6 +3,7 @@ versions still load."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -140,7 +141,8 @@ def test_drawing_reads_only_the_checkpoints_model_section(tiny_ckpt, tmp_path):
 
 
 TESTS = Path(__file__).parent
-SHARED_NAMES = re.compile(r"\b(SHARED|FASHION_MNIST|TWEMOJI_TAR)\b")
+DATA_NAMES = {"SHARED", "FASHION_MNIST", "TWEMOJI_TAR"}  # conftest's paths to ../shared
+SHARED_NAMES = re.compile(rf"\b({'|'.join(sorted(DATA_NAMES))})\b")
 
 
 def test_no_test_finds_the_shared_data_but_through_conftest():
@@ -151,15 +153,86 @@ def test_no_test_finds_the_shared_data_but_through_conftest():
     assert not own, f"these modules build their own path to ../shared: {own}"
 
 
+def shared_names(tree: ast.Module, seeds: set[str]) -> set[str]:
+    """The top-level names of a module (functions, fixtures, classes, variables) that reach the
+    shared data: those whose decorators, arguments (fixtures are arguments) or body name one of
+    ``seeds`` or another such name, to a fixed point; ``seeds`` included."""
+    found = set(seeds)
+    items = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined = {node.name}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        else:
+            continue
+        used = set()
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name):
+                used.add(n.id)
+            elif isinstance(n, ast.Attribute):
+                used.add(n.attr)
+            elif isinstance(n, ast.arg):
+                used.add(n.arg)
+            elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+                used.add(n.value)  # @pytest.mark.usefixtures("name")
+        items.append((defined, used))
+    grew = True
+    while grew:
+        grew = False
+        for defined, used in items:
+            if not defined <= found and used & found:
+                found |= defined
+                grew = True
+    return found
+
+
+def shared_data_tests() -> dict[str, list[str]]:
+    """module -> node ids of its tests that reach the shared data (directly, through a module
+    function, fixture or variable, or through a conftest fixture that does)."""
+    seeds = shared_names(ast.parse((TESTS / "conftest.py").read_text()), DATA_NAMES)
+    tests = {}
+    for p in sorted(TESTS.glob("test_*.py")):
+        if p.name == Path(__file__).name or not SHARED_NAMES.search(p.read_text()):
+            continue
+        tree = ast.parse(p.read_text())
+        found = shared_names(tree, seeds)
+        if "pytestmark" in found:  # a mark on the whole module: all of it
+            tests[f"tests/{p.name}"] = [f"tests/{p.name}"]
+            continue
+        tests[f"tests/{p.name}"] = [
+            f"tests/{p.name}::{node.name}" for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and node.name.startswith(("test", "Test")) and node.name in found]
+    return tests
+
+
+def test_the_tests_that_reach_the_shared_data_are_found():
+    """The guard below runs only these: the ones that name the data, reach it through a
+    fixture (test_diversity's ``emoji``) or use it when it is there (test_builtin_sample)."""
+    tests = shared_data_tests()
+    assert "tests/test_data.py" in tests and all(tests.values()), tests
+    found = {t for ids in tests.values() for t in ids}
+    for node in ("tests/test_diversity.py::test_layout_checks",
+                 "tests/test_data.py::test_builtin_sample",
+                 "tests/test_data.py::test_real_fashion_mnist_folder",
+                 "tests/test_quality.py::test_one_epoch_draws_garments"):
+        assert node in found, node
+    assert "tests/test_diversity.py::test_guard_watches_diversity_only_once_the_run_was_varied" \
+        not in found
+
+
 @pytest.mark.slow
 def test_tests_that_use_the_shared_data_skip_without_it(tmp_path):
     """A user's clone has no ../shared beside it: every module that uses the shared datasets
-    passes with them absent, each such test skipped with its reason."""
-    modules = sorted(f"tests/{p.name}" for p in TESTS.glob("test_*.py")
-                     if p.name != Path(__file__).name and SHARED_NAMES.search(p.read_text()))
-    assert "tests/test_data.py" in modules
+    imports with them absent, and each of its tests that reaches them passes or is skipped with
+    its reason (the module's other tests run the same either way: the main run covers them)."""
+    tests = shared_data_tests()
+    assert "tests/test_data.py" in tests
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                        *modules], cwd=TESTS.parent, capture_output=True, text=True, timeout=900,
+                        *sum(tests.values(), [])], cwd=TESTS.parent, capture_output=True,
+                       text=True, timeout=900,
                        env={**os.environ, "GANTOOL_TEST_SHARED": str(tmp_path / "absent")})
     assert r.returncode == 0, r.stdout[-3000:]
     skips = [ln for ln in r.stdout.splitlines() if ln.startswith("SKIPPED")]

@@ -18,13 +18,12 @@ from gantool.sampling.images import to_uint8
 from gantool.sampling.latent import latents
 from gantool.train.loop import run
 
-from conftest import FASHION_MNIST, TWEMOJI_TAR
+from conftest import FASHION_MNIST
 from garments import GarmentJudge
 
 pytestmark = pytest.mark.slow  # the whole module: make test-fast skips it
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-QUALITY_MARGIN = 0.9  # colour-small's FID over the canonical one, at most, at 400 steps
 
 SEEDS = list(range(1000))
 
@@ -54,22 +53,25 @@ def test_one_epoch_draws_garments(tmp_path):
     assert np.isfinite(after["frechet"])
 
 
-@pytest.mark.skipif(not TWEMOJI_TAR.exists(), reason="needs ../shared/data/twemoji-64")
-def test_colour_preset_beats_the_canonical_dcgan(tmp_path):
-    """``benchmarks/quality.py`` for real, short: the colour-small preset and the canonical
-    pytorch/examples DCGAN, 400 steps each at 32 px with the same batch and widths on Twemoji,
-    FID of 256 samples against 256 real images (the same features and real set for both).
-    The full-length benchmark shows the margin this guards (README); a recipe that regressed
-    badly lands at or above the canonical FID."""
+def test_the_quality_benchmark_trains_both_sides_and_scores_every_checkpoint(tmp_path):
+    """``benchmarks/quality.py`` end to end, tiny (4 steps, networks of width 8, on the bundled
+    sample, FID of 16 vs 16): the canonical DCGAN and a gantool preset each trained in its own
+    process, every checkpoint of both scored, the JSON written. The quality claim it measures
+    (``colour-small`` below 0.9x the canonical FID at 400 steps, 32 px, on Twemoji) is a
+    benchmark run, not a CI test: the command is in benchmarks/README.md."""
     out = tmp_path / "quality"
-    r = subprocess.run([sys.executable, str(BENCH / "quality.py"), "--data", str(TWEMOJI_TAR),
-                        "--resolution", "32", "--steps", "400", "--checkpoints", "1",
-                        "--num", "256", "--presets", "colour-small", "--out", str(out),
+    r = subprocess.run([sys.executable, str(BENCH / "quality.py"), "--data",
+                        "builtin:fashion-mnist", "--resolution", "32", "--width", "8",
+                        "--batch", "16", "--steps", "4", "--checkpoints", "2", "--num", "16",
+                        "--presets", "colour-small", "--out", str(out),
                         "--json", str(out / "result.json")],
-                       capture_output=True, text=True, timeout=2400,
+                       capture_output=True, text=True, timeout=600,
                        env={**os.environ, "GANTOOL_CACHE": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-3000:]
-    fid = json.loads((out / "result.json").read_text())["fid"]
-    ours, canonical = fid["colour-small"]["400"], fid["canonical"]["400"]
-    print(f"FID at 400 steps: colour-small {ours:.1f}, canonical {canonical:.1f}")
-    assert ours < QUALITY_MARGIN * canonical, (ours, canonical)
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == {"canonical": 4, "colour-small": 4}
+    fid = result["fid"]
+    assert set(fid) == {"canonical", "colour-small"}, fid
+    for row in fid.values():
+        assert set(row) == {"2", "4"} and all(np.isfinite(v) and v > 0 for v in row.values()), fid
+    assert "ratio to canonical" in r.stdout
