@@ -80,7 +80,7 @@ def test_a_time_budget_says_what_it_buys_and_stops_with_a_grid(tmp_path):
     assert result.out_of_time and _grids(result.run_dir) == [0, result.step]
     line = next(ln for ln in text.splitlines() if "buys about" in ln)
     fits = int(re.search(r"buys about ([\d,]+) of the 100,000 steps", line)[1].replace(",", ""))
-    assert 2 <= fits < 100_000 and "--resume" in line
+    assert 2 <= fits < 100_000 and "a resume goes on from it" in line
     assert f"step {result.step} (where training stopped): sample grid" in text
 
 

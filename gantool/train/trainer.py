@@ -296,10 +296,10 @@ class Trainer:
         if now + (steps - self.step) * per_step <= deadline:
             return
         fits = self.step + int((deadline - now) / per_step)
-        out.print(f"the time left of --max-time ({clock(deadline - t0)}) buys about {fits:,} "
-                  f"of the {steps:,} steps at {per_step:.3g} s a step (all of them: "
+        out.print(f"the time budget left ({clock(deadline - t0)}) buys about {fits:,} of the "
+                  f"{steps:,} steps at {per_step:.3g} s a step (all of them: "
                   f"{clock(now - t0 + (steps - self.step) * per_step)}); training stops there "
-                  "with a checkpoint and a sample grid, and --resume goes on from it")
+                  "with a checkpoint and a sample grid, and a resume goes on from it")
 
     def _scheduled(self, window: _Window, bar: StepProgress) -> None:
         """The sample grid, evaluation and checkpoint due at this step."""
