@@ -74,7 +74,7 @@ def test_a_time_budget_says_what_it_buys_and_stops_with_a_grid(tmp_path):
     out = io.StringIO()
     cfg = tiny_config(**{"train.steps": 100_000, "train.sample_every": "1000",
                          "train.log_every": 2})
-    result = run(cfg, out=tmp_path, progress=False, max_time=2.0,
+    result = run(cfg, out=tmp_path, progress=False, max_time=5.0,
                  console=Console(file=out, width=300))
     text = out.getvalue()
     assert result.out_of_time and _grids(result.run_dir) == [0, result.step]
