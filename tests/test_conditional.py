@@ -179,6 +179,7 @@ def test_unlabelled_data_and_classes_without_labels_are_one_line_errors(tmp_path
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 3 minutes
 def test_generate_by_class_name_index_and_all_through_the_cli(conditional_run, tmp_path):
     ckpt = conditional_run.run_dir / "checkpoints" / "last.pt"
     r = gantool_cli("generate", ckpt, "--class", "all", "--seeds", "0-2", "--grid",

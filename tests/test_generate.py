@@ -88,6 +88,7 @@ def test_render_resumes_and_keeps_a_manifest(tiny_ckpt, tmp_path):
     assert r.returncode == 2 and "truncation none, not truncation 0.5" in r.stderr
 
 
+@pytest.mark.slow  # a few seconds each: the fast tier stays under 3 minutes
 @pytest.mark.parametrize("fmt", ["jpg", "webp", "npy"])
 def test_render_formats(tiny_ckpt, tmp_path, fmt):
     assert _render(tiny_ckpt, tmp_path / "png", "--seeds", "0-3").returncode == 0

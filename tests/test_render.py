@@ -310,6 +310,7 @@ def test_render_workers_die_with_a_killed_parent(tmp_path):
     assert workers and not [p for p in workers if Path(f"/proc/{p}").exists()]
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 3 minutes
 def test_sigterm_to_the_whole_job_stops_a_render_like_ctrl_c(tiny_ckpt, tmp_path):
     """What Slurm and Kubernetes do on preemption (SIGTERM to every process of the job) during
     a render with process workers: whole files, each listed once, no worker or shared memory

@@ -70,6 +70,7 @@ def test_grids_before_training_where_it_stops_and_on_a_cadence_changed_on_resume
         run(resume=first.run_dir, steps=9, progress=False, changes={"train.lr_g": 1e-3})
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 3 minutes
 def test_a_time_budget_says_what_it_buys_and_stops_with_a_grid(tmp_path):
     out = io.StringIO()
     cfg = tiny_config(**{"train.steps": 100_000, "train.sample_every": "1000",

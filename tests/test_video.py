@@ -154,6 +154,7 @@ def test_mp4_frame_count_and_size_read_back(tiny_ckpt, tmp_path):
     assert not list(out.parent.glob(".*tmp*")), "no temporary file left"
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 3 minutes
 def test_gif_and_webp_loops(tiny_ckpt, tmp_path):
     for name in ("loop.gif", "loop.webp"):
         _video(tiny_ckpt, "--seeds", "0-3", "--frames-per-seed", "3", "--fps", "10", "--out",
@@ -224,6 +225,7 @@ def test_user_errors_are_one_line(tiny_ckpt, tmp_path, args, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing written"
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 3 minutes
 def test_mp4_without_the_video_extra_is_an_install_hint(tiny_ckpt, tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['imageio_ffmpeg'] = None\n")
     r = gantool_cli("video", tiny_ckpt, "--seeds", "0-1", "--frames-per-seed", "2", "--out",
