@@ -54,6 +54,7 @@ class StepProgress:
         self._t0 = self._last_line = self._last_step = time.perf_counter()
         self._lock, self._quit = threading.Lock(), threading.Event()
         self._timer: threading.Thread | None = None
+        self._text = ""  # the last status line
         self._bar = Progress(TextColumn(f"[bold]{label}"), MofNCompleteColumn(),
                              BarColumn(bar_width=12), TimeElapsedColumn(), TextColumn("eta"),
                              TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
@@ -79,9 +80,11 @@ class StepProgress:
         self._bar.__exit__(*exc)
 
     def _heartbeat(self) -> None:
-        """The status line every ``every`` seconds when no step brought one."""
-        while not self._quit.wait(min(self.every, 1.0)):
-            if time.perf_counter() - self._last_line >= self.every:
+        """The status line every ``every`` seconds when no step brought one (at most one a
+        second: its clock counts whole seconds)."""
+        every = max(self.every, 1.0)
+        while not self._quit.wait(1.0):
+            if time.perf_counter() - self._last_line >= every:
                 self._line()
 
     def advance(self, done: int, figures: dict[str, str] | None = None) -> None:
@@ -115,9 +118,11 @@ class StepProgress:
             eta = clock((self.total - self.done) / rate) if rate > 0 else "?"
             figures = "".join(f"{k} {v}  " for k, v in self.figures.items())
             waiting = now - self._last_step
-            running = "" if waiting < self.every or self.done >= self.total else (
+            running = "" if waiting < max(self.every, 1.0) or self.done >= self.total else (
                 f"  ({self.unit} {self.done + 1} running for {clock(waiting)})" if self.unit
                 else f"  (no progress for {clock(waiting)})")
-            self.console.print(f"{self.label} {self.done}/{self.total}  {figures}"
-                               f"elapsed {clock(elapsed)}  eta {eta}{running}", highlight=False,
-                               soft_wrap=True)
+            text = (f"{self.label} {self.done}/{self.total}  {figures}elapsed {clock(elapsed)}"
+                    f"  eta {eta}{running}")
+            if text != self._text:  # a line the same as the last says nothing new
+                self._text = text
+                self.console.print(text, highlight=False, soft_wrap=True)

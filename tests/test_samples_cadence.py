@@ -89,12 +89,12 @@ def test_the_status_line_keeps_coming_during_a_long_step():
     """Where stderr is a log file, a status line every ``every`` seconds even while one step
     takes longer (a timer, not the step loop), saying which step is running."""
     out = io.StringIO()
-    with StepProgress(Console(file=out, width=200), "train", 10, every=0.2, unit="step") as bar:
+    with StepProgress(Console(file=out, width=200), "train", 10, every=1.0, unit="step") as bar:
         bar.advance(1)
-        time.sleep(1.0)  # step 2 runs long
+        time.sleep(3.5)  # step 2 runs long
     lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("train 1/10")]
-    assert len(lines) >= 3, out.getvalue()
-    assert "(step 2 running for 0:00:00)" in lines[0] and "eta" in lines[0]
+    running = [ln for ln in lines if "eta" in ln and "(step 2 running for 0:00:0" in ln]
+    assert len(running) >= 2 and len(set(lines)) == len(lines), out.getvalue()
 
 
 @pytest.mark.slow
