@@ -149,7 +149,8 @@ def test_a_large_render_holds_a_bounded_number_of_images(tmp_path):
 
 def test_a_grid_too_large_to_hold_is_refused_before_drawing(tiny_ckpt, tmp_path):
     r = gantool_cli("generate", tiny_ckpt, "--seeds", "0-4096", "--grid", tmp_path / "g.png")
-    assert r.returncode == 2 and r.stderr.startswith("error: a grid of 4,097 images"), r.stderr
+    assert r.returncode == 2 and r.stderr.startswith("error: --grid: a grid of 4,097 images")
+    assert r.stderr.rstrip().endswith("write them to a folder, and a grid of a few (see --out)")
     assert "Traceback" not in r.stderr and not list(tmp_path.iterdir())
     with pytest.raises(GantoolError, match="too large"):
         render_seeds(PatternGenerator(1024, 3), range(700), None, 8, grid=tmp_path / "g.png")

@@ -191,10 +191,11 @@ def check_grid_size(count: int, shape: tuple[int, int, int]) -> None:
     """A one-line error when a grid of ``count`` images of ``shape`` would not fit in memory."""
     nbytes = count * int(np.prod(shape))
     if count > GRID_MAX_IMAGES or nbytes > GRID_MAX_BYTES:
-        raise GantoolError(
-            f"a grid of {count:,} images of {shape[0]} px ({nbytes / 2**30:.1f} GiB) is too "
-            f"large to hold (at most {GRID_MAX_IMAGES:,} images and "
-            f"{GRID_MAX_BYTES / 2**30:.0f} GiB); write them with --outdir, and a grid of a few")
+        raise OptionError(
+            "grid", f"a grid of {count:,} images of {shape[0]} px ({nbytes / 2**30:.1f} GiB) is "
+            f"too large to hold (at most {GRID_MAX_IMAGES:,} images and "
+            f"{GRID_MAX_BYTES / 2**30:.0f} GiB); write them to a folder, and a grid of a few",
+            see="out")
 
 
 def _count_done(seeds: Sequence[int], done: set[int]) -> int:
