@@ -163,6 +163,7 @@ def test_fixed_choices_are_refused_in_one_line(cases, argv, message):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 3 minutes
 def test_a_training_error_names_the_flag_the_schema_declares(tmp_path):
     """The library says batch_size; gantool train spells it --batch-size, as declared."""
     r = gantool_cli("train", "--preset", "fashion-mnist", "--data", "builtin:fashion-mnist",

@@ -119,6 +119,7 @@ def test_every_checkpoint_is_the_one_record(tiny_ckpt, tmp_path):
     assert r.returncode == 2 and "gantool-checkpoint-v9" in r.stderr and "upgrade" in r.stderr
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 3 minutes
 def test_drawing_reads_only_the_checkpoints_model_section(tiny_ckpt, tmp_path):
     import torch
 

@@ -85,6 +85,7 @@ def test_a_time_budget_says_what_it_buys_and_stops_with_a_grid(tmp_path):
     assert f"step {result.step} (where training stopped): sample grid" in text
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 3 minutes
 def test_the_status_line_keeps_coming_during_a_long_step():
     """Where stderr is a log file, a status line every ``every`` seconds even while one step
     takes longer (a timer, not the step loop), saying which step is running."""
