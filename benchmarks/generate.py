@@ -36,7 +36,7 @@ CONTENDERS = ("torch", "onnx")
 def make_models(res: int, folder: Path, ngf: int, preset: str | None,
                 stylegan2: bool = False) -> tuple[Path, Path, int]:
     """(checkpoint, ONNX model, multiply-adds per image) of a random generator."""
-    from gantool.export.onnx import export_onnx, save_model
+    from gantool.export.onnx_graph import export_onnx, save_model
     from gantool.model_info import ModelInfo
     from gantool.models.layers import generator_cost
 

@@ -44,10 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import canonical_dcgan  # noqa: E402
 
 from gantool.data.dataset import load_dataset  # noqa: E402
-from gantool.metrics.evaluate import evaluate  # noqa: E402
+from gantool.latent import latents  # noqa: E402
+from gantool.metrics.evaluate import score_generator  # noqa: E402
 from gantool.sampling.images import to_uint8_tensor  # noqa: E402
-from gantool.sampling.latent import latents  # noqa: E402
-from gantool.train.checkpoint import step_of  # noqa: E402
+from gantool.train.run_files import step_of  # noqa: E402
 
 NZ = 100
 
@@ -255,7 +255,7 @@ def checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 def score(name: str, gen, real: np.ndarray, args: argparse.Namespace) -> float:
     t0 = time.perf_counter()
-    value = evaluate(gen, real, ["fid"], args.num, batch_size=64)["fid"]
+    value = score_generator(gen, real, ["fid"], args.num, batch_size=64)["fid"]
     print(f"  {name}: FID {value:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return value
 

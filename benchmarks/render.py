@@ -10,7 +10,7 @@ Measures, each in its own fresh process, with the same images and the same seeds
   wrote before), ``pillow-fast`` (the fallback without fpng: zlib level 1, run-length
   strategy), ``fpng``, ``jpg`` and ``webp`` (quality 95), ``npy``;
 * ``generate``: the generator alone, G images/s, nothing written;
-* ``render`` (per PNG encoder): ``gantool.sampling.render.render_seeds`` with its defaults (one
+* ``render`` (per PNG encoder): ``gantool.sampling.pipeline.render_seeds`` with its defaults (one
   worker per core, threads or processes as the encoder needs), R images/s.
 
 The table gives R / min(G, E x cores), the issue's measure: 1.0 means the pipeline runs as fast
@@ -127,8 +127,8 @@ class Clock:
 
 def worker(args) -> dict:
     encoding = _encoding(args.encoder)
+    from gantool.sampling.draw import render_images
     from gantool.sampling.images import save_image, seed_filename
-    from gantool.sampling.render import render_images
     from gantool.system import usable_cpus
 
     if args.generator == "torch":

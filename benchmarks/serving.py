@@ -18,7 +18,7 @@ triton / onnx and render / onnx. Server and clients share the machine's cores wi
 else; contenders alternate order over ``--repeats``.
 
 ``--transport`` measures instead how a render's images arrive, the draw half of
-``gantool render`` (``sampling/render.py``): each call reserves a slot of the render's
+``gantool render`` (``sampling/pipeline.py``): each call reserves a slot of the render's
 ``ImageWriter`` (shared memory) and fills it, nothing is encoded. ``draw-onnx``: ONNX Runtime in
 process, its output copied into the slot; ``draw-grpc`` / ``draw-http``: ``TritonGenerator``
 over the wire, the decoded images copied into the slot; ``draw-shm``: ``TritonGenerator`` with
@@ -54,7 +54,7 @@ def make_export(folder: Path, res: int, ngf: int, batch: int, clients: int,
     """``folder/export`` with model.onnx, export.json and model_repository/."""
     from gantool.export import FORMATS
     from gantool.export.pipeline import export_checkpoint
-    from gantool.serve.repository import write_repository
+    from gantool.export.triton import write_repository
 
     ckpt = random_checkpoint(folder / "ckpt", res, ngf)[0]
     out = folder / "export"
@@ -81,7 +81,7 @@ def worker(args) -> dict:
 
     with TritonServer(Path(args.export) / "model_repository", free_port(), free_port()) as s:
         if args.worker == "render":
-            from gantool.serve.client import TritonGenerator
+            from gantool.backends.triton_backend import TritonGenerator
 
             gen = TritonGenerator(s.grpc_url, request_batch=args.batch,
                                   concurrency=args.clients)
@@ -136,7 +136,7 @@ def draw(args) -> dict:
         from gantool.backends.onnx_backend import OnnxGenerator
 
         return run(OnnxGenerator(args.export), args.batch * args.clients)
-    from gantool.serve.client import TritonGenerator
+    from gantool.backends.triton_backend import TritonGenerator
     from gantool.serve.server import TritonServer, free_port
 
     with TritonServer(Path(args.export) / "model_repository", free_port(), free_port()) as s:

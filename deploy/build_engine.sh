@@ -12,6 +12,9 @@
 # and 11 both accept), else model.onnx (fp32). Writes EXPORT_DIR/model.plan (bare, as Triton
 # and trtexec load it), model.plan.json (the model's metadata) and timing.cache (reused by the
 # next build). DRY_RUN=1 prints the docker command instead of running it.
+# The export folder's file names (model.onnx, model_fp16.onnx, model.plan, model.plan.json,
+# export.json) are gantool/artifacts.py's; tests/test_export.py runs this script on a folder
+# gantool export wrote.
 set -euo pipefail
 
 dir=$(cd "${1:?usage: build_engine.sh EXPORT_DIR [RELEASE] [MIN,OPT,MAX] [WORKSPACE_MIB]}" && pwd)

@@ -23,7 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gantool.errors import GantoolError, OptionError, did_you_mean
+from gantool.artifacts import PLAN, REPOSITORY
+from gantool.errors import GantoolError, OptionError, did_you_mean, literal
 from gantool.fileio import COUNT, NUMBER
 
 
@@ -71,13 +72,15 @@ def parse_contenders(text: str) -> list[Contender]:
     return out
 
 
-def parse_ints(text: str, flag: str) -> list[int]:
+def parse_ints(text: str, option: str) -> list[int]:
+    """Positive integers, comma-separated; a one-line error naming ``option`` for anything else."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()] if text.isascii() else []
     except ValueError:
         values = []
     if not values or min(values) < 1:
-        raise GantoolError(f"{flag} expects positive integers like 1,8,32, got {text!r}")
+        raise OptionError(None, f"{{{option}}} expects positive integers like 1,8,32, got "
+                          + literal(repr(text)))
     return values
 
 
@@ -200,7 +203,7 @@ def _prepare(checkpoint, contenders, resolutions, max_batch, ngf, tmp: Path, eng
             export_checkpoint(ckpt, export, formats, fp16=fp16, verify=False, log=lambda s: None,
                               batch=(1, min(8, max_batch), max_batch))
             if "triton" in needs:  # batches of its own: written beside the export
-                from gantool.serve.repository import write_repository
+                from gantool.export.triton import write_repository
 
                 write_repository(export, "cpu", (1, max_batch, max_batch))
         models[res] = (ckpt, export, gflop)
@@ -294,19 +297,19 @@ def _contender_worker(spec: dict) -> dict:
     server = None
     try:
         if c.backend == "triton":
-            from gantool.serve.client import TritonGenerator
+            from gantool.backends import open_triton
             from gantool.serve.server import TritonServer, free_port
 
-            server = TritonServer(Path(spec["export"]) / "model_repository", free_port(),
+            server = TritonServer(Path(spec["export"]) / REPOSITORY, free_port(),
                                   free_port())
             server.start()
-            gen = TritonGenerator(server.grpc_url, request_batch=batch, concurrency=1)
+            gen = open_triton(server.grpc_url, request_batch=batch, concurrency=1)
         else:
             from gantool.backends import load_backend
 
             path = spec["ckpt"] if c.backend == "torch" else spec["export"]
             if c.backend == "trt":
-                path = str(Path(spec["export"]) / "model.plan")
+                path = str(Path(spec["export"]) / PLAN)
             options = dict(c.options)
             if c.backend == "onnx" and spec["threads"]:
                 options["threads"] = spec["threads"]

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError, literal
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -20,8 +20,8 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("cuda", int(local) % torch.cuda.device_count())
         return torch.device("cuda")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GantoolError(f"device {name} was asked for but no CUDA GPU is visible; "
-                           "use --device cpu")
+        raise OptionError(None, f"device {literal(name)} was asked for but no CUDA GPU is "
+                          "visible; use {device} cpu")
     try:
         return torch.device(name)
     except RuntimeError:

@@ -1,6 +1,9 @@
 """User-facing errors: the CLI prints their message on one line and exits with code 2."""
 
 import difflib
+import re
+
+OPTION_NAME = re.compile(r"\{\{|\}\}|\{([a-z][a-z0-9_]*)\}")  # {grid} in a message; {{ is {
 
 
 def did_you_mean(word: str, options) -> str:
@@ -44,9 +47,11 @@ class OptionError(GantoolError):
     """A bad value of one option, named as the library names it (``"class"``, ``"batch"``),
     with a message that names no command-line flag: the CLI puts the flag it reads that option
     from in front (``--class: ...``), other callers (the explore page) the name. ``see``: a
-    related option the user may want instead."""
+    related option the user may want instead. With ``option`` None the message names the
+    options it is about itself, as ``{name}`` (``"{engine} ray renders into {out}"``), each
+    spelt the same way; text of the user's or of another library goes in through ``literal``."""
 
-    def __init__(self, option: str, message: str, see: str | None = None):
+    def __init__(self, option: str | None, message: str, see: str | None = None):
         self.option, self.message, self.see = option, message, see
         super().__init__(option, message, see)  # what pickling rebuilds it from
 
@@ -56,4 +61,11 @@ class OptionError(GantoolError):
     def spelt(self, flag) -> str:
         """The message with each option spelt by ``flag(name)``."""
         see = f" (see {flag(self.see)})" if self.see else ""
-        return f"{flag(self.option)}: {self.message}{see}"
+        if self.option is not None:
+            return f"{flag(self.option)}: {self.message}{see}"
+        return OPTION_NAME.sub(lambda m: flag(m[1]) if m[1] else m[0][0], self.message) + see
+
+
+def literal(text: object) -> str:
+    """``text`` as it reads inside a message that names options as ``{name}``."""
+    return str(text).replace("{", "{{").replace("}", "}}")

@@ -19,7 +19,7 @@ PREFIX = "gantool."
 OUTPUTS = ("uint8", "float")  # what an exported graph returns
 CLASS_INPUT = "class"  # a conditional graph's second input: (B, K) float32 one-hot rows
 # the last input of a graph whose network applies its truncation (an imported StyleGAN): psi
-# (B, 1) float32 (gantool.sampling.latent.truncation_input)
+# (B, 1) float32 (gantool.latent.truncation_input)
 TRUNCATION_INPUT = "truncation"
 
 
@@ -74,7 +74,7 @@ class ModelInfo:
             raise GantoolError(f"{source}: {PREFIX}{missing[0]} is missing; export it again")
         values = {f.name: _parsed(f.name, raw[f.name], source) for f in fields(cls)
                   if f.name in raw}
-        from gantool.sampling.latent import validate_truncation
+        from gantool.latent import validate_truncation
 
         try:
             validate_truncation(values["truncation"], values["prior"])
@@ -120,7 +120,7 @@ def _truncation(text: str) -> float | None:
 
 def _parsers() -> dict:
     """Each metadata value's reader: the value from its text, or ValueError(what it must be)."""
-    from gantool.sampling.latent import PRIORS
+    from gantool.latent import PRIORS
 
     return {"resolution": lambda t: _whole(t, 1), "channels": lambda t: _whole(t, 1),
             "nz": lambda t: _whole(t, 1), "prior": lambda t: _one_of(t, PRIORS),

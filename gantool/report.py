@@ -111,7 +111,7 @@ def _record(path: Path) -> dict | None:
         return None
 
 
-# a run's step checkpoints, checkpoints/step-NNNNNNN.pt (gantool.train.checkpoint's names, read
+# a run's step checkpoints, checkpoints/step-NNNNNNN.pt (gantool.train.run_files' names, read
 # here by name: the report needs no torch); a rollback deletes those past the step it returns to
 STEP_CHECKPOINT = re.compile(r"^step-(\d+)\.pt$")
 

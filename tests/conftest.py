@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 # The datasets beside the repository (a user's clone has none: the tests that need them skip);
-# GANTOOL_TEST_SHARED points elsewhere (test_layout runs those tests with it absent).
+# GANTOOL_TEST_SHARED points elsewhere (test_code_shape runs those tests with it absent).
 SHARED = Path(os.environ.get("GANTOOL_TEST_SHARED")
               or Path(__file__).resolve().parents[2] / "shared")
 FASHION_MNIST = SHARED / "data" / "fashion-mnist"

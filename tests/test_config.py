@@ -11,6 +11,7 @@ from gantool.config import (
     load_config_file,
     parse_set_options,
     preset_config,
+    run_config,
 )
 from gantool.errors import ConfigError
 
@@ -18,7 +19,7 @@ from gantool.errors import ConfigError
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_round_trip_through_json(name):
     cfg = preset_config(name)
-    assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert run_config(json.loads(cfg.to_json())) == cfg
 
 
 def test_fashion_mnist_preset_values():
@@ -81,7 +82,7 @@ def test_train_flags_are_the_schemas_declarations():
     configuration flag of its own: each is written once, in gantool.config.schema."""
     from gantool.cli.main import command
     from gantool.cli.train import config_flags
-    from gantool.config import options
+    from gantool.cli.train import config_options as options
 
     params = {p.name: p for p in command().commands["train"].params}
     declared = [o for o in options() if o.flag]

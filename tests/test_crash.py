@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gantool.train.checkpoint import step_checkpoints
+from gantool.train.run_files import step_checkpoints
 
 from conftest import CTRL_C_ABLE
 

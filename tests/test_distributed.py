@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from gantool.config import RunConfig
+from gantool.config import run_config
 from gantool.models import build_discriminator, build_generator
 from gantool.train.distributed import fingerprint
 
@@ -27,7 +27,7 @@ def _rows(run_dir):
 def _fingerprint_of(ckpt_path) -> str:
     """The replica fingerprint recomputed from what the checkpoint holds."""
     state = torch.load(ckpt_path, weights_only=True)
-    cfg = RunConfig.from_dict(state["config"])
+    cfg = run_config(state["config"])
     nets = []
     for build, key in ((build_generator, "G"), (build_discriminator, "D"),
                        (build_generator, "G_ema")):

@@ -58,7 +58,7 @@ def test_cli_reference_is_the_typer_apps(site):
 
 def test_run_options_are_the_schemas(site):
     """Every option of the run configuration, with its flag where it has one."""
-    from gantool.config import options
+    from gantool.cli.train import config_options as options
 
     html = (site / "options.html").read_text()
     assert "<!-- options-reference" not in html

@@ -23,7 +23,8 @@ pytest.importorskip("starlette", reason="the explore extra (starlette, uvicorn) 
 
 def _explorer(path, backend="torch"):
     from gantool.backends import load_backend
-    from gantool.explore.session import Commands, Explorer
+    from gantool.cli.explore import Commands
+    from gantool.explore.session import Explorer
 
     gen = load_backend(backend, str(path))
     return Explorer(gen, "tiny", backend, "cpu",

@@ -16,16 +16,17 @@ import pytest
 import torch
 from PIL import Image
 
+from gantool.cli.main import user_message
 from gantool.config import ModelConfig, RunConfig
 from gantool.errors import GantoolError
 from gantool.export import FORMATS, parse_formats
 from gantool.export.pipeline import export_checkpoint
+from gantool.latent import latents
 from gantool.model_info import read_onnx_metadata
 from gantool.models import build_generator
 from gantool.models.checkpoint import record
 from gantool.sampling.images import to_uint8
-from gantool.sampling.latent import latents
-from gantool.train.checkpoint import save_checkpoint
+from gantool.train.run_files import save_checkpoint
 
 from conftest import gantool_cli
 
@@ -120,7 +121,7 @@ def test_fp16_overflow_names_the_node_and_keep_fp32_fixes_it(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(GantoolError) as e:
         export_checkpoint(ckpt, out, ONNX, fp16=True, log=lambda s: None)
-    message = str(e.value)
+    message = user_message(e.value, "export")  # as gantool export says it
     assert "model_fp16.onnx failed verification" in message and "past fp16's 65504" in message
     assert not out.exists()  # the folder changes as a whole: a failed export leaves nothing
     nodes = re.search(r"--keep-fp32 (\S+)", message).group(1).rstrip(")").split(",")
@@ -402,14 +403,29 @@ def test_a_folder_marked_unfinished_is_refused_by_every_reader(tiny_ckpt, tmp_pa
 
 def test_formats_build_in_the_tables_order_and_every_row_resolves():
     from gantool.export import build_order
-    from gantool.export.pipeline import STEPS
 
     for text in ("triton,engine", "engine,triton", "triton", "engine,onnx"):
         names = [f.name for f in build_order(parse_formats(text))]
         assert names == [n for n in FORMATS if n in names] and names[0] == "onnx", text
     assert [f.name for f in build_order(parse_formats("triton"))] == ["onnx", "triton"]
     for row in FORMATS.values():
-        assert row.builder in STEPS and (row.check is None or row.check in STEPS), row.name
+        assert callable(row.builder) and (row.check is None or callable(row.check)), row.name
+
+
+def test_the_triton_python_models_read_the_names_the_repository_writes():
+    """The python models Triton runs cannot import gantool: the names they read are spelt in
+    them too, each with a comment naming the constant it mirrors, and agree with the writer."""
+    from gantool.artifacts import ONNX
+    from gantool.export import triton
+
+    generator = (triton.TEMPLATES / "generator_model.py").read_text()
+    latent = (triton.TEMPLATES / "latent_model.py").read_text()
+    assert f'params["{triton.ONNX_FILE_PARAMETER}"]' in generator
+    assert "gantool.export.triton.ONNX_FILE_PARAMETER" in generator
+    assert f"from {Path(triton.LATENT_COPY).stem} import" in latent
+    assert "gantool.export.triton.LATENT_COPY" in latent
+    config = triton.generator_config("python", 16, [8, 8, 1], (1, 2, 4))
+    assert config["parameters"][triton.ONNX_FILE_PARAMETER] == {"string_value": ONNX}
 
 
 def test_a_plan_built_beside_the_export_is_kept_for_the_same_model(tiny_ckpt, tmp_path):

@@ -11,11 +11,11 @@ import torch
 
 from gantool.config import ModelConfig, apply_overrides, preset_config
 from gantool.errors import ConfigError
+from gantool.latent import latents
 from gantool.models import build_discriminator, build_generator
 from gantool.models.checkpoint import load_checkpoint
 from gantool.models.fastgan import Excitation
 from gantool.models.layers import fold_batchnorm, generator_cost
-from gantool.sampling.latent import latents
 from gantool.train.loop import run
 
 from conftest import FASHION_MNIST, assert_same_networks, gantool_cli, tiny_config

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gantool.models.checkpoint import load_checkpoint
-from gantool.train.checkpoint import step_checkpoints, step_of
 from gantool.train.guard import DivergenceGuard
 from gantool.train.loop import run
+from gantool.train.run_files import step_checkpoints, step_of
 
 from conftest import gantool_cli, tiny_config
 

@@ -380,7 +380,7 @@ def test_triton_ensemble_draws_what_onnx_runtime_draws(imported, tmp_path):
     """The conditional fixture (class and psi inputs) served by a real tritonserver: the
     render ensemble (latent model -> z, one-hot class, psi -> generator) equals ONNX Runtime,
     and NVIDIA's references, for mixed truncations in one batch of requests."""
-    from gantool.serve.client import TritonGenerator
+    from gantool.backends.triton_backend import TritonGenerator
     from gantool.serve.server import TritonServer, free_port
 
     r = gantool_cli("export", imported["sg2-cond-16"], "--out", tmp_path / "e", "--formats",

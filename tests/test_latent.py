@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gantool.sampling import latent
-from gantool.sampling.latent import batched, latents, parse_seeds, validate_truncation
+from gantool import latent
+from gantool.latent import batched, latents, parse_seeds, validate_truncation
 
 
 def reference_normal(seed, nz, t):

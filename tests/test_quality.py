@@ -13,9 +13,9 @@ from rich.console import Console
 
 from gantool.backends import load_backend
 from gantool.config import apply_overrides, preset_config
+from gantool.latent import latents
 from gantool.models import build_generator
 from gantool.sampling.images import to_uint8
-from gantool.sampling.latent import latents
 from gantool.train.loop import run
 
 from conftest import FASHION_MNIST

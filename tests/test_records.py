@@ -115,7 +115,7 @@ def test_export_json_missing_a_key(export, tmp_path, capsys):
         one_error(capsys, cli("info", folder, "--verify"),
                   f"key hashes['model.onnx']['{key}'] is missing")
     from gantool.errors import GantoolError
-    from gantool.serve.repository import write_repository
+    from gantool.export.triton import write_repository
 
     (folder / "export.json").write_text(json.dumps(edited(record, ("metadata",), ...)))
     with pytest.raises(GantoolError, match=r"export\.json: key metadata is missing; run gantool"):

@@ -59,7 +59,8 @@ def test_generate_and_explore_refuse_a_superscript_class(conditional_ckpt, tmp_p
     assert "--class: '\u00b2' is not a class of this model" in _one_error_line(capsys)
     pytest.importorskip("starlette", reason="the explore extra is not installed")
     from gantool.backends import load_backend
-    from gantool.explore.session import Commands, Explorer
+    from gantool.cli.explore import Commands
+    from gantool.explore.session import Explorer
 
     explorer = Explorer(load_backend("torch", str(conditional_ckpt)), "c", "torch", "cpu",
                         Commands("gantool generate c.pt", "gantool video c.pt"))
@@ -76,7 +77,8 @@ def test_generate_and_explore_refuse_a_superscript_class(conditional_ckpt, tmp_p
 def test_explore_numbers_are_digits_0_to_9(tiny_ckpt, query, words):
     pytest.importorskip("starlette", reason="the explore extra is not installed")
     from gantool.backends import load_backend
-    from gantool.explore.session import Commands, Explorer
+    from gantool.cli.explore import Commands
+    from gantool.explore.session import Explorer
 
     explorer = Explorer(load_backend("torch", str(tiny_ckpt)), "t", "torch", "cpu",
                         Commands("gantool generate t.pt", "gantool video t.pt"))
@@ -86,7 +88,7 @@ def test_explore_numbers_are_digits_0_to_9(tiny_ckpt, query, words):
 
 @pytest.mark.parametrize("text", [ARABIC_THREE, f"0-{ARABIC_THREE}", SUPERSCRIPT_TWO])
 def test_a_seed_list_in_other_digits_is_refused(text):
-    from gantool.sampling.latent import parse_seeds
+    from gantool.latent import parse_seeds
 
     with pytest.raises(ValueError, match="bad seed item"):
         parse_seeds(text)
@@ -96,7 +98,7 @@ def test_a_seed_list_in_other_digits_is_refused(text):
 @pytest.mark.parametrize("text", [SUPERSCRIPT_TWO, f"cuda:{SUPERSCRIPT_TWO}",
                                   f"cuda:{ARABIC_THREE}"])
 def test_devices_in_other_digits_are_one_line(text):
-    from gantool.cli.devices import resolve_devices
+    from gantool.cli.generate import parse_devices as resolve_devices
 
     with pytest.raises(GantoolError, match="is not cpu, cuda or cuda:N"):
         resolve_devices(text)

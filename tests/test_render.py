@@ -18,7 +18,7 @@ from PIL import Image
 
 from gantool.errors import GantoolError
 from gantool.sampling.images import Encoding, fast_png, save_image
-from gantool.sampling.render import render_seeds
+from gantool.sampling.pipeline import render_seeds
 from gantool.system import signals_held
 
 from conftest import CTRL_C_ABLE, gantool_cli
@@ -71,7 +71,7 @@ def test_without_fpng_renders_fall_back_to_pillow_and_stay_exact(tmp_path):
         sys.modules["fpng"] = None  # the import fails, as it does without the extra
         from pathlib import Path
         from gantool.sampling.images import Encoding, fast_png
-        from gantool.sampling.render import render_seeds
+        from gantool.sampling.pipeline import render_seeds
         from patterns import PatternGenerator
 
         if __name__ == "__main__":
@@ -115,7 +115,7 @@ def test_thread_and_process_writers_write_the_same_files(tmp_path, fmt, png_leve
 _PEAK = """
 import resource, sys
 from pathlib import Path
-from gantool.sampling.render import render_seeds
+from gantool.sampling.pipeline import render_seeds
 from gantool.system import signals_held
 from patterns import PatternGenerator
 
@@ -184,7 +184,7 @@ def test_resume_lists_unlisted_files_and_clears_stale_temp_files(tmp_path):
 _INTERRUPTED = """
 import sys
 from pathlib import Path
-from gantool.sampling.render import render_seeds
+from gantool.sampling.pipeline import render_seeds
 from gantool.system import signals_held
 from patterns import PatternGenerator
 
@@ -239,7 +239,7 @@ def test_a_full_disk_is_one_line_and_leaves_only_whole_files(tmp_path, small_dis
     script.write_text(textwrap.dedent(f"""
         from pathlib import Path
         from gantool.errors import GantoolError
-        from gantool.sampling.render import render_seeds
+        from gantool.sampling.pipeline import render_seeds
         from patterns import PatternGenerator
 
         if __name__ == "__main__":

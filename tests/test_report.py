@@ -50,7 +50,7 @@ def test_report_names_the_checkpointed_step_and_says_why_there_are_no_grids(tmp_
     from gantool.models import build_generator
     from gantool.models.checkpoint import record
     from gantool.report import write_report
-    from gantool.train.checkpoint import save_checkpoint
+    from gantool.train.run_files import save_checkpoint
     from gantool.train.runlog import RunLog
 
     run_dir = tmp_path / "00001-stopped"

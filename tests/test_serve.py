@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gantool import latent as latent_module
 from gantool.backends.onnx_backend import OnnxGenerator
+from gantool.backends.triton_backend import TritonGenerator
 from gantool.errors import GantoolError, PartialBatch
-from gantool.sampling import latent as latent_module
-from gantool.serve.client import TritonGenerator
-from gantool.serve.repository import generator_config, parse_pbtxt, to_pbtxt, write_repository
+from gantool.export.triton import generator_config, parse_pbtxt, to_pbtxt, write_repository
 from gantool.serve.server import TritonServer, free_port
 
 from conftest import CTRL_C_ABLE, gantool_cli, tiny_config
@@ -307,7 +307,7 @@ def test_failed_seed_ranges_are_reported_and_the_render_carries_on(server, expor
         assert [(lo, hi) for lo, hi, _ in e.failures] == [(4, 7)]
         assert "seed -5 is outside" in e.failures[0][2]
         assert _close_enough(e.images, _onnx_images(export_dir, e.seeds, 0.5))
-        from gantool.sampling.render import render_seeds
+        from gantool.sampling.pipeline import render_seeds
 
         stats = render_seeds(gen, [0, 1, 2, 3, 4, -5, 6, 7, 8, 9], 0.5, 8, tmp_path,
                              progress=False)
@@ -350,7 +350,7 @@ def test_render_retries_while_the_server_restarts(export_dir, tmp_path):
 def test_shared_memory_render_carries_on_across_a_server_restart(export_dir, tmp_path):
     """The restarted server has forgotten the render's registered slots: they are registered
     again as part of the retries, and every image still arrives through shared memory."""
-    from gantool.sampling.render import render_seeds
+    from gantool.sampling.pipeline import render_seeds
 
     http, grpc = free_port(), free_port()
     repo = export_dir / "model_repository"
@@ -542,7 +542,7 @@ def test_compose_and_kubernetes_manifests_agree_with_the_repository():
 
     import yaml
 
-    from gantool.serve.repository import TRITON_RELEASE
+    from gantool.export.triton import TRITON_RELEASE
     from gantool.serve.server import PYTHON_BACKEND_ARGS
 
     root = Path(__file__).resolve().parents[1]
@@ -597,18 +597,20 @@ def test_rewriting_a_repository_replaces_it_whole(export_dir, tmp_path):
 def test_port_check_speaks_ipv6_and_names_what_is_wrong():
     """The check before Triton starts: a free port on ::1 passes (it used to be called "in
     use"), a taken port and an address this machine does not have are one line each."""
+    from gantool.cli.main import user_message
     from gantool.serve.server import _check_port_free
 
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as taken:
         taken.bind(("::1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(GantoolError, match=f"port {port} on ::1 is in use; pick another "
-                                               "with --grpc-port"):
-            _check_port_free("::1", port, "--grpc-port")
-    _check_port_free("::1", free_port("::1"), "--grpc-port")  # free: no error
+        with pytest.raises(GantoolError) as e:
+            _check_port_free("::1", port, "grpc_port")
+        assert re.match(f"port {port} on ::1 is in use; pick another with --grpc-port",
+                        user_message(e.value, "serve"))
+    _check_port_free("::1", free_port("::1"), "grpc_port")  # free: no error
     with pytest.raises(GantoolError, match="cannot listen on 192.0.2.1 port 8000: "):
-        _check_port_free("192.0.2.1", 8000, "--http-port")  # TEST-NET-1: nobody's address
+        _check_port_free("192.0.2.1", 8000, "http_port")  # TEST-NET-1: nobody's address
     server = TritonServer(Path("repo"), 8000, 8001, host="::1")
     assert server.grpc_url == "[::1]:8001" and server.http_url == "[::1]:8000"
 
@@ -635,6 +637,10 @@ def test_serve_on_ipv6_loopback_renders(export_dir, tmp_path):
 
 
 def test_one_port_for_two_protocols_is_refused_before_starting(export_dir):
+    from gantool.cli.main import user_message
+
     port = free_port()
-    with pytest.raises(GantoolError, match=f"--http-port and --grpc-port are both {port}"):
+    with pytest.raises(GantoolError) as e:
         TritonServer(export_dir / "model_repository", port, port).check()
+    assert re.search(f"--http-port and --grpc-port are both {port}",
+                     user_message(e.value, "serve"))

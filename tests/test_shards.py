@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gantool.sampling.latent import parse_seeds
+from gantool.latent import parse_seeds
 from gantool.sampling.shards import shard_from
 
 from conftest import cli_in_process as cli
@@ -43,7 +43,7 @@ def test_the_flag_wins_over_the_environment_and_each_job_system_is_read():
     slurm = {"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_MIN": "4",
              "SLURM_ARRAY_TASK_STEP": "4", "SLURM_ARRAY_TASK_COUNT": "3"}
     assert str(shard_from(None, slurm)) == "2/3"
-    assert shard_from("0/1", slurm).source == "--shard"
+    assert shard_from("0/1", slurm, "--shard").source == "--shard"
     assert str(shard_from(None, {"RANK": "3", "WORLD_SIZE": "4"})) == "3/4"
     k8s = {"JOB_COMPLETION_INDEX": "5", "GANTOOL_SHARDS": "8"}
     assert str(shard_from(None, k8s)) == "5/8"
@@ -52,7 +52,7 @@ def test_the_flag_wins_over_the_environment_and_each_job_system_is_read():
         == "0/1"  # the first job that names a shard wins (a plain torchrun in a pod)
     assert str(shard_from(None, {**slurm, "JOB_COMPLETION_INDEX": "5"})) == "2/3"
     for bad in ("8/8", "-1/2", "1/0", "a/b", "3"):
-        with pytest.raises(ValueError, match="--shard"):
+        with pytest.raises(ValueError, match="^shard '"):  # the CLI names its flag
             shard_from(bad, {})
     with pytest.raises(ValueError, match="RANK/WORLD_SIZE"):
         shard_from(None, {"RANK": "4", "WORLD_SIZE": "4"})

@@ -6,14 +6,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from gantool.config import RunConfig
+from gantool.config import run_config
 from gantool.errors import GantoolError
 from gantool.models.checkpoint import load_checkpoint, load_generator
 from gantool.report import read_metrics, write_report
 from gantool.train.batches import EpochOrder
-from gantool.train.checkpoint import step_checkpoints
 from gantool.train.loop import run
 from gantool.train.losses import LABEL_TARGETS, d_loss_bce
+from gantool.train.run_files import step_checkpoints
 
 from conftest import assert_same_networks, tiny_config
 
@@ -21,7 +21,7 @@ from conftest import assert_same_networks, tiny_config
 def test_run_directory_layout(tiny_run):
     run_dir, cfg = tiny_run
     assert run_dir.name == "00001-tiny"
-    assert RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())) == cfg
+    assert run_config(json.loads((run_dir / "config.json").read_text())) == cfg
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
     for key in ("loss_d", "loss_g", "d_real", "d_fake", "lr_g", "lr_d", "images_per_s"):
@@ -88,8 +88,8 @@ def test_the_ema_generator_draws_with_batchnorm_statistics_of_its_own(tmp_path):
     """G_ema's BatchNorm statistics are measured on G_ema (standing statistics), not copied from
     G, whose statistics belong to other weights: its eval-mode images are much closer to its
     batch-statistics images than they are with G's statistics."""
+    from gantool.latent import latents
     from gantool.models import build_generator
-    from gantool.sampling.latent import latents
 
     cfg = tiny_config(**{"train.steps": 30, "train.ema_decay": 0.9})
     state = load_checkpoint(run(cfg, out=tmp_path, progress=False).run_dir / "checkpoints"
@@ -278,7 +278,7 @@ def test_tensorboard_events_read_back_and_a_resume_replaces_what_came_after(tmp_
     later events, as it drops the later metrics rows: no step twice."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from gantool.train.checkpoint import step_of
+    from gantool.train.run_files import step_of
 
     cfg = tiny_config(**{"train.steps": 12, "train.checkpoint_every": 4,
                          "train.sample_every": 6, "train.tensorboard": True,

@@ -18,7 +18,7 @@ from PIL import Image
 from gantool.errors import GantoolError
 from gantool.export import parse_formats
 from gantool.export.pipeline import export_checkpoint
-from gantool.sampling.latent import latents
+from gantool.latent import latents
 from gantool.sampling.video import WalkFrames, write_video
 from gantool.sampling.walk import lerp, make_walk, slerp
 

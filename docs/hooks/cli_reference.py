@@ -3,7 +3,8 @@
 docs/cli.md holds the page's introduction and a marker comment; this hook replaces the marker
 with every command of ``gantool.cli.main`` (usage, examples, options grouped in the panels that
 ``--help`` shows). docs/options.md's marker becomes every run option of ``gantool.config``'s
-schema (key, default, allowed values, train flag, help), group by group. Neither can drift from
+schema (key, default, allowed values, help) with its train flag as ``gantool.cli.train`` spells
+it, group by group (in train's help panels). Neither can drift from
 the code; nothing this writes is committed.
 """
 
@@ -63,15 +64,15 @@ def cli_reference() -> str:
 
 def options_reference() -> str:
     """Markdown: a table per group of the run configuration's schema."""
-    from gantool.config import options
+    from gantool.cli.train import config_options
 
     groups: dict[str, list[str]] = {}
-    for o in options():
+    for o in config_options():
         allowed = ", ".join(f"`{c}`" for c in o.choices) or _range(o)
         flag = f"`{o.flag}`" if o.flag else ""
         shown = _value(o.default)
         default = "none" if o.default is None else f"`{shown}`" if shown else "empty"
-        groups.setdefault(o.group, []).append(
+        groups.setdefault(o.panel, []).append(
             f"| `{o.key}` | {default} | {allowed} | {flag} | {_cell(o.help)} |")
     head = "| option | default | allowed | train flag | what it does |\n|---|---|---|---|---|\n"
     return "\n\n".join(f"## {group}\n\n{head}" + "\n".join(rows)

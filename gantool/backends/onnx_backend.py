@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gantool.artifacts import check_finished, check_unchanged, digest
-from gantool.backends import ExportedGenerator, model_prior
+from gantool.artifacts import check_finished, check_unchanged, digest, onnx_name
+from gantool.backends.base import ExportedGenerator, model_prior
 from gantool.errors import GantoolError, OptionError
 from gantool.model_info import graph_inputs, read_onnx_metadata
 
@@ -30,7 +30,7 @@ class OnnxGenerator(ExportedGenerator):
         ort = onnxruntime()
         p = Path(path)
         if p.is_dir():
-            p = p / ("model_fp16.onnx" if fp16 else "model.onnx")
+            p = p / onnx_name(fp16)
         if not p.is_file():
             raise GantoolError(f"{p} does not exist; export one with gantool export")
         check_finished(p)

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from gantool.backends import PRECISIONS, check_class_input, class_input, model_prior
+from gantool.backends.base import PRECISIONS, check_class_input, class_input, model_prior
 from gantool.device import pick_device
 from gantool.errors import GantoolError, OptionError
+from gantool.latent import latents, truncation_input
 from gantool.models import run_generator
 from gantool.models.checkpoint import load_generator, weights_sha256
 from gantool.models.layers import fold_batchnorm
 from gantool.sampling.images import to_uint8_tensor
-from gantool.sampling.latent import latents, truncation_input
 
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gantool.artifacts import check_finished, check_unchanged, digest
-from gantool.backends import ExportedGenerator, model_prior
-from gantool.errors import GantoolError
+from gantool.artifacts import PLAN, check_finished, check_unchanged, digest, plan_sidecar
+from gantool.backends.base import ExportedGenerator, model_prior
+from gantool.errors import GantoolError, OptionError, literal
 from gantool.model_info import graph_inputs, read_plan_sidecar
 
 INSTALL_HINT = ("TensorRT engines are built on a machine with an NVIDIA GPU and TensorRT: "
@@ -38,11 +38,11 @@ class EngineRunner:
         import torch
 
         self.trt, self.torch = require_tensorrt(), torch
-        plan = Path(path) / "model.plan" if Path(path).is_dir() else Path(path)
-        sidecar = plan.with_suffix(".plan.json")
+        plan = Path(path) / PLAN if Path(path).is_dir() else Path(path)
+        sidecar = plan_sidecar(plan)
         if not plan.is_file() or not sidecar.is_file():
-            raise GantoolError(f"{plan} and its {sidecar.name} are needed; export with "
-                               "gantool export --formats engine")
+            raise OptionError(None, f"{literal(plan)} and its {literal(sidecar.name)} are "
+                              "needed; export with gantool export {formats} engine")
         check_finished(plan)
         check_unchanged(plan)
         self.plan = plan

@@ -44,8 +44,8 @@ def bench(
     from gantool.fileio import read_record
 
     contenders = parse_contenders(backend)
-    batches = parse_ints(batch, "--batch-sizes")
-    resolutions = parse_ints(resolution, "--resolution")
+    batches = parse_ints(batch, "batch")
+    resolutions = parse_ints(resolution, "resolution")
     if checkpoint is not None and (checkpoint.suffix != ".pt" or not checkpoint.is_file()):
         raise GantoolError(f"{checkpoint}: pass a gantool checkpoint (.pt) that exists")
     baseline = None

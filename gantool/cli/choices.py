@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Literal
 
 from gantool.backends import BACKENDS, PRECISIONS
+from gantool.backends.triton_backend import PROTOCOLS, SHARED_MEMORY
+from gantool.export.triton import ACCELERATORS, VARIANTS
 from gantool.importers import KINDS
+from gantool.latent import PRIORS
 from gantool.model_info import OUTPUTS
 from gantool.sampling.images import IMAGE_FORMATS
-from gantool.sampling.latent import PRIORS
-from gantool.sampling.render import LAYOUTS
-from gantool.serve.client import PROTOCOLS, SHARED_MEMORY
-from gantool.serve.repository import ACCELERATORS, VARIANTS
+from gantool.sampling.pipeline import LAYOUTS
 
 Backend = Literal[BACKENDS]
 Precision = Literal[PRECISIONS]

@@ -41,10 +41,10 @@ def evaluate(
     from rich.console import Console
 
     from gantool.backends import load_backend
-    from gantool.cli.generate import resolve_truncation
     from gantool.data import load_dataset
     from gantool.device import pick_device
     from gantool.progress import StepProgress
+    from gantool.sampling.draw import resolve_truncation
 
     chosen = _metrics(metrics)
     if json_out is not None:  # before the evaluation, not after it: a bad path fails now
@@ -68,7 +68,7 @@ def evaluate(
     if len(real) < 2:
         raise GantoolError(f"{data} holds {len(real)} image; FID and KID compare sets of at "
                            "least 2 (use a few hundred or more for a meaningful score)")
-    from gantool.metrics.evaluate import evaluate as run_eval
+    from gantool.metrics.evaluate import score_generator
 
     done = [0]  # images through the feature extractor, real (unless cached) and generated
 
@@ -80,7 +80,7 @@ def evaluate(
                        enabled=progress, short=("img/s",))
     t0 = time.perf_counter()
     with bar:
-        result = run_eval(gen, real.images, chosen, num, batch_size, t, str(dev),
+        result = score_generator(gen, real.images, chosen, num, batch_size, t, str(dev),
                           on_batch=advance)
     _say(result)
     if per_class:
@@ -119,7 +119,7 @@ def _per_class(gen, real, metrics: list[str], num: int, batch_size: int,
     """eval --per-class: every class of the model against the real images with its name, a
     table on the terminal; class name -> results."""
     from gantool.backends import FixedClass
-    from gantool.metrics.evaluate import evaluate_per_class
+    from gantool.metrics.evaluate import score_per_class
 
     index = {name.lower(): i for i, name in enumerate(real.classes)}
     missing = [n for n in gen.classes if n.lower() not in index]
@@ -130,7 +130,7 @@ def _per_class(gen, real, metrics: list[str], num: int, batch_size: int,
     for i, name in enumerate(gen.classes):
         labels[real.labels == index[name.lower()]] = i
     each = max(2, num // len(gen.classes))
-    results = evaluate_per_class([FixedClass(gen, i) for i in range(len(gen.classes))],
+    results = score_per_class([FixedClass(gen, i) for i in range(len(gen.classes))],
                                  real.images, labels, gen.classes, metrics, each, batch_size,
                                  truncation, device)
     typer.echo(f"per class ({each} generated vs up to {each} real images each; FID is biased "

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from gantool.cli import options
 from gantool.cli.choices import Backend, Precision, Protocol
-from gantool.errors import GantoolError
 
 MODEL = "Model"
 
@@ -51,24 +51,21 @@ def explore(
 
     On a remote GPU machine, forward the port: ssh -L 7860:localhost:7860 gpu-box
     """
-    from gantool.cli.generate import open_backend
+    from gantool.backends import check_source, open_source
     from gantool.explore.app import address, bind, need_explore, serve
-    from gantool.explore.session import Commands, Explorer
+    from gantool.explore.session import Explorer
 
     need_explore()  # the one-line hint before a model is opened
-    if (model is None) == (url is None):
-        raise GantoolError("pass a MODEL, or --url of a Triton server (not both)")
+    check_source(model, url)
     sock = bind(host, port)  # a port in use is said before the model loads
     try:
+        gen = open_source(model, url, protocol, backend, device=device, ema=ema, fp16=fp16,
+                          precision=precision)
         if url is not None:
-            from gantool.serve.client import TritonGenerator
-
-            gen = TritonGenerator(url, protocol)
             name, used, where = url, f"triton-{protocol}", f"Triton at {url}"
             flags = f" --url {shlex.quote(url)}" + (" --protocol http" * (protocol == "http"))
             commands = Commands(f"gantool render{flags}", f"gantool video{flags}")
         else:
-            gen = open_backend(model, backend, device, ema, None, fp16, precision)
             name, used, where = _name(model), backend, _device(gen, backend)
             flags = _flags(model, backend, device, fp16, precision, ema)
             commands = Commands(f"gantool generate {flags}", f"gantool video {flags}")
@@ -108,3 +105,31 @@ def _device(gen, backend: str) -> str:
         first = gen.session.get_providers()[0]
         return "cuda" if first.startswith("CUDA") else "cpu"
     return str(getattr(gen, "device", "cuda"))
+
+
+@dataclass(frozen=True)
+class Commands:
+    """The commands that reproduce what the explore page shows (``session.Commands``):
+    ``generate`` starts those that draw seeds (e.g. ``gantool generate export/m --backend
+    onnx``), ``video`` those that draw walks."""
+
+    generate: str
+    video: str
+
+    def image(self, seed: int, settings: dict) -> str:
+        return f"{self.generate} --seeds {seed}{_settings(settings)} --out explore/"
+
+    def walk(self, seeds: list[int], frames_per_seed: int, settings: dict) -> tuple[str, str]:
+        base = (f"{self.video} --seeds {','.join(map(str, seeds))} --frames-per-seed "
+                f"{frames_per_seed}{_settings(settings)}")
+        return f"{base} --frames-dir walk/", f"{base} --out walk.gif"
+
+
+def _settings(settings: dict) -> str:
+    out = ""
+    if "truncation" in settings:
+        t = settings["truncation"]
+        out += f" --truncation {'none' if t is None else repr(t)}"
+    if "class" in settings:
+        out += f" --class {shlex.quote(settings['class'])}"
+    return out

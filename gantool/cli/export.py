@@ -6,18 +6,21 @@ from pathlib import Path
 
 import typer
 
+from gantool.artifacts import RECORD
 from gantool.cli.choices import Accelerator, ExportOutput, TritonVariant
+from gantool.cli.spelling import spelt
 from gantool.errors import GantoolError
 
 TRITON = "Triton (--formats triton)"
 
 
 def export(
+    ctx: typer.Context,
     checkpoint: Path = typer.Argument(..., help="A gantool checkpoint (.pt)."),
     out: Path = typer.Option(..., metavar="DIR", help="Output folder (created if missing)."),
-    format: str = typer.Option("onnx", "--formats", "--format", "-f", metavar="FORMATS",
-                               help="Comma-separated: onnx, engine (TensorRT), triton (a "
-                               "Triton model repository)."),
+    formats: str = typer.Option("onnx", "--formats", "--format", "-f", metavar="FORMATS",
+                                help="Comma-separated: onnx, engine (TensorRT), triton (a "
+                                "Triton model repository)."),
     fp16: bool = typer.Option(False, "--fp16", help="Also an FP16 ONNX model; FP16 engine."),
     output: ExportOutput = typer.Option("uint8", help="Model output: uint8 (B,H,W,C) images, or "
                                         "the float (B,C,H,W) tensor in [-1, 1]."),
@@ -56,7 +59,7 @@ def export(
     """
     from gantool.export import parse_formats
 
-    formats = parse_formats(format)
+    rows = parse_formats(formats)
     try:
         sizes = tuple(int(b) for b in batch.split(",")) if batch.isascii() else ()
     except ValueError:
@@ -72,7 +75,9 @@ def export(
     from gantool.export.pipeline import export_checkpoint
 
     nodes = tuple(n.strip() for n in keep_fp32.split(",") if n.strip())
-    result = export_checkpoint(checkpoint, out, formats, log=lambda s: typer.echo(s, err=True),
+    params = ctx.command.params  # the library names options as {name}: here, their flags
+    result = export_checkpoint(checkpoint, out, rows,
+                               log=lambda line: typer.echo(spelt(line, params), err=True),
                                fp16=fp16, output=output, batch=sizes, keep_fp32=nodes,
                                verify=verify, ema=ema, fidelity=fidelity,
                                workspace_gb=workspace_gb, triton_variant=triton_variant,
@@ -80,7 +85,7 @@ def export(
                                triton_accelerator=triton_accelerator)
     for path in result.files:
         typer.echo(f"wrote {path}")
-    typer.echo(f"summary: {out / 'export.json'}")
+    typer.echo(f"summary: {out / RECORD}")
 
 
 def need_onnx() -> None:

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from gantool.cli import options
 from gantool.cli.choices import Backend, Engine, ImageFormat, Layout, Precision, Prior
+from gantool.cli.options import (
+    PNG_LEVEL_HELP,
+    WORKERS_HELP,
+    image_encoding,
+    parse_seed_list,
+    parse_sweep,
+    sharded,
+    writer_workers,
+)
 from gantool.errors import GantoolError
 
-PNG_LEVEL_HELP = ("PNG zlib level 0-9 through Pillow (9: smallest files, slowest). Default: the "
-                  "fastest exact writer, fpng where installed (the fastpng extra).")
-WORKERS_HELP = "Encoding threads or processes (0: one per core)."
 RAY = "Cluster (--engine ray)"
+# what each shard's process gets its own value of, or only the engine's driver takes
+PER_SHARD = ("--devices", "--device", "--shard", "--workers", "--engine", "--address", "--actors",
+             "--shards", "--actor-cpus")
+ENGINE_FLAGS = ("--progress", "--no-progress")  # the engine's own bar replaces each shard's
 
 
 def generate(
+    ctx: typer.Context,
     checkpoint: Path = typer.Argument(
         ..., help="A checkpoint (.pt) for torch; a .onnx file or export folder for onnx; a "
                   ".plan or export folder for trt."),
@@ -97,18 +109,21 @@ def generate(
 
       gantool generate /shared/m.pt --seeds 0-9999999 --out /shared/r --engine ray --address auto
     """
-    from gantool.backends import FixedClass, class_indices
-    from gantool.sampling.render import check_drawable, render_images
+    from gantool.backends import FixedClass, class_indices, open_backend
+    from gantool.sampling.draw import render_images, resolve_truncation
+    from gantool.sampling.pipeline import check_drawable
 
     if outdir is None and grid is None:
         raise GantoolError("nothing to write: pass --out DIR and/or --grid FILE")
+    argv = ctx.obj["argv"]  # the command line, which each shard's process runs again
     if engine == "ray":
-        _on_ray(parse_seed_list(seeds), outdir, grid, shard, devices, sweep, progress, workers,
-                checkpoint, backend, device, classes, address, actors, shards, actor_cpus)
+        _on_ray(argv, parse_seed_list(seeds), outdir, grid, shard, devices, sweep, progress,
+                workers, checkpoint, backend, device, classes, address, actors, shards,
+                actor_cpus)
         return
     if devices is not None:
-        _on_devices(devices, parse_seed_list(seeds), outdir, grid, shard, device, progress,
-                    workers > 0, checkpoint, backend, classes)
+        _on_devices(argv, devices, parse_seed_list(seeds), outdir, grid, shard, device,
+                    progress, workers > 0, checkpoint, backend, classes)
         return
     seed_list, outdir = sharded(parse_seed_list(seeds), outdir, grid, shard)
     workers = writer_workers(workers) if outdir is not None else None
@@ -119,13 +134,13 @@ def generate(
     if grid is not None and grid.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise GantoolError(f"--grid {grid}: use a .png, .jpg or .webp file name")
     picked = class_indices(getattr(gen, "classes", ()), classes) if classes else []
-    if len(picked) > 1:
-        _per_class(gen, picked, seed_list, t, grid, outdir, batch_size, sweep,
-                   lambda g, out, label: render_images(
-                       g, seed_list, t, batch_size, out, None, layout, tar_images,
-                       str(checkpoint), encoding=image_encoding(format, png_level, quality),
-                       workers=workers, backend=backend, progress=progress,
-                       identity=label))
+    several = len(picked) > 1  # their grid takes no encoding; their folders do
+    encoding = image_encoding(format, png_level, quality) if outdir or not several else None
+    render = {"layout": layout, "per_tar": tar_images, "model": str(checkpoint),
+              "encoding": encoding, "workers": workers, "backend": backend,
+              "progress": progress}
+    if several:
+        _per_class(gen, picked, seed_list, t, grid, outdir, batch_size, sweep, render)
         return
     identity = None
     if picked:
@@ -133,33 +148,34 @@ def generate(
     if sweep is not None:
         _sweep(gen, seed_list, sweep, grid, outdir, batch_size)
         return
-    stats = render_images(gen, seed_list, t, batch_size, outdir, grid, layout, tar_images,
-                          str(checkpoint), encoding=image_encoding(format, png_level, quality),
-                          workers=workers, backend=backend, progress=progress,
-                          identity=identity)
+    stats = render_images(gen, seed_list, t, batch_size, outdir, grid, identity=identity,
+                          **render)
     where = " and ".join(str(p) for p in (outdir, grid) if p is not None)
     skipped = f", skipped {stats['skipped']} already there" if stats["skipped"] else ""
     typer.echo(f"wrote {len(seed_list) - stats['skipped']} image(s) to {where}{skipped} "
                f"({stats['images_per_s']:,.1f} images/s)")
 
 
-def _on_devices(text: str, seed_list, outdir: Path | None, grid: Path | None,
-                shard: str | None, device: str, progress: bool, workers_given: bool,
-                checkpoint: Path, backend: str, classes: list[str]) -> None:
-    """generate --devices: a process per device on its shard (``gantool.cli.devices``), then
-    the merge of the shards."""
-    from gantool.cli.devices import resolve_devices, run_on_devices
-    from gantool.cli.main import ARGV
+def _on_devices(argv: list[str], text: str, seed_list, outdir: Path | None,
+                grid: Path | None, shard: str | None, device: str, progress: bool,
+                workers_given: bool, checkpoint: Path, backend: str,
+                classes: list[str]) -> None:
+    """generate --devices: a process per device on its shard
+    (``gantool.sampling.engines.processes``), then the merge of the shards."""
+    from gantool.sampling.engines import images_per_seed
+    from gantool.sampling.engines.processes import run_on_devices
     from gantool.sampling.shards import finish
 
     if outdir is None or grid is not None or shard is not None or device != "auto":
         raise GantoolError("--devices renders into --out, each device its shard: leave out "
                            "--grid, --shard and --device")
     whole_list_only("--devices")
-    found = resolve_devices(text)
+    found = parse_devices(text)
     t0 = time.perf_counter()
-    total = len(seed_list) * _images_per_seed(checkpoint, backend, classes)
-    lines = run_on_devices(ARGV, found, outdir, total, progress, workers_given, backend != "trt")
+    total = len(seed_list) * images_per_seed(checkpoint, backend, classes)
+    command = ShardCommand.of(argv, keep_workers=workers_given)
+    lines = run_on_devices(command, found, outdir, total, progress, workers_given,
+                           backend != "trt")
     for line in lines:
         typer.echo(line)
     done = finish(outdir)
@@ -168,15 +184,15 @@ def _on_devices(text: str, seed_list, outdir: Path | None, grid: Path | None,
                f"({', '.join(found)}) listed in {done['index']} ({seconds:,.0f} s)")
 
 
-def _on_ray(seed_list, outdir: Path | None, grid: Path | None, shard: str | None,
-            devices: str | None, sweep: str | None, progress: bool, workers: int,
-            checkpoint: Path, backend: str, device: str, classes: list[str],
+def _on_ray(argv: list[str], seed_list, outdir: Path | None, grid: Path | None,
+            shard: str | None, devices: str | None, sweep: str | None, progress: bool,
+            workers: int, checkpoint: Path, backend: str, device: str, classes: list[str],
             address: str | None, actors: int | None, shards: int | None,
             actor_cpus: float) -> None:
-    """generate --engine ray: the shards drawn by a Ray actor pool (``gantool.cli.ray_engine``),
-    then merged."""
-    from gantool.cli.main import ARGV
-    from gantool.cli.ray_engine import ray_module, run_on_ray
+    """generate --engine ray: the shards drawn by a Ray actor pool
+    (``gantool.sampling.engines.ray_actors``), then merged."""
+    from gantool.sampling.engines import images_per_seed
+    from gantool.sampling.engines.ray_actors import ray_module, run_on_ray
     from gantool.sampling.shards import finish
 
     ray_module(address)  # the install hint first (and the settings before the import)
@@ -188,13 +204,50 @@ def _on_ray(seed_list, outdir: Path | None, grid: Path | None, shard: str | None
     if not checkpoint.exists():
         raise GantoolError(f"{checkpoint} does not exist")
     t0 = time.perf_counter()
-    total = len(seed_list) * _images_per_seed(checkpoint, backend, classes)
-    where = run_on_ray(ARGV, outdir, total, address, actors, shards, actor_cpus, progress,
-                       workers or None, device != "cpu")
+    total = len(seed_list) * images_per_seed(checkpoint, backend, classes)
+    where = run_on_ray(ShardCommand.of(argv, keep_device=True), outdir, total, address,
+                       actors, shards, actor_cpus, progress, workers or None, device != "cpu")
     done = finish(outdir)
     seconds = time.perf_counter() - t0
     typer.echo(f"{outdir}: {done['images']:,} image(s) from {where}, listed in "
                f"{done['index']} ({seconds:,.0f} s)")
+
+
+@dataclass(frozen=True)
+class ShardCommand:
+    """This command line as one shard's process runs it (``sampling.engines``): the user's
+    arguments less those each shard gets its own value of, then that shard's."""
+
+    args: tuple[str, ...]
+
+    @classmethod
+    def of(cls, argv: list[str], keep_device: bool = False,
+           keep_workers: bool = False) -> ShardCommand:
+        kept = {"--device": keep_device, "--workers": keep_workers}
+        return cls(tuple(forward_args(argv, [f for f in PER_SHARD if not kept.get(f)],
+                                      ENGINE_FLAGS)))
+
+    def __call__(self, index: int, count: int, device: str | None,
+                 workers: int | None) -> list[str]:
+        args = [*self.args, "--shard", f"{index}/{count}", "--no-progress"]
+        args += ["--device", device] if device is not None else []
+        return args + (["--workers", str(workers)] if workers is not None else [])
+
+
+def forward_args(argv: list[str], valued, flags) -> list[str]:
+    """``argv`` without the options ``valued`` (``--name VALUE`` or ``--name=VALUE``) and the
+    value-less ``flags``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in valued or name in flags:
+            skip = name in valued and "=" not in arg
+            continue
+        out.append(arg)
+    return out
 
 
 def whole_list_only(flag: str) -> None:
@@ -213,156 +266,57 @@ def whole_list_only(flag: str) -> None:
                            f"every seed; leave out {flag} (each then draws its shard)")
 
 
-def _images_per_seed(checkpoint: Path, backend: str, classes: list[str]) -> int:
-    """Images a seed gives: one per asked class (the model opened here to check them)."""
-    if not classes:
-        return 1
-    from gantool.backends import class_indices
+def parse_devices(text: str) -> list[str]:
+    """``all`` (every visible CUDA GPU), a count of GPUs, or a list (``cuda:0,cuda:1``;
+    ``cpu,cpu`` splits the CPU's cores between processes) as device names."""
+    import torch
 
-    gen = open_backend(checkpoint, backend, "auto" if backend == "trt" else "cpu")
-    return len(class_indices(getattr(gen, "classes", ()), classes))
-
-
-def parse_seed_list(text: str):
-    """--seeds as a lazy seed list, or a one-line error."""
-    from gantool.sampling.latent import parse_seeds
-
-    try:
-        return parse_seeds(text)
-    except ValueError as e:
-        raise GantoolError(f"--seeds: {e}") from None
-
-
-def writer_workers(asked: int) -> int | None:
-    """--workers (0: one per usable core) as the encoders the writer runs: past the cores or the
-    open-file limit it would only run out of files, so fewer, said in one line."""
-    from gantool.sampling.writer import capped_workers
-
-    if not asked:
-        return None
-    workers, note = capped_workers(asked)
-    if note:
-        typer.echo(note, err=True)
-    return workers
-
-
-def sharded(seed_list, out: Path | None, grid: Path | None, flag: str | None):
-    """(seeds, folder) this process renders: its shard of ``seed_list`` and the shard's folder
-    under ``out`` (``gantool.sampling.shards``), said on the terminal; the whole list and
-    ``out`` when there is no shard. A shard renders files: not without --out, nor with --grid,
-    which needs every seed."""
-    from gantool.sampling.shards import shard_from
-
-    try:
-        shard = shard_from(flag)
-    except ValueError as e:
-        raise GantoolError(str(e)) from None
-    if shard is None or shard.count == 1 and out is None:
-        return seed_list, out
-    if out is None or grid is not None:
-        raise GantoolError(f"a shard ({shard} from {shard.source}) draws part of the seeds into "
-                           "--out; a grid needs them all: leave out --grid (or pass --shard "
-                           "0/1)" if out is not None else "--shard renders files: pass --out")
-    part, folder = shard.claim(out, seed_list)
-    if shard.count > 1:
-        typer.echo(f"shard {shard} (from {shard.source}): {len(part):,} of {len(seed_list):,} "
-                   f"seeds ({part}) into {folder}", err=True)
-    return part, folder
-
-
-def open_backend(model: Path, backend: str, device: str = "auto", ema: bool = True,
-                 prior: str | None = None, fp16: bool = False, precision: str = "fp32",
-                 compile: bool = False, cuda_graphs: bool = False):
-    """The backend named ``backend`` on ``model``: one-line errors for a missing path, or an
-    option that backend does not take (``gantool.backends.OPTIONS``)."""
-    from gantool.backends import check_options, load_backend
-
-    options = check_options(backend, {
-        "device": device, "ema": ema, "prior": prior, "fp16": fp16, "precision": precision,
-        "compile": compile, "cuda_graphs": cuda_graphs})  # before the model is opened
-    if not model.exists():
-        raise GantoolError(f"{model} does not exist")
-    if backend == "torch" and not model.is_file():
-        raise GantoolError(f"{model} is a folder; the torch backend takes a checkpoint file")
-    return load_backend(backend, str(model), **options)
-
-
-def resolve_truncation(gen, truncation: float | None) -> float | None:
-    """``truncation`` (inf: none, the plain prior), or the model's default; a one-line error if
-    the prior refuses it."""
-    from gantool.sampling.latent import asked_truncation, validate_truncation
-
-    t = asked_truncation(truncation, gen.default_truncation)
-    try:
-        validate_truncation(t, gen.prior)
-    except ValueError as e:
-        raise GantoolError(f"--truncation: {e}") from None
-    return t
+    text = text.strip()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if text == "all" or text.isascii() and text.isdigit():
+        want = gpus if text == "all" else int(text)
+        if not gpus or want < 1 or want > gpus:
+            raise GantoolError(f"--devices {text}: this machine has {gpus} CUDA GPU(s); pass a "
+                               "count up to that, or a list such as cpu,cpu")
+        return [f"cuda:{i}" for i in range(want)]
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    for d in devices:
+        if not (d in ("cpu", "cuda") or d.startswith("cuda:") and d[5:].isascii()
+                and d[5:].isdigit()):
+            raise GantoolError(f"--devices: {d!r} is not cpu, cuda or cuda:N")
+        if d.startswith("cuda") and (d == "cuda" and not gpus or d[5:] and int(d[5:]) >= gpus):
+            raise GantoolError(f"--devices: {d} is not among this machine's {gpus} CUDA GPU(s)")
+    if len(devices) < 1:
+        raise GantoolError("--devices needs at least one device, e.g. all or cuda:0,cuda:1")
+    return devices
 
 
 def _per_class(gen, picked: list[int], seeds: list[int], truncation: float | None,
                grid: Path | None, outdir: Path | None, batch_size: int, sweep: str | None,
-               render) -> None:
+               render: dict) -> None:
     """Several classes: ``grid`` with one row per class (the same seeds in every row), and
-    ``outdir/classNNN`` per class through ``render(generator, folder, manifest identity)``."""
-    import numpy as np
-
-    from gantool.backends import FixedClass
-    from gantool.sampling.images import save_grid
-    from gantool.sampling.latent import batched
-    from gantool.sampling.render import check_grid_size
+    ``outdir/classNNN`` per class."""
+    from gantool.sampling.draw import class_grid, render_classes
 
     if sweep is not None:
         raise GantoolError("--truncation-sweep draws one class: pass a single --class")
     if grid is not None:
-        check_grid_size(len(seeds) * len(picked), (gen.resolution, gen.resolution, gen.channels))
-        rows = [np.concatenate([gen.generate(chunk, truncation, [i] * len(chunk))
-                                for chunk in batched(seeds, batch_size)]) for i in picked]
-        save_grid(np.concatenate(rows), grid, ncols=len(seeds))
+        class_grid(gen, picked, seeds, truncation, grid, batch_size)
         typer.echo(f"wrote a grid of {len(picked)} classes x {len(seeds)} seeds to {grid}")
-    for i in picked if outdir is not None else ():
-        folder = outdir / f"class{i:03d}"
-        stats = render(FixedClass(gen, i), folder, {"class": gen.classes[i]})
-        typer.echo(f"{gen.classes[i]}: wrote {stats['written']} image(s) to {folder}")
+    if outdir is not None:
+        for name, folder, stats in render_classes(gen, picked, seeds, truncation, batch_size,
+                                                  outdir, **render):
+            typer.echo(f"{name}: wrote {stats['written']} image(s) to {folder}")
 
 
 def _sweep(gen, seeds: list[int], text: str, grid: Path | None, outdir: Path | None,
            batch_size: int) -> None:
-    """The same seeds at several truncations, one grid row per value (the megapixel paper's
-    comparison of z intervals)."""
-    import numpy as np
-
-    from gantool.sampling.images import save_grid
-    from gantool.sampling.latent import batched, validate_truncation
-    from gantool.sampling.render import check_grid_size
+    """The same seeds at several truncations, one grid row per value."""
+    from gantool.sampling.draw import sweep_grid
 
     if grid is None or outdir is not None:
         raise GantoolError("--truncation-sweep writes one grid: pass --grid FILE, not --out")
-    values: list[float | None] = []
-    for item in (v.strip() for v in text.split(",") if v.strip()):
-        try:
-            if not item.isascii():  # float() reads other scripts' digits; the CLI does not
-                raise ValueError("not a number in digits 0-9")
-            t = None if item.lower() == "none" else float(item)
-            validate_truncation(t, gen.prior)
-        except ValueError as e:
-            raise GantoolError(f"--truncation-sweep {item!r}: {e}") from None
-        values.append(t)
-    if not values:
-        raise GantoolError("--truncation-sweep needs at least one value, e.g. 0.5,1")
-    check_grid_size(len(seeds) * len(values), (gen.resolution, gen.resolution, gen.channels))
-    rows = [np.concatenate([gen.generate(chunk, t) for chunk in batched(seeds, batch_size)])
-            for t in values]
-    save_grid(np.concatenate(rows), grid, ncols=len(seeds))
+    values = parse_sweep(text, gen.prior)
+    sweep_grid(gen, seeds, values, grid, batch_size)
     labels = ", ".join("none" if t is None else f"{t:g}" for t in values)
     typer.echo(f"wrote {grid}: {len(values)} rows (truncation {labels}) x {len(seeds)} seeds")
-
-
-def image_encoding(fmt: str, png_level: int | None, quality: int):
-    """The --format/--png-level/--quality options as one Encoding, or a one-line error."""
-    from gantool.sampling.images import Encoding
-
-    try:
-        return Encoding(fmt.lower(), png_level, quality)
-    except ValueError as e:
-        raise GantoolError(f"--format: {e}") from None

@@ -26,13 +26,13 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
 
       gantool info export/demo --verify
     """
-    from gantool.artifacts import check_finished
+    from gantool.artifacts import ONNX, RECORD, check_finished, plan_sidecar, verify_export
     from gantool.model_info import read_plan_sidecar
 
     if verify:
-        _verify_export(path)
+        typer.echo(f"verified: {', '.join(verify_export(path))} match {RECORD}")
     if path.is_dir():
-        path = path / "model.onnx"
+        path = path / ONNX
     if not path.exists():
         raise GantoolError(f"{path} does not exist")
     check_finished(path)
@@ -53,7 +53,7 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
         rows["outputs"] = ", ".join(_io(v) for v in model.graph.output)
         rows["opset"] = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     elif suffix == ".plan":
-        sidecar = path.with_suffix(".plan.json")
+        sidecar = plan_sidecar(path)
         if not sidecar.is_file():
             raise GantoolError(f"{sidecar} is missing: a bare plan carries no metadata")
         info, record = read_plan_sidecar(sidecar)
@@ -74,33 +74,15 @@ def info(path: Path = typer.Argument(..., help="A checkpoint, an ONNX model, an 
 
 def truncation_text(truncation: float | None, prior: str | None) -> str:
     """The model's default truncation as a user reads it: what generate draws with when no
-    --truncation is given (``gantool.sampling.latent``: None is the plain prior, psi 1 for a
+    --truncation is given (``gantool.latent``: None is the plain prior, psi 1 for a
     StyleGAN, whose network applies it in w space; else the largest |z|)."""
-    from gantool.sampling.latent import NETWORK_TRUNCATION
+    from gantool.latent import NETWORK_TRUNCATION
 
     if prior in NETWORK_TRUNCATION:
         return ("none (psi 1: the full prior)" if truncation is None else
                 f"psi {truncation:g} by default (toward the average w)")
     return ("none (the full prior)" if truncation is None else
             f"{truncation:g} by default (|z| at most {truncation:g})")
-
-
-def _verify_export(folder: Path) -> None:
-    """Every file of an export folder against export.json's sizes and SHA-256."""
-    from gantool.artifacts import changed_files, check_finished, export_record
-
-    if not (folder / "export.json").is_file():
-        raise GantoolError(f"--verify checks an export folder; {folder} has no export.json")
-    check_finished(folder)
-    recorded = export_record(folder).get("hashes", {})
-    problems = changed_files(folder)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise GantoolError(problems[0] + more)
-    if not recorded:
-        raise GantoolError(f"{folder}/export.json records no hashes (an export from an older "
-                           "gantool); export again to be able to verify it")
-    typer.echo(f"verified: {', '.join(sorted(recorded))} match export.json")
 
 
 def _io(value) -> str:

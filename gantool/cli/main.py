@@ -21,6 +21,7 @@ from gantool.cli import (
     render,
     report,
     serve,
+    spelling,
     train,
     video,
 )
@@ -107,11 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     """Console script: run the app, turning user errors into one line on stderr and exit 2,
     and SIGTERM into what Ctrl-C does (whole files, workers stopped, exit 143)."""
     _STOPPED_BY.clear()
-    ARGV[:] = sys.argv[1:] if argv is None else argv
+    args = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     # (training installs its own handlers while it runs; the caller's come back at the end)
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _main(argv)
+        _main(args)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -133,18 +134,20 @@ def deprecation_notices(args: list[str]) -> list[str]:
             for (cmd, old), new in DEPRECATED.items() if cmd == command and old in used]
 
 
-def _main(argv: list[str] | None) -> None:
-    for line in deprecation_notices(list(map(str, ARGV))):
+def _main(args: list[str]) -> None:
+    for line in deprecation_notices(args):
         typer.echo(line, err=True)
     try:
-        code = command().main(args=argv, standalone_mode=False, prog_name="gantool")
+        # obj: the command line itself, which generate's engines run again for each shard
+        code = command().main(args=args, standalone_mode=False, prog_name="gantool",
+                              obj={"argv": args})
     except typer.TyperException as e:  # bad flags or values, as parsed by Typer
         ctx = getattr(e, "ctx", None)
         where = ctx.command_path if ctx else "gantool"
         message = e.format_message().replace("Value error, ", "")  # Typer's choice wording
         _fail(f"{message} (see '{where} --help')")
     except GantoolError as e:
-        _fail(user_message(e, ARGV[0] if ARGV else ""))
+        _fail(user_message(e, args[0] if args else ""))
     except OSError as e:  # the machine's limits or a path given, not a defect
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # a full disk, read-only
             _fail(f"cannot write {e.filename or 'a file'}: {e.strerror}")
@@ -154,7 +157,6 @@ def _main(argv: list[str] | None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     if code == 130 and _STOPPED_BY:  # Typer returns 130 for a KeyboardInterrupt
-        args = sys.argv[1:] if argv is None else argv
         hint = ("; the files written are whole: run the same command again to finish (it "
                 "skips them)" if args[:1] in (["generate"], ["render"]) else "")
         term = _STOPPED_BY[0] == signal.SIGTERM
@@ -164,7 +166,6 @@ def _main(argv: list[str] | None) -> None:
 
 
 _STOPPED_BY: list[int] = []  # the signal that stopped the command
-ARGV: list[str] = []  # the command line being run (generate --devices passes it on)
 
 
 def _stop(signum, frame) -> None:
@@ -183,15 +184,9 @@ def user_message(e: GantoolError, command_name: str) -> str:
 
 
 def flag_of(option: str, command_name: str) -> str:
-    """The flag of ``gantool COMMAND_NAME`` that sets ``option`` (a parameter of that name, or
-    one spelt ``--option``), else ``--option``."""
-    dashed = f"--{option.replace('_', '-')}"
+    """The flag of ``gantool COMMAND_NAME`` that sets ``option`` (``spelling.flag_of``)."""
     cmd = typer.main.get_command(app)
-    params = getattr(cmd, "commands", {}).get(command_name, cmd).params
-    for p in params:
-        if p.name == option or dashed in p.opts:
-            return next((o for o in p.opts if o.startswith("--")), dashed)
-    return dashed
+    return spelling.flag_of(option, getattr(cmd, "commands", {}).get(command_name, cmd).params)
 
 
 def _fail(message: str) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from gantool.cli import options
 from gantool.cli.choices import ImageFormat, Layout, Protocol, SharedMemory
-from gantool.cli.generate import (
+from gantool.cli.options import (
     PNG_LEVEL_HELP,
     WORKERS_HELP,
     image_encoding,

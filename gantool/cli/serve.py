@@ -32,11 +32,11 @@ def serve(
 
       gantool serve export/demo/model_repository --host 0.0.0.0 --metrics-port 8002
     """
-    from gantool.artifacts import check_finished
+    from gantool.artifacts import REPOSITORY, check_finished
     from gantool.serve.server import TritonServer, is_noise
 
     if not repository.is_dir():
-        raise GantoolError(f"{repository} is not a folder; pass EXPORT_DIR/model_repository")
+        raise GantoolError(f"{repository} is not a folder; pass EXPORT_DIR/{REPOSITORY}")
     check_finished(repository)
 
     def show(line: str) -> None:

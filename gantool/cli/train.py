@@ -1,16 +1,89 @@
-"""`gantool train` and `gantool demo`."""
+"""`gantool train` and `gantool demo`.
+
+The run configuration's options (``gantool.config``'s schema) become train's flags here: which
+options have one, how each is spelt, what its value is called and which help panel shows it.
+"""
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from gantool.errors import GantoolError
+from gantool.cli.spelling import spelt
+from gantool.errors import ConfigError, GantoolError
 
 DEMO_STEPS = 600
 OUT_OF_TIME = 75  # exit code when --max-time stopped training: EX_TEMPFAIL, "run me again"
+
+# The run options `gantool train` has a flag for (the help lists them in the schema's order). Each
+# flag is the option's name (model.nz: --nz, train.lr_g: --lr-g; a switch --flip/--no-flip)
+# unless SPELLINGS spells it; its value is called as METAVARS says, else by its choices, or N
+# (a whole number), X (a number) or TEXT. The other options are set with --set or --config.
+TRAIN_FLAGS = (
+    "data.path", "data.fit", "data.flip", "data.class_labels",
+    "model.resolution", "model.channels", "model.nz", "model.ngf", "model.ndf", "model.prior",
+    "train.steps", "train.batch_size", "train.lr_g", "train.lr_d", "train.seed",
+    "train.labels", "train.device", "train.amp", "train.compile", "train.cuda_graphs",
+    "train.sample_every", "train.checkpoint_every", "train.tensorboard",
+)
+SPELLINGS = {"data.path": "--data", "data.class_labels": "--conditional/--unconditional"}
+METAVARS = {"data.path": "PATH", "model.resolution": "PX", "train.lr_g": "LR", "train.lr_d": "LR",
+            "train.sample_every": "STEPS|TIME", "train.checkpoint_every": "STEPS"}
+# the help panel (and the options reference's section) of each group of the schema
+PANELS = {"ModelConfig": "Model", "DataConfig": "Data", "Schedule": "Optimisation",
+          "Losses": "Loss", "Hardware": "Hardware", "Output": "Output",
+          "Evaluation": "Evaluation", "Guard": "Guard"}
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """A run option as `gantool train` spells it: the schema's ``option``, its ``flag`` (None:
+    set with --set or a config file only), what its value is called (``metavar``) and its help
+    panel; the declaration's parts (``key``, ``name``, ``help``, ...) read through."""
+
+    option: Any  # gantool.config.Option
+    flag: str | None
+    metavar: str
+    panel: str
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "option":  # not set yet (a copy being made)
+            raise AttributeError(name)
+        return getattr(self.option, name)
+
+    @property
+    def help(self) -> str:
+        """The schema's help, the options it names (``{resume}``) spelt as flags."""
+        return spelt(self.option.help, ())
+
+
+def config_options() -> list[ConfigOption]:
+    """Every option of the run configuration, in the schema's order, with its CLI spelling."""
+    from gantool import config as C
+
+    return [_spelt(o) for o in C.options()]
+
+
+def config_flags() -> list[ConfigOption]:
+    """The configuration's options that ``gantool train`` has a flag for."""
+    return [o for o in config_options() if o.flag]
+
+
+def _spelt(o) -> ConfigOption:
+    flag = None
+    if o.key in TRAIN_FLAGS:
+        dashed = o.name.replace("_", "-")
+        flag = SPELLINGS.get(o.key) or (f"--{dashed}/--no-{dashed}" if o.type is bool
+                                        else f"--{dashed}")
+    metavar = METAVARS.get(o.key) or ("|".join(map(str, o.choices)) or
+                                      {int: "N", float: "X", bool: ""}.get(o.type, "TEXT"))
+    return ConfigOption(o, flag, metavar, PANELS[o.group])
+
+
 def parse_duration(text: str) -> float:
     """"90m", "11h30m", "1d2h", "45s" or Slurm's "H:MM:SS" / "MM:SS" -> seconds (> 0)."""
     from gantool.config import duration
@@ -82,27 +155,52 @@ def train(
         _finish(_run(resume=resume, changes=_resume_changes(given, set_, preset, config, name),
                      progress=progress, progress_every=progress_every, max_time=seconds))
         return
-    cfg = C.preset_config(preset) if preset else C.RunConfig()
+    cfg = _preset_config(preset) if preset else C.RunConfig()
     overrides = C.load_config_file(config) if config else {}
     overrides.update({o.key: v for o, v in given})
     if name is not None:
         overrides["name"] = name
-    overrides.update(C.parse_set_options(set_))
+    overrides.update(_set_options(set_))
     _finish(_run(cfg=C.apply_overrides(cfg, overrides), out=out, progress=progress,
                  progress_every=progress_every, max_time=seconds,
                  fit_batch=not _batch_named(overrides)))
 
 
+def _preset_config(name: str):
+    """The preset's configuration; an unknown name says where the names are listed."""
+    from gantool import config as C
+
+    try:
+        return C.preset_config(name)
+    except ConfigError as e:
+        if name in C.PRESETS:
+            raise
+        raise ConfigError(f"{e}; see --list-presets") from None
+
+
+def _set_options(items: list[str]) -> dict[str, str]:
+    """The ``--set key=value`` items as overrides."""
+    from gantool.config import parse_set_options
+
+    out = {}
+    for item in items:
+        try:
+            out.update(parse_set_options([item]))
+        except ConfigError:
+            raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set "
+                              "train.lr_g=1e-4)") from None
+    return out
+
+
 def _resume_changes(given: list, set_: list[str], preset, config, name) -> dict:
     """What ``--resume`` changes (``RESUME_CHANGES``, by flag or --set), or one line naming
     what it may not."""
-    from gantool.config import parse_set_options
     from gantool.config.parse import resolve_key
     from gantool.train.loop import RESUME_CHANGES
 
     flags = {o.key: o.flag for o in config_flags()}
     changes = {o.key: v for o, v in given}
-    for key, value in parse_set_options(set_).items():
+    for key, value in _set_options(set_).items():
         changes[".".join(resolve_key(key))] = value
     extra = [flags.get(k, f"--set {k}") for k in changes if k not in RESUME_CHANGES]
     extra += [f"--{k}" for k, v in (("preset", preset), ("config", config), ("name", name))
@@ -124,14 +222,6 @@ def _batch_named(overrides: dict) -> bool:
                for key in overrides)
 
 
-def config_flags() -> list:
-    """The configuration's options that ``gantool train`` has a flag for (gantool.config's
-    schema declares which, with their help and allowed values)."""
-    from gantool import config as C
-
-    return [o for o in C.options() if o.flag]
-
-
 def _with_config_flags(command):
     """``command`` with one keyword parameter per configuration flag in its signature, which is
     what Typer reads: each a ``typer.Option`` in its group's help panel, None when not given
@@ -142,15 +232,17 @@ def _with_config_flags(command):
 
     fixed = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(command).parameters.values()
              if p.kind is not p.VAR_KEYWORD]
-    derived = []
-    for o in config_flags():
+    derived, flagged = [], config_flags()
+    for o in flagged:
         shown = "" if o.default in ("", None) else f" [dim]\\[default: {_shown(o.default)}][/]"
-        option = typer.Option(None, o.flag, rich_help_panel=o.group, metavar=o.metavar,
+        option = typer.Option(None, o.flag, rich_help_panel=o.panel, metavar=o.metavar,
                               help=escape(o.help) + (PRESET if preset_sets(o.key) else shown))
         derived.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY,
                                          default=option, annotation=o.type | None))
     clash = {p.name for p in fixed} & {p.name for p in derived}
     assert not clash, f"train's own parameters {clash} have the names of config options"
+    unknown = set(TRAIN_FLAGS) - {o.key for o in flagged}
+    assert not unknown, f"TRAIN_FLAGS names {unknown}, which the schema does not declare"
     at = [p.name for p in fixed].index("out")  # after the Run panel's options
     command.__signature__ = inspect.Signature(fixed[:at] + derived + fixed[at:])
     return command
@@ -189,7 +281,12 @@ def demo(
 def _run(**kwargs):
     from gantool.train.loop import run
 
-    return run(**kwargs)
+    return run(run_line=_run_line, **kwargs)
+
+
+def _run_line(run_dir: Path) -> str:
+    """The line that names a new run's folder, and how to go on if it stops."""
+    return f"run: {run_dir} (if stopped: gantool train --resume {run_dir})"
 
 
 def _finish(result) -> None:
@@ -270,7 +367,8 @@ def _print_presets(width: int = 80) -> None:
         lines += ["", name, fill(summary + (f", {tricks}" if tricks != "-" else ""), width,
                                  break_on_hyphens=False,
                                  initial_indent="  ", subsequent_indent="  "),
-                  fill(PRESETS[name].about, width, initial_indent="  ", subsequent_indent="  "),
+                  fill(spelt(PRESETS[name].about, ()), width, initial_indent="  ",
+                       subsequent_indent="  "),
                   fill(f"source: {PRESETS[name].source}", width, initial_indent="  ",
                        subsequent_indent="    ")]
     typer.echo("\n".join(lines))

@@ -9,7 +9,7 @@ import typer
 
 from gantool.cli import options
 from gantool.cli.choices import Backend, ImageFormat, Precision, Protocol
-from gantool.cli.generate import image_encoding, open_backend, parse_seed_list, resolve_truncation
+from gantool.cli.options import image_encoding, parse_seed_list
 from gantool.errors import GantoolError
 
 SOURCE, WALK, OUTPUT, ENCODING, BACKEND = "Source", "Walk", "Output", "Encoding", "Backend"
@@ -85,21 +85,21 @@ def video(
 
       gantool video --url localhost:8001 --seeds 0-15 --out walk.mp4
     """
-    from gantool.backends import FixedClass, class_indices
+    from gantool.backends import FixedClass, check_source, class_indices, open_source
+    from gantool.sampling.draw import resolve_truncation
     from gantool.sampling.video import WalkFrames, check_video_path, write_video
     from gantool.sampling.walk import make_walk
 
     if (out is None) == (frames_dir is None):
         raise GantoolError("pass either --out FILE (a video or animation) or --frames-dir DIR")
-    if (model is None) == (url is None):
-        raise GantoolError("pass a MODEL, or --url of a Triton server (not both)")
+    check_source(model, url)
     if out is not None:
         check_video_path(out)
     encoding = image_encoding(format, None, 95) if frames_dir is not None else None
     seed_list = parse_seed_list(seeds)
     cols, rows = _grid(grid)
-    gen = (_triton(url, protocol) if url is not None else
-           open_backend(model, backend, device, ema, None, fp16, precision))
+    gen = open_source(model, url, protocol, backend, device=device, ema=ema, fp16=fp16,
+                      precision=precision)
     names = getattr(gen, "classes", ())
     if klass is not None or names:
         if klass is None:
@@ -135,8 +135,8 @@ def _frames(source, folder: Path, encoding, seeds: str, grid: str, loop: bool,
             frames_per_seed: int, truncation, batch_size: int, backend: str, progress: bool,
             fps: float) -> None:
     """The walk's frames as numbered files, through the render pipeline (atomic, resumable)."""
-    from gantool.sampling.latent import Seeds
-    from gantool.sampling.render import render_seeds
+    from gantool.latent import Seeds
+    from gantool.sampling.pipeline import render_seeds
 
     if folder.exists() and not folder.is_dir():
         raise GantoolError(f"--frames-dir {folder} is a file; pass a folder")
@@ -159,9 +159,3 @@ def _grid(text: str) -> tuple[int, int]:
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
         raise GantoolError(f"--grid {text!r}: write COLSxROWS, e.g. 4x2")
     return int(match[1]), int(match[2])
-
-
-def _triton(url: str, protocol: str):
-    from gantool.serve.client import TritonGenerator
-
-    return TritonGenerator(url, protocol)

@@ -1,13 +1,14 @@
 """Run configuration: a schema of frozen dataclasses, named presets, JSON/YAML round-trip and
 overrides.
 
-Precedence when a run is configured: preset < config file < ``--set``/CLI flags. Options are
-validated once here, written to ``config.json`` in the run directory, then handed to the training
-loop as plain values.
+Precedence when a run is configured: preset < config file < overrides (the CLI's flags and
+``--set``). Options are validated once here, written to ``config.json`` in the run directory,
+then handed to the training loop as plain values.
 
-- ``schema``: every option declared once (default, help, allowed values, train flag), grouped;
-- ``checks``: the checks of a whole configuration;
-- ``parse``: files, ``--set``, overrides, and strings to each option's type;
+- ``schema``: every option declared once (default, help, allowed values), grouped; the leaf;
+- ``checks``: the checks of a whole configuration (imports ``schema``);
+- ``parse``: files, ``key=value`` overrides, stored configurations, and strings to each
+  option's type (imports ``schema`` and ``checks``);
 - ``presets``: the named configurations, each with its source and measurements.
 """
 
@@ -24,6 +25,7 @@ from gantool.config.parse import (
     load_config_file,
     model_config,
     parse_set_options,
+    run_config,
 )
 from gantool.config.presets import (
     MARCHESI_BATCH_SIZES,
@@ -62,6 +64,6 @@ __all__ = [
     "SECTIONS", "DataConfig", "ModelConfig", "Option", "Preset", "RunConfig",
     "TrainConfig", "all_keys", "apply_overrides", "augment_policy", "batch_for", "duration",
     "load_config_file", "model_config", "options", "parse_set_options", "preset_config",
-    "preset_names", "preset_sets", "preset_summary", "sample_cadence", "validate",
-    "validate_model",
+    "preset_names", "preset_sets", "preset_summary", "run_config", "sample_cadence",
+    "validate", "validate_model",
 ]

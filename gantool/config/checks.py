@@ -16,7 +16,7 @@ from gantool.config.schema import (
     options,
 )
 from gantool.errors import ConfigError, did_you_mean
-from gantool.sampling.latent import NETWORK_TRUNCATION, validate_truncation
+from gantool.latent import NETWORK_TRUNCATION, validate_truncation
 
 
 def validate(cfg: RunConfig) -> None:

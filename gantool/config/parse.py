@@ -1,5 +1,6 @@
-"""From text to a checked configuration: config files, ``--set key=value``, overrides, and the
-coercion of strings (and YAML/JSON values) to each option's declared type."""
+"""From text to a checked configuration: config files, ``key=value`` overrides, stored
+configurations, and the coercion of strings (and YAML/JSON values) to each option's declared
+type."""
 
 from __future__ import annotations
 
@@ -39,12 +40,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:
-    """Parse ``--set key=value`` items."""
+    """Parse ``key=value`` items (what ``gantool train --set`` takes) into overrides."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set train.lr_g=1e-4)")
+            raise ConfigError(f"expected key=value, got {item!r} (e.g. train.lr_g=1e-4)")
         out[key.strip()] = value.strip()
     return out
 
@@ -76,6 +77,12 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         raise ConfigError(str(e)) from None
     validate(new)
     return new
+
+
+def run_config(stored: dict[str, Any]) -> RunConfig:
+    """The RunConfig of a stored configuration (config.json, a checkpoint's), sections nested
+    or keys flat, read and checked as overrides of the defaults."""
+    return apply_overrides(RunConfig(), flatten(stored))
 
 
 def batch_for(table: dict[int, int], resolution: int) -> int:

@@ -14,7 +14,7 @@ from gantool.errors import ConfigError, did_you_mean
 
 @dataclass(frozen=True)
 class Preset:
-    """``about``: when to choose it (``--list-presets``); ``source``: the paper or benchmark
+    """``about``: when to choose it (the CLI lists it); ``source``: the paper or benchmark
     its values come from, with what was measured; ``values``: ``section.field`` -> value."""
 
     about: str
@@ -99,7 +99,7 @@ PRESETS: dict[str, Preset] = {
          "train.lr_d": 6.4e-3, "train.labels": "two-sided", "train.steps": 41_600,
          "train.checkpoint_every": 1000}),
     "few-shot": Preset(
-        "choose for 1k-10k images at 64-256 px (use --resolution): FastGAN-style G (GLU "
+        "choose for 1k-10k images at 64-256 px (use {resolution}): FastGAN-style G (GLU "
         "upsampling, skip-layer excitation) and self-supervised D, hinge, DiffAugment "
         "translation+color, EMA, flips, batch 8, lr 5e-4, ngf = ndf = 8 for CPUs (raise both on "
         "a GPU); FID 0.76x colour-small's at equal time at 64 px, 0.65-0.72x at 128 px (two "
@@ -137,10 +137,9 @@ def preset_names() -> list[str]:
 
 
 def preset_config(name: str) -> RunConfig:
-    """The RunConfig of a named preset."""
+    """The RunConfig of a named preset; ConfigError for an unknown name."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
-                          "see --list-presets")
+        raise ConfigError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}")
     return apply_overrides(RunConfig(name=name), PRESETS[name].values)
 
 
@@ -150,7 +149,7 @@ def preset_sets(key: str) -> bool:
 
 
 def preset_summary(name: str) -> dict[str, str]:
-    """The key values of a preset as short strings, for ``gantool train --list-presets``."""
+    """The key values of a preset as short strings, for a listing of the presets."""
     c = preset_config(name)
     m, t = c.model, c.train
     tricks = []

@@ -1,11 +1,13 @@
-"""The run configuration's schema: every option declared once, with its default, its help, its
-allowed values and, for the few with one, its ``gantool train`` flag.
+"""The run configuration's schema: every option declared once, with its default, its help and
+its allowed values.
 
 A run's configuration has three sections, ``model``, ``data`` and ``train``; the training
 section is grouped (schedule, loss, hardware, output, evaluation, guard) as dataclasses that
 ``TrainConfig`` joins, so its keys stay flat (``train.lr_g``) in files, checkpoints and
-``--set``. What is declared here drives the checks (``checks.py``), the parsing of strings
-(``parse.py``) and the CLI's train options and their help (``gantool.cli.train``).
+overrides. What is declared here drives the checks (``checks.py``), the parsing of strings
+(``parse.py``) and the CLI's train options and their help (``gantool.cli.train``, which spells
+them as flags). Of gantool it imports only the latent contract (``gantool.latent``: numpy and
+the standard library), whose priors the model section names.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from gantool.sampling.latent import PRIORS
+from gantool.latent import PRIORS
 
 LABEL_SMOOTHING = ("hard", "one-sided", "two-sided")
 FITS = ("crop", "pad")
@@ -41,14 +43,10 @@ EVAL_METRICS = ("fid", "kid")  # gantool.metrics
 
 
 def option(default: Any, help: str, *, choices: tuple = (), at_least: int | None = None,
-           fraction: bool = False, flag: bool | str = False, metavar: str | None = None) -> Any:
+           fraction: bool = False) -> Any:
     """A field of the schema. ``choices``: the allowed values; ``at_least``: the smallest
-    allowed number; ``fraction``: a value in [0, 1); ``flag``: whether ``gantool train`` has an
-    option for it, named after the field (``--lr-g``, a switch ``--flip/--no-flip``) or spelt
-    as given; ``metavar``: what its value is called in the help (default: the choices, or N
-    for a whole number). Options without a flag are set with ``--set`` or a config file."""
-    meta = {"help": help, "choices": choices, "at_least": at_least, "fraction": fraction,
-            "flag": flag, "metavar": metavar}
+    allowed number; ``fraction``: a value in [0, 1)."""
+    meta = {"help": help, "choices": choices, "at_least": at_least, "fraction": fraction}
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -58,8 +56,6 @@ def option(default: Any, help: str, *, choices: tuple = (), at_least: int | None
 class ModelConfig:
     """Model: the generator/discriminator pair and the latent prior it was trained with."""
 
-    title: ClassVar[str] = "Model"  # its options' help panel and docs section
-
     arch: str = option("dcgan", "Generator: Radford's DCGAN, Xin's residual one, or the "
                        "FastGAN-style few-shot one; stylegan2, stylegan3, lightweight-gan and "
                        "fastgan-pytorch for an imported generator (gantool import), which "
@@ -68,13 +64,11 @@ class ModelConfig:
     d_arch: str = option("dcgan", "Discriminator: DCGAN, Xin's pooled one (last layer twice, "
                          "average pool), or FastGAN's self-supervised one.", choices=D_ARCHS)
     res_blocks: int = option(9, "Residual blocks of the residual generator.", at_least=1)
-    resolution: int = option(64, "Square image size, e.g. 28, 64, 1024.",
-                             flag=True, metavar="PX")
-    channels: int = option(3, "1 (grayscale) or 3 (colour).", choices=(1, 3),
-                           flag=True)
-    nz: int = option(100, "Latent size.", at_least=1, flag=True)
-    ngf: int = option(64, "Generator width.", at_least=1, flag=True)
-    ndf: int = option(64, "Discriminator width.", at_least=1, flag=True)
+    resolution: int = option(64, "Square image size, e.g. 28, 64, 1024.")
+    channels: int = option(3, "1 (grayscale) or 3 (colour).", choices=(1, 3))
+    nz: int = option(100, "Latent size.", at_least=1)
+    ngf: int = option(64, "Generator width.", at_least=1)
+    ndf: int = option(64, "Discriminator width.", at_least=1)
     max_channels: int = option(512, "Widest layer of either network.", at_least=1)
     d_dropout: float = option(0.0, "Dropout after every LeakyReLU of D.", fraction=True)
     d_dropout_head: float = option(0.0, "One more dropout right before D's logit layer.",
@@ -84,7 +78,7 @@ class ModelConfig:
     noise: bool = option(False, "FastGAN's per-pixel noise while training (fastgan G only); "
                          "drawing uses one fixed noise map per layer, stored in the checkpoint, "
                          "so an image stays a function of its z.")
-    prior: str = option("normal", "Latent prior.", choices=PRIORS, flag=True)
+    prior: str = option("normal", "Latent prior.", choices=PRIORS)
     truncation: float | None = option(None, "Default sampling truncation (largest |z|); none: "
                                       "the plain prior.")
     arch_params: dict = option({}, "An imported generator's own hyper-parameters (set by "
@@ -98,36 +92,29 @@ class ModelConfig:
 class DataConfig:
     """Data: where the images come from and how they are fitted to the training resolution."""
 
-    title: ClassVar[str] = "Data"  # its options' help panel and docs section
-
-    path: str = option("", "Image folder, .zip/.tar, IDX file/folder, or builtin:fashion-mnist.",
-                       flag="--data", metavar="PATH")
-    fit: str = option("crop", "Resize fit.", choices=FITS, flag=True)
-    flip: bool = option(False, "Random horizontal flips.", flag=True)
+    path: str = option("", "Image folder, .zip/.tar, IDX file/folder, or builtin:fashion-mnist.")
+    fit: str = option("crop", "Resize fit.", choices=FITS)
+    flip: bool = option(False, "Random horizontal flips.")
     background: tuple[int, int, int] = option((255, 255, 255), "Colour behind transparent "
-                                              "pixels and --fit pad borders, three values "
+                                              "pixels and {fit} pad borders, three values "
                                               "0..255.")
     class_labels: bool = option(
         False, "Read class labels (a sub-folder per class, a dataset.json of [file, class] "
-        "pairs, or IDX labels files) and train a class-conditional pair: draw with --class.",
-        flag="--conditional/--unconditional")
+        "pairs, or IDX labels files) and train a class-conditional pair: draw with {class}.")
 
 
 @dataclass(frozen=True)
 class Schedule:
     """Optimisation: steps, batch, learning rates and their schedules, EMA, the run seed."""
 
-    title: ClassVar[str] = "Optimisation"  # its options' help panel and docs section
-
-    steps: int = option(10_000, "Total training steps (also on --resume).", at_least=1,
-                        flag=True)
-    batch_size: int = option(64, "Images per step.", at_least=1, flag=True)
+    steps: int = option(10_000, "Total training steps (also on {resume}).", at_least=1)
+    batch_size: int = option(64, "Images per step.", at_least=1)
     batch_sizes: dict[int, int] = option(
         {}, "Resolution -> batch size (e.g. 192:128,1024:6): picks batch_size for the model's "
         "resolution unless batch_size itself is given (the nearest listed resolution at or "
         "above; past the end, the largest listed).")
-    lr_g: float = option(2e-4, "Generator learning rate.", flag=True, metavar="LR")
-    lr_d: float = option(2e-4, "Discriminator learning rate.", flag=True, metavar="LR")
+    lr_g: float = option(2e-4, "Generator learning rate.")
+    lr_d: float = option(2e-4, "Discriminator learning rate.")
     betas_g: tuple[float, float] = option((0.5, 0.999), "Adam betas of G, two values in [0, 1).")
     betas_d: tuple[float, float] = option((0.5, 0.999), "Adam betas of D, two values in [0, 1).")
     lr_gamma: float = option(1.0, "Exponential decay: lr = lr0 * lr_gamma ** (step / "
@@ -141,15 +128,12 @@ class Schedule:
     extra_update: str = option("both", "Which nets that extra update trains.",
                                choices=EXTRA_UPDATES)
     ema_decay: float = option(0.999, "Decay of the EMA generator; 0 = none.", fraction=True)
-    seed: int = option(0, "Run seed (data order, init, noise).", at_least=0,
-                       flag=True)
+    seed: int = option(0, "Run seed (data order, init, noise).", at_least=0)
 
 
 @dataclass(frozen=True)
 class Losses:
     """Loss: the adversarial loss, its targets and penalties, and D's augmentation."""
-
-    title: ClassVar[str] = "Loss"  # its options' help panel and docs section
 
     loss: str = option("bce", "Adversarial loss: bce (non-saturating), lsgan, hinge (for a "
                        "fastgan D) or wgan-gp.", choices=LOSSES)
@@ -160,56 +144,47 @@ class Losses:
     augment: str = option("", "DiffAugment policy for D's inputs: a comma list of "
                           "color,translation,cutout.")
     labels: str = option("hard", "Label smoothing: one-sided (real 0.9), two-sided (real 0.9, "
-                         "fake 0.1).", choices=LABEL_SMOOTHING, flag=True)
+                         "fake 0.1).", choices=LABEL_SMOOTHING)
 
 
 @dataclass(frozen=True)
 class Hardware:
     """Hardware: device, precision, memory layout, compilation."""
 
-    title: ClassVar[str] = "Hardware"  # its options' help panel and docs section
-
-    device: str = option("auto", "Where to train.", choices=DEVICES, flag=True)
+    device: str = option("auto", "Where to train.", choices=DEVICES)
     amp: str = option("auto", "Mixed precision (auto: bf16 on GPUs that have it, else fp16 with "
-                      "scaling; off on CPU).", choices=AMP_MODES, flag=True)
+                      "scaling; off on CPU).", choices=AMP_MODES)
     channels_last: bool | None = option(None, "Channels-last memory layout (none: on for CUDA "
                                         "without compile).")
     sync_bn: bool = option(False, "Under torchrun on GPUs: BatchNorm statistics over the global "
                            "batch.")
-    compile: bool = option(False, "torch.compile G and D (compiles for a while).",
-                           flag=True)
+    compile: bool = option(False, "torch.compile G and D (compiles for a while).")
     compile_mode: str = option("default", "torch.compile mode.", choices=COMPILE_MODES)
     cuda_graphs: bool = option(False, "Replay each step as one captured CUDA graph (GPU; "
-                               "fastest for small images).", flag=True)
+                               "fastest for small images).")
 
 
 @dataclass(frozen=True)
 class Output:
     """Output: logs, sample grids and checkpoints in the run directory."""
 
-    title: ClassVar[str] = "Output"  # its options' help panel and docs section
-
-    log_every: int = option(10, "Steps between metrics rows (also on --resume).", at_least=1)
+    log_every: int = option(10, "Steps between metrics rows (also on {resume}).", at_least=1)
     sample_every: str = option(
         "auto", "Sample grids besides the first step's and the last: every N steps (0: each "
         "epoch), every TIME of training (90s, 2m, 1h), or auto: 2, 4, 8, 16 and 32 minutes into "
-        "the session, then every 30 (also on --resume).", flag=True, metavar="STEPS|TIME")
-    sample_grid: int = option(64, "Seeds 0..N-1 in each sample grid; 0: none (also on --resume).",
+        "the session, then every 30 (also on {resume}).")
+    sample_grid: int = option(64, "Seeds 0..N-1 in each sample grid; 0: none (also on {resume}).",
                               at_least=0)
-    checkpoint_every: int = option(0, "Steps between checkpoints (0: each epoch).", at_least=0,
-                                   flag=True, metavar="STEPS")
+    checkpoint_every: int = option(0, "Steps between checkpoints (0: each epoch).", at_least=0)
     keep: int = option(5, "Step checkpoints kept besides last.pt.", at_least=1)
     tensorboard: bool = option(
         False, "Also log scalars, sample grids and the configuration for TensorBoard in "
-        "RUN/tensorboard (the tensorboard extra); view with: tensorboard --logdir runs.",
-        flag=True)
+        "RUN/tensorboard (the tensorboard extra); view with: tensorboard --logdir runs.")
 
 
 @dataclass(frozen=True)
 class Evaluation:
     """Evaluation: FID/KID while training, and sample diversity."""
-
-    title: ClassVar[str] = "Evaluation"  # its options' help panel and docs section
 
     eval_every: int = option(0, "Steps between FID/KID evaluations (metrics extra); 0 = off.",
                              at_least=0)
@@ -225,8 +200,6 @@ class Guard:
     signal held for guard_patience steps, roll back to the last good checkpoint, multiply both
     learning rates by guard_lr_factor, and stop with an error after guard_max_rollbacks
     rollbacks."""
-
-    title: ClassVar[str] = "Guard"  # its options' help panel and docs section
 
     guard: bool = option(True, "The divergence guard on or off.")
     guard_patience: int = option(200, "Steps a collapse signal must hold.", at_least=1)
@@ -260,12 +233,6 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        from gantool.config.parse import apply_overrides, flatten
-
-        return apply_overrides(cls(), flatten(d))
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
@@ -275,8 +242,9 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 @dataclass(frozen=True)
 class Option:
-    """One declared option: its key (``section.field``), the group it is shown in, and the
-    declaration's parts; ``flag``: its ``gantool train`` spelling, or None."""
+    """One declared option: its key (``section.field``), the group it is declared in (the name
+    of its dataclass: ``ModelConfig``, ``DataConfig`` or one of ``TRAIN_GROUPS``), and the
+    declaration's parts."""
 
     key: str
     name: str
@@ -287,8 +255,6 @@ class Option:
     choices: tuple
     at_least: int | None
     fraction: bool
-    flag: str | None
-    metavar: str
 
 
 def options() -> list[Option]:
@@ -299,17 +265,9 @@ def options() -> list[Option]:
     for section, cls in groups:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            meta = dict(f.metadata)
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            kind = hints[f.name]
-            flag = meta.pop("flag")
-            if flag is True:
-                dashed = f.name.replace("_", "-")
-                flag = f"--{dashed}/--no-{dashed}" if kind is bool else f"--{dashed}"
-            metavar = meta.pop("metavar") or ("|".join(map(str, meta["choices"])) or
-                                              {int: "N", float: "X", bool: ""}.get(kind, "TEXT"))
-            out.append(Option(f"{section}.{f.name}", f.name, kind, cls.title, default,
-                              flag=flag or None, metavar=metavar, **meta))
+            out.append(Option(f"{section}.{f.name}", f.name, hints[f.name], cls.__name__,
+                              default, **f.metadata))
     return out
 
 

@@ -21,7 +21,7 @@ import sys
 import traceback
 from importlib import resources
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError, literal
 from gantool.explore.session import Explorer
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -81,7 +81,8 @@ def create_app(explorer: Explorer, host: str = "127.0.0.1"):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host``:``port`` (0: any free port), or a one-line error."""
+    """A listening socket on ``host``:``port`` (0: any free port), or a one-line error naming
+    the option to change (``port``, or ``host`` when any port was asked for)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,8 +90,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        hint = "pass another --port (0: any free one)" if port else "check --host"
-        raise GantoolError(f"cannot listen on {host}:{port}: {e.strerror or e}; {hint}") from None
+        hint = "pass another {port} (0: any free one)" if port else "check {host}"
+        raise OptionError(None, literal(f"cannot listen on {host}:{port}: {e.strerror or e}; ")
+                          + hint) from None
     sock.listen(128)
     return sock
 

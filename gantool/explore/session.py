@@ -10,17 +10,16 @@ images are then fetched one by one.
 
 from __future__ import annotations
 
-import shlex
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from gantool.errors import GantoolError, OptionError
-from gantool.sampling.latent import NETWORK_TRUNCATION
+from gantool.latent import NETWORK_TRUNCATION
 
 MAX_GRID = 64  # seeds per page, fewer where images are large (see ``Explorer.max_images``)
 MAX_WALK_SEEDS = 8
@@ -29,13 +28,18 @@ REQUEST_BYTES = 24 * 2**20  # uint8 pixels one request may draw (grid page or wa
 CACHE_BYTES = 256 * 2**20  # encoded images kept for the page to fetch
 
 
-@dataclass(frozen=True)
-class Commands:
-    """The start of the commands that reproduce what the page shows: ``generate`` draws seeds
-    (e.g. ``gantool generate export/m --backend onnx``), ``video`` draws walks."""
+class Commands(Protocol):
+    """The commands that reproduce what the page shows, as the CLI spells them
+    (``gantool.cli.explore.Commands``). ``settings``: the truncation where it is not the
+    model's default (None: the plain prior), the class name where there is one."""
 
-    generate: str
-    video: str
+    def image(self, seed: int, settings: dict) -> str:
+        """The command that writes the image of ``seed``."""
+        ...
+
+    def walk(self, seeds: list[int], frames_per_seed: int, settings: dict) -> tuple[str, str]:
+        """The commands that write a walk's frames, and its animation."""
+        ...
 
 
 class Explorer:
@@ -73,7 +77,7 @@ class Explorer:
     def grid(self, query: Mapping[str, str]) -> dict:
         """Draw seeds ``start`` .. ``start + count - 1`` (one batch) into the cache; their
         images are then ``image`` with each seed."""
-        from gantool.sampling.latent import max_seed
+        from gantool.latent import max_seed
 
         top = max_seed(self.gen.prior)
         start = _int(query, "start", 0, top)
@@ -84,12 +88,13 @@ class Explorer:
         seeds = list(range(start, start + count))
         timing = self._fill([("image", s, t, klass) for s in seeds],
                             lambda todo: self._draw_seeds([k[1] for k in todo], t, klass))
+        settings = self._settings(t, klass)
         return {"seeds": seeds, "truncation": t, "class": klass, **timing,
-                "commands": {str(s): self._image_command(s, t, klass) for s in seeds}}
+                "commands": {str(s): self.commands.image(s, settings) for s in seeds}}
 
     def image(self, query: Mapping[str, str]) -> bytes:
         """The PNG of one seed: gantool generate's bytes for it."""
-        from gantool.sampling.latent import max_seed
+        from gantool.latent import max_seed
 
         seed = _int(query, "seed", 0, max_seed(self.gen.prior))
         t, klass = self._truncation(query), self._class(query)
@@ -106,12 +111,11 @@ class Explorer:
                 for i in range(walk.frames)]
         timing = self._fill(keys, lambda todo: self._draw_frames(walk, [k[-1] for k in todo],
                                                                  klass))
-        listed = ",".join(map(str, seeds))
-        base = (f"{self.commands.video} --seeds {listed} --frames-per-seed {per_seed}"
-                f"{self._options(walk.truncation, klass)}")
+        frames, animation = self.commands.walk(seeds, per_seed,
+                                               self._settings(walk.truncation, klass))
         return {"seeds": seeds, "frames_per_seed": per_seed, "frames": walk.frames,
                 "truncation": walk.truncation, "class": klass, **timing,
-                "command": f"{base} --frames-dir walk/", "animation": f"{base} --out walk.gif"}
+                "command": frames, "animation": animation}
 
     def frame(self, query: Mapping[str, str]) -> bytes:
         """The PNG of one frame of a walk."""
@@ -126,7 +130,7 @@ class Explorer:
     def _truncation(self, query: Mapping[str, str]) -> float | None:
         """Absent: the model's default; ``none``: the plain prior; else a number the model's
         prior allows."""
-        from gantool.sampling.latent import validate_truncation
+        from gantool.latent import validate_truncation
 
         text = query.get("truncation", "").strip()
         if not text:
@@ -157,7 +161,7 @@ class Explorer:
         return picked[0]
 
     def _walk(self, query: Mapping[str, str]):
-        from gantool.sampling.latent import max_seed
+        from gantool.latent import max_seed
         from gantool.sampling.walk import make_walk
 
         items = [s.strip() for s in query.get("seeds", "").split(",") if s.strip()]
@@ -227,16 +231,15 @@ class Explorer:
         return data
 
     # ---- commands ------------------------------------------------------------------------
-    def _options(self, t: float | None, klass: int | None) -> str:
-        out = ""
+    def _settings(self, t: float | None, klass: int | None) -> dict:
+        """What a command must say besides the seeds: a truncation other than the model's
+        default, a class."""
+        out: dict = {}
         if t != self.gen.default_truncation:
-            out += f" --truncation {'none' if t is None else repr(t)}"
+            out["truncation"] = t
         if klass is not None:
-            out += f" --class {shlex.quote(self.classes[klass])}"
+            out["class"] = self.classes[klass]
         return out
-
-    def _image_command(self, seed: int, t: float | None, klass: int | None) -> str:
-        return f"{self.commands.generate} --seeds {seed}{self._options(t, klass)} --out explore/"
 
 
 def _int(query: Mapping[str, str], name: str, lo: int, hi: int) -> int:

@@ -1,60 +1,58 @@
-"""Export a trained generator: a table of formats, each with its file, needs, options, the
-formats it is built from, and its builder (``gantool.export.pipeline`` dispatches on it)."""
+"""Export a trained generator: a table of formats, each row with its file, needs, options, the
+formats it is built from, and its builder itself (``gantool.export.pipeline`` runs the rows).
+
+Each format's builder lives in its own module: ``onnx`` (onnx), ``tensorrt`` (engine),
+``triton`` (triton). All of them, and so this table, are light to import (no torch): the heavy
+work is imported when a model is built.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from gantool.artifacts import ONNX, ONNX_FP16, PLAN, PLAN_SIDECAR, REPOSITORY
 from gantool.errors import OptionError, did_you_mean
+from gantool.export.job import ExportJob, ExportOptions
+from gantool.export.onnx import build_onnx
+from gantool.export.tensorrt import build_engine, check_engine
+from gantool.export.triton import build_triton, check_triton
 
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What ``gantool export`` can be asked; a format's own options are listed in its row."""
-
-    fp16: bool = False  # also model_fp16.onnx; an FP16 engine
-    output: str = "uint8"  # uint8 (B,H,W,C) images, or the float (B,C,H,W) tensor
-    batch: tuple[int, int, int] = (1, 8, 64)  # min, opt, max: engine profile, Triton batching
-    keep_fp32: tuple[str, ...] = ()  # ONNX nodes kept in float32 with fp16
-    verify: bool = True  # every artifact against PyTorch on fixed seeds
-    ema: bool = True  # the EMA weights if the checkpoint has them
-    fidelity: int = 0  # KID/FID seeds between PyTorch's and the FP16 model's images
-    workspace_gb: float = 4.0
-    triton_variant: str = "cpu"
-    triton_instances: int = 1
-    triton_accelerator: str = "none"
+__all__ = ["COMMON", "FORMATS", "ExportFormat", "ExportOptions", "build_order",
+           "check_format_options", "parse_formats"]
 
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """``builder``: the ``gantool.export.pipeline`` function that writes it (given the export
-    job; returns the files written); ``check``: one that refuses impossible options or a
-    machine that cannot build it, before any slow work."""
+    """``builder``: the function that writes it (given the export job; returns the files
+    written); ``check``: one that refuses impossible options or a machine that cannot build it,
+    before any slow work."""
 
     name: str
     filename: str  # what it writes in the output folder (fp16 variants noted below)
     needs_gpu: bool
-    fp16: bool  # whether --fp16 applies
-    description: str
-    builder: str
+    fp16: bool  # whether the fp16 option applies
+    description: str  # naming options as {name}, as OptionError messages do
+    builder: Callable[[ExportJob], list[Path]]
     options: tuple[str, ...] = ()  # the options of this format alone
     built_from: tuple[str, ...] = ()  # formats written first (into the same folder)
-    check: str | None = None
+    check: Callable[[ExportOptions], None] | None = None
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("onnx", "model.onnx", False, True,
-                 "ONNX, dynamic batch, single file; with --fp16 also model_fp16.onnx",
-                 "build_onnx"),
-    ExportFormat("engine", "model.plan", True, True,
-                 "TensorRT plan (bare) + model.plan.json; needs TensorRT and an NVIDIA GPU",
-                 "build_engine", ("workspace_gb",), ("onnx",), "check_engine"),
-    ExportFormat("triton", "model_repository/", False, True,
+    ExportFormat("onnx", ONNX, False, True,
+                 f"ONNX, dynamic batch, single file; with {{fp16}} also {ONNX_FP16}",
+                 build_onnx),
+    ExportFormat("engine", PLAN, True, True,
+                 f"TensorRT plan (bare) + {PLAN_SIDECAR}; needs TensorRT and an NVIDIA GPU",
+                 build_engine, ("workspace_gb",), ("onnx",), check_engine),
+    ExportFormat("triton", f"{REPOSITORY}/", False, True,
                  "Triton model repository (latent + generator + render ensemble); "
-                 "--triton-variant cpu (python backend + ONNX Runtime) or gpu",
-                 "build_triton", ("triton_variant", "triton_instances", "triton_accelerator"),
-                 ("onnx",), "check_triton"),
+                 "{triton_variant} cpu (python backend + ONNX Runtime) or gpu",
+                 build_triton, ("triton_variant", "triton_instances", "triton_accelerator"),
+                 ("onnx",), check_triton),
 )}
 # options every format takes
 COMMON = tuple(f.name for f in dataclasses.fields(ExportOptions)

@@ -17,11 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gantool.artifacts import UNFINISHED
+from gantool.artifacts import ARTIFACTS, UNFINISHED
 from gantool.fileio import UMASK, fsync_dir
 
-ARTIFACTS = ("model.onnx", "model_fp16.onnx", "model.plan", "model.plan.json",
-             "model_repository", "export.json")  # export.json last: it describes the rest
 _STAGE = ".export-staging-"
 
 

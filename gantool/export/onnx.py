@@ -1,127 +1,98 @@
-"""Generator -> ONNX: dynamic batch, one file, metadata that describes the model.
+"""The onnx format's builder: ``model.onnx``, and with fp16 ``model_fp16.onnx`` (its overflow
+report, its fidelity when asked), each verified against PyTorch before it is written.
 
-Input ``z`` (B, nz) float32, for a conditional model ``class`` (B, K) float32 one-hot rows
-(a float input: no OneHot or integer Gather for older TensorRT parsers to refuse), and for a
-network that applies its truncation (an imported StyleGAN) ``truncation`` (B, 1) float32 psi,
-so that one batch can hold several truncations. Output
-``image``: uint8 (B, H, W, C) computed inside the graph (the default, so no serving stack
-converts floats), or the raw float (B, C, H, W) in [-1, 1]. The uint8 arithmetic is
-``gantool.sampling.images.to_uint8``'s: round-half-even of (x + 1) * 127.5, clamped to [0, 255].
+Light to import, as the formats table is: the graph export itself (``gantool.export.onnx_graph``,
+torch) and the metrics are imported when a model is built.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
-import torch
-from torch import nn
+import numpy as np
 
-import gantool
-from gantool.errors import GantoolError
-from gantool.fileio import atomic_write
-from gantool.model_info import (  # noqa: F401 - OUTPUTS: its choices
-    CLASS_INPUT,
-    OUTPUTS,
-    PREFIX,
-    TRUNCATION_INPUT,
-    ModelInfo,
-)
-from gantool.models import run_generator
-from gantool.sampling.images import to_uint8_tensor
-from gantool.sampling.latent import NETWORK_TRUNCATION
-
-OPSET = 18
-MAX_BATCH = 65_536
-KEEP_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)  # module paths, for overflow reports
+from gantool.artifacts import ONNX, ONNX_FP16
+from gantool.errors import literal
+from gantool.export.fp16 import FP16_MAX, convert_fp16, fp16_overflows
+from gantool.export.job import ExportJob, run_graph, tensors, verified
+from gantool.export.verify import Check, compare
+from gantool.latent import class_vectors, latents, truncation_input
+from gantool.model_info import graph_inputs
 
 
-class GraphInputs(nn.Module):
-    """The generator with the graph's inputs as positional arguments (z, then class and
-    truncation where the model has them), its output optionally as uint8 (B, H, W, C)."""
+def build_onnx(job: ExportJob) -> list[Path]:
+    """``model.onnx`` (+ ``model_fp16.onnx`` with fp16, and its fidelity when asked)."""
+    from gantool.export.onnx_graph import export_onnx, save_model
 
-    def __init__(self, generator: nn.Module, names: list[str], uint8: bool):
-        super().__init__()
-        self.generator, self.names, self.uint8 = generator, names, uint8
+    o, m, inputs = job.options, job.model, (job.z, job.c, job.psi)
+    model = export_onnx(job.generator, job.info)
+    job.result.metadata = {p.key: p.value for p in model.metadata_props}
+    if o.verify:
+        job.result.checks.append(verified(compare(ONNX, "fp32", job.reference,
+                                                  run_graph(model, *inputs)), job.log))
+    save_model(model, job.out / ONNX)
+    job.onnx, files = model, [job.out / ONNX]
+    if not o.fp16:
+        return files
+    fp16_model = job.onnx_fp16 = convert_fp16(model, list(o.keep_fp32))
+    if o.verify:
+        job.result.checks.append(verified(_fp16_check(job, fp16_model), job.log))
+    save_model(fp16_model, job.out / ONNX_FP16)
+    if o.fidelity:
+        from gantool.metrics.fid import kid_text
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        given = dict(zip(self.names, inputs))
-        out = run_generator(self.generator, given["z"], given.get(CLASS_INPUT),
-                            given.get(TRUNCATION_INPUT))
-        return to_uint8_tensor(out) if self.uint8 else out  # from (B, C, H, W) in [-1, 1]
-
-
-def export_onnx(generator: nn.Module, info: ModelInfo):
-    """``generator`` (eval mode) as an onnx.ModelProto with ``info`` as its metadata (not yet
-    saved: see ``save_model``); ``info.output`` says what the graph returns."""
-    output = info.output
-    if output not in OUTPUTS:
-        raise GantoolError(f"unknown output {output!r}; choose {' or '.join(OUTPUTS)}")
-    args, names = [torch.zeros(2, info.nz)], ["z"]
-    if info.classes:
-        args, names = [*args, torch.eye(len(info.classes))[[0, 1]]], [*names, CLASS_INPUT]
-    if info.prior in NETWORK_TRUNCATION:
-        args, names = [*args, torch.ones(2, 1)], [*names, TRUNCATION_INPUT]
-    net = GraphInputs(generator, names, output == "uint8").eval()
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    shapes = (tuple({0: batch} for _ in args),)
-    args = tuple(args)
-    with _quiet():
-        program = torch.onnx.export(
-            net, args, input_names=names, output_names=["image"], dynamo=True,
-            dynamic_shapes=shapes, opset_version=OPSET, external_data=False, verbose=False)
-    model = program.model_proto
-    for node in model.graph.node:  # drop stack traces (local paths) and fx dumps
-        keep = [p for p in node.metadata_props if p.key in KEEP_NODE_METADATA]
-        del node.metadata_props[:]
-        node.metadata_props.extend(keep)
-    set_metadata(model, info.to_metadata())
-    model.producer_name, model.producer_version = "gantool", gantool.__version__
-    return model
+        done = job.result.fidelity = fp16_fidelity(job.generator, fp16_model, m, o.fidelity)
+        job.log(f"{ONNX_FP16} fidelity on {o.fidelity} seeds: KID(torch fp32, fp16) "
+                f"{kid_text(done['kid'], done['kid_std'], done['num'], '.2e', '.1e')}, "
+                f"FID {done['fid']:.3f}")
+    return files + [job.out / ONNX_FP16]
 
 
-def set_metadata(model, meta: dict[str, str]) -> None:
-    import onnx
-
-    old = {p.key: p.value for p in model.metadata_props}
-    old.update(meta)
-    del model.metadata_props[:]
-    for k, v in old.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-
-
-def save_model(model, path: Path) -> None:
-    """Full ``onnx.checker`` check, then an atomic single-file write (models < 2 GB)."""
-    import onnx
-
-    data = model.SerializeToString()
-    if len(data) >= 2**31:
-        raise GantoolError(f"the model is {len(data) / 2**30:.1f} GB; ONNX single files stop at "
-                           "2 GB: train with a lower model.max_channels")
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise GantoolError(f"the exported ONNX model fails onnx.checker: "
-                           f"{str(e).splitlines()[0]}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write(data)
+def _fp16_check(job: ExportJob, fp16_model) -> Check:
+    """The FP16 model against PyTorch, naming the nodes that leave fp16's range (and the
+    option that keeps them in float32, as ``{keep_fp32}``)."""
+    inputs = (job.z, job.c, job.psi)
+    check = compare(ONNX_FP16, "fp16", job.reference, run_graph(fp16_model, *inputs))
+    over = fp16_overflows(job.onnx, graph_inputs(*inputs))
+    over = [o for o in over if o[0] not in job.options.keep_fp32]
+    if over:
+        node, op, peak = over[0]
+        more = f" (and {len(over) - 1} later nodes)" if len(over) > 1 else ""
+        problems = check.problems + (
+            f"node {literal(node)} ({literal(op)}) reaches {peak:.3g}, past fp16's "
+            f"{FP16_MAX:g}{more}; re-export with {{keep_fp32}} "
+            f"{literal(','.join(o[0] for o in over))}",)
+        check = Check(**{**check.__dict__, "problems": problems})
+    return check
 
 
-@contextlib.contextmanager
-def _quiet():
-    """The exporter's progress lines, warnings and log records are not the user's business."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+def fp16_fidelity(generator, fp16_model, m, num: int, batch: int = 32) -> dict:
+    """KID and FID between the PyTorch float32 images and the FP16 model's, seeds 0..num-1 at
+    the model's default truncation: what FP16 costs in the metric users judge models by."""
+    import torch
+
+    from gantool.latent import batched
+    from gantool.metrics.fid import collect, fid, kid
+    from gantool.metrics.inception import InceptionFeatures
+    from gantool.models import run_generator
+    from gantool.sampling.images import to_uint8
+
+    extract = InceptionFeatures()
+    chunks = [(latents(s, m.nz, m.prior, m.truncation),
+               class_vectors(s, None, len(m.classes)) if m.classes else None,
+               truncation_input(m.truncation, m.prior, len(s)))
+              for s in batched(list(range(num)), batch)]
+
+    def torch_images():
+        for inputs in chunks:
+            with torch.no_grad():
+                yield to_uint8(run_generator(generator, *tensors(*inputs)).numpy())
+
+    def fp16_images():
+        for inputs in chunks:
+            out = run_graph(fp16_model, *inputs)
+            yield out if out.dtype == np.uint8 else to_uint8(out)
+
+    a, b = collect(torch_images(), extract), collect(fp16_images(), extract)
+    k, k_std = kid(a.sample, b.sample, subset_size=min(num, 1000))
+    return {"num": num, "kid": k, "kid_std": k_std, "fid": fid(a, b)}

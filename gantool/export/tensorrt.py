@@ -16,14 +16,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gantool.backends.trt_backend import require_tensorrt
+from gantool.artifacts import PLAN, plan_sidecar
+from gantool.backends.trt_backend import EngineRunner, require_tensorrt
 from gantool.errors import GantoolError, OptionError
+from gantool.export.job import ExportJob, ExportOptions, verified
+from gantool.export.verify import compare
 from gantool.fileio import atomic_write
 
 
-def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int],
-                 workspace_gb: float = 4.0, metadata: dict | None = None,
-                 timing_cache: Path | None = None) -> Path:
+def check_engine(options: ExportOptions) -> None:
+    """The engine format's check before any slow work: TensorRT and a GPU are here."""
+    try:
+        require_tensorrt()
+    except GantoolError as e:
+        raise OptionError("formats", f"engine: {e}") from None
+
+
+def build_engine(job: ExportJob) -> list[Path]:
+    """The engine format's builder: ``model.plan`` and ``model.plan.json``, from the (FP16)
+    ONNX model, verified."""
+    o = job.options
+    plan = build_plan(job.onnx_fp16 if o.fp16 else job.onnx, job.out / PLAN, fp16=o.fp16,
+                      batch=o.batch, workspace_gb=o.workspace_gb, metadata=job.result.metadata)
+    if o.verify:
+        job.result.checks.append(verified(compare(
+            PLAN, "fp16" if o.fp16 else "fp32", job.reference,
+            EngineRunner(plan).run(job.z, job.c, job.psi)), job.log))
+    return [plan, plan_sidecar(plan)]
+
+
+def build_plan(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int],
+               workspace_gb: float = 4.0, metadata: dict | None = None,
+               timing_cache: Path | None = None) -> Path:
     """Build and write ``plan_path`` (+ ``.plan.json``) from an onnx.ModelProto whose inputs
     are (batch, width) matrices: z, and a conditional model's one-hot class, and a truncating
     network's psi (``gantool.model_info.graph_inputs``)."""
@@ -70,7 +94,7 @@ def build_engine(model, plan_path: Path, fp16: bool, batch: tuple[int, int, int]
                "profile": {name: {"min": [lo, w], "opt": [opt, w], "max": [hi, w]}
                            for name, w in widths.items()},
                "layer_precisions": sorted(precisions), "metadata": metadata or {}}
-    with atomic_write(plan_path.with_suffix(".plan.json")) as f:
+    with atomic_write(plan_sidecar(plan_path)) as f:
         f.write((json.dumps(sidecar, indent=2) + "\n").encode())
     return plan_path
 

@@ -153,8 +153,8 @@ def _check_draws(net, model: dict, path) -> None:
     """One image, finite: the weights make a working network."""
     import torch
 
+    from gantool.latent import latents, truncation_input
     from gantool.models import run_generator
-    from gantool.sampling.latent import latents, truncation_input
 
     z = torch.from_numpy(latents([0], model["nz"], model["prior"]))
     c = torch.eye(len(model["classes"]))[:1] if model["classes"] else None

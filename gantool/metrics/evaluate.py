@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gantool.config import EVAL_METRICS
+from gantool.latent import batched
 from gantool.metrics.fid import (
     CacheKey,
     FeatureStats,
@@ -18,7 +19,6 @@ from gantool.metrics.fid import (
     kid,
 )
 from gantool.metrics.inception import InceptionFeatures, extractor_id
-from gantool.sampling.latent import batched
 
 METRICS = EVAL_METRICS  # what gantool eval and train.eval_metric accept
 
@@ -38,10 +38,10 @@ def real_stats(images: np.ndarray, extract: InceptionFeatures, batch_size: int,
     return stats, False
 
 
-def evaluate(generator, images: np.ndarray, metrics: list[str], num: int, batch_size: int = 32,
-             truncation: float | None = None, device: str = "cpu",
-             on_batch: Callable[[int], None] = lambda n: None,
-             extract: InceptionFeatures | None = None) -> dict:
+def score_generator(generator, images: np.ndarray, metrics: list[str], num: int,
+                    batch_size: int = 32, truncation: float | None = None, device: str = "cpu",
+                    on_batch: Callable[[int], None] = lambda n: None,
+                    extract: InceptionFeatures | None = None) -> dict:
     """FID and/or KID of ``num`` generated images (seeds 0..num-1 at ``truncation``) against
     ``num`` real ones (a fixed random subset of ``images`` when there are more)."""
     if len(images) > num:
@@ -65,17 +65,17 @@ def evaluate(generator, images: np.ndarray, metrics: list[str], num: int, batch_
     return out
 
 
-def evaluate_per_class(per_class: list, images: np.ndarray, labels: np.ndarray,
-                       names: tuple[str, ...], metrics: list[str], num: int,
-                       batch_size: int = 32, truncation: float | None = None,
-                       device: str = "cpu",
-                       on_batch: Callable[[int], None] = lambda n: None) -> dict[str, dict]:
-    """``evaluate`` once per class: ``per_class[i]`` (a generator drawing class i, e.g.
+def score_per_class(per_class: list, images: np.ndarray, labels: np.ndarray,
+                    names: tuple[str, ...], metrics: list[str], num: int,
+                    batch_size: int = 32, truncation: float | None = None,
+                    device: str = "cpu",
+                    on_batch: Callable[[int], None] = lambda n: None) -> dict[str, dict]:
+    """``score_generator`` once per class: ``per_class[i]`` (a generator drawing class i, e.g.
     ``gantool.backends.FixedClass``) against the real images labelled i (``labels`` index
     ``names``), ``num`` of each; class name -> results. Fewer images per class make FID larger
     (it is biased upwards at small n): compare classes with one another, not with the overall
     figure."""
     extract = InceptionFeatures(device)
-    return {name: evaluate(gen, images[labels == i], metrics, num, batch_size, truncation,
+    return {name: score_generator(gen, images[labels == i], metrics, num, batch_size, truncation,
                            device, on_batch, extract)
             for i, (name, gen) in enumerate(zip(names, per_class))}

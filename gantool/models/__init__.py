@@ -55,7 +55,7 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
 
 def run_generator(net: nn.Module, z, c=None, psi=None):
     """``net``'s images for z (and one-hot c of a conditional model, psi of one that applies
-    its truncation: ``gantool.sampling.latent.truncation_input``)."""
+    its truncation: ``gantool.latent.truncation_input``)."""
     if getattr(net, "takes_psi", False):
         return net(z, c, psi)
     return net(z) if c is None else net(z, c)

@@ -6,7 +6,7 @@ it) that carries its own config, so ``load_generator(path)`` rebuilds the networ
 Only the config's model section is read to draw (``gantool.config.model_config``): the training
 options of the version that wrote a checkpoint do not matter to drawing from it. Training fills
 the record (``gantool.train.state.capture``); a run's step files, ``last.pt`` and their rotation
-are ``gantool.train.checkpoint``'s, ``best.pt`` the trainer's, all written through
+are ``gantool.train.run_files``', ``best.pt`` the trainer's, all written through
 ``write_checkpoint``.
 """
 

@@ -133,7 +133,7 @@ class StyleGAN3Generator(DerivedOnLoad):
     ``psi`` is the truncation: w moves toward the average w by that factor (1 or None: none).
     """
 
-    takes_psi = True  # the truncation is an input of the network (gantool.sampling.latent)
+    takes_psi = True  # the truncation is an input of the network (gantool.latent)
 
     def __init__(self, resolution: int, img_channels: int, z_dim: int, c_dim: int, w_dim: int,
                  mapping_layers: int, input: dict, layers: list[dict],

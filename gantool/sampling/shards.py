@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError, literal
 from gantool.fileio import atomic_write, claim_folder, read_record
-from gantool.sampling.latent import Seeds, parse_seeds
-from gantool.sampling.render import manifest_rows, say_settings
+from gantool.latent import Seeds, parse_seeds
+from gantool.sampling.pipeline import manifest_rows, say_settings
 from gantool.sampling.tars import tar_members
 from gantool.sampling.writer import MANIFEST
 
@@ -61,13 +61,14 @@ class Shard:
             raise GantoolError(f"{folder / SHARD_FILE} is damaged; render this shard into a "
                                "fresh folder")
         if before is not None:
-            raise GantoolError(f"{folder} holds shard {before.get('shard')} of seeds "
-                               f"{before.get('seeds')}; render other seeds or shard counts into "
-                               "another --out")
+            raise OptionError(None, f"{literal(folder)} holds shard "
+                              f"{literal(before.get('shard'))} of seeds "
+                              f"{literal(before.get('seeds'))}; render other seeds or shard "
+                              "counts into another {out}")
         return seeds.part(self.index, self.count), folder
 
 
-def parse_shard(text: str, source: str = "--shard") -> Shard:
+def parse_shard(text: str, source: str = "shard") -> Shard:
     """``I/N`` (0 <= I < N) as a Shard, or a ValueError saying what is wrong."""
     if not str(text).isascii():  # int() reads other scripts' digits; every other number refuses
         raise ValueError(f"{source} {text!r} is not I/N in digits 0-9 (e.g. 3/8)")
@@ -83,13 +84,15 @@ def parse_shard(text: str, source: str = "--shard") -> Shard:
     return Shard(i, n, source)
 
 
-def shard_from(flag: str | None, environ: Mapping[str, str] = os.environ) -> Shard | None:
-    """The shard of this process: ``flag`` (``I/N``) if given, else the first job environment
-    that names one, else None (the whole list). A ValueError names the source that is wrong,
+def shard_from(flag: str | None, environ: Mapping[str, str] = os.environ,
+               name: str = "shard") -> Shard | None:
+    """The shard of this process: ``flag`` (``I/N``, the option called ``name``) if given, else
+    the first job environment that names one, else None (the whole list). A ValueError names
+    the source that is wrong,
     or the variable a job's environment lacks (with only its index, every process of the job
     would draw every seed)."""
     if flag is not None:
-        return parse_shard(flag)
+        return parse_shard(flag, name)
     for index, count, job in (("RANK", "WORLD_SIZE", "torchrun sets both"),
                               ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
                                "a Slurm array sets both"),
@@ -144,8 +147,8 @@ def merge(out: Path) -> dict:
     missing = sorted(set(range(count)) - {s["index"] for _, s in shards})
     if missing:
         listed = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-        raise GantoolError(f"{out}: shard(s) {listed} of {count} are missing; render them "
-                           f"(--shard I/{count}) and merge again")
+        raise OptionError(None, f"{literal(out)}: shard(s) {listed} of {count} are missing; "
+                          f"render them ({{shard}} I/{count}) and merge again")
     seed_list = parse_seeds(seeds) if seeds else Seeds([])
     parts = [seed_list.part(shard["index"], count) for _, shard in shards]
     drawn = [(f, s, part) for (f, s), part in zip(shards, parts) if len(part)]  # none: valid
@@ -202,8 +205,8 @@ def _shard_folders(out: Path) -> list[tuple[Path, dict]]:
         found.append((folder, {"index": shard.index, "count": shard.count,
                                "seeds": record["seeds"]}))
     if not found:
-        raise GantoolError(f"{out} holds no shard folders (shard-IIIII-of-NNNNN); render with "
-                           "--shard I/N into it first")
+        raise OptionError(None, f"{literal(out)} holds no shard folders (shard-IIIII-of-NNNNN); "
+                          "render with {shard} I/N into it first")
     first = found[0][1]
     for folder, shard in found:
         if (shard["count"], shard["seeds"]) != (first["count"], first["seeds"]):

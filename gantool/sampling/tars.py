@@ -27,9 +27,9 @@ from pathlib import Path
 
 from gantool.errors import GantoolError, OptionError, first_line
 from gantool.fileio import atomic_write, claim_folder
+from gantool.latent import Seeds
 from gantool.sampling.images import Encoding
-from gantool.sampling.latent import Seeds
-from gantool.sampling.render import manifest_row, manifest_rows, render_seeds, say_settings
+from gantool.sampling.pipeline import manifest_row, manifest_rows, render_seeds, say_settings
 from gantool.sampling.writer import MANIFEST
 from gantool.system import signals_held
 

@@ -28,9 +28,9 @@ import numpy as np
 
 from gantool.errors import GantoolError, OptionError, did_you_mean
 from gantool.fileio import UMASK, atomic_write
+from gantool.latent import batched
 from gantool.progress import StepProgress
 from gantool.sampling.images import pil_image
-from gantool.sampling.latent import batched
 from gantool.sampling.walk import Walk
 
 FFMPEG_SUFFIXES = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9"}
@@ -89,8 +89,9 @@ def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
     except ImportError:
-        raise GantoolError("writing video needs the video extra: pip install 'gantool[video]' "
-                           "(without it: --out walk.gif or .webp, or --frames-dir)") from None
+        raise OptionError(None, "writing video needs the video extra: pip install "
+                          "'gantool[video]' (without it: {out} walk.gif or .webp, or "
+                          "{frames_dir})") from None
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 

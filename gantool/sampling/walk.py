@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gantool.sampling.latent import NETWORK_TRUNCATION, latents
+from gantool.latent import NETWORK_TRUNCATION, latents
 
 MAX_KEYFRAMES = 100_000  # keyframe z are held whole: 100k x nz 512 is 200 MB
 

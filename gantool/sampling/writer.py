@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, OptionError
 from gantool.fileio import fsync_dir
 from gantool.sampling.images import Encoding, save_image, seed_path
 from gantool.system import die_with_parent, signals_held, usable_cpus
@@ -269,8 +269,9 @@ class ImageWriter:
             try:
                 _SLOTS[name] = (np.empty(shape, np.uint8), None)
             except MemoryError:
-                raise GantoolError(f"the render needs {nbytes / 2**20:,.0f} MiB per image slot "
-                                   "and this machine cannot give it: lower --batch-size") from None
+                raise OptionError(None, f"the render needs {nbytes / 2**20:,.0f} MiB per image "
+                                  "slot and this machine cannot give it: lower {batch_size}") \
+                    from None
         else:
             shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
             _SLOTS[name] = (np.ndarray(shape, np.uint8, shm.buf), shm)
@@ -307,9 +308,9 @@ def _check_shared_memory(nbytes: int) -> None:
         return
     free = st.f_bavail * st.f_frsize
     if nbytes > free:
-        raise GantoolError(f"the render needs {nbytes / 2**20:,.0f} MiB of shared memory for its "
-                           f"image slots and /dev/shm has {free / 2**20:,.0f} MiB free: lower "
-                           "--batch-size, or pass --workers 1 to write from threads")
+        raise OptionError(None, f"the render needs {nbytes / 2**20:,.0f} MiB of shared memory for "
+                          f"its image slots and /dev/shm has {free / 2**20:,.0f} MiB free: lower "
+                          "{batch_size}, or pass {workers} 1 to write from threads")
 
 
 def _process_context():

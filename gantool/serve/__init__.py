@@ -1,11 +1,11 @@
-"""Serving on NVIDIA Triton: the model repository, the server, and the rendering client.
+"""Serving on NVIDIA Triton: the server, and the rendering client.
 
-``repository`` writes files and imports neither torch nor Triton's packages at import time;
-``server`` starts ``tritonserver``; ``client`` renders images through a running server.
+``server`` starts ``tritonserver``; ``client`` renders images through a running server (the
+generator that draws on it is a backend: ``gantool.backends.triton_backend``). The model
+repository they serve is one of ``gantool export``'s formats (``gantool.export.triton``).
 """
 
-from gantool.serve.client import TritonGenerator
-from gantool.serve.repository import VARIANTS, write_repository
+from gantool.backends.triton_backend import TritonGenerator
 from gantool.serve.server import TritonServer
 
-__all__ = ["VARIANTS", "TritonGenerator", "TritonServer", "write_repository"]
+__all__ = ["TritonGenerator", "TritonServer"]

@@ -25,7 +25,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from gantool.errors import GantoolError, OptionError
+from gantool.artifacts import REPOSITORY
+from gantool.errors import GantoolError, OptionError, literal
 from gantool.system import die_with_parent
 
 # The python backend hands tensors to its stubs through a shared-memory region that starts at
@@ -93,20 +94,21 @@ class TritonServer:
         self.launch()
 
     def check(self) -> None:
-        """One-line errors before anything starts: not a repository, a port in use."""
+        """One-line errors before anything starts: not a repository, a port in use (naming
+        the options, ``http_port`` and the others, as ``{name}``: ``OptionError``)."""
         if not (self.repository / "render" / "config.pbtxt").is_file():
-            raise GantoolError(f"{self.repository} is not a gantool model repository (no "
-                               "render/config.pbtxt); write one with gantool export --formats "
-                               "triton")
-        ports = [("--http-port", self.http_port), ("--grpc-port", self.grpc_port)]
+            raise OptionError(None, f"{literal(self.repository)} is not a gantool model "
+                              "repository (no render/config.pbtxt); write one with gantool "
+                              "export {formats} triton")
+        ports = [("http_port", self.http_port), ("grpc_port", self.grpc_port)]
         if self.metrics_port is not None:
-            ports.append(("--metrics-port", self.metrics_port))
-        for i, (flag, port) in enumerate(ports):
-            same = [f for f, p in ports[:i] if p == port]
+            ports.append(("metrics_port", self.metrics_port))
+        for i, (option, port) in enumerate(ports):
+            same = [o for o, p in ports[:i] if p == port]
             if same:
-                raise GantoolError(f"{same[0]} and {flag} are both {port}; give each its own "
-                                   "port")
-            _check_port_free(self.host, port, flag)
+                raise OptionError(None, f"{{{same[0]}}} and {{{option}}} are both {port}; "
+                                  "give each its own port")
+            _check_port_free(self.host, port, option)
 
     def launch(self) -> None:
         """Run tritonserver and wait until every model is ready (``start`` checks first)."""
@@ -237,7 +239,7 @@ class TritonServer:
         if path.isascii() and " " not in path:
             return path
         self._link = tempfile.TemporaryDirectory(prefix="gantool-triton-repo-")
-        link = Path(self._link.name) / "model_repository"
+        link = Path(self._link.name) / REPOSITORY
         link.symlink_to(path, target_is_directory=True)
         return str(link)
 
@@ -281,9 +283,10 @@ def _one_line(reason: str) -> str:
     return f"{message} (at {frames[-1]})" if frames else message
 
 
-def _check_port_free(host: str, port: int, flag: str) -> None:
+def _check_port_free(host: str, port: int, option: str) -> None:
+    """A one-line error when ``host`` cannot listen on ``port``, the value of ``option``."""
     if not 0 < port < 65536:
-        raise GantoolError(f"{flag} {port} is not a port number (1-65535)")
+        raise OptionError(None, f"{{{option}}} {port} is not a port number (1-65535)")
     try:  # the address family of the host: IPv4, IPv6 (::1) or a name
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as e:
@@ -294,8 +297,8 @@ def _check_port_free(host: str, port: int, flag: str) -> None:
             s.bind(address)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise GantoolError(f"port {port} on {host} is in use; pick another with "
-                                   f"{flag}") from None
+                raise OptionError(None, f"port {port} on {literal(host)} is in use; pick "
+                                  f"another with {{{option}}}") from None
             raise GantoolError(f"cannot listen on {host} port {port}: {e.strerror}") from None
 
 

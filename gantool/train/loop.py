@@ -10,16 +10,17 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, closing
 from pathlib import Path
 
 from rich.console import Console
 
-from gantool.config import RunConfig, apply_overrides
+from gantool.config import RunConfig, apply_overrides, run_config
 from gantool.errors import GantoolError, OptionError
 from gantool.progress import PLAIN_EVERY_S
 from gantool.train import distributed
-from gantool.train.checkpoint import (
+from gantool.train.run_files import (
     resolve_resume,
     run_dir_of,
     run_lock,
@@ -42,7 +43,8 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
         resume: str | os.PathLike | None = None, steps: int | None = None,
         console: Console | None = None, progress: bool = True,
         progress_every: float = PLAIN_EVERY_S, max_time: float | None = None,
-        fit_batch: bool = False, changes: dict | None = None) -> TrainResult:
+        fit_batch: bool = False, changes: dict | None = None,
+        run_line: Callable[[Path], str] | None = None) -> TrainResult:
     """Start a new run from ``cfg`` under ``out``, or continue the run named by ``resume``.
 
     On resume the configuration comes from the checkpoint; ``steps`` and ``changes`` (keys of
@@ -52,6 +54,8 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
     stops at the first step past it with a checkpoint (``TrainResult.out_of_time``).
     ``fit_batch``: the batch size is the preset's (the user named none): a smaller dataset
     lowers it, with a line, instead of stopping the run.
+    ``run_line``: the line that names a new run's folder once it is made (default: ``run:
+    RUN_DIR``); the CLI adds how to resume it.
     """
     deadline = time.perf_counter() + max_time if max_time else float("inf")  # from the start
     changes = dict(changes or {})
@@ -63,11 +67,16 @@ def run(cfg: RunConfig | None = None, out: str | os.PathLike = "runs",
                           f"but for {', '.join(RESUME_CHANGES)} (got {', '.join(other)})")
     with ExitStack() as held:
         return _run(cfg, out, resume, changes, console or Console(stderr=True), progress,
-                    progress_every, deadline, held, fit_batch and resume is None)
+                    progress_every, deadline, held, fit_batch and resume is None,
+                    run_line or _run_line)
+
+
+def _run_line(run_dir: Path) -> str:
+    return f"run: {run_dir}"
 
 
 def _resumed(resume, world, console, held: ExitStack) -> tuple[Path, dict]:
-    """(run_dir, state) of a ``--resume`` target, locked; damaged newer checkpoints set aside
+    """(run_dir, state) of a resume target, locked; damaged newer checkpoints set aside
     (and said so), newer intact ones refused."""
     if world.main and run_dir_of(resume).is_dir():  # else resolve_resume says what is wrong
         held.enter_context(run_lock(run_dir_of(resume)))
@@ -85,12 +94,12 @@ def _resumed(resume, world, console, held: ExitStack) -> tuple[Path, dict]:
 
 
 def _run(cfg, out, resume, changes: dict, console, progress, progress_every, deadline: float,
-         held: ExitStack, fit_batch: bool = False) -> TrainResult:
+         held: ExitStack, fit_batch: bool, run_line: Callable[[Path], str]) -> TrainResult:
     state = None
     world = distributed.from_env()
     if resume is not None:
         run_dir, state = _resumed(resume, world, console, held)
-        cfg = apply_overrides(RunConfig.from_dict(state["config"]), changes)
+        cfg = apply_overrides(run_config(state["config"]), changes)
         if state["step"] >= cfg.train.steps:
             raise OptionError("steps", f"{run_dir} already reached step {state['step']} of "
                               f"{cfg.train.steps}; ask for more steps to train further")
@@ -109,8 +118,7 @@ def _run(cfg, out, resume, changes: dict, console, progress, progress_every, dea
                 run_dir = new_run_dir(Path(out), cfg.name)
                 held.enter_context(run_lock(run_dir))
                 (run_dir / "config.json").write_text(cfg.to_json() + "\n")
-                console.print(f"run: {run_dir} (if stopped: gantool train --resume {run_dir})",
-                              highlight=False, soft_wrap=True)
+                console.print(run_line(run_dir), highlight=False, soft_wrap=True)
             run_dir = distributed.broadcast_object(run_dir, world)
             log = held.enter_context(closing(RunLog(run_dir, world.main,
                                                     cfg.train.tensorboard)))

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gantool.latent import batched, class_vectors, latents
 from gantool.metrics.diversity import diversity, nearest_distance
 from gantool.sampling.images import to_uint8_tensor
-from gantool.sampling.latent import batched, class_vectors, latents
 
 DIVERSITY_SEEDS = 64  # seeds 0..63: the sample diversity the log and the guard watch
 

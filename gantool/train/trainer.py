@@ -31,9 +31,9 @@ from gantool.progress import PLAIN_EVERY_S, StepProgress, clock
 from gantool.sampling.images import make_grid, save_image
 from gantool.train import distributed
 from gantool.train.batches import EpochOrder, RealBatches
-from gantool.train.checkpoint import save_checkpoint, step_checkpoints, step_of
 from gantool.train.guard import DivergenceGuard
 from gantool.train.hardware import setup_hardware
+from gantool.train.run_files import save_checkpoint, step_checkpoints, step_of
 from gantool.train.runlog import RunLog
 from gantool.train.samples import GridClock, NetworkGenerator, real_distance, sample_diversity
 from gantool.train.state import (
@@ -422,10 +422,10 @@ class Trainer:
     def _evaluate(self, console: StepProgress) -> None:
         """FID/KID of G_ema (or G) on seeds 0..eval_num-1 against the training images; logs
         an ``eval`` row and keeps ``checkpoints/best.pt`` at the best value so far."""
-        from gantool.metrics.evaluate import evaluate
+        from gantool.metrics.evaluate import score_generator
 
         t, m = self.cfg.train, self.cfg.model
-        result = evaluate(self.sample_source(), self.data.images, [t.eval_metric],
+        result = score_generator(self.sample_source(), self.data.images, [t.eval_metric],
                           t.eval_num, truncation=m.truncation, device=str(self.hw.device))
         value = result[t.eval_metric]
         self.log.write({"step": self.step, "event": "eval", t.eval_metric: value,

@@ -16,6 +16,8 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         params = json.loads(args["model_config"]).get("parameters", {})
+        # args: Triton's own keys (its model's folder, not gantool.artifacts.REPOSITORY);
+        # "onnx_file": gantool.export.triton.ONNX_FILE_PARAMETER (this file cannot import gantool)
         path = os.path.join(args["model_repository"], args["model_version"],
                             params["onnx_file"]["string_value"])
         options = ort.SessionOptions()

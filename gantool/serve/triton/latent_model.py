@@ -2,7 +2,7 @@
 conditional model also class -> onehot, the generator's class input.
 
 Runs inside Triton's python backend (which provides triton_python_backend_utils); latent.py
-beside this file is a copy of gantool/sampling/latent.py, so a seed names the same z here as in
+beside this file is a copy of gantool/latent.py, so a seed names the same z here as in
 the gantool CLI. Each request is answered on its own: a bad seed or truncation fails that
 request only.
 """
@@ -15,6 +15,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# latent.py: gantool.export.triton.LATENT_COPY (this file cannot import gantool)
 from latent import (  # noqa: E402
     NETWORK_TRUNCATION,
     class_vectors,

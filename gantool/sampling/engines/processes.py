@@ -22,62 +22,21 @@ from rich.console import Console
 
 from gantool.errors import GantoolError
 from gantool.progress import StepProgress
+from gantool.sampling.engines import ShardCommand
 from gantool.sampling.shards import Shard
 from gantool.sampling.writer import MANIFEST
 from gantool.system import die_with_parent, usable_cpus
 
-TAKEN = ("--devices", "--device", "--shard", "--progress", "--no-progress")
 
-
-def resolve_devices(text: str) -> list[str]:
-    """``all`` (every visible CUDA GPU), a count of GPUs, or a list (``cuda:0,cuda:1``;
-    ``cpu,cpu`` splits the CPU's cores between processes) as device names."""
-    import torch
-
-    text = text.strip()
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if text == "all" or text.isascii() and text.isdigit():
-        want = gpus if text == "all" else int(text)
-        if not gpus or want < 1 or want > gpus:
-            raise GantoolError(f"--devices {text}: this machine has {gpus} CUDA GPU(s); pass a "
-                               "count up to that, or a list such as cpu,cpu")
-        return [f"cuda:{i}" for i in range(want)]
-    devices = [d.strip() for d in text.split(",") if d.strip()]
-    for d in devices:
-        if not (d in ("cpu", "cuda") or d.startswith("cuda:") and d[5:].isascii()
-                and d[5:].isdigit()):
-            raise GantoolError(f"--devices: {d!r} is not cpu, cuda or cuda:N")
-        if d.startswith("cuda") and (d == "cuda" and not gpus or d[5:] and int(d[5:]) >= gpus):
-            raise GantoolError(f"--devices: {d} is not among this machine's {gpus} CUDA GPU(s)")
-    if len(devices) < 1:
-        raise GantoolError("--devices needs at least one device, e.g. all or cuda:0,cuda:1")
-    return devices
-
-
-def child_args(argv: list[str]) -> list[str]:
-    """The command's own arguments less those each process gets its own value of."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in TAKEN:
-            skip = "=" not in arg and name in ("--devices", "--device", "--shard")
-            continue
-        out.append(arg)
-    return out
-
-
-def run_on_devices(argv: list[str], devices: list[str], out: Path, total: int,
+def run_on_devices(command: ShardCommand, devices: list[str], out: Path, total: int,
                    progress: bool, workers_given: bool, takes_device: bool) -> list[str]:
-    """Run ``gantool generate`` (``argv``: its arguments) once per device on shard i of
-    len(devices), with one progress bar counting every shard's manifest rows; a one-line
+    """Run ``gantool generate`` (``command``: its arguments for a shard) once per device on
+    shard i of len(devices), with one progress bar counting every shard's manifest rows; a one-line
     error for a process that failed. Returns the processes' last output lines. A process
     sees only its GPU (CUDA_VISIBLE_DEVICES, which TensorRT also follows) and, where the
     backend takes ``--device``, is given it."""
     n = len(devices)
-    procs = [_start(argv, i, device, n, workers_given, takes_device)
+    procs = [_start(command, i, device, n, workers_given, takes_device)
              for i, device in enumerate(devices)]
     lines: list[list[str]] = [[] for _ in procs]
     readers = [threading.Thread(target=_collect, args=(p, lines[i]), daemon=True)
@@ -85,7 +44,7 @@ def run_on_devices(argv: list[str], devices: list[str], out: Path, total: int,
     for r in readers:
         r.start()
     try:
-        watch(procs, [ShardRows(Shard(i, n, "--devices").folder(out)) for i in range(n)], total,
+        watch(procs, [ShardRows(Shard(i, n, "devices").folder(out)) for i in range(n)], total,
                progress)
     except BaseException:
         for p in procs:  # stopped here: every process stops as a render does
@@ -105,14 +64,11 @@ def run_on_devices(argv: list[str], devices: list[str], out: Path, total: int,
     return [f"{device}: {line}" for device, line in zip(devices, last)]
 
 
-def _start(argv: list[str], i: int, device: str, n: int, workers_given: bool,
+def _start(command: ShardCommand, i: int, device: str, n: int, workers_given: bool,
            takes_device: bool) -> subprocess.Popen:
     share = max(1, usable_cpus() // n)  # the encoders and CPU threads split the cores
-    args = [*child_args(argv), "--shard", f"{i}/{n}", "--no-progress"]
-    if takes_device:
-        args += ["--device", "cpu" if device == "cpu" else "cuda"]
-    if not workers_given:
-        args += ["--workers", str(share)]
+    args = command(i, n, ("cpu" if device == "cpu" else "cuda") if takes_device else None,
+                   None if workers_given else share)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **_visible(device, share)}
     # its own session: a Ctrl-C in the terminal reaches it once, from here
     return subprocess.Popen([sys.executable, "-m", "gantool", *args], stdout=subprocess.PIPE,

@@ -143,7 +143,7 @@ class StopsAfter(PatternGenerator):
 
 @pytest.mark.parametrize("parallel", ["thread", "process"])
 def test_a_stopped_tar_render_leaves_whole_listed_tars_only(tmp_path, parallel):
-    from gantool.sampling.render import render_images
+    from gantool.sampling.draw import render_images
 
     out = tmp_path / "wds"
     with pytest.raises(KeyboardInterrupt):  # after 5 batches of 2: tars 0 and 1 can be whole

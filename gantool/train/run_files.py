@@ -1,4 +1,4 @@
-"""A run's checkpoints: step files and last.pt, rotation, discovery, resume, the run lock.
+"""A run's files: its step checkpoints and last.pt, rotation, discovery, resume, the run lock.
 
 The record itself (its entries, writing, reading, the generator it holds) is
 ``gantool.models.checkpoint``'s, which inference imports without importing training.
@@ -92,7 +92,7 @@ def set_aside(damaged: list[tuple[Path, str]], step: int) -> list[str]:
 
 
 def run_dir_of(target: str | os.PathLike) -> Path:
-    """The run directory a ``--resume`` target names: itself, or a checkpoint file's run."""
+    """The run directory a resume target names: itself, or a checkpoint file's run."""
     target = Path(target)
     if not target.is_file():
         return target

@@ -1,9 +1,9 @@
-"""Write a Triton Inference Server model repository for a `gantool export` folder.
+"""The triton format: a Triton Inference Server model repository for a `gantool export` folder.
 
 The same three models, tensor names and shapes in every variant:
 
 - ``latent``: python backend on the CPU: ``seed`` (INT64 [1]) and ``truncation`` (FP32 [1]) per
-  image -> ``z`` (FP32 [nz]), computed by a copy of ``gantool/sampling/latent.py``, the very
+  image -> ``z`` (FP32 [nz]), computed by a copy of ``gantool/latent.py``, the very
   file the CLI uses, so a seed names the same image here as everywhere else.
 - ``generator``: ``z`` -> ``image`` (UINT8 [H, W, C]). Variant ``gpu``: the TensorRT plan
   (``tensorrt_plan``) when the export built one, else the ONNX model (``onnxruntime_onnx``,
@@ -20,6 +20,11 @@ generator's ``truncation`` input.
 Every config is built as a dict, parsed into Triton's ``ModelConfig`` protobuf (field names and
 enum values checked; ``tritonclient`` ships the message) and written as text protobuf. The
 repository is assembled in a temporary folder and renamed into place: never half written.
+
+The python models Triton runs (``gantool/serve/triton/``) run in Triton's own Python, without
+gantool: the names they read (``ONNX_FILE_PARAMETER``, ``LATENT_COPY``) are spelt there too, and
+tests/test_export.py checks that both agree. Light to import (no torch, no Triton package): the
+formats table imports ``build_triton`` and ``check_triton``.
 """
 
 from __future__ import annotations
@@ -29,17 +34,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gantool.artifacts import RECORD, export_record
+from gantool import latent as latent_module
+from gantool.artifacts import ONNX, PLAN, RECORD, REPOSITORY, export_record, onnx_name
 from gantool.errors import GantoolError, OptionError
+from gantool.export.job import ExportJob, ExportOptions
 from gantool.fileio import UMASK
+from gantool.latent import NETWORK_TRUNCATION
 from gantool.model_info import ModelInfo
-from gantool.sampling import latent as latent_module
-from gantool.sampling.latent import NETWORK_TRUNCATION
 
 VARIANTS = ("cpu", "gpu")
 ACCELERATORS = ("none", "tensorrt")
-REPOSITORY = "model_repository"
-TEMPLATES = Path(__file__).parent / "triton"
+TEMPLATES = Path(__file__).parents[1] / "serve" / "triton"  # the python models' model.py
+LATENT_COPY = "latent.py"  # gantool/latent.py, beside the latent model's model.py
+ONNX_FILE_PARAMETER = "onnx_file"  # the cpu generator's parameter: its ONNX file's name
 QUEUE_DELAY_US = 2000  # how long Triton may hold a request to fill a preferred batch
 TRITON_RELEASE = "25.01"  # the NVIDIA container release deploy/build_engine.sh defaults to
 
@@ -100,7 +107,7 @@ def generator_config(kind: str, nz: int, image: list[int], batch: tuple[int, int
     ``classes``: a conditional model's class count (its ``class`` input); ``psi``: whether the
     network takes its truncation (its ``truncation`` input)."""
     lo, opt, hi = batch
-    filename = filename or ("model.plan" if kind == "plan" else "model.onnx")
+    filename = filename or (PLAN if kind == "plan" else ONNX)
     inputs = {"z": nz, **({"class": classes} if classes else {}), **({"truncation": 1} if psi
                                                                       else {})}
     config = {
@@ -117,7 +124,8 @@ def generator_config(kind: str, nz: int, image: list[int], batch: tuple[int, int
     }
     if kind == "python":
         config["backend"] = "python"
-        config["parameters"] = _params(onnx_file=filename, intra_op_threads=threads)
+        config["parameters"] = _params(**{ONNX_FILE_PARAMETER: filename},
+                                       intra_op_threads=threads)
     elif kind == "plan":
         config.update(platform="tensorrt_plan", default_model_filename=filename)
     elif kind == "onnx":
@@ -167,6 +175,20 @@ def check_options(variant: str, instances: int, accelerator: str, output: str | 
     model_config_message()  # the serve extra is installed
 
 
+def check_triton(options: ExportOptions) -> None:
+    """The triton format's check before any slow work: its options, and the serve extra."""
+    check_options(options.triton_variant, options.triton_instances, options.triton_accelerator,
+                  options.output)
+
+
+def build_triton(job: ExportJob) -> list[Path]:
+    """The triton format's builder: ``model_repository/`` for the models already in the folder
+    (its export.json)."""
+    o = job.options
+    return [write_repository(job.out, o.triton_variant, o.batch, o.triton_instances,
+                             o.triton_accelerator, o.fp16)]
+
+
 def write_repository(export_dir: Path, variant: str = "cpu",
                      batch: tuple[int, int, int] = (1, 8, 64), instances: int = 1,
                      accelerator: str = "none", fp16: bool = False,
@@ -179,12 +201,11 @@ def write_repository(export_dir: Path, variant: str = "cpu",
     nz, truncation = info.nz, info.truncation
     image, hi = [info.resolution, info.resolution, info.channels], batch[2]
     if variant == "cpu":
-        source, kind = export_dir / "model.onnx", "python"
-    elif (export_dir / "model.plan").is_file() and accelerator == "none":
-        source, kind = export_dir / "model.plan", "plan"
+        source, kind = export_dir / ONNX, "python"
+    elif (export_dir / PLAN).is_file() and accelerator == "none":
+        source, kind = export_dir / PLAN, "plan"
     else:
-        source = export_dir / ("model_fp16.onnx" if fp16 else "model.onnx")
-        kind = "onnx"
+        source, kind = export_dir / onnx_name(fp16), "onnx"
     if not source.is_file():
         raise GantoolError(f"{source} is missing; run gantool export again")
     psi = info.prior in NETWORK_TRUNCATION
@@ -203,7 +224,7 @@ def write_repository(export_dir: Path, variant: str = "cpu",
         for name, config in configs.items():
             (tmp / name / "1").mkdir(parents=True)
             (tmp / name / "config.pbtxt").write_text(to_pbtxt(config))
-        shutil.copyfile(latent_module.__file__, tmp / "latent" / "1" / "latent.py")
+        shutil.copyfile(latent_module.__file__, tmp / "latent" / "1" / LATENT_COPY)
         shutil.copyfile(TEMPLATES / "latent_model.py", tmp / "latent" / "1" / "model.py")
         shutil.copyfile(source, tmp / "generator" / "1" / source.name)
         if kind == "python":
@@ -239,7 +260,7 @@ def _params(**values) -> dict:
 def _readme(variant, kind, nz, image, max_batch, prior, truncation) -> str:
     h, w, c = image
     backend = {"python": "ONNX Runtime on the CPU (python backend)",
-               "plan": "the TensorRT plan model.plan (GPU)",
+               "plan": f"the TensorRT plan {PLAN} (GPU)",
                "onnx": "ONNX Runtime on the GPU (onnxruntime backend)"}[kind]
     plain = "1" if prior == "uniform" else "3.4e38 (no value of z is ever redrawn)"
     meaning = "largest abs(z) allowed, > 0 (uniform prior: <= 1)"

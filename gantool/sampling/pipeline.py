@@ -1,4 +1,5 @@
-"""Draw images for many seeds through any backend: to files and/or a grid, at scale.
+"""The render pipeline: images for many seeds through any backend, to files and/or a grid, at
+scale (``gantool.sampling.draw`` picks it or the tar writer by layout).
 
 The backend draws batch k+1 while ``ImageWriter`` (``sampling/writer.py``) encodes and writes
 the batches before it on every core, so the slower of the two stages runs flat out and memory
@@ -24,9 +25,9 @@ from rich.console import Console
 
 from gantool.errors import GantoolError, OptionError, PartialBatch
 from gantool.fileio import folder_lock
+from gantool.latent import Seeds, batched, check_seeds
 from gantool.progress import StepProgress
 from gantool.sampling.images import Encoding, save_grid, seed_path
-from gantool.sampling.latent import Seeds, batched, check_seeds
 from gantool.sampling.writer import MANIFEST, ImageWriter
 
 GRID_MAX_IMAGES = 4096
@@ -36,24 +37,6 @@ STALE_TMP_S = 600  # a temp file this old is what an interrupted render left beh
 LAYOUTS = ("flat", "subdirs", "webdataset")
 SUBDIR = re.compile(r"\d{6,}")
 LEGACY = ("format", "weights_sha256")  # what the rows of an older gantool's folder lack
-
-
-def render_images(generator, seeds: Sequence[int], truncation: float | None, batch_size: int,
-                  outdir: Path | None = None, grid: Path | None = None, layout: str = "flat",
-                  per_tar: int = 10_000, model: str = "", **options) -> dict:
-    """``render_seeds`` in any of the ``LAYOUTS``: ``webdataset`` writes tar shards of
-    ``per_tar`` images (``gantool.sampling.tars``; ``model`` names the model in each sample's
-    metadata)."""
-    if layout != "webdataset":
-        return render_seeds(generator, seeds, truncation, batch_size, outdir, grid,
-                            layout=layout, **options)
-    if grid is not None or outdir is None:
-        raise OptionError("layout", "webdataset writes tars into the output folder, and takes "
-                          "no grid: draw one in a command of its own", see="grid")
-    from gantool.sampling.tars import render_tars
-
-    return render_tars(generator, seeds, truncation, batch_size, outdir, per_tar=per_tar,
-                       model=model, **options)
 
 
 def check_drawable(seeds: Sequence[int], prior: str) -> None:

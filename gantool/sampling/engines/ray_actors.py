@@ -27,11 +27,9 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from gantool.errors import GantoolError, first_line
+from gantool.errors import GantoolError, OptionError, first_line, literal
+from gantool.sampling.engines import ShardCommand
 
-TAKEN = ("--engine", "--address", "--actors", "--shards", "--actor-cpus", "--workers", "--shard",
-         "--progress", "--no-progress")
-FLAGS = ("--progress", "--no-progress")
 SHARDS_PER_ACTOR = 4
 # Ray's settings, read when ray is imported: a driver that joins a cluster (--address) gives
 # up on an address where none answers in about 45 s (2 tries of at most 5 + 5 + 10 s), not
@@ -51,7 +49,7 @@ def ray_module(address: str | None = None):
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise GantoolError("--engine ray needs the ray extra: pip install 'gantool[ray]'") \
+        raise OptionError(None, "{engine} ray needs the ray extra: pip install 'gantool[ray]'") \
             from None
     return ray
 
@@ -76,8 +74,8 @@ class ShardActor:
     under way stops as a render does on SIGTERM (whole files, listed, shared memory freed) and
     no other starts; an actor that dies takes its render with it the same way."""
 
-    def __init__(self, args: list[str], cwd: str, shards: int, workers: int, stop=None):
-        self.args, self.cwd, self.shards, self.workers = args, cwd, shards, workers
+    def __init__(self, command: ShardCommand, cwd: str, shards: int, workers: int, stop=None):
+        self.command, self.cwd, self.shards, self.workers = command, cwd, shards, workers
         self.stop, self.stopped, self.node = stop, False, os.getppid()  # its node's raylet
 
     def __call__(self, batch: dict) -> dict:
@@ -94,10 +92,9 @@ class ShardActor:
 
         if self._stopped():
             return STOPPED
-        args = [*self.args, "--shard", f"{index}/{self.shards}", "--no-progress", "--workers",
-                str(self.workers)]
+        args = self.command(index, self.shards, None, self.workers)
         with tempfile.TemporaryFile() as said:
-            proc = subprocess.Popen([sys.executable, "-m", "gantool", "generate", *args],
+            proc = subprocess.Popen([sys.executable, "-m", "gantool", *args],
                                     cwd=self.cwd, stdout=said, stderr=subprocess.STDOUT,
                                     start_new_session=True,
                                     preexec_fn=lambda: die_with_parent(signal.SIGTERM))
@@ -112,7 +109,7 @@ class ShardActor:
         if proc.returncode == 2:
             return last.removeprefix("error: ")
         if proc.returncode:
-            raise RuntimeError(f"gantool generate --shard {index}/{self.shards} exited with "
+            raise RuntimeError(f"gantool generate, shard {index}/{self.shards}, exited with "
                                f"code {proc.returncode}: {last}")
         return ""
 
@@ -140,13 +137,13 @@ def _running(proc: subprocess.Popen, seconds: float = 0.5) -> bool:
     return False
 
 
-def run_on_ray(argv: list[str], out: Path, total: int, address: str | None,
+def run_on_ray(command: ShardCommand, out: Path, total: int, address: str | None,
                actors: int | None, shards: int | None, actor_cpus: float, progress: bool,
                workers: int | None, on_gpu: bool) -> str:
     """Draw every shard on the Ray cluster at ``address`` (None: start one on this machine)
     with one progress bar over all of them; returns a line saying where it ran. Ctrl-C or
     SIGTERM stops every actor's render as a render stops before the cluster is let go."""
-    from gantool.cli.devices import ShardRows, watch
+    from gantool.sampling.engines.processes import ShardRows, watch
     from gantool.sampling.shards import Shard
 
     ray = ray_module(address)
@@ -165,8 +162,8 @@ def run_on_ray(argv: list[str], out: Path, total: int, address: str | None,
         stop = ray.remote(num_cpus=0)(StopFlag).remote()
         done = data.map_batches(ShardActor, batch_size=1,
                                 compute=ray.data.ActorPoolStrategy(size=actors),
-                                fn_constructor_args=(actor_args(argv), os.getcwd(), shards,
-                                                     per_actor, stop), **remote)
+                                fn_constructor_args=(command, os.getcwd(), shards, per_actor, stop),
+                                **remote)
         job = _Job(lambda: done.take_all())
         folders = [Shard(i, shards, "ray").folder(out) for i in range(shards)]
         try:
@@ -232,7 +229,7 @@ def _plan(ray, actors: int | None, shards: int | None, actor_cpus: float,
     largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")),
                   default=0)
     if local and not gpus and actor_cpus > largest:
-        raise GantoolError(f"--actor-cpus {actor_cpus:g}: this machine's Ray cluster has "
+        raise OptionError(None, f"{{actor_cpus}} {actor_cpus:g}: this machine's Ray cluster has "
                            f"{largest:g} CPU(s); an actor asking for more would never start")
     slots = gpus or max(1, int(cpus // actor_cpus))
     actors = actors or slots
@@ -261,7 +258,7 @@ def _init(ray, address: str | None) -> None:
     except Exception as e:  # noqa: BLE001 - a cluster that is not there, however Ray says so
         if address is None:
             raise
-        raise GantoolError(_unreachable(address, e)) from None
+        raise OptionError(None, _unreachable(address, e)) from None
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
@@ -271,10 +268,11 @@ def _init(ray, address: str | None) -> None:
 
 def _unreachable(address: str, e: Exception) -> str:
     if address == "auto":
-        return ("--address auto: no Ray cluster runs on this machine (nor at RAY_ADDRESS); "
-                "start one (ray start --head), or leave out --address to start one here")
-    return (f"--address {address}: no Ray cluster answers there ({first_line(e, 100)}); "
-            "check the address (ray status on the head node), or leave out --address to "
+        return ("{address} auto: no Ray cluster runs on this machine (nor at RAY_ADDRESS); "
+                "start one (ray start --head), or leave out {address} to start one here")
+    return (f"{{address}} {literal(address)}: no Ray cluster answers there "
+            f"({literal(first_line(e, 100))}); "
+            "check the address (ray status on the head node), or leave out {address} to "
             "start a cluster on this machine")
 
 
@@ -290,22 +288,6 @@ def _stderr_off():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
-
-
-def actor_args(argv: list[str]) -> list[str]:
-    """The generate command's arguments (``argv`` less the command's name) without those each
-    actor gets its own value of, or that only the driver takes."""
-    out, skip = [], False
-    for arg in argv[1:]:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in TAKEN:
-            skip = "=" not in arg and name not in FLAGS
-            continue
-        out.append(arg)
-    return out
 
 
 class _Job:

@@ -21,10 +21,13 @@ OLD = FIXTURES / "checkpoint-5afadd2.pt"  # made by commit 5afadd2 (tiny 28 px, 
 
 INFERENCE = ["gantool.backends", "gantool.backends.torch_backend",
              "gantool.backends.onnx_backend", "gantool.backends.trt_backend",
+             "gantool.backends.triton_backend",
              "gantool.artifacts", "gantool.model_info", "gantool.export", "gantool.export.pipeline",
              "gantool.export.folder", "gantool.serve", "gantool.serve.client",
-             "gantool.serve.server", "gantool.serve.repository", "gantool.bench",
-             "gantool.sampling.render", "gantool.sampling.video", "gantool.sampling.walk",
+             "gantool.serve.server", "gantool.export.triton", "gantool.bench",
+             "gantool.sampling.draw", "gantool.sampling.pipeline",
+             "gantool.sampling.video", "gantool.sampling.walk", "gantool.sampling.engines",
+             "gantool.sampling.engines.processes", "gantool.sampling.engines.ray_actors",
              "gantool.models.checkpoint", "gantool.explore.session", "gantool.explore.app",
              "gantool.importers", "gantool.importers.nvidia", "gantool.importers.stylegan",
              "gantool.models.stylegan2", "gantool.models.stylegan3",
@@ -238,3 +241,78 @@ def test_tests_that_use_the_shared_data_skip_without_it(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:]
     skips = [ln for ln in r.stdout.splitlines() if ln.startswith("SKIPPED")]
     assert skips and all("shared" in ln or "absent" in ln for ln in skips), skips
+
+
+def _scripts_module(name: str):
+    """A module of scripts/ (the import graph's), loaded by path."""
+    import importlib.util
+
+    path = TESTS.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_import_circles():
+    """No module reaches itself through imports, at the top of a file or inside a function
+    (``scripts/import_graph.py`` prints the graph, its circles and the largest modules)."""
+    graph = _scripts_module("import_graph")
+    edges = graph.import_graph()
+    assert "gantool.cli.generate" in edges["gantool.cli.main"]  # the graph is read
+    assert graph.circles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    assert graph.circles(edges) == []
+
+
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
+# Other programs' arguments, and a document of commands, that the library writes as they are
+OTHER_PROGRAMS = {
+    "gantool/serve/server.py": {  # tritonserver's command line
+        "--model-repository", "--http-address", "--http-port", "--grpc-address", "--grpc-port",
+        "--exit-on-error", "--exit-timeout-secs", "--allow-metrics", "--metrics-address",
+        "--metrics-port", "--backend-config", "--backend-directory"},
+    "gantool/train/hardware.py": {"--nproc_per_node"},  # torchrun's
+    "gantool/config/schema.py": {"--logdir"},  # tensorboard's
+    # the README written into a Triton repository: the commands that serve and query it, as a
+    # document (docker's and tritonserver's arguments, and gantool's)
+    "gantool/export/triton.py": {"--formats", "--http-port", "--grpc-port", "--gpus",
+                                 "--shm-size", "--model-repository", "--url", "--seeds",
+                                 "--truncation", "--out"},
+    "gantool/sampling/engines/ray_actors.py": {"--head"},  # ray start --head
+}
+
+
+def library_flags() -> list[str]:
+    """``file:line: --flag`` for each command-line flag spelt in a string of the library (every
+    module outside gantool/cli/, docstrings aside), less OTHER_PROGRAMS'."""
+    found = []
+    for path in sorted((TESTS.parent / "gantool").rglob("*.py")):
+        rel = path.relative_to(TESTS.parent).as_posix()
+        if rel.startswith("gantool/cli/"):
+            continue
+        tree = ast.parse(path.read_text())
+        docs = {id(node.body[0].value) for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                     ast.AsyncFunctionDef))
+                and node.body and isinstance(node.body[0], ast.Expr)
+                and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and id(node) not in docs:
+                found += [f"{rel}:{node.lineno}: {flag}" for flag in FLAG.findall(node.value)
+                          if flag not in OTHER_PROGRAMS.get(rel, ())]
+    return found
+
+
+def test_the_library_names_options_and_the_cli_spells_flags():
+    """Errors and hints of the library name an option (``OptionError("batch_size", ...)``, or
+    ``{batch_size}`` in its message) and the CLI spells it as the running command's flag, so
+    a renamed flag is renamed in one place; only other programs' arguments are spelt out."""
+    from gantool.errors import OptionError
+
+    assert library_flags() == []
+    said = OptionError(None, "lower {batch_size}, or pass {workers} 1 ({{not}} {x_y})")
+    assert said.spelt(lambda o: f"--{o.replace('_', '-')}") == \
+        "lower --batch-size, or pass --workers 1 ({not} --x-y)"
+    assert str(OptionError("class", "no such class", see="seeds")) == \
+        "class: no such class (see seeds)"
