@@ -1,11 +1,14 @@
 """Loss choices and Marchesi's extra alternating update: each option changes what happens."""
 
+import json
+import math
+
 import pytest
 import torch
 
 from gantool.models.checkpoint import load_checkpoint
 from gantool.train.loop import run
-from gantool.train.losses import LOSSES, gradient_penalty
+from gantool.train.losses import LOSSES, gradient_penalty, squared_gradient
 
 from conftest import tiny_config
 
@@ -36,6 +39,58 @@ def test_gradient_penalty_of_a_linear_critic():
     assert gp.item() == pytest.approx(4.0)
 
 
+def test_relativistic_pairing_by_hand():
+    """RpGAN pairs the i-th real with the i-th fake: D softplus(f - r), G softplus(r - f)."""
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])
+    d, g = LOSSES["rpgan"]
+    softplus = [math.log1p(math.exp(v)) for v in (-2.0, 1.0, 2.0, -1.0)]
+    assert d(real, fake).item() == pytest.approx((softplus[0] + softplus[1]) / 2)
+    assert g(fake, real).item() == pytest.approx((softplus[2] + softplus[3]) / 2)
+    # pairing, not means: the same logits in another order give another loss
+    assert d(real, fake.flip(0)).item() != pytest.approx(d(real, fake).item())
+    assert d(real, fake, "one-sided").item() == d(real, fake).item()  # no label targets
+
+
+def test_r1_r2_against_closed_forms():
+    """A linear D(x) = <w, x> has gradient w at every x: E||grad||^2 = ||w||^2; a quadratic
+    D(x) = ||x||^2 / 2 has gradient x: E||grad||^2 is the batch's mean squared norm, so R1 and
+    R2 differ where the real and the generated images do."""
+    w = torch.full((1, 1, 2, 2), 1.5)
+    x = torch.randn(4, 1, 2, 2)
+    assert squared_gradient(lambda v: (v * w).flatten(1).sum(1), x).item() == pytest.approx(9.0)
+    value = squared_gradient(lambda v: 0.5 * v.pow(2).flatten(1).sum(1), x)
+    assert value.item() == pytest.approx(x.pow(2).flatten(1).sum(1).mean().item(), rel=1e-6)
+    # kept in the graph: its gradient reaches D's parameters (here a scale a: grad of 2a^2||x||^2)
+    a = torch.tensor(1.0, requires_grad=True)
+    value = squared_gradient(lambda v: a * 0.5 * v.pow(2).flatten(1).sum(1), x)
+    (da,) = torch.autograd.grad(value, a)
+    assert da.item() == pytest.approx(2 * x.pow(2).flatten(1).sum(1).mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("key", ["train.r1_gamma", "train.r2_gamma"])
+def test_r1_and_r2_reach_d_and_are_logged(tmp_path, key):
+    over = {"train.steps": 2, "train.sample_every": 100, "train.loss": "rpgan",
+            "train.log_every": 1}
+    d = {}
+    for gamma in (0.0, 10.0):
+        r = run(tiny_config(**over, **{key: gamma}), out=tmp_path / str(gamma), progress=False)
+        d[gamma] = load_checkpoint(r.run_dir / "checkpoints" / "last.pt")["D"]
+        rows = [json.loads(x) for x in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+        logged = key.split("_")[0].split(".")[1]  # r1 or r2
+        assert all((logged in row) == (gamma > 0) for row in rows if "loss_d" in row), rows
+    assert any(not torch.equal(d[0.0][k], d[10.0][k]) for k in d[0.0])
+
+
+def test_a_gradient_penalty_refuses_compile_and_cuda_graphs():
+    from gantool.config import validate
+    from gantool.errors import ConfigError
+
+    for over in ({"train.r1_gamma": 1.0, "train.compile": True},
+                 {"train.r2_gamma": 1.0, "train.cuda_graphs": True, "train.device": "cuda"}):
+        with pytest.raises(ConfigError, match="gradient penalty"):
+            validate(tiny_config(**over))
+
+
 def test_gradient_penalty_weight_reaches_the_critic(tmp_path):
     over = {"train.steps": 2, "train.sample_every": 100, "train.loss": "wgan-gp"}
     d = {}
@@ -62,7 +117,7 @@ def test_extra_update_every_n_steps(tmp_path, nets, g_updates, d_updates):
     assert load_checkpoint(ckpt)["step"] == 6
 
 
-@pytest.mark.parametrize("loss", ["lsgan", "hinge", "wgan-gp"])
+@pytest.mark.parametrize("loss", ["lsgan", "hinge", "wgan-gp", "rpgan"])
 def test_loss_option_changes_training(tmp_path, loss):
     over = {"train.steps": 2, "train.sample_every": 100}
     base = run(tiny_config(**over), out=tmp_path / "bce", progress=False)

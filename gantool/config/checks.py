@@ -83,14 +83,16 @@ def _validate_train(t: TrainConfig) -> None:
                           f"{table_text(t.batch_sizes)}")
     if not 0 < t.guard_lr_factor <= 1:
         raise ConfigError(f"train.guard_lr_factor must be in (0, 1], got {t.guard_lr_factor}")
-    if t.cuda_graphs and (t.compile or t.loss == "wgan-gp" or t.amp == "fp16"
-                          or t.device == "cpu"):
+    penalized = t.loss == "wgan-gp" or t.r1_gamma > 0 or t.r2_gamma > 0  # double backward
+    if t.cuda_graphs and (t.compile or penalized or t.amp == "fp16" or t.device == "cpu"):
         raise ConfigError("train.cuda_graphs captures plain eager steps on a CUDA device: it "
-                          "cannot run with train.compile, the wgan-gp loss, fp16 autocast (its "
-                          "gradient scaler reads values back every step) or the cpu device")
-    if t.compile and t.loss == "wgan-gp":
-        raise ConfigError("train.compile cannot run wgan-gp: torch.compile has no double "
-                          "backward for its gradient penalty; use another loss or compile off")
+                          "cannot run with train.compile, a gradient penalty (wgan-gp, R1, R2), "
+                          "fp16 autocast (its gradient scaler reads values back every step) or "
+                          "the cpu device")
+    if t.compile and penalized:
+        raise ConfigError("train.compile cannot run a gradient penalty (wgan-gp, R1, R2): "
+                          "torch.compile has no double backward for it; turn the penalty or "
+                          "compile off")
     augment_policy(t.augment)
     sample_cadence(t.sample_every)
     if min(t.lr_g, t.lr_d, t.lr_gamma, t.lr_decay_factor) <= 0:

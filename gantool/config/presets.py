@@ -168,7 +168,7 @@ def preset_summary(name: str) -> dict[str, str]:
         tricks.append("flips")
     z = m.prior + (f" t={m.truncation:g}" if m.truncation is not None else "")
     batch = f"{t.batch_size}" + (" (table)" if t.batch_sizes else "")
-    loss = t.loss if t.loss in ("hinge", "wgan-gp") else f"{t.loss} {t.labels}"  # no targets
+    loss = t.loss if t.loss in ("hinge", "wgan-gp", "rpgan") else f"{t.loss} {t.labels}"
     return {"preset": name, "size": f"{m.resolution}x{m.resolution}x{m.channels}",
             "G / D": f"{m.arch} / {m.d_arch}", "batch": batch,
             "lr G / D": f"{t.lr_g:g} / {t.lr_d:g}", "loss": loss, "z": z,

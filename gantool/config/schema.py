@@ -36,7 +36,7 @@ IMPORTED_ARCHS = ("stylegan2", "stylegan3", "lightweight-gan", "fastgan-pytorch"
 PSI_ARCHS = ("stylegan2", "stylegan3")  # networks that apply the truncation themselves (psi)
 # discriminator: DCGAN, Xin's (last layer twice, average pool), FastGAN's self-supervised one
 D_ARCHS = ("dcgan", "pooled", "fastgan")
-LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")  # gantool.train.losses implements each
+LOSSES = ("bce", "lsgan", "hinge", "wgan-gp", "rpgan")  # gantool.train.losses implements each
 EXTRA_UPDATES = ("both", "d", "g")
 AUGMENTS = ("color", "translation", "cutout")  # DiffAugment transforms (gantool.train.augment)
 EVAL_METRICS = ("fid", "kid")  # gantool.metrics
@@ -136,8 +136,15 @@ class Losses:
     """Loss: the adversarial loss, its targets and penalties, and D's augmentation."""
 
     loss: str = option("bce", "Adversarial loss: bce (non-saturating), lsgan, hinge (for a "
-                       "fastgan D) or wgan-gp.", choices=LOSSES)
+                       "fastgan D), wgan-gp or rpgan (relativistic pairing, R3GAN's; with "
+                       "train.r1_gamma and train.r2_gamma).", choices=LOSSES)
     gp_weight: float = option(10.0, "Gradient-penalty weight (lambda) of wgan-gp.", at_least=0)
+    r1_gamma: float = option(0.0, "R1 penalty on real images, gamma/2 E||grad D(x)||^2 (any "
+                             "loss; 0 = none).", at_least=0)
+    r2_gamma: float = option(0.0, "R2 penalty on generated images, the same on G(z) (any loss; "
+                             "0 = none).", at_least=0)
+    penalty_every: int = option(1, "Steps between the R1/R2 penalties, each then applied that "
+                                "many times as strong (lazy regularization).", at_least=1)
     class_loss: float = option(1.0, "A conditional pair: weight of the class loss (P2GAN's dual "
                                "projection); 0 = the plain projection discriminator.",
                                at_least=0)

@@ -1,4 +1,6 @@
-"""GAN losses on discriminator logits: (D loss, G loss) pairs by name."""
+"""GAN losses on discriminator logits: (D loss, G loss) pairs by name, and the gradient
+penalties. A G loss takes D's logits of the fakes and, for a relativistic loss (``PAIRED``),
+of the reals of the same step."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ def d_loss_bce(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: str
     return real + fake
 
 
-def g_loss_bce(fake_logits: torch.Tensor) -> torch.Tensor:
+def g_loss_bce(fake_logits: torch.Tensor, real_logits=None) -> torch.Tensor:
     """Non-saturating generator loss: -log D(G(z))."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
@@ -31,7 +33,7 @@ def d_loss_lsgan(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: s
     return 0.5 * ((real_logits - real_t).pow(2).mean() + (fake_logits - fake_t).pow(2).mean())
 
 
-def g_loss_lsgan(fake_logits: torch.Tensor) -> torch.Tensor:
+def g_loss_lsgan(fake_logits: torch.Tensor, real_logits=None) -> torch.Tensor:
     return 0.5 * (fake_logits - 1).pow(2).mean()
 
 
@@ -40,7 +42,7 @@ def d_loss_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: s
     return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
 
 
-def g_loss_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
+def g_loss_hinge(fake_logits: torch.Tensor, real_logits=None) -> torch.Tensor:
     return -fake_logits.mean()
 
 
@@ -50,7 +52,7 @@ def d_loss_wgan(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: st
     return fake_logits.mean() - real_logits.mean()
 
 
-def g_loss_wgan(fake_logits: torch.Tensor) -> torch.Tensor:
+def g_loss_wgan(fake_logits: torch.Tensor, real_logits=None) -> torch.Tensor:
     return -fake_logits.mean()
 
 
@@ -64,7 +66,29 @@ def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
+def d_loss_rpgan(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: str = "hard"):
+    """Relativistic pairing (RpGAN; R3GAN, Huang et al. 2024): softplus(D(G(z)) - D(x)) over
+    pairs of a real and a fake image of the step; label targets do not apply."""
+    return F.softplus(fake_logits - real_logits).mean()
+
+
+def g_loss_rpgan(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """G's side of the pairing: softplus(D(x) - D(G(z)))."""
+    return F.softplus(real_logits - fake_logits).mean()
+
+
+def squared_gradient(D, x: torch.Tensor) -> torch.Tensor:
+    """E[||grad_x D(x)||^2] over the batch ``x``, kept in the graph (a penalty's backward goes
+    through it): R1 on real images, R2 on generated ones (Mescheder et al. 2018; R3GAN adds
+    them as gamma/2 times this). Computed in fp32."""
+    x = x.detach().float().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).float().sum(), x, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
 # train.loss name (the config's list, in its order) -> (D loss, G loss)
 LOSSES = dict(zip(LOSS_NAMES, ((d_loss_bce, g_loss_bce), (d_loss_lsgan, g_loss_lsgan),
-                               (d_loss_hinge, g_loss_hinge), (d_loss_wgan, g_loss_wgan)),
+                               (d_loss_hinge, g_loss_hinge), (d_loss_wgan, g_loss_wgan),
+                               (d_loss_rpgan, g_loss_rpgan)),
                   strict=True))
+PAIRED = ("rpgan",)  # losses whose G side also takes D's logits of the step's real images

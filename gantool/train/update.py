@@ -24,7 +24,7 @@ from gantool.train import distributed
 from gantool.train.augment import diff_augment
 from gantool.train.graphs import CapturedUpdate
 from gantool.train.hardware import Hardware
-from gantool.train.losses import LOSSES, gradient_penalty
+from gantool.train.losses import LOSSES, PAIRED, gradient_penalty, squared_gradient
 
 STANDING_IMAGES = 256  # latents G_ema's BatchNorm statistics are measured on
 
@@ -89,7 +89,8 @@ class GanUpdate:
             if (step + 1) % phase.every:
                 continue
             out = (self.captured(real) if phase.graphed
-                   else self.update(real, phase.update_d, phase.update_g, c_real))
+                   else self.update(real, phase.update_d, phase.update_g, c_real,
+                                    penalize=step % self.cfg.train.penalty_every == 0))
             logs = out if phase.logged else logs
         distributed.broadcast_module(self.G, self.world, buffers_only=True)
         distributed.broadcast_module(self.D, self.world, buffers_only=True)
@@ -97,9 +98,10 @@ class GanUpdate:
         return logs
 
     def update(self, real: torch.Tensor, update_d: bool, update_g: bool,
-               c_real: torch.Tensor | None = None) -> dict:
+               c_real: torch.Tensor | None = None, penalize: bool = True) -> dict:
         """One alternating update: D on ``real`` and fresh fakes, then G through D. A
-        conditional pair draws its fakes of uniformly random classes."""
+        conditional pair draws its fakes of uniformly random classes. ``penalize``: the step
+        of the lazy R1/R2 penalties (``train.penalty_every``)."""
         t = self.cfg.train
         d_loss, g_loss = LOSSES[t.loss]
         autocast = torch.autocast(self.hw.device.type, self.hw.amp_dtype,
@@ -126,7 +128,8 @@ class GanUpdate:
             if t.loss == "wgan-gp":
                 loss_d = loss_d + t.gp_weight * gradient_penalty(
                     lambda x: self.D(x, c_real), real_in, fake_in)
-            self._optimize(loss_d + recon, self.D, self.opt_D)
+            penalty = self.penalties(real_in, c_real, fake_in, c_fake, logs) if penalize else 0.0
+            self._optimize(loss_d + recon + penalty, self.D, self.opt_D)
             logs.update(loss_d=loss_d.detach(),
                         d_real=torch.sigmoid(real_logits.detach().float()).mean(),
                         d_fake=torch.sigmoid(fake_logits.detach().float()).mean(),
@@ -136,13 +139,31 @@ class GanUpdate:
             self.D.requires_grad_(False)
             with autocast:
                 fake_logits, _, scores = self.judge(self.d_input(fake), c_fake)
-                loss_g = g_loss(fake_logits.float())
+                paired = None
+                if t.loss in PAIRED:  # D's view of the reals now: a constant for G
+                    with torch.no_grad():
+                        paired = self.D(self.d_input(real), c_real).float()
+                loss_g = g_loss(fake_logits.float(), paired)
                 if scores is not None:
                     loss_g = loss_g + t.class_loss * class_loss(scores, c_fake)
             self._optimize(loss_g, self.G, self.opt_G)
             logs["loss_g"] = loss_g.detach()
         self.scaler.update()
         return logs
+
+    def penalties(self, real_in: torch.Tensor, c_real, fake_in: torch.Tensor, c_fake,
+                  logs: dict) -> torch.Tensor | float:
+        """R1 (real) and R2 (generated) as gamma/2 E||grad D||^2, each where its gamma is set,
+        times ``train.penalty_every`` (lazy regularization); logged as ``r1``/``r2``."""
+        t = self.cfg.train
+        total: torch.Tensor | float = 0.0
+        for key, gamma, x, c in (("r1", t.r1_gamma, real_in, c_real),
+                                 ("r2", t.r2_gamma, fake_in, c_fake)):
+            if gamma > 0:
+                value = squared_gradient(lambda v, c=c: self.D(v, c), x) * t.penalty_every
+                logs[key] = value.detach()  # a metrics row's mean over its steps: E||grad||^2
+                total = total + gamma / 2 * value
+        return total
 
     def judge(self, x: torch.Tensor, c: torch.Tensor | None, reconstruct: bool = False):
         """D on ``x`` of classes ``c`` -> (logits, reconstruction loss or 0, class scores or
