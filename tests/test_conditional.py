@@ -294,3 +294,34 @@ def test_triton_renders_by_class_what_torch_draws(conditional_run, tmp_path):
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, folder
     rows = [json.loads(x) for x in (tmp_path / "bag" / "manifest.jsonl").read_text().splitlines()]
     assert {row["class"] for row in rows} == {"Bag"}
+
+
+def test_class_mix_follows_the_counts_and_is_none_without_them():
+    from gantool.metrics.evaluate import class_mix
+
+    assert class_mix(8, [18, 6]) == [0] * 6 + [1] * 2
+    assert class_mix(100, [57, 0, 43]).count(0) == 57 and class_mix(100, [57, 0, 43]).count(1) == 0
+    assert class_mix(10, []) is None and class_mix(10, [0, 0]) is None
+
+
+@pytest.mark.slow  # two evaluations
+def test_eval_draws_a_conditional_model_in_its_training_datas_proportions(tmp_path):
+    """A model trained on 18 images of one class and 6 of the other records those counts;
+    eval draws 3 in 4 seeds of the first (uniform: every other seed) unless told otherwise."""
+    root = tmp_path / "data"
+    for name, n, grey in (("many", 18, 30), ("few", 6, 200)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("L", (28, 28), grey + i).save(root / name / f"{i}.png")
+    r = run(tiny_config(**{"data.path": str(root), "data.class_labels": True,
+                           "train.steps": 2}), out=tmp_path / "runs", progress=False)
+    config = json.loads((r.run_dir / "config.json").read_text())
+    counts = dict(zip(config["model"]["classes"], config["model"]["class_counts"]))
+    assert counts == {"few": 6, "many": 18}
+    for extra, mix, said in (((), "data", "many 75%, few 25%"),
+                             (("--class-mix", "uniform"), "uniform", "s mod 2")):
+        out = tmp_path / f"{mix}.json"
+        cli = gantool_cli("eval", r.run_dir, "--num", "8", "--metrics", "fid", "--json", out,
+                          "--no-progress", *extra, timeout=900)
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(out.read_text())["class_mix"] == mix and said in cli.stderr

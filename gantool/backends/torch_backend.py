@@ -45,6 +45,7 @@ class TorchGenerator:
         self.data_path = data.get("path") if isinstance(data, dict) else None  # trained on
         self.resolution, self.channels, self.nz = m.resolution, m.channels, m.nz
         self.classes = m.classes  # class names of a conditional model; () otherwise
+        self.class_counts = m.class_counts  # its training images per class, where recorded
         self.prior = model_prior(prior, m.prior)
         self.default_truncation = m.truncation
         self.forward = torch.compile(self.net) if compile else self.net

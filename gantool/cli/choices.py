@@ -27,3 +27,4 @@ Accelerator = Literal[ACCELERATORS]
 ExportOutput = Literal[OUTPUTS]
 ImportKind = Literal[KINDS]
 Engine = Literal["local", "ray"]  # generate --engine: this process, or a Ray cluster's actors
+ClassMix = Literal["data", "uniform"]  # eval --class-mix: the data's proportions, or s mod K

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from gantool.cli.choices import ClassMix
 from gantool.errors import GantoolError
 from gantool.fileio import atomic_write, check_writable
 
@@ -29,6 +30,9 @@ def evaluate(
     per_class: bool = typer.Option(
         False, "--per-class", help="A conditional model: also each class against the real "
         "images of that class (NUM / classes images each; the data's labels)."),
+    class_mix: ClassMix = typer.Option(
+        "data", help="A conditional model's classes: in its training data's proportions (as "
+        "its checkpoint records them), or uniform (seed s draws class s mod K)."),
 ) -> None:
     """Frechet Inception Distance and Kernel Inception Distance (lower is better).
 
@@ -78,10 +82,13 @@ def evaluate(
 
     bar = StepProgress(Console(stderr=True), "eval", num + min(num, len(real)),
                        enabled=progress, short=("img/s",))
+    classes = _classes(gen, class_mix, num)
     t0 = time.perf_counter()
     with bar:
         result = score_generator(gen, real.images, chosen, num, batch_size, t, str(dev),
-                          on_batch=advance)
+                                 on_batch=advance, classes=classes)
+    if gen.classes:
+        result["class_mix"] = class_mix if classes is not None else "uniform"
     _say(result)
     if per_class:
         result["per_class"] = _per_class(gen, real, chosen, num, batch_size, t, str(dev))
@@ -100,6 +107,28 @@ def _metrics(text: str) -> list[str]:
         raise GantoolError(f"--metrics: unknown {bad[0] if bad else 'empty list'!r}; choose "
                            f"from {', '.join(METRICS)}")
     return chosen
+
+
+def _classes(gen, mix: str, num: int) -> list[int] | None:
+    """The class of each generated seed (None: s mod K), said on stderr for a conditional
+    model."""
+    from gantool.metrics.evaluate import class_mix
+
+    if not gen.classes:
+        return None
+    counts = getattr(gen, "class_counts", ())
+    if mix == "uniform" or not counts:
+        why = "" if mix == "uniform" else " (its checkpoint records no class counts)"
+        typer.echo(f"classes: uniform, seed s draws class s mod {len(gen.classes)}{why}",
+                   err=True)
+        return None
+    share = sorted(zip(counts, gen.classes), reverse=True)[:3]
+    total = sum(counts)
+    typer.echo("classes: in the training data's proportions ("
+               + ", ".join(f"{name} {n / total:.0%}" for n, name in share)
+               + (", ..." if len(counts) > 3 else "") + "; --class-mix uniform for s mod K)",
+               err=True)
+    return class_mix(num, counts)
 
 
 def _say(result: dict) -> None:
@@ -131,8 +160,8 @@ def _per_class(gen, real, metrics: list[str], num: int, batch_size: int,
         labels[real.labels == index[name.lower()]] = i
     each = max(2, num // len(gen.classes))
     results = score_per_class([FixedClass(gen, i) for i in range(len(gen.classes))],
-                                 real.images, labels, gen.classes, metrics, each, batch_size,
-                                 truncation, device)
+                              real.images, labels, gen.classes, metrics, each, batch_size,
+                              truncation, device)
     typer.echo(f"per class ({each} generated vs up to {each} real images each; FID is biased "
                "upwards at small n: compare the classes with one another)")
     for name, r in results.items():

@@ -54,6 +54,10 @@ def validate_model(m: ModelConfig) -> None:
     if m.classes and (len(set(names)) != len(names) or not all(names) or len(names) < 2):
         raise ConfigError(f"model.classes must be two or more distinct, non-empty names, got "
                           f"{list(m.classes)[:10]}")
+    if m.class_counts and (len(m.class_counts) != len(m.classes)
+                           or min(m.class_counts) < 0 or sum(m.class_counts) < 1):
+        raise ConfigError(f"model.class_counts must hold one count >= 0 per class of "
+                          f"model.classes ({len(m.classes)}), got {list(m.class_counts)[:10]}")
     try:
         validate_truncation(m.truncation, m.prior)
     except ValueError as e:

@@ -86,6 +86,9 @@ class ModelConfig:
     classes: tuple[str, ...] = option((), "Class names of a conditional pair (conditional "
                                       "BatchNorm in G, projection D); empty: unconditional. "
                                       "Filled from the data's labels by data.class_labels.")
+    class_counts: tuple[int, ...] = option((), "Training images per class of a conditional pair "
+                                           "(set from the data when training starts): eval "
+                                           "draws classes in these proportions.")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -38,19 +38,32 @@ def real_stats(images: np.ndarray, extract: InceptionFeatures, batch_size: int,
     return stats, False
 
 
+def class_mix(num: int, counts: Sequence[int]) -> list[int] | None:
+    """The classes of seeds 0..num-1 in the proportions of ``counts`` (images per class in the
+    training data), each class's share rounded the same way every time; None (seed s draws
+    class s mod K: uniform) without counts."""
+    if not counts or sum(counts) < 1:
+        return None
+    edges = np.cumsum(np.asarray(counts, dtype=np.float64)) / sum(counts)
+    return np.searchsorted(edges, (np.arange(num) + 0.5) / num, side="right").tolist()
+
+
 def score_generator(generator, images: np.ndarray, metrics: list[str], num: int,
                     batch_size: int = 32, truncation: float | None = None, device: str = "cpu",
                     on_batch: Callable[[int], None] = lambda n: None,
-                    extract: InceptionFeatures | None = None) -> dict:
-    """FID and/or KID of ``num`` generated images (seeds 0..num-1 at ``truncation``) against
-    ``num`` real ones (a fixed random subset of ``images`` when there are more)."""
+                    extract: InceptionFeatures | None = None,
+                    classes: Sequence[int] | None = None) -> dict:
+    """FID and/or KID of ``num`` generated images (seeds 0..num-1 at ``truncation``; of a
+    conditional model, seed s of class ``classes[s]``, by default s mod K) against ``num`` real
+    ones (a fixed random subset of ``images`` when there are more)."""
     if len(images) > num:
         pick = np.sort(np.random.default_rng(0).choice(len(images), num, replace=False))
         images = images[pick]
     extract = extract or InceptionFeatures(device)
     t0 = time.perf_counter()
     real, cached = real_stats(images, extract, batch_size, on_batch)
-    fake = collect((generator.generate(chunk, truncation)
+    fake = collect((generator.generate(chunk, truncation) if classes is None else
+                    generator.generate(chunk, truncation, [classes[s] for s in chunk])
                     for chunk in batched(list(range(num)), batch_size)), extract,
                    on_batch=on_batch)
     seconds = time.perf_counter() - t0
@@ -76,6 +89,6 @@ def score_per_class(per_class: list, images: np.ndarray, labels: np.ndarray,
     (it is biased upwards at small n): compare classes with one another, not with the overall
     figure."""
     extract = InceptionFeatures(device)
-    return {name: score_generator(gen, images[labels == i], metrics, num, batch_size, truncation,
-                           device, on_batch, extract)
+    return {name: score_generator(gen, images[labels == i], metrics, num, batch_size,
+                                  truncation, device, on_batch, extract)
             for i, (name, gen) in enumerate(zip(names, per_class))}

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -142,7 +143,9 @@ class Trainer:
             raise GantoolError(f"the data's classes ({', '.join(names)[:200]}) differ from the "
                                f"run's model.classes ({', '.join(have)[:200]}); train on the "
                                "data the run was started with, or leave model.classes unset")
-        return replace(cfg, model=replace(cfg.model, classes=names))
+        counts = cfg.model.class_counts or tuple(  # a resume keeps the run's first ones
+            int(n) for n in np.bincount(self.data.labels, minlength=len(names)))
+        return replace(cfg, model=replace(cfg.model, classes=names, class_counts=counts))
 
     def _fit_batch(self, cfg: RunConfig) -> RunConfig:
         """``cfg`` with a batch no larger than the data (the largest that splits over the
@@ -422,11 +425,13 @@ class Trainer:
     def _evaluate(self, console: StepProgress) -> None:
         """FID/KID of G_ema (or G) on seeds 0..eval_num-1 against the training images; logs
         an ``eval`` row and keeps ``checkpoints/best.pt`` at the best value so far."""
-        from gantool.metrics.evaluate import score_generator
+        from gantool.metrics.evaluate import class_mix, score_generator
 
         t, m = self.cfg.train, self.cfg.model
         result = score_generator(self.sample_source(), self.data.images, [t.eval_metric],
-                          t.eval_num, truncation=m.truncation, device=str(self.hw.device))
+                                 t.eval_num, truncation=m.truncation,
+                                 device=str(self.hw.device),
+                                 classes=class_mix(t.eval_num, m.class_counts))
         value = result[t.eval_metric]
         self.log.write({"step": self.step, "event": "eval", t.eval_metric: value,
                         "num": t.eval_num, "time": round(time.time(), 3)})
