@@ -67,6 +67,7 @@ def test_r1_r2_against_closed_forms():
     assert da.item() == pytest.approx(2 * x.pow(2).flatten(1).sum(1).mean().item(), rel=1e-5)
 
 
+@pytest.mark.slow  # four tiny runs: the fast tier stays under 3 minutes
 @pytest.mark.parametrize("key", ["train.r1_gamma", "train.r2_gamma"])
 def test_r1_and_r2_reach_d_and_are_logged(tmp_path, key):
     over = {"train.steps": 2, "train.sample_every": 100, "train.loss": "rpgan",
