@@ -36,6 +36,11 @@ SHARDS_PER_ACTOR = 4
 # Ray's 20 tries of 40 s; no call after shutdown starts a new cluster by itself
 CONNECT = {"RAY_gcs_server_port_wait_time_s": "2", "RAY_py_gcs_connect_timeout_s": "10"}
 QUIET = {"RAY_BACKEND_LOG_LEVEL": "error", "RAY_ENABLE_AUTO_CONNECT": "0"}
+# a Ray worker that exits kills its child processes with SIGKILL by default: a shard's render,
+# stopped with its actor (a SIGTERM to the whole job), would leave whole files unlisted; with
+# this off the render gets the SIGTERM its parent's death sends it (die_with_parent) and lists
+# them, while the driver waits for its folder's lock
+KEEP_RENDERS = {"RAY_kill_child_processes_on_worker_exit": "0"}
 STOPPED = "stopped"  # an actor's answer for a shard it stopped (or did not start): the driver
 STOP_WAIT = 30  # seconds a stopped driver waits for its actors to list their whole files
 
@@ -43,7 +48,8 @@ STOP_WAIT = 30  # seconds a stopped driver waits for its actors to list their wh
 def ray_module(address: str | None = None):
     """``ray`` and ``ray.data`` (the ``ray`` extra), or a one-line install hint; the settings
     that must precede its import first (``address``: joining a running cluster)."""
-    for name, value in {**QUIET, **(CONNECT if address is not None else {})}.items():
+    for name, value in {**QUIET, **KEEP_RENDERS,
+                        **(CONNECT if address is not None else {})}.items():
         os.environ.setdefault(name, value)
     try:
         import ray
@@ -98,11 +104,16 @@ class ShardActor:
                                     cwd=self.cwd, stdout=said, stderr=subprocess.STDOUT,
                                     start_new_session=True,
                                     preexec_fn=lambda: die_with_parent(signal.SIGTERM))
-            while _running(proc):
-                if self._stopped():
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait()
-                    return STOPPED
+            try:
+                while _running(proc):
+                    if self._stopped():
+                        proc.send_signal(signal.SIGTERM)
+                        proc.wait()
+                        return STOPPED
+            except BaseException:  # Ray stops this actor (SIGTERM): the render stops first
+                proc.send_signal(signal.SIGTERM)
+                _running(proc, STOP_WAIT)
+                raise
             said.seek(0)
             lines = said.read().decode(errors="replace").splitlines()
         last = next((line for line in reversed(lines) if line.strip()), "no output")
