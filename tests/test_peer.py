@@ -16,10 +16,10 @@ from conftest import gantool_cli
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 PEER_PYTHON = BENCH / ".peer-venv" / "bin" / "python"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(  # a benchmark's chain: make test-fast skips it
     not PEER_PYTHON.is_file(),
     reason="needs lightweight-gan's own environment at benchmarks/.peer-venv (see "
-           "benchmarks/peer.py)")
+           "benchmarks/peer.py)")]
 
 
 def test_the_peer_runs_on_the_cpu_with_its_cli_defaults():
