@@ -4,12 +4,14 @@
         --every 10 --out runs/budget --json benchmarks/results-budget-64.json \
         --figure docs/twemoji-64-fid-vs-time.png --grids docs/twemoji-64-budget-grids.png
 
-Each contender trains alone, one after another, with every core, in segments of ``--every``
-minutes: a gantool preset by ``gantool train --max-time``, then ``--resume --max-time`` (a
-resume goes on exactly where the run stopped); the canonical pytorch/examples DCGAN by its
-loop (``quality.train_canonical``'s) with its networks and optimisers saved between segments.
+Each contender trains alone with every core, in segments of ``--every`` minutes, mark by
+mark (every contender to 10 min, then every one to 20, ...): a gantool preset by ``gantool
+train --max-time``, then ``--resume --max-time`` (a resume goes on exactly where the run
+stopped); the canonical pytorch/examples DCGAN by its loop (``quality.train_canonical``'s)
+with its networks and optimisers kept with each segment's checkpoint.
 After each segment the checkpoint is kept as ``OUT/NAME/at-MMMmin.pt``. A rerun goes on from
-the last whole segment, so the runs outlive an interrupted session (hours of them).
+the last whole segment, so the runs outlive an interrupted session (hours of them); an empty
+file ``OUT/STOP`` stops the script between two segments.
 
 Then every kept checkpoint is scored (FID of ``--num`` samples against ``--num`` real images,
 gantool's Inception features, cached in ``OUT/NAME/fid-NUM.json``), and the script prints FID
@@ -42,6 +44,7 @@ from quality import NZ, CanonicalGenerator, gantool_generator, parse_contender  
 
 from gantool.data.dataset import load_dataset  # noqa: E402
 from gantool.metrics.evaluate import score_generator  # noqa: E402
+from gantool.train.run_files import LAST, step_checkpoints, step_name, step_of  # noqa: E402
 
 
 def kept(folder: Path) -> dict[int, Path]:
@@ -55,6 +58,7 @@ def train_gantool(spec: str, args, folder: Path, minutes: int) -> None:
     runs = sorted(folder.glob("0*-*/checkpoints/last.pt"))
     common = ["--max-time", f"{args.every}m", "--no-progress"]
     if runs:
+        rewind(runs[-1].parents[1], folder)
         cmd = ["train", "--resume", str(runs[-1].parents[1]), *common]
     else:
         cmd = ["train", "--preset", preset, "--data", args.data, "--resolution",
@@ -67,18 +71,38 @@ def train_gantool(spec: str, args, folder: Path, minutes: int) -> None:
     if code not in (0, 75):  # 75: the time budget reached, with a checkpoint
         raise SystemExit(f"{spec}: gantool train exited with {code}: see {folder / 'train.log'}")
     last = sorted(folder.glob("0*-*/checkpoints/last.pt"))[-1]
-    shutil.copyfile(last, folder / f"at-{minutes:03d}min.pt")
+    path = folder / f"at-{minutes:03d}min.pt"
+    shutil.copyfile(last, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def rewind(run: Path, folder: Path) -> None:
+    """A segment cut short (a killed session) trained past the newest kept checkpoint: put the
+    run back there, so every segment starts where the last whole one ended."""
+    marks = kept(folder)
+    if not marks:
+        return
+    newest = marks[max(marks)]
+    step, ckpts = steps_at(newest), run / "checkpoints"
+    if steps_at(ckpts / LAST) == step:
+        return
+    for path in step_checkpoints(ckpts):
+        if step_of(path) > step:
+            path.unlink()
+    shutil.copyfile(newest, ckpts / step_name(step))
+    shutil.copyfile(newest, ckpts / LAST)
+    print(f"{folder.name}: an unfinished segment was dropped; back to {newest.name}", flush=True)
 
 
 def train_canonical_segment(args, folder: Path, minutes: int) -> None:
-    """The example's loop for ``--every`` minutes from the state the last segment left."""
-    state_file = folder / "state.pt"
+    """The example's loop for ``--every`` minutes from the state the newest kept checkpoint
+    holds (networks, optimisers, step, random state)."""
     data = torch.from_numpy(load_dataset(args.data, args.resolution, 3, progress=False).images)
     netG, netD, optG, optD = canonical_dcgan.build_all(NZ, args.width, args.width, 3,
                                                       args.resolution)
-    step = 0
-    if state_file.is_file():
-        state = torch.load(state_file, weights_only=False)
+    step, marks = 0, kept(folder)
+    if marks:
+        state = torch.load(marks[max(marks)], weights_only=False)
         for obj, key in ((netG, "G"), (netD, "D"), (optG, "optG"), (optD, "optD")):
             obj.load_state_dict(state[key])
         step = state["step"]
@@ -94,20 +118,26 @@ def train_canonical_segment(args, folder: Path, minutes: int) -> None:
         pos += 64
         canonical_dcgan.canonical_step(netG, netD, optG, optD, real, NZ)
         step += 1
+    path = folder / f"at-{minutes:03d}min.pt"
     torch.save({"G": netG.state_dict(), "D": netD.state_dict(), "optG": optG.state_dict(),
                 "optD": optD.state_dict(), "step": step, "rng": torch.get_rng_state()},
-               state_file)
-    torch.save({"G": netG.state_dict(), "step": step}, folder / f"at-{minutes:03d}min.pt")
+               path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 def train_all(specs: dict[str, str], args, out: Path) -> None:
-    marks = range(args.every, args.minutes + 1, args.every)
-    for name, spec in specs.items():
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for minutes in marks:
+    """Mark by mark, every contender in turn, so a run cut off after any mark already compares
+    them all up to it. ``OUT/STOP`` (an empty file) stops it between two segments."""
+    for minutes in range(args.every, args.minutes + 1, args.every):
+        for name, spec in specs.items():
+            folder = out / name
+            folder.mkdir(parents=True, exist_ok=True)
             if minutes in kept(folder):
                 continue
+            if (out / "STOP").exists():
+                (out / "STOP").unlink()
+                raise SystemExit(f"stopped before {name}'s {minutes} min, as {out / 'STOP'} "
+                                 "asked; run the same command again to go on")
             t0 = time.perf_counter()
             if name == "canonical":
                 subprocess.run([sys.executable, __file__, *sys.argv[1:], "--canonical-segment",
