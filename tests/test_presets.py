@@ -117,3 +117,5 @@ def test_list_presets_shows_key_values():
     for value in ("residual / pooled", "uniform t=0.5", "0.00128 / 0.0064", "6 (table)",
                   "D dropout 0.3/0.4", "extra G+D update every 50"):
         assert value in text, value
+    budgets = [p.budget for p in PRESETS.values() if p.budget]
+    assert budgets and all(f"for your time: {b}" in text for b in budgets)

@@ -368,7 +368,10 @@ def _print_presets(width: int = 80) -> None:
                                  break_on_hyphens=False,
                                  initial_indent="  ", subsequent_indent="  "),
                   fill(spelt(PRESETS[name].about, ()), width, initial_indent="  ",
-                       subsequent_indent="  "),
-                  fill(f"source: {PRESETS[name].source}", width, initial_indent="  ",
-                       subsequent_indent="    ")]
+                       subsequent_indent="  ")]
+        if PRESETS[name].budget:
+            lines.append(fill(f"for your time: {PRESETS[name].budget}", width,
+                              initial_indent="  ", subsequent_indent="    "))
+        lines.append(fill(f"source: {PRESETS[name].source}", width, initial_indent="  ",
+                          subsequent_indent="    "))
     typer.echo("\n".join(lines))

@@ -15,11 +15,14 @@ from gantool.errors import ConfigError, did_you_mean
 @dataclass(frozen=True)
 class Preset:
     """``about``: when to choose it (the CLI lists it); ``source``: the paper or benchmark
-    its values come from, with what was measured; ``values``: ``section.field`` -> value."""
+    its values come from, with what was measured; ``values``: ``section.field`` -> value;
+    ``budget``: what it gives for the time one has, where that was measured (the CLI lists
+    it too)."""
 
     about: str
     source: str
     values: dict[str, Any] = field(default_factory=dict)
+    budget: str = ""
 
 
 # Marchesi 2017 gives the batch size at both ends (128 at 192 px, 6 at 1024 px); the sizes
@@ -64,7 +67,10 @@ PRESETS: dict[str, Preset] = {
         {"model.resolution": 64, "model.channels": 3, "train.batch_size": 64,
          "train.lr_g": 5e-4, "train.lr_d": 2e-4, "train.labels": "one-sided",
          "train.augment": "translation,color", "train.ema_decay": 0.99, "data.flip": True,
-         "train.steps": 10_000, "train.checkpoint_every": 1000}),
+         "train.steps": 10_000, "train.checkpoint_every": 1000},
+        budget="at 64 px on 2 CPU cores few-shot was better at every 10-minute mark measured "
+               "(10-30 min, Twemoji): FID 276/226/193 against its 173/128/123 "
+               "(docs/quality.md)"),
     "sharma-fmnist": Preset(
         "Sharma: 28x28 grey, batch 32, Adam 1e-3 b1 0.5, D dropout 0.3/0.4, one-sided 0.9, "
         "20 epochs",
@@ -108,7 +114,10 @@ PRESETS: dict[str, Preset] = {
         "equal wall-clock on 2 CPU cores (64 px Twemoji, benchmarks/quality.py): widths 8 over "
         "16 (185 vs 193 FID in 2,625 and 954 steps), lr 5e-4 over the paper's 2e-4 (143 vs "
         "185); batch 8 is the paper's (more steps in the same time on a CPU)",
-        FEW_SHOT),
+        FEW_SHOT,
+        budget="at 64 px on 2 CPU cores the best of three at every 10-minute mark measured "
+               "(10-30 min, Twemoji): FID 173/128/123, faces with eyes from 20 min "
+               "(docs/quality.md)"),
     "few-shot-1024": Preset(
         "choose for 512-1024 px on a GPU: FastGAN's 1024 px configuration for ~1k images, "
         "ngf = ndf = 64, nz 256, batch 8, lr 2e-4, hinge, DiffAugment, EMA 0.999, 50k steps; "
