@@ -9,7 +9,9 @@ mark (every contender to 10 min, then every one to 20, ...): a gantool preset by
 train --max-time``, then ``--resume --max-time`` (a resume goes on exactly where the run
 stopped); the canonical pytorch/examples DCGAN by its loop (``quality.train_canonical``'s)
 with its networks and optimisers kept with each segment's checkpoint.
-After each segment the checkpoint is kept as ``OUT/NAME/at-MMMmin.pt``. A rerun goes on from
+After each segment the checkpoint is kept as ``OUT/NAME/at-MMMmin.pt``, and its seconds and
+the load average at its end in ``OUT/NAME/segments.jsonl`` (a segment that trained beside other
+work is no fair mark: delete its checkpoint and the later ones, and rerun). A rerun goes on from
 the last whole segment, so the runs outlive an interrupted session (hours of them); an empty
 file ``OUT/STOP`` stops the script between two segments.
 
@@ -144,8 +146,11 @@ def train_all(specs: dict[str, str], args, out: Path) -> None:
                                 str(folder), str(minutes)], check=True)
             else:
                 train_gantool(spec, args, folder, minutes)
-            print(f"{name}: {minutes} min kept ({time.perf_counter() - t0:.0f} s, load "
-                  f"average {os.getloadavg()[0]:.2f})", flush=True)
+            seconds, load = round(time.perf_counter() - t0), round(os.getloadavg()[0], 2)
+            with open(folder / "segments.jsonl", "a") as f:
+                f.write(json.dumps({"minutes": minutes, "seconds": seconds, "load": load}) + "\n")
+            print(f"{name}: {minutes} min kept ({seconds} s, load average {load:.2f})",
+                  flush=True)
 
 
 def generator(name: str, path: Path, args):
@@ -169,6 +174,14 @@ def score_all(specs: dict[str, str], args, out: Path) -> dict[str, dict[int, flo
     return table
 
 
+def segment_loads(folder: Path) -> dict[int, float]:
+    """Kept minute mark -> load average at the end of the segment that trained to it (a
+    segment rerun after its checkpoint was deleted: the rerun's)."""
+    path, marks = folder / "segments.jsonl", kept(folder)
+    rows = map(json.loads, path.read_text().splitlines()) if path.is_file() else []
+    return {r["minutes"]: r["load"] for r in rows if r["minutes"] in marks}
+
+
 def steps_at(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
 
@@ -183,6 +196,10 @@ def report(table: dict[str, dict[int, float]], specs, args, out: Path) -> dict:
         paths = kept(out / name)
         print(f"{'  steps':<16}" + "".join(f"{steps_at(paths[m]) if m in paths else '':>13}"
                                           for m in marks))
+    loads = [v for name in table for v in segment_loads(out / name).values()]
+    if loads:
+        print(f"load average at the end of each training segment: {min(loads):.2f}-"
+              f"{max(loads):.2f}")
     best = {m: min((row[m], name) for name, row in table.items() if m in row)[1] for m in marks}
     print(f"{'best':<16}" + "".join(f"{best[m]:>13.12}" for m in marks))
     return best
@@ -269,8 +286,10 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "args": {k: v for k, v in vars(args).items() if k != "canonical_segment"},
-            "load_average": loadavg(), "fid": {k: {str(m): v for m, v in row.items()}
-                                               for k, row in table.items()},
+            "load_average": loadavg(),
+            "training_load_average": {name: {str(m): v for m, v in segment_loads(out / name)
+                                             .items()} for name in specs},
+            "fid": {k: {str(m): v for m, v in row.items()} for k, row in table.items()},
             "steps": {name: {str(m): steps_at(p) for m, p in kept(out / name).items()}
                       for name in specs},
             "best": {str(m): n for m, n in best.items()}}, indent=2) + "\n")
