@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+# This process forks children (preexec_fn) while gRPC channels of earlier Triton tests are busy:
+# with grpcio's fork support on, a few percent of them abort before exec (grpc/grpc#43055), as
+# gantool's own gRPC client avoids (backends/triton_backend.py).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 # The datasets beside the repository (a user's clone has none: the tests that need them skip);
 # GANTOOL_TEST_SHARED points elsewhere (test_code_shape runs those tests with it absent).
 SHARED = Path(os.environ.get("GANTOOL_TEST_SHARED")

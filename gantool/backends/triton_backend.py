@@ -19,6 +19,7 @@ after that) fails only its seed range: ``generate`` then raises
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -52,6 +53,10 @@ def client_module(protocol: str):
         raise GantoolError(f"unknown protocol {protocol!r}; choose grpc or http")
     try:
         if protocol == "grpc":
+            # grpcio >= 1.80 (grpc/grpc#43055) aborts a few percent of the children forked
+            # while its channels are busy (the writer's workers, a relaunched tritonserver):
+            # none of gantool's children use the parent's gRPC, so its fork support is off.
+            os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
             import tritonclient.grpc as module
         else:
             import tritonclient.http as module
