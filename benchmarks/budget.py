@@ -19,7 +19,8 @@ Then every kept checkpoint is scored (FID of ``--num`` samples against ``--num``
 gantool's Inception features, cached in ``OUT/NAME/fid-NUM.json``), and the script prints FID
 per contender per minute mark and which contender is best at each, and draws FID against
 minutes (``--figure``) and the samples (seeds 0-35) at ``--grid-minutes`` side by side
-(``--grids``).
+(``--grids``). ``--train-only`` and ``--score-only`` split the two; a contender left out of
+``--contenders`` for a while is scored later as far as it got.
 
 Contenders (``--contenders``): ``canonical`` (width ``--width``, batch 64, as the example) and
 gantool presets at their own settings, ``LABEL=PRESET:key=value;key=value`` for variants.
@@ -267,6 +268,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/budget")
     ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--score-only", action="store_true",
+                    help="score what is kept, however far each contender got; train nothing")
     ap.add_argument("--json")
     ap.add_argument("--figure")
     ap.add_argument("--grids")
@@ -278,7 +281,8 @@ def main() -> None:
                                        int(args.canonical_segment[1]))
     specs = {parse_contender(s)[0]: s for s in args.contenders.split(",") if s}
     out = Path(args.out)
-    train_all(specs, args, out)
+    if not args.score_only:
+        train_all(specs, args, out)
     if args.train_only:
         return
     table = score_all(specs, args, out)

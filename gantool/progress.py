@@ -28,9 +28,11 @@ PLAIN_EVERY_S = 30.0
 
 
 def clock(seconds: float) -> str:
-    """3725 -> '1:02:05'."""
+    """3725 -> '1:02:05'; a day or more counts days: 183725 -> '2 days 3:02:05'."""
     seconds = max(0, int(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    days, hours = divmod(seconds // 3600, 24)
+    text = f"{hours}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return f"{days} day{'s' if days > 1 else ''} {text}" if days else text
 
 
 class StepProgress:
