@@ -20,7 +20,9 @@ gantool's Inception features, cached in ``OUT/NAME/fid-NUM.json``), and the scri
 per contender per minute mark and which contender is best at each, and draws FID against
 minutes (``--figure``) and the samples (seeds 0-35) at ``--grid-minutes`` side by side
 (``--grids``). ``--train-only`` and ``--score-only`` split the two; a contender left out of
-``--contenders`` for a while is scored later as far as it got.
+``--contenders`` for a while is scored later as far as it got. A contender with no checkpoint
+in OUT (a run on another machine, whose OUT is gone) keeps the line an earlier run recorded in
+``--json`` (same resolution, ``--num`` and seed): a line is always one run's.
 
 Contenders (``--contenders``): ``canonical`` (width ``--width``, batch 64, as the example) and
 gantool presets at their own settings, ``LABEL=PRESET:key=value;key=value`` for variants.
@@ -159,20 +161,41 @@ def generator(name: str, path: Path, args):
         gantool_generator(path, "ema-eval")
 
 
-def score_all(specs: dict[str, str], args, out: Path) -> dict[str, dict[int, float]]:
-    real = load_dataset(args.data, args.resolution, 3, progress=False).images
-    table = {}
+def score_all(specs: dict[str, str], args, out: Path,
+              earlier: dict[str, dict]) -> dict[str, dict[int, float]]:
+    real, table = None, {}
     for name in specs:
+        if name in earlier:
+            table[name] = earlier[name]["fid"]
+            print(f"  {name}: no checkpoint in {out}; the line recorded in {args.json}", flush=True)
+            continue
         cache = out / name / f"fid-{args.num}.json"
         table[name] = {int(k): v for k, v in (json.loads(cache.read_text()).items()
                                                if cache.is_file() else [])}
         for minutes, path in sorted(kept(out / name).items()):
             if minutes not in table[name]:
+                if real is None:
+                    real = load_dataset(args.data, args.resolution, 3, progress=False).images
                 table[name][minutes] = score_generator(generator(name, path, args), real,
                                                        ["fid"], args.num, batch_size=64)["fid"]
                 print(f"  {name} at {minutes} min: FID {table[name][minutes]:.1f}", flush=True)
                 cache.write_text(json.dumps(table[name]))
     return table
+
+
+def earlier_lines(specs, args, out: Path) -> dict[str, dict]:
+    """Contender -> its ``fid``, ``steps`` and ``training_load_average`` from ``--json``, for
+    the contenders with no checkpoint in ``out``, where that record is of the same resolution,
+    ``--num`` and seed."""
+    path = Path(args.json) if args.json else None
+    if not path or not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    if any(record["args"].get(k) != getattr(args, k) for k in ("resolution", "num", "seed")):
+        return {}
+    keys = ("fid", "steps", "training_load_average")
+    return {name: {k: {int(m): v for m, v in record[k].get(name, {}).items()} for k in keys}
+            for name in specs if not kept(out / name) and name in record["fid"]}
 
 
 def segment_loads(folder: Path) -> dict[int, float]:
@@ -187,20 +210,18 @@ def steps_at(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
 
 
-def report(table: dict[str, dict[int, float]], specs, args, out: Path) -> dict:
+def report(table: dict[str, dict[int, float]], steps, loads, args) -> dict:
     marks = sorted({m for row in table.values() for m in row})
     print(f"\n{args.resolution} px, FID of {args.num} vs {args.num} real, by minutes of training "
           f"alone on this machine; load average {loadavg()}")
     print(f"{'minutes':<16}" + "".join(f"{m:>13}" for m in marks))
     for name, row in table.items():
         print(f"{name:<16}" + "".join(f"{row.get(m, float('nan')):>13.1f}" for m in marks))
-        paths = kept(out / name)
-        print(f"{'  steps':<16}" + "".join(f"{steps_at(paths[m]) if m in paths else '':>13}"
-                                          for m in marks))
-    loads = [v for name in table for v in segment_loads(out / name).values()]
-    if loads:
-        print(f"load average at the end of each training segment: {min(loads):.2f}-"
-              f"{max(loads):.2f}")
+        print(f"{'  steps':<16}" + "".join(f"{steps[name].get(m, ''):>13}" for m in marks))
+    ends = [v for name in table for v in loads[name].values()]
+    if ends:
+        print(f"load average at the end of each training segment: {min(ends):.2f}-"
+              f"{max(ends):.2f}")
     best = {m: min((row[m], name) for name, row in table.items() if m in row)[1] for m in marks}
     print(f"{'best':<16}" + "".join(f"{best[m]:>13.12}" for m in marks))
     return best
@@ -228,15 +249,29 @@ def draw_figure(table, path: Path) -> None:
 
 
 def draw_grids(specs, args, out: Path, path: Path) -> None:
-    """Rows: contenders; columns: ``--grid-minutes``; each cell seeds 0-35 (6 x 6)."""
+    """Rows: contenders; columns: ``--grid-minutes``; each cell seeds 0-35 (6 x 6). Each cell is
+    also kept as ``PATH-without-suffix/NAME-MMMmin.png``: a contender with no checkpoint in
+    ``out`` (its run was on another machine) keeps the cells its run left there."""
     from PIL import Image, ImageDraw
 
     from gantool.sampling.images import make_grid
 
-    marks = [int(m) for m in args.grid_minutes.split(",")]
-    cells = {(name, m): Image.fromarray(make_grid(
-        generator(name, kept(out / name)[m], args).generate(range(36), None), 6))
-        for name in specs for m in marks if m in kept(out / name)}
+    marks, folder = [int(m) for m in args.grid_minutes.split(",")], path.with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = {}
+    for name in specs:
+        paths = kept(out / name)
+        if paths:  # this run's row: drop the cells of an earlier run of this contender
+            for old in folder.glob(f"{name}-*min.png"):
+                old.unlink()
+        for m in marks:
+            cell = folder / f"{name}-{m:03d}min.png"
+            if m in paths:
+                image = make_grid(generator(name, paths[m], args).generate(range(36), None), 6)
+                Image.fromarray(image).quantize(256, method=Image.Quantize.MEDIANCUT).save(
+                    cell, optimize=True)
+            if cell.is_file():
+                cells[name, m] = Image.open(cell).convert("RGB")
     if not cells:
         return
     w, h = next(iter(cells.values())).size
@@ -251,7 +286,7 @@ def draw_grids(specs, args, out: Path, path: Path) -> None:
             if (name, m) in cells:
                 sheet.paste(cells[name, m], (left + j * (w + 8), top + i * (h + 8)))
     sheet.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
-    print(f"grids: {path}")
+    print(f"grids: {path} (cells in {folder})")
 
 
 def main() -> None:
@@ -285,18 +320,23 @@ def main() -> None:
         train_all(specs, args, out)
     if args.train_only:
         return
-    table = score_all(specs, args, out)
-    best = report(table, specs, args, out)
+    earlier = earlier_lines(specs, args, out)
+    table = score_all(specs, args, out, earlier)
+    steps = {name: earlier[name]["steps"] if name in earlier else
+             {m: steps_at(p) for m, p in kept(out / name).items()} for name in specs}
+    loads = {name: earlier[name]["training_load_average"] if name in earlier else
+             segment_loads(out / name) for name in specs}
+    best = report(table, steps, loads, args)
     if args.json:
+        def by_mark(rows):
+            return {k: {str(m): v for m, v in sorted(row.items())} for k, row in rows.items()}
+
         Path(args.json).write_text(json.dumps({
             "args": {k: v for k, v in vars(args).items() if k != "canonical_segment"},
             "load_average": loadavg(),
-            "training_load_average": {name: {str(m): v for m, v in segment_loads(out / name)
-                                             .items()} for name in specs},
-            "fid": {k: {str(m): v for m, v in row.items()} for k, row in table.items()},
-            "steps": {name: {str(m): steps_at(p) for m, p in kept(out / name).items()}
-                      for name in specs},
-            "best": {str(m): n for m, n in best.items()}}, indent=2) + "\n")
+            "training_load_average": by_mark(loads), "fid": by_mark(table),
+            "steps": by_mark(steps), "best": {str(m): n for m, n in best.items()}},
+            indent=2) + "\n")
     if args.figure:
         draw_figure(table, Path(args.figure))
     if args.grids:
