@@ -248,22 +248,22 @@ def draw_figure(table, path: Path) -> None:
     print(f"figure: {path}")
 
 
-def draw_grids(specs, args, out: Path, path: Path) -> None:
-    """Rows: contenders; columns: ``--grid-minutes``; each cell seeds 0-35 (6 x 6). Each cell is
-    also kept as ``PATH-without-suffix/NAME-MMMmin.png``: a contender with no checkpoint in
-    ``out`` (its run was on another machine) keeps the cells its run left there."""
-    from PIL import Image, ImageDraw
+def grid_cells(specs, args, out: Path, marks: list[int], folder: Path) -> dict:
+    """(contender, minutes) -> its cell, seeds 0-35 (6 x 6), each also kept as
+    ``folder/NAME-MMMmin.png``: a contender with no checkpoint in ``out`` (its run was on
+    another machine) keeps the cells its run left there."""
+    from PIL import Image
 
     from gantool.sampling.images import make_grid
 
-    marks, folder = [int(m) for m in args.grid_minutes.split(",")], path.with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)
     cells = {}
     for name in specs:
         paths = kept(out / name)
         if paths:  # this run's row: drop the cells of an earlier run of this contender
             for old in folder.glob(f"{name}-*min.png"):
-                old.unlink()
+                if old.stem[len(name) + 1:-3].isdigit():  # not another contender's, few-shot-x
+                    old.unlink()
         for m in marks:
             cell = folder / f"{name}-{m:03d}min.png"
             if m in paths:
@@ -272,6 +272,16 @@ def draw_grids(specs, args, out: Path, path: Path) -> None:
                     cell, optimize=True)
             if cell.is_file():
                 cells[name, m] = Image.open(cell).convert("RGB")
+    return cells
+
+
+def draw_grids(specs, args, out: Path, path: Path) -> None:
+    """Rows: contenders; columns: ``--grid-minutes``; the cells kept beside the sheet, in
+    ``PATH-without-suffix/``."""
+    from PIL import Image, ImageDraw
+
+    marks, folder = [int(m) for m in args.grid_minutes.split(",")], path.with_suffix("")
+    cells = grid_cells(specs, args, out, marks, folder)
     if not cells:
         return
     w, h = next(iter(cells.values())).size
