@@ -69,8 +69,8 @@ PRESETS: dict[str, Preset] = {
          "train.augment": "translation,color", "train.ema_decay": 0.99, "data.flip": True,
          "train.steps": 10_000, "train.checkpoint_every": 1000},
         budget="at 64 px on 2 CPU cores (Twemoji) behind few-shot to an hour, tied with "
-               "it from 90 min: FID 262/171/119/105 at 10/30/60/120 min against few-shot's "
-               "173/123/112/104; cleaner faces, fewer kinds (docs/quality.md)"),
+               "it from 80 min: FID 262/171/119/105 at 10/30/60/120 min against few-shot's "
+               "140/121/112/101; cleaner faces, fewer kinds (docs/quality.md)"),
     "sharma-fmnist": Preset(
         "Sharma: 28x28 grey, batch 32, Adam 1e-3 b1 0.5, D dropout 0.3/0.4, one-sided 0.9, "
         "20 epochs",
@@ -115,10 +115,9 @@ PRESETS: dict[str, Preset] = {
         "16 (185 vs 193 FID in 2,625 and 954 steps), lr 5e-4 over the paper's 2e-4 (143 vs "
         "185); batch 8 is the paper's (more steps in the same time on a CPU)",
         FEW_SHOT,
-        budget="at 64 px on 2 CPU cores (Twemoji) the best of three at every 10-minute "
-               "mark to 120 min: FID 173/123/112/104 at 10/30/60/120 min, faces with eyes "
-               "from 20 min; ahead of colour-small to an hour, tied from 90 min "
-               "(docs/quality.md)"),
+        budget="at 64 px on 2 CPU cores (Twemoji) the best of three to 70 min: FID "
+               "140/121/112/101 at 10/30/60/120 min, heads with eyes from 10 min; ahead of "
+               "colour-small to an hour, tied with it from 80 min (docs/quality.md)"),
     "few-shot-1024": Preset(
         "choose for 512-1024 px on a GPU: FastGAN's 1024 px configuration for ~1k images, "
         "ngf = ndf = 64, nz 256, batch 8, lr 2e-4, hinge, DiffAugment, EMA 0.999, 50k steps; "
